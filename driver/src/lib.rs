@@ -1,0 +1,2 @@
+//! flushguard.sys: the kernel shell of FlushGuard.
+#![cfg_attr(windows, no_std)]

@@ -1,0 +1,2 @@
+//! FlushGuard policy, decisions, stats and callback logic.
+#![forbid(unsafe_code)]

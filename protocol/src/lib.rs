@@ -1,0 +1,2 @@
+//! Wire format shared by flushguard.sys and flushctl.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! FlushGuard host integration tests.
+#![forbid(unsafe_code)]

@@ -1,0 +1,4 @@
+//! FlushGuard administrator CLI.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,4 @@
+//! FlushGuard build and packaging tasks.
+#![forbid(unsafe_code)]
+
+fn main() {}
