@@ -1,0 +1,2 @@
+//! Replay throughput bench (filled in below).
+fn main() {}

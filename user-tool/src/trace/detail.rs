@@ -1,0 +1,456 @@
+//! Parsers for the `Detail` column of Process Monitor exports.
+//!
+//! Process Monitor renders each operation's parameters as `Key: value` pairs joined by
+//! `", "`, but several values are themselves comma-separated lists (`Options: Synchronous
+//! IO Non-Alert, Non-Directory File`, `ShareMode: Read, Write`, `I/O Flags: Non-cached,
+//! Paging I/O`). Splitting on commas is therefore wrong; [`split_known_keys`] splits on the
+//! known `Key: ` tokens of each operation instead.
+//!
+//! Numbers are printed with the capturing machine's thousands separator: `4,096`,
+//! `4\u{a0}096` (U+00A0), `4\u{202f}096` (U+202F), `4.096` or `4'096`. Offsets and lengths
+//! are integers, so every such separator is dropped before parsing.
+
+use thiserror::Error;
+
+/// `Parameters.Create.Options` bits (`CreateOptions` of `ZwCreateFile`, low 24 bits of
+/// `IrpSp->Parameters.Create.Options`). Source: Microsoft DDI page "ZwCreateFile function
+/// (wdm.h)", CreateOptions table.
+pub mod create_options {
+    /// `FILE_DIRECTORY_FILE`.
+    pub const FILE_DIRECTORY_FILE: u32 = 0x0000_0001;
+    /// `FILE_WRITE_THROUGH`: every write on this handle is written through to media.
+    pub const FILE_WRITE_THROUGH: u32 = 0x0000_0002;
+    /// `FILE_SEQUENTIAL_ONLY`.
+    pub const FILE_SEQUENTIAL_ONLY: u32 = 0x0000_0004;
+    /// `FILE_NO_INTERMEDIATE_BUFFERING` (ProcMon: "No Buffering").
+    pub const FILE_NO_INTERMEDIATE_BUFFERING: u32 = 0x0000_0008;
+    /// `FILE_SYNCHRONOUS_IO_ALERT`.
+    pub const FILE_SYNCHRONOUS_IO_ALERT: u32 = 0x0000_0010;
+    /// `FILE_SYNCHRONOUS_IO_NONALERT`.
+    pub const FILE_SYNCHRONOUS_IO_NONALERT: u32 = 0x0000_0020;
+    /// `FILE_NON_DIRECTORY_FILE`.
+    pub const FILE_NON_DIRECTORY_FILE: u32 = 0x0000_0040;
+    /// `FILE_CREATE_TREE_CONNECTION`.
+    pub const FILE_CREATE_TREE_CONNECTION: u32 = 0x0000_0080;
+    /// `FILE_COMPLETE_IF_OPLOCKED`.
+    pub const FILE_COMPLETE_IF_OPLOCKED: u32 = 0x0000_0100;
+    /// `FILE_NO_EA_KNOWLEDGE`.
+    pub const FILE_NO_EA_KNOWLEDGE: u32 = 0x0000_0200;
+    /// `FILE_OPEN_REMOTE_INSTANCE`.
+    pub const FILE_OPEN_REMOTE_INSTANCE: u32 = 0x0000_0400;
+    /// `FILE_RANDOM_ACCESS`.
+    pub const FILE_RANDOM_ACCESS: u32 = 0x0000_0800;
+    /// `FILE_DELETE_ON_CLOSE`.
+    pub const FILE_DELETE_ON_CLOSE: u32 = 0x0000_1000;
+    /// `FILE_OPEN_BY_FILE_ID`.
+    pub const FILE_OPEN_BY_FILE_ID: u32 = 0x0000_2000;
+    /// `FILE_OPEN_FOR_BACKUP_INTENT`.
+    pub const FILE_OPEN_FOR_BACKUP_INTENT: u32 = 0x0000_4000;
+    /// `FILE_NO_COMPRESSION`.
+    pub const FILE_NO_COMPRESSION: u32 = 0x0000_8000;
+    /// `FILE_OPEN_REQUIRING_OPLOCK`.
+    pub const FILE_OPEN_REQUIRING_OPLOCK: u32 = 0x0001_0000;
+    /// `FILE_DISALLOW_EXCLUSIVE`.
+    pub const FILE_DISALLOW_EXCLUSIVE: u32 = 0x0002_0000;
+    /// `FILE_SESSION_AWARE`.
+    pub const FILE_SESSION_AWARE: u32 = 0x0004_0000;
+    /// `FILE_RESERVE_OPFILTER`.
+    pub const FILE_RESERVE_OPFILTER: u32 = 0x0010_0000;
+    /// `FILE_OPEN_REPARSE_POINT`.
+    pub const FILE_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    /// `FILE_OPEN_NO_RECALL`.
+    pub const FILE_OPEN_NO_RECALL: u32 = 0x0040_0000;
+    /// `FILE_OPEN_FOR_FREE_SPACE_QUERY`.
+    pub const FILE_OPEN_FOR_FREE_SPACE_QUERY: u32 = 0x0080_0000;
+}
+
+/// `Irp->Flags` bits that Process Monitor shows as "I/O Flags". Source: wdm.h `IRP_*`
+/// flags, as documented on the Microsoft DDI page "IRP structure (wdm.h)".
+pub mod irp_flags {
+    /// `IRP_NOCACHE` (ProcMon: "Non-cached").
+    pub const IRP_NOCACHE: u32 = 0x0000_0001;
+    /// `IRP_PAGING_IO` (ProcMon: "Paging I/O").
+    pub const IRP_PAGING_IO: u32 = 0x0000_0002;
+    /// `IRP_SYNCHRONOUS_PAGING_IO` (ProcMon: "Synchronous Paging I/O").
+    pub const IRP_SYNCHRONOUS_PAGING_IO: u32 = 0x0000_0040;
+}
+
+/// `SL_WRITE_THROUGH` in `IrpSp->Flags` / `Iopb->OperationFlags` (ProcMon: I/O flag
+/// "Write Through"). Source: "IRP_MJ_WRITE (IFS)" DDI page.
+pub const SL_WRITE_THROUGH: u8 = 0x04;
+
+/// A Detail string that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DetailError {
+    /// A key that the operation always carries is absent (e.g. `Length` of a WriteFile).
+    #[error("missing `{0}:` in Detail")]
+    MissingKey(&'static str),
+    /// A number could not be parsed.
+    #[error("`{key}: {value}` is not a number")]
+    BadNumber {
+        /// The key whose value is wrong.
+        key: &'static str,
+        /// The raw value text.
+        value: String,
+    },
+}
+
+/// Splits `detail` into `(key, value)` pairs, recognising only the keys in `keys`.
+///
+/// A key is recognised at the start of the string or right after `", "`, followed by
+/// `": "` (or `":"` at the end of the string). Everything between two recognised keys is
+/// the value of the first, commas included. Unknown keys therefore stay inside the value
+/// of the preceding known key. Pairs are returned in order of appearance.
+pub fn split_known_keys<'a>(
+    detail: &'a str,
+    keys: &[&'static str],
+) -> Vec<(&'static str, &'a str)> {
+    // (start of key, start of value, key)
+    let mut marks: Vec<(usize, usize, &'static str)> = Vec::new();
+    for &key in keys {
+        let mut from = 0;
+        while let Some(rel) = detail[from..].find(key) {
+            let at = from + rel;
+            from = at + key.len();
+            let boundary = at == 0 || detail[..at].ends_with(", ");
+            let rest = &detail[at + key.len()..];
+            if !boundary {
+                continue;
+            }
+            if let Some(stripped) = rest.strip_prefix(": ") {
+                marks.push((at, detail.len() - stripped.len(), key));
+            } else if rest == ":" {
+                marks.push((at, detail.len(), key));
+            }
+        }
+    }
+    marks.sort_unstable_by_key(|m| m.0);
+    // A key text found inside an earlier key's value (e.g. "Length" inside "AllocationSize"
+    // cannot happen because of the boundary rule, but overlapping matches of keys that are
+    // prefixes of each other can): keep the first mark at each position, longest key.
+    marks.dedup_by(|b, a| a.0 == b.0);
+    let mut out = Vec::with_capacity(marks.len());
+    for (i, &(_, vstart, key)) in marks.iter().enumerate() {
+        let vend = match marks.get(i + 1) {
+            Some(&(next, _, _)) => next.saturating_sub(2).max(vstart),
+            None => detail.len(),
+        };
+        out.push((key, detail[vstart..vend].trim_end()));
+    }
+    out
+}
+
+fn value_of<'a>(pairs: &[(&'static str, &'a str)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// Splits a list value such as `Non-cached, Paging I/O` into its items.
+pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(", ").map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Parses an integer printed with any locale's thousands separators (`,`, `.`, `'`,
+/// U+00A0, U+202F, U+2019, space). A leading `-` is kept (ProcMon prints `-1` for some
+/// end-of-file offsets).
+pub fn parse_grouped_int(key: &'static str, value: &str) -> Result<i64, DetailError> {
+    let bad = || DetailError::BadNumber {
+        key,
+        value: value.to_owned(),
+    };
+    let v = value.trim();
+    let (neg, digits) = match v.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, v),
+    };
+    let mut n: i64 = 0;
+    let mut seen = false;
+    for c in digits.chars() {
+        match c {
+            '0'..='9' => {
+                seen = true;
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(i64::from(c as u8 - b'0')))
+                    .ok_or_else(bad)?;
+            }
+            ',' | '.' | '\'' | ' ' | '\u{a0}' | '\u{202f}' | '\u{2019}' if seen => {}
+            _ => return Err(bad()),
+        }
+    }
+    if !seen {
+        return Err(bad());
+    }
+    Ok(if neg { -n } else { n })
+}
+
+/// Keys of a `CreateFile` / `IRP_MJ_CREATE` Detail.
+pub const CREATE_KEYS: &[&str] = &[
+    "Desired Access",
+    "Disposition",
+    "Options",
+    "Attributes",
+    "ShareMode",
+    "AllocationSize",
+    "Impersonating",
+    "OpenResult",
+];
+
+/// `CreateDisposition` of `ZwCreateFile` (`FILE_SUPERSEDE` .. `FILE_OVERWRITE_IF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Disposition {
+    /// `FILE_SUPERSEDE` (0).
+    Supersede,
+    /// `FILE_OPEN` (1).
+    Open,
+    /// `FILE_CREATE` (2).
+    Create,
+    /// `FILE_OPEN_IF` (3).
+    OpenIf,
+    /// `FILE_OVERWRITE` (4).
+    Overwrite,
+    /// `FILE_OVERWRITE_IF` (5).
+    OverwriteIf,
+}
+
+impl Disposition {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Supersede" => Self::Supersede,
+            "Open" => Self::Open,
+            "Create" => Self::Create,
+            "OpenIf" => Self::OpenIf,
+            "Overwrite" => Self::Overwrite,
+            "OverwriteIf" => Self::OverwriteIf,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed `CreateFile` Detail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateDetail {
+    /// `Parameters.Create.Options` low 24 bits, rebuilt from the `Options:` list (see
+    /// [`create_options`]).
+    pub create_options: u32,
+    /// Option names that this parser does not know (kept, not an error).
+    pub unknown_options: u32,
+    /// The `Disposition:` value, if present and known.
+    pub disposition: Option<Disposition>,
+    /// True when `Desired Access:` grants write or append data (`Generic Write`, `Generic
+    /// Read/Write`, `Generic All`, `All Access`, `Write Data/Add File`, `Append
+    /// Data/Add Subdirectory`).
+    pub write_access: bool,
+}
+
+/// Parses a `CreateFile` Detail. Every key is optional (ProcMon omits Detail entirely for
+/// some failed opens); an empty Detail yields the default value.
+pub fn parse_create(detail: &str) -> CreateDetail {
+    let pairs = split_known_keys(detail, CREATE_KEYS);
+    let mut out = CreateDetail::default();
+    if let Some(opts) = value_of(&pairs, "Options") {
+        for item in list_items(opts) {
+            use create_options::*;
+            let bit = match item {
+                "Directory" => FILE_DIRECTORY_FILE,
+                "Write Through" => FILE_WRITE_THROUGH,
+                "Sequential Access" => FILE_SEQUENTIAL_ONLY,
+                "No Buffering" => FILE_NO_INTERMEDIATE_BUFFERING,
+                "Synchronous IO Alert" => FILE_SYNCHRONOUS_IO_ALERT,
+                "Synchronous IO Non-Alert" => FILE_SYNCHRONOUS_IO_NONALERT,
+                "Non-Directory File" => FILE_NON_DIRECTORY_FILE,
+                "Create Tree Connection" => FILE_CREATE_TREE_CONNECTION,
+                "Complete If Oplocked" => FILE_COMPLETE_IF_OPLOCKED,
+                "No EA Knowledge" => FILE_NO_EA_KNOWLEDGE,
+                "Open Remote Instance" => FILE_OPEN_REMOTE_INSTANCE,
+                "Random Access" => FILE_RANDOM_ACCESS,
+                "Delete On Close" => FILE_DELETE_ON_CLOSE,
+                "Open By ID" => FILE_OPEN_BY_FILE_ID,
+                "Open For Backup" => FILE_OPEN_FOR_BACKUP_INTENT,
+                "No Compression" => FILE_NO_COMPRESSION,
+                "Open Requiring Oplock" => FILE_OPEN_REQUIRING_OPLOCK,
+                "Disallow Exclusive" => FILE_DISALLOW_EXCLUSIVE,
+                "Session Aware" => FILE_SESSION_AWARE,
+                "Reserve OpFilter" => FILE_RESERVE_OPFILTER,
+                "Open Reparse Point" => FILE_OPEN_REPARSE_POINT,
+                "Open No Recall" => FILE_OPEN_NO_RECALL,
+                "Open For Free Space Query" => FILE_OPEN_FOR_FREE_SPACE_QUERY,
+                _ => {
+                    out.unknown_options += 1;
+                    0
+                }
+            };
+            out.create_options |= bit;
+        }
+    }
+    out.disposition = value_of(&pairs, "Disposition").and_then(Disposition::parse);
+    if let Some(access) = value_of(&pairs, "Desired Access") {
+        out.write_access = list_items(access).any(|a| {
+            matches!(
+                a,
+                "Generic Write"
+                    | "Generic Read/Write"
+                    | "Generic All"
+                    | "All Access"
+                    | "Write Data/Add File"
+                    | "Append Data/Add Subdirectory"
+                    | "Append Data"
+                    | "Write Data"
+            )
+        });
+    }
+    out
+}
+
+/// Keys of a `ReadFile` / `WriteFile` / `IRP_MJ_WRITE` / `FASTIO_WRITE` Detail.
+pub const RW_KEYS: &[&str] = &["Offset", "Length", "I/O Flags", "Priority"];
+
+/// A parsed `WriteFile` Detail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteDetail {
+    /// `Parameters.Write.ByteOffset` in bytes (ProcMon prints -1 for "current position").
+    pub offset: i64,
+    /// `Parameters.Write.Length` in bytes.
+    pub length: u64,
+    /// `Irp->Flags` bits shown as I/O Flags (see [`irp_flags`]).
+    pub irp_flags: u32,
+    /// `IrpSp->Flags` bits (only [`SL_WRITE_THROUGH`]).
+    pub operation_flags: u8,
+}
+
+/// Parses a `WriteFile` Detail: `Offset: n, Length: n[, I/O Flags: ...][, Priority: ...]`.
+///
+/// # Errors
+/// [`DetailError::MissingKey`] when `Length` is absent, [`DetailError::BadNumber`] when
+/// `Offset` or `Length` is not an integer or `Length` is negative.
+pub fn parse_write(detail: &str) -> Result<WriteDetail, DetailError> {
+    let pairs = split_known_keys(detail, RW_KEYS);
+    let length = value_of(&pairs, "Length").ok_or(DetailError::MissingKey("Length"))?;
+    let length_n = parse_grouped_int("Length", length)?;
+    let length = u64::try_from(length_n).map_err(|_| DetailError::BadNumber {
+        key: "Length",
+        value: length.to_owned(),
+    })?;
+    let offset = match value_of(&pairs, "Offset") {
+        Some(v) => parse_grouped_int("Offset", v)?,
+        None => return Err(DetailError::MissingKey("Offset")),
+    };
+    let mut out = WriteDetail {
+        offset,
+        length,
+        ..WriteDetail::default()
+    };
+    if let Some(flags) = value_of(&pairs, "I/O Flags") {
+        for f in list_items(flags) {
+            match f {
+                "Non-cached" => out.irp_flags |= irp_flags::IRP_NOCACHE,
+                "Paging I/O" => out.irp_flags |= irp_flags::IRP_PAGING_IO,
+                "Synchronous Paging I/O" => out.irp_flags |= irp_flags::IRP_SYNCHRONOUS_PAGING_IO,
+                "Write Through" => out.operation_flags |= SL_WRITE_THROUGH,
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_detail_from_trace_07() {
+        // Row 2 of 07-notepad-save-bbbb-pp32.csv.
+        let d = parse_create(
+            "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Synchronous IO \
+             Non-Alert, Non-Directory File, Disallow Exclusive, Attributes: N, ShareMode: Read, \
+             AllocationSize: 0, OpenResult: Opened",
+        );
+        use create_options::*;
+        assert_eq!(
+            d.create_options,
+            FILE_SYNCHRONOUS_IO_NONALERT | FILE_NON_DIRECTORY_FILE | FILE_DISALLOW_EXCLUSIVE
+        );
+        assert_eq!(d.disposition, Some(Disposition::OpenIf));
+        assert!(d.write_access);
+        assert_eq!(d.unknown_options, 0);
+    }
+
+    #[test]
+    fn create_detail_with_write_through_and_empty_options() {
+        let d = parse_create(
+            "Desired Access: Generic Write, Disposition: Create, Options: Write Through, \
+             No Buffering, Attributes: N, ShareMode: None, AllocationSize: 0",
+        );
+        use create_options::*;
+        assert_eq!(
+            d.create_options,
+            FILE_WRITE_THROUGH | FILE_NO_INTERMEDIATE_BUFFERING
+        );
+        let e = parse_create(
+            "Desired Access: Read Attributes, Disposition: Open, Options: , Attributes: n/a, \
+             ShareMode: Read, Write, Delete, AllocationSize: n/a",
+        );
+        assert_eq!(e.create_options, 0);
+        assert!(!e.write_access);
+        assert_eq!(parse_create(""), CreateDetail::default());
+    }
+
+    #[test]
+    fn write_detail_locales() {
+        let w = parse_write(
+            "Offset: 0, Length: 4,096, I/O Flags: Non-cached, Paging I/O, Synchronous Paging \
+             I/O, Priority: Normal",
+        )
+        .unwrap();
+        assert_eq!(w.length, 4096);
+        assert_eq!(
+            w.irp_flags,
+            irp_flags::IRP_NOCACHE
+                | irp_flags::IRP_PAGING_IO
+                | irp_flags::IRP_SYNCHRONOUS_PAGING_IO
+        );
+        // 11-gcc-compile-locale-comma-nbsp.csv uses U+00A0.
+        let w = parse_write("Offset: 46\u{a0}569, Length: 3\u{a0}749").unwrap();
+        assert_eq!((w.offset, w.length), (46_569, 3_749));
+        let w = parse_write("Offset: 1.048.576, Length: 65.536, I/O Flags: Write Through").unwrap();
+        assert_eq!(
+            (w.offset, w.length, w.operation_flags),
+            (1_048_576, 65_536, SL_WRITE_THROUGH)
+        );
+        assert_eq!(parse_write("Offset: -1, Length: 5").unwrap().offset, -1);
+    }
+
+    #[test]
+    fn write_detail_errors() {
+        assert_eq!(
+            parse_write("Offset: 0"),
+            Err(DetailError::MissingKey("Length"))
+        );
+        assert!(matches!(
+            parse_write("Offset: 0, Length: abc"),
+            Err(DetailError::BadNumber { key: "Length", .. })
+        ));
+        assert!(parse_write("Offset: 0, Length: -4").is_err());
+        assert!(parse_write("Offset: 0, Length: 99999999999999999999999").is_err());
+        assert!(parse_write("Offset: ,1, Length: 1").is_err());
+        assert!(parse_write("").is_err());
+    }
+
+    #[test]
+    fn split_keeps_commas_inside_values() {
+        let p = split_known_keys(
+            "ShareMode: Read, Write, Delete, AllocationSize: n/a",
+            CREATE_KEYS,
+        );
+        assert_eq!(
+            p,
+            vec![
+                ("ShareMode", "Read, Write, Delete"),
+                ("AllocationSize", "n/a")
+            ]
+        );
+        // A key name inside a value that is not after ", " is not a key.
+        let p = split_known_keys("Options: XOptions: y", CREATE_KEYS);
+        assert_eq!(p, vec![("Options", "XOptions: y")]);
+    }
+}

@@ -1,0 +1,577 @@
+//! Streaming reader for Process Monitor CSV exports.
+//!
+//! The reader is header-driven: it locates the `Process Name`, `PID`, `Operation`,
+//! `Path`, `Result` and `Detail` columns by name, so the default seven-column export and
+//! exports with extra columns (TID, Duration, Sequence, ...) in any order both work. It
+//! keeps one reusable record buffer: memory does not grow with the trace.
+//!
+//! A line is *malformed* when it does not have as many fields as the header, when a field
+//! this reader needs is not UTF-8, when the PID of a file operation is not a number, or
+//! when a WriteFile Detail lacks its Offset/Length. Malformed lines are reported with the
+//! physical line number at which the record starts (records may span lines: `Process
+//! Start` details contain bare CRs).
+
+pub mod detail;
+pub mod path;
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use thiserror::Error;
+
+pub use detail::{CreateDetail, WriteDetail};
+
+/// A trace that cannot be read at all (as opposed to one malformed line).
+#[derive(Debug, Error)]
+pub enum TraceError {
+    /// Reading the file failed.
+    #[error("cannot read the trace: {0}")]
+    Io(#[from] std::io::Error),
+    /// The first line is not a Process Monitor CSV header.
+    #[error(
+        "the first line is not a Process Monitor CSV header: missing column(s) {missing:?} \
+         (export with File > Save... > Comma-Separated Values)"
+    )]
+    Header {
+        /// Required column names that were not found.
+        missing: Vec<&'static str>,
+    },
+    /// The file is UTF-16, which the csv reader cannot read.
+    #[error("the trace is UTF-16; re-save it as UTF-8 CSV (ProcMon's CSV export is UTF-8)")]
+    Utf16,
+}
+
+/// One line that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Malformed {
+    /// 1-based physical line number where the record starts.
+    pub line: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The I/O operation of an event, reduced to what FlushGuard's callbacks see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `CreateFile` / `IRP_MJ_CREATE`.
+    Create(CreateDetail),
+    /// `WriteFile` / `IRP_MJ_WRITE` (`fast_io == false`) or `FASTIO_WRITE` /
+    /// `FASTIO_PREPARE_MDL_WRITE` (`fast_io == true`).
+    Write {
+        /// Offset, length and flags.
+        detail: WriteDetail,
+        /// True for a fast I/O write.
+        fast_io: bool,
+    },
+    /// `FlushBuffersFile` / `IRP_MJ_FLUSH_BUFFERS`.
+    Flush,
+    /// `CloseFile` / `Cleanup` / `IRP_MJ_CLEANUP`: the last handle to a file object closed.
+    Cleanup,
+    /// `IRP_MJ_CLOSE`: the file object itself goes away.
+    Close,
+    /// Any other operation (reads, queries, registry, process events): counted, ignored.
+    Other,
+}
+
+impl Op {
+    /// Short name used in reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Create(_) => "create",
+            Op::Write { .. } => "write",
+            Op::Flush => "flush",
+            Op::Cleanup => "cleanup",
+            Op::Close => "close",
+            Op::Other => "other",
+        }
+    }
+}
+
+/// Classifies Process Monitor's `Operation` column. Returns `None` for operations that
+/// FlushGuard does not see (everything but create, write, flush, cleanup, close).
+pub fn classify_operation(op: &str) -> Option<OpKind> {
+    Some(match op {
+        "CreateFile" | "IRP_MJ_CREATE" => OpKind::Create,
+        "WriteFile" | "IRP_MJ_WRITE" => OpKind::Write { fast_io: false },
+        "FASTIO_WRITE" | "FASTIO_PREPARE_MDL_WRITE" | "FASTIO_MDL_WRITE_COMPLETE" => {
+            OpKind::Write { fast_io: true }
+        }
+        "FlushBuffersFile" | "IRP_MJ_FLUSH_BUFFERS" => OpKind::Flush,
+        "CloseFile" | "Cleanup" | "IRP_MJ_CLEANUP" => OpKind::Cleanup,
+        "IRP_MJ_CLOSE" => OpKind::Close,
+        _ => return None,
+    })
+}
+
+/// Operation classes recognised by [`classify_operation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Create.
+    Create,
+    /// Write.
+    Write {
+        /// Fast I/O.
+        fast_io: bool,
+    },
+    /// Flush.
+    Flush,
+    /// Cleanup.
+    Cleanup,
+    /// Close.
+    Close,
+}
+
+/// The `Result` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpResult {
+    /// An NTSTATUS that Process Monitor printed by name (or as hex).
+    Status(i32),
+    /// `FAST IO DISALLOWED`: the fast I/O path returned FALSE; the IRP follows.
+    FastIoDisallowed,
+    /// An empty Result: the operation had not completed when the capture ended.
+    Pending,
+    /// A name this reader does not know; treated as a failure.
+    Unknown,
+}
+
+impl OpResult {
+    /// `NT_SUCCESS` of the status (informational and success codes, i.e. `>= 0`).
+    pub fn is_success(self) -> bool {
+        matches!(self, OpResult::Status(s) if s >= 0)
+    }
+
+    /// The NTSTATUS, when known.
+    pub fn status(self) -> Option<i32> {
+        match self {
+            OpResult::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// NTSTATUS values (ntstatus.h) of the Result names Process Monitor prints.
+const RESULTS: &[(&str, u32)] = &[
+    ("SUCCESS", 0x0000_0000),
+    ("REPARSE", 0x0000_0104),
+    ("FILE LOCKED WITH ONLY READERS", 0x0000_012A),
+    ("FILE LOCKED WITH WRITERS", 0x0000_012B),
+    ("OPLOCK HANDLE CLOSED", 0x0000_0216),
+    ("BUFFER OVERFLOW", 0x8000_0005),
+    ("NO MORE FILES", 0x8000_0006),
+    ("NO MORE ENTRIES", 0x8000_001A),
+    ("INVALID DEVICE REQUEST", 0xC000_0010),
+    ("INVALID PARAMETER", 0xC000_000D),
+    ("NO SUCH FILE", 0xC000_000F),
+    ("END OF FILE", 0xC000_0011),
+    ("ACCESS DENIED", 0xC000_0022),
+    ("BUFFER TOO SMALL", 0xC000_0023),
+    ("NAME INVALID", 0xC000_0033),
+    ("NAME NOT FOUND", 0xC000_0034),
+    ("NAME COLLISION", 0xC000_0035),
+    ("PATH NOT FOUND", 0xC000_003A),
+    ("SHARING VIOLATION", 0xC000_0043),
+    ("DELETE PENDING", 0xC000_0056),
+    ("DISK FULL", 0xC000_007F),
+    ("INSUFFICIENT RESOURCES", 0xC000_009A),
+    ("MEDIA WRITE PROTECTED", 0xC000_00A2),
+    ("NOT SUPPORTED", 0xC000_00BB),
+    ("IS DIRECTORY", 0xC000_00BA),
+    ("BAD NETWORK PATH", 0xC000_00BE),
+    ("NETWORK ACCESS DENIED", 0xC000_00CA),
+    ("BAD NETWORK NAME", 0xC000_00CC),
+    ("OPLOCK NOT GRANTED", 0xC000_00E2),
+    ("NOT IMPLEMENTED", 0xC000_0002),
+    ("NOT A DIRECTORY", 0xC000_0103),
+    ("CANCELLED", 0xC000_0120),
+    ("FILE CLOSED", 0xC000_0128),
+    ("VOLUME DISMOUNTED", 0xC000_026E),
+    ("NOT REPARSE POINT", 0xC000_0275),
+    ("CANNOT DELETE", 0xC000_0121),
+    ("NETWORK NAME DELETED", 0xC000_00C9),
+    ("UNEXPECTED NETWORK ERROR", 0xC000_00C4),
+    ("LOCK NOT GRANTED", 0xC000_0055),
+    ("FILE LOCK CONFLICT", 0xC000_0054),
+    ("OBJECT NAME NOT FOUND", 0xC000_0034),
+    ("OBJECT PATH NOT FOUND", 0xC000_003A),
+];
+
+/// Parses the `Result` column.
+pub fn parse_result(s: &str) -> OpResult {
+    if s.is_empty() {
+        return OpResult::Pending;
+    }
+    if s == "FAST IO DISALLOWED" {
+        return OpResult::FastIoDisallowed;
+    }
+    if let Some(&(_, v)) = RESULTS.iter().find(|(n, _)| *n == s) {
+        return OpResult::Status(v as i32);
+    }
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if let Ok(v) = u32::from_str_radix(hex, 16) {
+            return OpResult::Status(v as i32);
+        }
+    }
+    OpResult::Unknown
+}
+
+/// One usable trace row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'r> {
+    /// 1-based physical line number where the record starts.
+    pub line: u64,
+    /// `Process Name` (image file name, e.g. `NOTEPAD.EXE`).
+    pub process: &'r str,
+    /// `PID` (0 when the export has no PID column).
+    pub pid: u32,
+    /// The operation and its parsed Detail.
+    pub op: Op,
+    /// `Path` as exported.
+    pub path: &'r str,
+    /// `Result`.
+    pub result: OpResult,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    process: usize,
+    pid: Option<usize>,
+    operation: usize,
+    path: usize,
+    result: usize,
+    detail: usize,
+}
+
+impl Columns {
+    fn from_header(h: &csv::ByteRecord) -> Result<Self, TraceError> {
+        let find = |name: &str| {
+            h.iter().position(|f| {
+                let f = String::from_utf8_lossy(f);
+                f.trim_start_matches('\u{feff}').trim() == name
+            })
+        };
+        let required = ["Process Name", "Operation", "Path", "Result", "Detail"];
+        let missing: Vec<&'static str> =
+            required.into_iter().filter(|n| find(n).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(TraceError::Header { missing });
+        }
+        let get = |n| find(n).unwrap_or_default();
+        Ok(Columns {
+            process: get("Process Name"),
+            pid: find("PID"),
+            operation: get("Operation"),
+            path: get("Path"),
+            result: get("Result"),
+            detail: get("Detail"),
+        })
+    }
+}
+
+/// What [`TraceReader::next_event`] produced.
+#[derive(Debug)]
+pub enum Item<'r> {
+    /// A row FlushGuard's callbacks would see (create, write, flush, cleanup, close).
+    Event(Event<'r>),
+    /// Any other well-formed row (counted, not replayed).
+    Other,
+    /// A malformed line.
+    Malformed(Malformed),
+}
+
+/// A reader that remembers where the CR and LF bytes are in the part of the input the
+/// csv parser has buffered, so that record positions can be turned into physical line
+/// numbers. (`csv::Position::line` miscounts CRLF-terminated files, and
+/// `csv::Position::byte` points into the terminator before a record.) Memory: one entry per
+/// CR/LF byte read ahead and not yet passed, i.e. bounded by the csv buffer.
+struct LineIndex<R> {
+    inner: R,
+    offset: u64,
+    breaks: VecDeque<(u64, bool)>,
+    lf_before: u64,
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
+            self.breaks
+                .push_back((self.offset + i as u64, buf[i] == b'\n'));
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> LineIndex<R> {
+    /// 1-based line of the record that csv reports at byte `b`.
+    fn line_at(&mut self, b: u64) -> u64 {
+        while let Some(&(at, lf)) = self.breaks.front() {
+            if at >= b {
+                break;
+            }
+            self.breaks.pop_front();
+            self.lf_before += u64::from(lf);
+        }
+        let extra: u64 = (b..)
+            .zip(self.breaks.iter())
+            .take_while(|(pos, &(at, _))| at == *pos)
+            .map(|(_, &(_, lf))| u64::from(lf))
+            .sum();
+        1 + self.lf_before + extra
+    }
+}
+
+/// Streaming Process Monitor CSV reader.
+pub struct TraceReader<R: Read> {
+    rdr: csv::Reader<LineIndex<R>>,
+    cols: Columns,
+    record: csv::ByteRecord,
+}
+
+impl<R: Read> std::fmt::Debug for TraceReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceReader")
+            .field("bytes_read", &self.bytes_read())
+            .finish()
+    }
+}
+
+fn field<'r>(rec: &'r csv::ByteRecord, i: usize, name: &str) -> Result<&'r str, String> {
+    let raw = rec.get(i).unwrap_or_default();
+    std::str::from_utf8(raw).map_err(|e| format!("column `{name}` is not UTF-8 ({e})"))
+}
+
+impl<R: Read> TraceReader<R> {
+    /// Reads the header line and prepares to stream records.
+    ///
+    /// # Errors
+    /// [`TraceError::Utf16`] for UTF-16 files, [`TraceError::Header`] when a required
+    /// column is missing, [`TraceError::Io`] when reading fails.
+    pub fn new(input: R) -> Result<Self, TraceError> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(false)
+            .buffer_capacity(256 * 1024)
+            .from_reader(LineIndex {
+                inner: input,
+                offset: 0,
+                breaks: VecDeque::new(),
+                lf_before: 0,
+            });
+        let mut header = csv::ByteRecord::new();
+        match rdr.read_byte_record(&mut header) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(TraceError::Header {
+                    missing: vec!["(empty file)"],
+                })
+            }
+            Err(e) => return Err(csv_to_trace_error(e)),
+        }
+        let first = header.get(0).unwrap_or_default();
+        if first.starts_with(&[0xFF, 0xFE]) || first.starts_with(&[0xFE, 0xFF]) {
+            return Err(TraceError::Utf16);
+        }
+        let cols = Columns::from_header(&header)?;
+        Ok(Self {
+            rdr,
+            cols,
+            record: csv::ByteRecord::new(),
+        })
+    }
+
+    /// Bytes consumed so far (for progress reporting).
+    pub fn bytes_read(&self) -> u64 {
+        self.rdr.get_ref().offset
+    }
+
+    /// Reads the next row. `Ok(None)` at end of file.
+    ///
+    /// # Errors
+    /// [`TraceError::Io`] when reading fails; malformed lines are returned as
+    /// [`Item::Malformed`], not as errors, and reading can go on after them.
+    pub fn next_event(&mut self) -> Result<Option<Item<'_>>, TraceError> {
+        match self.rdr.read_byte_record(&mut self.record) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                return match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len,
+                        len,
+                        pos,
+                    } => {
+                        let (expected_len, len) = (*expected_len, *len);
+                        let byte = pos.as_ref().map_or(0, csv::Position::byte);
+                        let line = self.rdr.get_mut().line_at(byte);
+                        Ok(Some(Item::Malformed(Malformed {
+                            line,
+                            reason: format!("{len} fields where the header has {expected_len}"),
+                        })))
+                    }
+                    _ => Err(csv_to_trace_error(e)),
+                };
+            }
+        }
+        let byte = self.record.position().map_or(0, csv::Position::byte);
+        let line = self.rdr.get_mut().line_at(byte);
+        let rec = &self.record;
+        let c = self.cols;
+        let bad = |reason: String| Ok(Some(Item::Malformed(Malformed { line, reason })));
+        let op_name = match field(rec, c.operation, "Operation") {
+            Ok(s) => s,
+            Err(e) => return bad(e),
+        };
+        let Some(kind) = classify_operation(op_name) else {
+            return Ok(Some(Item::Other));
+        };
+        let (process, path, result, detail) = match (
+            field(rec, c.process, "Process Name"),
+            field(rec, c.path, "Path"),
+            field(rec, c.result, "Result"),
+            field(rec, c.detail, "Detail"),
+        ) {
+            (Ok(a), Ok(b), Ok(r), Ok(d)) => (a, b, r, d),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return bad(e),
+        };
+        let pid = match c.pid {
+            None => 0,
+            Some(i) => match field(rec, i, "PID").map(|s| s.trim().parse::<u32>()) {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => {
+                    return bad(format!(
+                        "PID `{}` is not a number",
+                        String::from_utf8_lossy(rec.get(i).unwrap_or_default())
+                    ))
+                }
+                Err(e) => return bad(e),
+            },
+        };
+        let result = parse_result(result);
+        let op = match kind {
+            OpKind::Create => Op::Create(detail::parse_create(detail)),
+            OpKind::Write { fast_io } => match detail::parse_write(detail) {
+                Ok(d) => Op::Write { detail: d, fast_io },
+                // A failed or disallowed fast I/O attempt may carry no Length; it is not
+                // replayed anyway.
+                Err(_) if !result.is_success() && result != OpResult::Pending => Op::Other,
+                Err(e) => return bad(format!("{op_name}: {e}")),
+            },
+            OpKind::Flush => Op::Flush,
+            OpKind::Cleanup => Op::Cleanup,
+            OpKind::Close => Op::Close,
+        };
+        Ok(Some(Item::Event(Event {
+            line,
+            process,
+            pid,
+            op,
+            path,
+            result,
+        })))
+    }
+}
+
+fn csv_to_trace_error(e: csv::Error) -> TraceError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => TraceError::Io(io),
+        other => TraceError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{other:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(s: &str) -> (Vec<String>, Vec<Malformed>, usize) {
+        let mut r = TraceReader::new(s.as_bytes()).unwrap();
+        let (mut ev, mut bad, mut other) = (Vec::new(), Vec::new(), 0);
+        while let Some(item) = r.next_event().unwrap() {
+            match item {
+                Item::Event(e) => {
+                    ev.push(format!("{}:{}:{}:{}", e.line, e.pid, e.op.kind(), e.path))
+                }
+                Item::Other => other += 1,
+                Item::Malformed(m) => bad.push(m),
+            }
+        }
+        (ev, bad, other)
+    }
+
+    #[test]
+    fn columns_in_any_order_with_extras() {
+        let csv = "\u{feff}\"Sequence\",\"Detail\",\"Path\",\"TID\",\"Result\",\"Operation\",\"PID\",\"Process Name\"\r\n\
+                   \"1\",\"Offset: 0, Length: 1,024\",\"\\\\s\\h\\a\",\"7\",\"SUCCESS\",\"WriteFile\",\"42\",\"x.exe\"\r\n\
+                   \"2\",\"\",\"HKLM\",\"7\",\"SUCCESS\",\"RegOpenKey\",\"42\",\"x.exe\"\r\n";
+        let (ev, bad, other) = read_all(csv);
+        assert_eq!(ev, vec!["2:42:write:\\\\s\\h\\a"]);
+        assert!(bad.is_empty());
+        assert_eq!(other, 1);
+    }
+
+    #[test]
+    fn malformed_lines_are_numbered_and_reading_goes_on() {
+        let csv = "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\n\
+                   \"1\",\"a.exe\",\"1\",\"WriteFile\",\"C:\\x\",\"SUCCESS\",\"Offset: 0\"\n\
+                   \"1\",\"a.exe\",\"1\",\"WriteFile\"\n\
+                   \"1\",\"a.exe\",\"x\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\n\
+                   \"1\",\"a.exe\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\n";
+        let (ev, bad, _) = read_all(csv);
+        assert_eq!(
+            bad.iter().map(|m| m.line).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert!(bad[0].reason.contains("Length"), "{}", bad[0].reason);
+        assert!(bad[1].reason.contains("4 fields"), "{}", bad[1].reason);
+        assert_eq!(ev, vec!["5:1:cleanup:C:\\x"]);
+    }
+
+    #[test]
+    fn line_numbers_with_crlf_blank_lines_and_embedded_newlines() {
+        let csv = "\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+                   \"a\",\"1\",\"Process Start\",\"\",\"SUCCESS\",\"x\ry\r\nz\"\r\n\
+                   \r\n\
+                   \"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\r\n\
+                   \"a\",\"1\",\"WriteFile\",\"C:\\x\",\"SUCCESS\"\r\n\
+                   \"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"";
+        let (ev, bad, other) = read_all(csv);
+        assert_eq!(other, 1);
+        assert_eq!(ev, vec!["5:1:cleanup:C:\\x", "7:1:cleanup:C:\\x"]);
+        assert_eq!(bad.iter().map(|m| m.line).collect::<Vec<_>>(), vec![6]);
+    }
+
+    #[test]
+    fn header_errors() {
+        let e = TraceReader::new("a,b,c\n".as_bytes()).unwrap_err();
+        assert!(matches!(e, TraceError::Header { ref missing } if missing.len() == 5));
+        assert!(TraceReader::new("".as_bytes()).is_err());
+        assert!(matches!(
+            TraceReader::new(&b"\xff\xfe\"\x00T\x00"[..]).unwrap_err(),
+            TraceError::Utf16
+        ));
+    }
+
+    #[test]
+    fn results() {
+        assert!(parse_result("SUCCESS").is_success());
+        assert!(parse_result("FILE LOCKED WITH ONLY READERS").is_success());
+        assert!(!parse_result("BUFFER OVERFLOW").is_success());
+        assert_eq!(
+            parse_result("ACCESS DENIED").status(),
+            Some(0xC000_0022_u32 as i32)
+        );
+        assert_eq!(
+            parse_result("0xC000020C").status(),
+            Some(0xC000_020C_u32 as i32)
+        );
+        assert_eq!(parse_result(""), OpResult::Pending);
+        assert_eq!(
+            parse_result("FAST IO DISALLOWED"),
+            OpResult::FastIoDisallowed
+        );
+        assert_eq!(parse_result("WHATEVER"), OpResult::Unknown);
+    }
+}
