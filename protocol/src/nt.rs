@@ -1,0 +1,142 @@
+//! Raw Windows kernel constants the decisions read or set.
+//!
+//! C spellings are kept because these are the FFI-edge values. Every value is
+//! cross-checked against `windows-sys` (generated from the WDK metadata) in tests.
+
+/// `IRP_MJ_CREATE` (wdm.h, "IRP_MJ_CREATE" IFS page).
+pub const IRP_MJ_CREATE: u8 = 0x00;
+/// `IRP_MJ_WRITE` (wdm.h, "IRP_MJ_WRITE" IFS page).
+pub const IRP_MJ_WRITE: u8 = 0x04;
+/// `IRP_MJ_FLUSH_BUFFERS` (wdm.h, "IRP_MJ_FLUSH_BUFFERS" IFS page).
+pub const IRP_MJ_FLUSH_BUFFERS: u8 = 0x09;
+/// `IRP_MJ_CLEANUP` (wdm.h, "IRP_MJ_CLEANUP" IFS page).
+pub const IRP_MJ_CLEANUP: u8 = 0x12;
+/// `IRP_MJ_OPERATION_END` (fltKernel.h): terminates `FLT_OPERATION_REGISTRATION` arrays.
+pub const IRP_MJ_OPERATION_END: u8 = 0x80;
+
+/// `IRP_MN_FLUSH_AND_PURGE`: minor function of IRP_MJ_FLUSH_BUFFERS (wdm.h).
+pub const IRP_MN_FLUSH_AND_PURGE: u8 = 0x01;
+/// `IRP_MN_FLUSH_DATA_ONLY`: minor function of IRP_MJ_FLUSH_BUFFERS (wdm.h).
+pub const IRP_MN_FLUSH_DATA_ONLY: u8 = 0x02;
+/// `IRP_MN_FLUSH_NO_SYNC`: minor function of IRP_MJ_FLUSH_BUFFERS (wdm.h).
+pub const IRP_MN_FLUSH_NO_SYNC: u8 = 0x03;
+/// `IRP_MN_FLUSH_DATA_SYNC_ONLY`: minor function of IRP_MJ_FLUSH_BUFFERS (wdm.h).
+pub const IRP_MN_FLUSH_DATA_SYNC_ONLY: u8 = 0x04;
+
+/// `SL_WRITE_THROUGH`: `IrpSp->Flags` / `Iopb->OperationFlags` bit on IRP_MJ_WRITE
+/// asking the file system to write through ("IRP_MJ_WRITE" IFS page).
+pub const SL_WRITE_THROUGH: u8 = 0x04;
+/// `FILE_WRITE_THROUGH`: `Parameters.Create.Options` bit (ZwCreateFile page);
+/// becomes `FO_WRITE_THROUGH` and the SMB2 CREATE option (MS-SMB2 §2.2.13).
+pub const FILE_WRITE_THROUGH: u32 = 0x0000_0002;
+/// `FILE_DIRECTORY_FILE`: create options bit for directories (ZwCreateFile page).
+pub const FILE_DIRECTORY_FILE: u32 = 0x0000_0001;
+/// `FO_WRITE_THROUGH`: `FILE_OBJECT.Flags` bit (wdm.h, "FILE_OBJECT" page).
+pub const FO_WRITE_THROUGH: u32 = 0x0000_0010;
+/// `IRP_NOCACHE`: `Irp->Flags` bit, non-cached I/O (wdm.h).
+pub const IRP_NOCACHE: u32 = 0x0000_0001;
+/// `IRP_PAGING_IO`: `Irp->Flags` bit, paging I/O from the lazy writer or the
+/// mapped/modified page writer (wdm.h).
+pub const IRP_PAGING_IO: u32 = 0x0000_0002;
+/// `IRP_SYNCHRONOUS_API`: `Irp->Flags` bit (wdm.h).
+pub const IRP_SYNCHRONOUS_API: u32 = 0x0000_0004;
+/// `IRP_SYNCHRONOUS_PAGING_IO`: `Irp->Flags` bit (wdm.h).
+pub const IRP_SYNCHRONOUS_PAGING_IO: u32 = 0x0000_0040;
+/// `FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO` (fltKernel.h,
+/// "FLT_OPERATION_REGISTRATION" page).
+pub const FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO: u32 = 0x0000_0001;
+/// `FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`: `FLT_CALLBACK_DATA.Flags` bit
+/// ("FLT_CALLBACK_DATA" page).
+pub const FLTFL_CALLBACK_DATA_FAST_IO_OPERATION: u32 = 0x0000_0002;
+/// `FLTFL_POST_OPERATION_DRAINING` ("PFLT_POST_OPERATION_CALLBACK" page).
+pub const FLTFL_POST_OPERATION_DRAINING: u32 = 0x0000_0001;
+
+/// `FLT_FLUSH_TYPE_FLUSH_AND_PURGE` (FltFlushBuffers2 page, fltKernel.h).
+pub const FLT_FLUSH_TYPE_FLUSH_AND_PURGE: u32 = 0x0000_0001;
+/// `FLT_FLUSH_TYPE_FILE_DATA_ONLY` (FltFlushBuffers2 page).
+pub const FLT_FLUSH_TYPE_FILE_DATA_ONLY: u32 = 0x0000_0002;
+/// `FLT_FLUSH_TYPE_NO_SYNC` (FltFlushBuffers2 page).
+pub const FLT_FLUSH_TYPE_NO_SYNC: u32 = 0x0000_0004;
+/// `FLT_FLUSH_TYPE_DATA_SYNC_ONLY` (FltFlushBuffers2 page).
+pub const FLT_FLUSH_TYPE_DATA_SYNC_ONLY: u32 = 0x0000_0008;
+
+/// `FLUSH_FLAGS_FILE_DATA_ONLY` (ZwFlushBuffersFileEx / NtFlushBuffersFileEx page).
+pub const FLUSH_FLAGS_FILE_DATA_ONLY: u32 = 0x0000_0001;
+/// `FLUSH_FLAGS_NO_SYNC` (ZwFlushBuffersFileEx page).
+pub const FLUSH_FLAGS_NO_SYNC: u32 = 0x0000_0002;
+/// `FLUSH_FLAGS_FILE_DATA_SYNC_ONLY` (NtFlushBuffersFileEx page).
+pub const FLUSH_FLAGS_FILE_DATA_SYNC_ONLY: u32 = 0x0000_0004;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters as M;
+    use windows_sys::Wdk::System::SystemServices as S;
+
+    #[test]
+    fn values_match_windows_metadata() {
+        assert_eq!(IRP_MJ_CREATE as u32, S::IRP_MJ_CREATE as u32);
+        assert_eq!(IRP_MJ_WRITE as u32, S::IRP_MJ_WRITE as u32);
+        assert_eq!(IRP_MJ_FLUSH_BUFFERS as u32, S::IRP_MJ_FLUSH_BUFFERS as u32);
+        assert_eq!(IRP_MJ_CLEANUP as u32, S::IRP_MJ_CLEANUP as u32);
+        assert_eq!(IRP_MJ_OPERATION_END as u32, M::IRP_MJ_OPERATION_END as u32);
+        assert_eq!(IRP_MN_FLUSH_AND_PURGE as u32, S::IRP_MN_FLUSH_AND_PURGE);
+        assert_eq!(IRP_MN_FLUSH_DATA_ONLY as u32, S::IRP_MN_FLUSH_DATA_ONLY);
+        assert_eq!(IRP_MN_FLUSH_NO_SYNC as u32, S::IRP_MN_FLUSH_NO_SYNC);
+        assert_eq!(
+            IRP_MN_FLUSH_DATA_SYNC_ONLY as u32,
+            S::IRP_MN_FLUSH_DATA_SYNC_ONLY
+        );
+        assert_eq!(SL_WRITE_THROUGH as u32, S::SL_WRITE_THROUGH as u32);
+        assert_eq!(
+            FILE_WRITE_THROUGH,
+            windows_sys::Wdk::Storage::FileSystem::FILE_WRITE_THROUGH
+        );
+        assert_eq!(
+            FILE_DIRECTORY_FILE,
+            windows_sys::Wdk::Storage::FileSystem::FILE_DIRECTORY_FILE
+        );
+        assert_eq!(FO_WRITE_THROUGH, S::FO_WRITE_THROUGH);
+        assert_eq!(IRP_NOCACHE, S::IRP_NOCACHE);
+        assert_eq!(IRP_PAGING_IO, S::IRP_PAGING_IO);
+        assert_eq!(IRP_SYNCHRONOUS_API, S::IRP_SYNCHRONOUS_API);
+        assert_eq!(IRP_SYNCHRONOUS_PAGING_IO, S::IRP_SYNCHRONOUS_PAGING_IO);
+        assert_eq!(
+            FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO,
+            M::FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO
+        );
+        assert_eq!(
+            FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
+            M::FLTFL_CALLBACK_DATA_FAST_IO_OPERATION
+        );
+        assert_eq!(
+            FLTFL_POST_OPERATION_DRAINING,
+            M::FLTFL_POST_OPERATION_DRAINING
+        );
+        assert_eq!(
+            FLT_FLUSH_TYPE_FLUSH_AND_PURGE,
+            M::FLT_FLUSH_TYPE_FLUSH_AND_PURGE
+        );
+        assert_eq!(
+            FLT_FLUSH_TYPE_FILE_DATA_ONLY,
+            M::FLT_FLUSH_TYPE_FILE_DATA_ONLY
+        );
+        assert_eq!(FLT_FLUSH_TYPE_NO_SYNC, M::FLT_FLUSH_TYPE_NO_SYNC);
+        assert_eq!(
+            FLT_FLUSH_TYPE_DATA_SYNC_ONLY,
+            M::FLT_FLUSH_TYPE_DATA_SYNC_ONLY
+        );
+        assert_eq!(
+            FLUSH_FLAGS_FILE_DATA_ONLY,
+            windows_sys::Win32::Storage::FileSystem::FLUSH_FLAGS_FILE_DATA_ONLY
+        );
+        assert_eq!(
+            FLUSH_FLAGS_NO_SYNC,
+            windows_sys::Win32::Storage::FileSystem::FLUSH_FLAGS_NO_SYNC
+        );
+        assert_eq!(
+            FLUSH_FLAGS_FILE_DATA_SYNC_ONLY,
+            windows_sys::Win32::Storage::FileSystem::FLUSH_FLAGS_FILE_DATA_SYNC_ONLY
+        );
+    }
+}
