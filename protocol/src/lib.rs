@@ -37,10 +37,13 @@ pub const PORT_NAME: &str = "\\FlushGuardPort";
 
 /// Minifilter altitude (INF `Instance1.Altitude`). Allocated by Microsoft per
 /// load-order group ("Load order groups and altitudes for minifilter drivers");
-/// this value lies in the FSFilter Activity Monitor range (360000-389999) and is
-/// the single definition the INF check compares against. Owned by the build
-/// pipeline (H1 may change it).
-pub const ALTITUDE: &str = "368420";
+/// this value lies in the FSFilter Activity Monitor range (360000-389999), above
+/// every group that caches, transforms, replicates or backs up file data, and is
+/// not in Microsoft's list of allocated altitudes (between simrep.sys 371100 and
+/// CbSampleDrv.sys 380000). A production release needs a Microsoft-assigned value;
+/// see README "Altitude". The single definition the INF check compares against;
+/// owned by the build pipeline.
+pub const ALTITUDE: &str = "375850";
 
 /// Pool tag for every FlushGuard allocation (ExAllocatePool2). Bytes `FlGd` in
 /// memory order, so poolmon/`!pool` show `FlGd`.

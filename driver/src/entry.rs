@@ -1,0 +1,103 @@
+//! `DriverEntry` and `FilterUnload`: setup and reverse-order teardown of the minifilter
+//! (DDI pages "DriverEntry for a minifilter", "FltRegisterFilter", "FltStartFiltering",
+//! "PFLT_FILTER_UNLOAD_CALLBACK").
+//!
+//! Setup: resolve pool routines -> `FltRegisterFilter` -> create `\FlushGuardPort` ->
+//! `FltStartFiltering`. Any failure undoes the completed steps in reverse.
+//! Unload: close the server port -> `FltUnregisterFilter` -> free globals
+//! (DESIGN.md section 1, "Unload").
+
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+use flushguard_protocol::NtStatus;
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FltRegisterFilter, FltStartFiltering, FltUnregisterFilter, PFLT_FILTER,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
+
+use crate::registration::REGISTRATION;
+use crate::{pool, port, trace};
+
+/// The registered filter (`PFLT_FILTER`), 0 before registration and after unload.
+static FILTER: AtomicIsize = AtomicIsize::new(0);
+
+/// The registered filter handle. Valid from `FltRegisterFilter` until `FilterUnload`
+/// finishes, i.e. whenever a Filter Manager callback of ours runs.
+pub fn filter() -> PFLT_FILTER {
+    FILTER.load(Ordering::Acquire)
+}
+
+/// The driver's entry point, called once by the I/O manager when `fltmc load FlushGuard`
+/// (or the service start) loads the image.
+///
+/// `driver_object` is ours for the driver's lifetime; `registry_path` names the service
+/// key (unused here: Filter Manager reads the instance and altitude values itself).
+/// Returns `STATUS_SUCCESS`, or the first failing step's NTSTATUS after undoing what was
+/// set up (the image is then unloaded). IRQL: PASSIVE_LEVEL.
+#[no_mangle]
+pub extern "system" fn DriverEntry(
+    driver_object: *mut DRIVER_OBJECT,
+    _registry_path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    match start(driver_object) {
+        Ok(()) => STATUS_SUCCESS,
+        Err(status) => status.0,
+    }
+}
+
+/// Registers the filter, creates the port and starts filtering, unwinding on failure.
+fn start(driver_object: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
+    pool::init();
+
+    let mut filter: PFLT_FILTER = 0;
+    // SAFETY: PASSIVE_LEVEL in DriverEntry; `driver_object` is the object the I/O manager
+    // passed in; REGISTRATION is a 'static table; `filter` is a local out parameter.
+    let status = unsafe { FltRegisterFilter(driver_object, &REGISTRATION.0, &mut filter) };
+    if let Err(error) = NtStatus(status).ok() {
+        trace::error_status(c"FltRegisterFilter failed", status);
+        return Err(error);
+    }
+    FILTER.store(filter, Ordering::Release);
+
+    if let Err(error) = port::create(filter) {
+        unregister();
+        return Err(error);
+    }
+
+    // SAFETY: PASSIVE_LEVEL; `filter` was returned by FltRegisterFilter above and is
+    // still registered.
+    let status = unsafe { FltStartFiltering(filter) };
+    if let Err(error) = NtStatus(status).ok() {
+        trace::error_status(c"FltStartFiltering failed", status);
+        port::close();
+        unregister();
+        return Err(error);
+    }
+    trace::info(c"filtering started");
+    Ok(())
+}
+
+/// Unregisters the filter, if registered. Waits for outstanding callbacks and detaches
+/// every instance. IRQL: PASSIVE_LEVEL.
+fn unregister() {
+    let filter = FILTER.swap(0, Ordering::AcqRel);
+    if filter != 0 {
+        // SAFETY: `filter` came from FltRegisterFilter; the swap makes this its only
+        // unregistration.
+        unsafe { FltUnregisterFilter(filter) };
+    }
+}
+
+/// `FilterUnloadCallback`: `fltmc unload FlushGuard` or service stop.
+///
+/// Closes the server port, then unregisters the filter (which closes client ports and
+/// waits for callbacks), then frees globals. Returns `STATUS_SUCCESS` (FlushGuard never
+/// vetoes an unload; with `FLTFL_FILTER_UNLOAD_MANDATORY` it could not anyway).
+/// IRQL: PASSIVE_LEVEL.
+pub extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
+    port::close();
+    unregister();
+    trace::info(c"unloaded");
+    STATUS_SUCCESS
+}
