@@ -1,2 +1,34 @@
-//! FlushGuard policy, decisions, stats and callback logic.
+//! FlushGuard's brain: policy model and matcher, decisions, statistics, the
+//! event ring and the port message handler. The driver (`no_std` + `alloc`,
+//! `default-features = false`) and flushctl (`std`) run this same code, so what
+//! an administrator checks offline (`flushctl policy explain`, `replay`) is what
+//! the kernel does.
+//!
+//! Feature `std` (default): TOML policy files ([`policy_file`]).
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod decision;
+pub mod events;
+pub mod handler;
+pub mod matcher;
+pub mod path;
+pub mod policy;
+#[cfg(feature = "std")]
+pub mod policy_file;
+pub mod stats;
+
+pub use flushguard_protocol as protocol;
+
+pub use decision::{
+    decide, Decision, FlushPoint, FlushRequest, MajorFunction, OperationView, Phase, PreOp,
+};
+pub use handler::{handle, handle_at, handle_vec, Outcome, State};
+pub use matcher::{CachedRule, CompiledPolicy, Explanation, FileKey, Mismatch, RuleRef};
+pub use path::FileName;
+pub use policy::{
+    Action, FileProvider, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule,
+};
+pub use stats::{Counters, Stats, StatsSnapshot};

@@ -32,8 +32,9 @@ pub enum EventKind {
     /// 2: a new policy became active. `generation`, `value` = rule count,
     /// `flags` bit 1 = persisted.
     PolicyChanged,
-    /// 3: a SetPolicy was rejected. `status` = the error status.
-    PolicyRejected,
+    /// 3: the registry policy value could not be loaded at DriverEntry; the driver
+    /// runs pass-through. `status` = the decode error status.
+    RegistryPolicyRejected,
     /// 4: counters were reset.
     StatsReset,
 }
@@ -44,7 +45,7 @@ impl EventKind {
         match self {
             EventKind::FlushFailed => 1,
             EventKind::PolicyChanged => 2,
-            EventKind::PolicyRejected => 3,
+            EventKind::RegistryPolicyRejected => 3,
             EventKind::StatsReset => 4,
         }
     }
@@ -54,7 +55,7 @@ impl EventKind {
         Ok(match c {
             1 => EventKind::FlushFailed,
             2 => EventKind::PolicyChanged,
-            3 => EventKind::PolicyRejected,
+            3 => EventKind::RegistryPolicyRejected,
             4 => EventKind::StatsReset,
             v => {
                 return Err(DecodeError::BadValue {

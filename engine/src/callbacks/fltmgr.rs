@@ -1,0 +1,328 @@
+//! The boundary between FlushGuard's callback logic and the Filter Manager.
+//!
+//! [`FilterManager`] is every kernel service the callbacks use; [`CallbackData`] is
+//! the view of one operation (`FLT_CALLBACK_DATA` + `FLT_RELATED_OBJECTS`). The
+//! driver implements both with FFI (`driver/src/fltmgr.rs`); the host harness in
+//! `tests/` implements them with a fake that checks what Filter Verifier checks;
+//! `flushctl replay` implements them with a recorder (flushes recorded, not issued).
+//!
+//! # Reference discipline
+//!
+//! Every value of an associated type that the trait hands out
+//! ([`FilterManager::NameInfo`], [`FilterManager::ImageName`],
+//! [`FilterManager::Context`], [`FilterManager::KernelHandle`]) is one counted
+//! reference that the callback logic gives back exactly once through the matching
+//! `release_*` / `close_*` method, on every path. The types are not `Clone`; an
+//! implementation must NOT release in `Drop` (the logic does it explicitly so that a
+//! fake can count it). After any callback returns, the logic holds no reference.
+//!
+//! # IRQL
+//!
+//! Each method names the highest IRQL at which the logic calls it (from the method's
+//! Microsoft DDI page). The logic checks [`FilterManager::current_irql`] before every
+//! PASSIVE_LEVEL-only call.
+
+use alloc::vec::Vec;
+use core::ops::Deref;
+
+use flushguard_protocol::NtStatus;
+
+use super::context::StreamContext;
+use super::CompletionContext;
+
+/// An interrupt request level (`KIRQL`), as returned by `KeGetCurrentIrql`.
+///
+/// Source: "Managing Hardware Priorities" (learn.microsoft.com, kernel docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Irql(pub u8);
+
+impl Irql {
+    /// `PASSIVE_LEVEL` (0): every kernel service may be called.
+    pub const PASSIVE_LEVEL: Irql = Irql(0);
+    /// `APC_LEVEL` (1): APCs masked; no `Zw*` file I/O, no flushes.
+    pub const APC_LEVEL: Irql = Irql(1);
+    /// `DISPATCH_LEVEL` (2): no paging, no waits; post-operation callbacks may run here.
+    pub const DISPATCH_LEVEL: Irql = Irql(2);
+}
+
+/// `FLT_PREOP_CALLBACK_STATUS` values a FlushGuard pre-operation callback returns.
+///
+/// Source: "FLT_PREOP_CALLBACK_STATUS" / PFLT_PRE_OPERATION_CALLBACK (fltkernel.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum PreOpStatus {
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK` (0): pass down, call the post-operation callback.
+    SuccessWithCallback = 0,
+    /// `FLT_PREOP_SUCCESS_NO_CALLBACK` (1): pass down, no post-operation callback.
+    SuccessNoCallback = 1,
+    /// `FLT_PREOP_DISALLOW_FASTIO` (3): fail the fast I/O path so the I/O manager
+    /// reissues the operation as an IRP. Only valid for fast I/O operations.
+    DisallowFastIo = 3,
+    /// `FLT_PREOP_SYNCHRONIZE` (5): pass down and call the post-operation callback
+    /// in the originating thread at IRQL <= APC_LEVEL. Only for synchronous IRPs.
+    Synchronize = 5,
+}
+
+impl PreOpStatus {
+    /// The raw `FLT_PREOP_CALLBACK_STATUS` value.
+    pub const fn raw(self) -> i32 {
+        self as i32
+    }
+}
+
+/// `FLT_POSTOP_CALLBACK_STATUS` values a FlushGuard post-operation callback returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum PostOpStatus {
+    /// `FLT_POSTOP_FINISHED_PROCESSING` (0).
+    FinishedProcessing = 0,
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (1): only as forwarded from
+    /// `FltDoCompletionProcessingWhenSafe`, which owns completing the operation.
+    MoreProcessingRequired = 1,
+}
+
+impl PostOpStatus {
+    /// The raw `FLT_POSTOP_CALLBACK_STATUS` value.
+    pub const fn raw(self) -> i32 {
+        self as i32
+    }
+}
+
+pub use flushguard_protocol::nt::FLTFL_POST_OPERATION_DRAINING;
+
+/// The `Flags` argument of a post-operation callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct PostOpFlags(pub u32);
+
+impl PostOpFlags {
+    /// True when `FLTFL_POST_OPERATION_DRAINING` is set.
+    pub const fn draining(self) -> bool {
+        self.0 & FLTFL_POST_OPERATION_DRAINING != 0
+    }
+}
+
+/// One file-system operation as a callback sees it: the fields of
+/// `FLT_CALLBACK_DATA` / `FLT_IO_PARAMETER_BLOCK` FlushGuard reads or changes, plus
+/// the instance and file object of `FLT_RELATED_OBJECTS` (used by the
+/// [`FilterManager`] methods that take `&Self::Data`).
+///
+/// Setters change the operation only; the logic calls
+/// [`FilterManager::set_callback_data_dirty`] after every change.
+pub trait CallbackData {
+    /// `Iopb->MajorFunction` (`IRP_MJ_*`).
+    fn major_function(&self) -> u8;
+    /// `Iopb->MinorFunction`; for IRP_MJ_FLUSH_BUFFERS the flush type
+    /// (`IRP_MN_FLUSH_*`, 0 = full flush).
+    fn minor_function(&self) -> u8;
+    /// Sets `Iopb->MinorFunction`.
+    fn set_minor_function(&mut self, minor: u8);
+    /// `Iopb->IrpFlags` (`IRP_NOCACHE` 0x1, `IRP_PAGING_IO` 0x2,
+    /// `IRP_SYNCHRONOUS_PAGING_IO` 0x40, ...).
+    fn irp_flags(&self) -> u32;
+    /// `Iopb->OperationFlags` (`SL_WRITE_THROUGH` 0x4 for writes, ...).
+    fn operation_flags(&self) -> u8;
+    /// Sets `Iopb->OperationFlags`.
+    fn set_operation_flags(&mut self, flags: u8);
+    /// `FLT_IS_FASTIO_OPERATION(Data)`.
+    fn is_fast_io(&self) -> bool;
+    /// `Data->RequestorMode == KernelMode`.
+    fn requestor_mode_kernel(&self) -> bool;
+    /// IRP_MJ_CREATE: `Parameters.Create.Options` (low 24 bits `FILE_*` create
+    /// options such as `FILE_WRITE_THROUGH` 0x2, high 8 bits the disposition).
+    fn create_options(&self) -> u32;
+    /// Sets `Parameters.Create.Options`.
+    fn set_create_options(&mut self, options: u32);
+    /// IRP_MJ_WRITE: `Parameters.Write.ByteOffset`, in bytes (-1/-2 = current /
+    /// end-of-file markers as the I/O manager passes them).
+    fn write_offset(&self) -> i64;
+    /// IRP_MJ_WRITE: `Parameters.Write.Length`, in bytes.
+    fn write_length(&self) -> u32;
+    /// Post-operation only: `IoStatus.Status`.
+    fn io_status(&self) -> NtStatus;
+}
+
+/// The Filter Manager and kernel services the callback logic uses.
+///
+/// Implementations: the driver (FFI over fltmgr.sys / ntoskrnl.exe), the host
+/// harness (fake with a reference ledger and an IRQL model), `flushctl replay`.
+/// All methods take `&self`: callbacks run concurrently on many threads.
+pub trait FilterManager: Sync {
+    /// One operation (`FLT_CALLBACK_DATA` + `FLT_RELATED_OBJECTS`).
+    type Data: CallbackData;
+    /// A referenced `FLT_FILE_NAME_INFORMATION` (normalized, parsed); give back with
+    /// [`FilterManager::release_file_name_information`].
+    type NameInfo;
+    /// A requestor process image name (`SeLocateProcessImageName` buffer); give back
+    /// with [`FilterManager::release_process_image_name`].
+    type ImageName;
+    /// A referenced stream-handle context (`PFLT_CONTEXT` to a [`StreamContext`]);
+    /// give back with [`FilterManager::release_context`].
+    type Context: Deref<Target = StreamContext>;
+    /// A kernel handle (`OBJ_KERNEL_HANDLE`) to an operation's file object; give back
+    /// with [`FilterManager::close_kernel_handle`].
+    type KernelHandle;
+
+    // ---- environment -------------------------------------------------------
+
+    /// `KeGetCurrentIrql()`. Any IRQL.
+    fn current_irql(&self) -> Irql;
+    /// `IoGetTopLevelIrp() != NULL`: a file system (or the cache manager) above us
+    /// on this thread owns resources; a synchronous flush could deadlock. Any IRQL.
+    fn top_level_irp_set(&self) -> bool;
+    /// `PsGetCurrentThreadId()` as a non-zero integer. Any IRQL.
+    fn current_thread_id(&self) -> u64;
+    /// A monotonic clock in microseconds (interrupt time / 10), for flush latency.
+    /// Any IRQL.
+    fn now_us(&self) -> u64;
+    /// `KeQuerySystemTimePrecise`: 100-ns units since 1601-01-01 UTC, for event
+    /// time stamps. Any IRQL.
+    fn system_time(&self) -> u64;
+    /// `FltIsOperationSynchronous(Data)`. IRQL <= DISPATCH_LEVEL.
+    fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
+    /// `FltSetCallbackDataDirty(Data)`: the logic changed `data`. IRQL <= DISPATCH_LEVEL.
+    fn set_callback_data_dirty(&self, data: &mut Self::Data);
+
+    // ---- names, provider, requestor ---------------------------------------
+
+    /// `FltGetFileNameInformation(Data, FLT_FILE_NAME_NORMALIZED |
+    /// FLT_FILE_NAME_QUERY_DEFAULT)` then `FltParseFileNameInformation`; on a parse
+    /// failure the implementation releases the reference itself and returns the
+    /// error. IRQL <= APC_LEVEL (the logic only calls it at PASSIVE_LEVEL).
+    ///
+    /// # Errors
+    /// `STATUS_FLT_INVALID_NAME_REQUEST`, `STATUS_INSUFFICIENT_RESOURCES`,
+    /// `STATUS_ACCESS_DENIED`, `STATUS_OBJECT_PATH_NOT_FOUND`, ... as the DDI returns.
+    fn get_file_name_information(&self, data: &Self::Data) -> Result<Self::NameInfo, NtStatus>;
+    /// The normalized name (`Name` field), UTF-16, e.g. `\Device\Mup\srv\share\a.txt`.
+    fn file_name<'a>(&self, name: &'a Self::NameInfo) -> &'a [u16];
+    /// `FltReleaseFileNameInformation`. IRQL <= APC_LEVEL.
+    fn release_file_name_information(&self, name: Self::NameInfo);
+
+    /// `FsRtlMupGetProviderIdFromName(\Device\<redirector>)`: the MUP provider id of
+    /// a redirector device (`\Device\LanmanRedirector`, `\Device\WebDavRedirector`,
+    /// `\Device\Nfs`, `\Device\RdpDr`). PASSIVE_LEVEL; called once at load.
+    ///
+    /// # Errors
+    /// `STATUS_OBJECT_NAME_NOT_FOUND` when that redirector is not registered with MUP.
+    fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus>;
+    /// `FsRtlMupGetProviderInfoFromFileObject(FileObject, 1, ...)` ->
+    /// `FSRTL_MUP_PROVIDER_INFO_LEVEL_1::ProviderId`; `Ok(None)` when the file is not
+    /// on the MUP volume. PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_PARAMETER`, `STATUS_INSUFFICIENT_RESOURCES`, ... as the DDI returns.
+    fn mup_provider_id_of_file(&self, data: &Self::Data) -> Result<Option<u32>, NtStatus>;
+    /// `SeLocateProcessImageName(FltGetRequestorProcess(Data))`. PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_NOT_FOUND` (no requestor process), ...
+    fn process_image_name(&self, data: &Self::Data) -> Result<Self::ImageName, NtStatus>;
+    /// The image path, UTF-16, e.g. `\Device\HarddiskVolume2\Windows\notepad.exe`.
+    fn image_name<'a>(&self, image: &'a Self::ImageName) -> &'a [u16];
+    /// Frees the `SeLocateProcessImageName` buffer (`ExFreePool`). PASSIVE_LEVEL.
+    fn release_process_image_name(&self, image: Self::ImageName);
+
+    // ---- stream-handle contexts -------------------------------------------
+
+    /// `FltAllocateContext(FLT_STREAMHANDLE_CONTEXT, NonPagedPoolNx)` initialised with
+    /// `init`. IRQL <= APC_LEVEL (the logic calls it in post-create, PASSIVE_LEVEL).
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`.
+    fn allocate_stream_handle_context(&self, init: StreamContext) -> Result<Self::Context, NtStatus>;
+    /// `FltSetStreamHandleContext(FLT_SET_CONTEXT_KEEP_IF_EXISTS)` on the
+    /// operation's file object. The caller keeps (and must still release) its own
+    /// reference. IRQL <= APC_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_FLT_CONTEXT_ALREADY_DEFINED`, `STATUS_FLT_DELETING_OBJECT`, ...
+    fn set_stream_handle_context(&self, data: &Self::Data, ctx: &Self::Context) -> Result<(), NtStatus>;
+    /// `FltGetStreamHandleContext`; `Ok(None)` for `STATUS_NOT_FOUND` (file not
+    /// governed). IRQL <= DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_NOT_SUPPORTED` (volume without stream contexts), ...
+    fn get_stream_handle_context(&self, data: &Self::Data) -> Result<Option<Self::Context>, NtStatus>;
+    /// `FltReleaseContext`. IRQL <= DISPATCH_LEVEL.
+    fn release_context(&self, ctx: Self::Context);
+
+    // ---- post-operation deferral ------------------------------------------
+
+    /// `FltDoCompletionProcessingWhenSafe(Data, FltObjects, ctx, Flags,
+    /// <safe post-write>)`. The safe callback, when the implementation runs it, must
+    /// call [`super::Filter::post_write_when_safe`] with the same `ctx` and `flags`
+    /// (inline when IRQL <= APC_LEVEL, else later from a worker thread at
+    /// PASSIVE_LEVEL). Returns `None` when it returned FALSE (the operation cannot
+    /// be deferred: fast I/O, paging I/O, ...), else the status to return from the
+    /// post-operation callback. IRQL <= DISPATCH_LEVEL.
+    fn do_completion_processing_when_safe(
+        &self,
+        data: &mut Self::Data,
+        ctx: CompletionContext,
+        flags: PostOpFlags,
+    ) -> Option<PostOpStatus>;
+
+    // ---- flushes -------------------------------------------------------------
+
+    /// True when `FltGetRoutineAddress("FltFlushBuffers2")` resolved at load
+    /// (Windows 10 1903+).
+    fn has_flt_flush_buffers2(&self) -> bool;
+    /// `FltFlushBuffers2(Instance, FileObject, flush_type /*FLT_FLUSH_TYPE_* */, Data)`:
+    /// synchronous, sent to the instances below ours. PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// Any NTSTATUS from the file system / redirector, e.g.
+    /// `STATUS_MEDIA_WRITE_PROTECTED`, `STATUS_VOLUME_DISMOUNTED`, `STATUS_FILE_CLOSED`,
+    /// `STATUS_ACCESS_DENIED`, `STATUS_INVALID_DEVICE_REQUEST`, `STATUS_NOT_SUPPORTED`.
+    fn flt_flush_buffers2(&self, data: &Self::Data, flush_type: u32) -> Result<(), NtStatus>;
+    /// `FltFlushBuffers(Instance, FileObject)` (full flush). PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// As [`FilterManager::flt_flush_buffers2`].
+    fn flt_flush_buffers(&self, data: &Self::Data) -> Result<(), NtStatus>;
+    /// `ObOpenObjectByPointer(FileObject, OBJ_KERNEL_HANDLE, NULL, 0,
+    /// *IoFileObjectType, KernelMode, &handle)`. PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_ACCESS_DENIED`, ...
+    fn open_kernel_handle(&self, data: &Self::Data) -> Result<Self::KernelHandle, NtStatus>;
+    /// `ZwFlushBuffersFileEx(handle, flags /*FLUSH_FLAGS_* */, NULL, 0, &iosb)`.
+    /// Enters the stack at the top: our own pre-flush sees it (recursion guard).
+    /// PASSIVE_LEVEL with special kernel APCs enabled.
+    ///
+    /// # Errors
+    /// As [`FilterManager::flt_flush_buffers2`].
+    fn zw_flush_buffers_file_ex(&self, handle: &Self::KernelHandle, flags: u32) -> Result<(), NtStatus>;
+    /// `ZwClose(handle)`. PASSIVE_LEVEL. Closing the last handle of a file object
+    /// sends IRP_MJ_CLEANUP (which re-enters our pre-cleanup).
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_HANDLE` (a bug; counted).
+    fn close_kernel_handle(&self, handle: Self::KernelHandle) -> Result<(), NtStatus>;
+
+    // ---- registry -----------------------------------------------------------
+
+    /// Reads `<service key>\Parameters\Policy` (REG_BINARY) into `out` (cleared
+    /// first). PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_OBJECT_NAME_NOT_FOUND` (no value), `STATUS_OBJECT_TYPE_MISMATCH` (not
+    /// REG_BINARY), `STATUS_BUFFER_OVERFLOW` (larger than the protocol maximum),
+    /// `STATUS_INSUFFICIENT_RESOURCES`.
+    fn read_policy_value(&self, out: &mut Vec<u8>) -> Result<(), NtStatus>;
+    /// Writes `<service key>\Parameters\Policy` (REG_BINARY). PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_ACCESS_DENIED`, `STATUS_INSUFFICIENT_RESOURCES`, ...
+    fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus>;
+
+    // ---- teardown -------------------------------------------------------------
+
+    /// `FltCloseCommunicationPort(ServerPort)`: no new connections; connected clients
+    /// are disconnected when their handles close. PASSIVE_LEVEL.
+    fn close_server_port(&self);
+    /// `FltUnregisterFilter(Filter)`: waits for outstanding operations, calls
+    /// pending post-operation callbacks with `FLTFL_POST_OPERATION_DRAINING`, tears
+    /// down instances and contexts. No callback runs after it returns. PASSIVE_LEVEL.
+    fn unregister_filter(&self);
+}

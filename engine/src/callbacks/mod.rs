@@ -1,0 +1,720 @@
+//! The minifilter's callback logic, generic over the Filter Manager.
+//!
+//! [`Filter`] holds everything the callbacks share (the engine [`State`], the MUP
+//! provider table, the recursion guard, the callback counters, the lifecycle phase)
+//! and has one method per Filter Manager callback. The driver's `extern "system"`
+//! callbacks only turn pointers into a [`FilterManager::Data`] and call these; the
+//! host harness (`tests/`) and `flushctl replay` call the very same methods.
+//!
+//! Decisions (which rule, which mode, which flush) come from the engine
+//! ([`crate::matcher`] lookup + [`crate::decision::decide`]); this module holds the
+//! *sequencing* DESIGN.md §1 demands:
+//! - flushes only at PASSIVE_LEVEL, never for paging I/O, never with a top-level
+//!   IRP, never recursively (our own flush's re-entries pass through untouched);
+//! - `FLT_PREOP_SYNCHRONIZE` only when `FltIsOperationSynchronous`, otherwise
+//!   `FltDoCompletionProcessingWhenSafe`; draining post-operations only clean up;
+//! - a completion context only with `FLT_PREOP_SUCCESS_WITH_CALLBACK` or
+//!   `FLT_PREOP_SYNCHRONIZE`; `FltSetCallbackDataDirty` if and only if the operation
+//!   was changed;
+//! - every name, image name, context and handle released on every path; no lock is
+//!   ever held (all shared state is atomics), so none is held across a flush;
+//! - every failure counted, the user's I/O passed on unmodified (fail open);
+//! - teardown: close the server port, then `FltUnregisterFilter` ([`Filter::unload`]).
+
+mod context;
+mod counters;
+mod fltmgr;
+mod glue;
+mod guard;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use flushguard_protocol::NtStatus;
+
+pub use context::{CompletionContext, FlushOrder, StreamContext, DEFAULT_RULE_SLOT};
+pub use counters::{CallbackCounters, Counter};
+pub use fltmgr::{
+    CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
+    FLTFL_POST_OPERATION_DRAINING,
+};
+pub use glue::{FlushPlace, ProviderTable};
+pub use guard::{OwnFlushSet, OwnFlushToken, OWN_FLUSH_SLOTS};
+
+use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
+use glue::PolicySnapshot;
+
+pub use flushguard_protocol::nt::{
+    FILE_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE,
+    IRP_PAGING_IO, SL_WRITE_THROUGH,
+};
+/// `STATUS_REPARSE` (0x104): a create that did not open a file object.
+pub const STATUS_REPARSE: NtStatus = NtStatus(0x0000_0104);
+/// `STATUS_OBJECT_NAME_NOT_FOUND` (0xC0000034): e.g. no `Parameters\Policy` value.
+pub const STATUS_OBJECT_NAME_NOT_FOUND: NtStatus = NtStatus(0xC000_0034_u32 as i32);
+
+/// Result of a pre-operation callback.
+///
+/// Constructed only through [`PreOp::pass`], [`PreOp::with_callback`],
+/// [`PreOp::synchronize`] and [`PreOp::disallow_fast_io`], so a completion context
+/// exists only with `FLT_PREOP_SUCCESS_WITH_CALLBACK` or `FLT_PREOP_SYNCHRONIZE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreOp {
+    status: PreOpStatus,
+    completion: Option<CompletionContext>,
+}
+
+impl PreOp {
+    /// `FLT_PREOP_SUCCESS_NO_CALLBACK`, no completion context.
+    pub const fn pass() -> Self {
+        PreOp { status: PreOpStatus::SuccessNoCallback, completion: None }
+    }
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK` carrying `ctx`.
+    pub const fn with_callback(ctx: CompletionContext) -> Self {
+        PreOp { status: PreOpStatus::SuccessWithCallback, completion: Some(ctx) }
+    }
+    /// `FLT_PREOP_SYNCHRONIZE` carrying `ctx`.
+    pub const fn synchronize(ctx: CompletionContext) -> Self {
+        PreOp { status: PreOpStatus::Synchronize, completion: Some(ctx) }
+    }
+    /// `FLT_PREOP_DISALLOW_FASTIO`, no completion context.
+    pub const fn disallow_fast_io() -> Self {
+        PreOp { status: PreOpStatus::DisallowFastIo, completion: None }
+    }
+    /// The `FLT_PREOP_CALLBACK_STATUS`.
+    pub const fn status(&self) -> PreOpStatus {
+        self.status
+    }
+    /// The completion context (`None` = NULL).
+    pub const fn completion_context(&self) -> Option<CompletionContext> {
+        self.completion
+    }
+}
+
+/// Lifecycle phase of a [`Filter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LifecyclePhase {
+    /// Registered and filtering.
+    Running = 0,
+    /// [`Filter::unload`] started: new pre-operations pass through.
+    Unloading = 1,
+    /// `FltUnregisterFilter` returned: no callback may run.
+    Unregistered = 2,
+}
+
+/// Everything the callbacks share. One per loaded driver (a global in the driver,
+/// a value in tests). All methods take `&self` and are safe to call concurrently.
+pub struct Filter<F: FilterManager> {
+    fm: F,
+    state: crate::handler::State,
+    providers: ProviderTable,
+    own_flushes: OwnFlushSet,
+    counters: CallbackCounters,
+    phase: AtomicU8,
+}
+
+/// What [`Filter::load`] found in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `Parameters\Policy` decoded and validated.
+    Registry,
+    /// No `Parameters\Policy` value: the pass-through policy.
+    Absent,
+    /// The value could not be read or was invalid: the pass-through policy, and an
+    /// event recording the status.
+    Invalid(NtStatus),
+}
+
+impl<F: FilterManager> Filter<F> {
+    /// Builds the shared state at DriverEntry (PASSIVE_LEVEL): resolves the MUP
+    /// provider ids, reads `Parameters\Policy` (REG_BINARY, wire encoding) and starts
+    /// with it, or with the pass-through policy (plus an event) if it is absent or
+    /// invalid. Never fails: a bad registry value must not stop the driver loading.
+    pub fn load(fm: F) -> (Self, PolicySource) {
+        let providers = ProviderTable::resolve(&fm);
+        let mut raw = Vec::new();
+        let (state, source) = match fm.read_policy_value(&mut raw) {
+            Ok(()) => match glue::state_from_registry(&raw) {
+                Ok(state) => (state, PolicySource::Registry),
+                Err(status) => (glue::pass_through_state(&fm, Some(status)), PolicySource::Invalid(status)),
+            },
+            Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => {
+                (glue::pass_through_state(&fm, None), PolicySource::Absent)
+            }
+            Err(status) => (glue::pass_through_state(&fm, Some(status)), PolicySource::Invalid(status)),
+        };
+        let filter = Filter {
+            fm,
+            state,
+            providers,
+            own_flushes: OwnFlushSet::new(),
+            counters: CallbackCounters::new(),
+            phase: AtomicU8::new(LifecyclePhase::Running as u8),
+        };
+        (filter, source)
+    }
+
+    /// The Filter Manager implementation.
+    pub fn fm(&self) -> &F {
+        &self.fm
+    }
+    /// The engine state (policy, stats, events) shared with the port handler.
+    pub fn state(&self) -> &crate::handler::State {
+        &self.state
+    }
+    /// The callback-layer counters.
+    pub fn counters(&self) -> &CallbackCounters {
+        &self.counters
+    }
+    /// The recursion guard (threads inside one of our flushes).
+    pub fn own_flushes(&self) -> &OwnFlushSet {
+        &self.own_flushes
+    }
+    /// Current lifecycle phase.
+    pub fn phase(&self) -> LifecyclePhase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => LifecyclePhase::Running,
+            1 => LifecyclePhase::Unloading,
+            _ => LifecyclePhase::Unregistered,
+        }
+    }
+
+    /// Handles one port message: the engine handler, then, for a SetPolicy with the
+    /// persist flag that the handler accepted, writes the validated policy to
+    /// `Parameters\Policy`. PASSIVE_LEVEL. `request` and `reply` are kernel copies
+    /// (the driver captured them under SEH). Returns the reply length in bytes.
+    ///
+    /// # Errors
+    /// Every error of the engine handler (see [`crate::handler`]); a failed registry
+    /// write after an accepted SetPolicy returns that write's NTSTATUS (the new
+    /// policy stays in force; an event records it).
+    pub fn handle_message(&self, request: &[u8], reply: &mut [u8]) -> Result<usize, NtStatus> {
+        glue::handle_message(&self.fm, &self.state, request, reply)
+    }
+
+    /// FilterUnload: marks the filter unloading, closes the server port (so no
+    /// client can start a message), then `FltUnregisterFilter` (drains outstanding
+    /// operations; draining post-operations only clean up). The caller frees its
+    /// globals after this returns. PASSIVE_LEVEL.
+    pub fn unload(&self) {
+        self.phase.store(LifecyclePhase::Unloading as u8, Ordering::Release);
+        self.fm.close_server_port();
+        self.fm.unregister_filter();
+        self.phase.store(LifecyclePhase::Unregistered as u8, Ordering::Release);
+    }
+
+    fn running(&self) -> bool {
+        if self.phase() == LifecyclePhase::Running {
+            true
+        } else {
+            self.counters.bump(Counter::CallbackDuringUnload);
+            false
+        }
+    }
+
+    /// True when this thread is inside one of our flushes: the operation is our
+    /// own I/O (flush re-entry, its paging writes, the cleanup of our handle).
+    fn own_io(&self) -> bool {
+        if self.own_flushes.contains(self.fm.current_thread_id()) {
+            self.counters.bump(Counter::OwnIoPassedThrough);
+            glue::count_own_flush_passed(&self.state);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The engine's view of an operation at `phase`.
+    fn view(&self, data: &F::Data, phase: Phase) -> OperationView {
+        let major = data.major_function();
+        let mut v = OperationView::new(MajorFunction::from_irp_mj(major), phase);
+        v.irp_flags = data.irp_flags();
+        v.operation_flags = data.operation_flags();
+        v.minor_function = data.minor_function();
+        v.fast_io = data.is_fast_io();
+        v.requestor_mode_kernel = data.requestor_mode_kernel();
+        // A top-level IRP matters on the thread that would flush; a post-operation
+        // above PASSIVE_LEVEL runs in an arbitrary thread and defers to a worker.
+        let irql = self.fm.current_irql();
+        v.top_level_irp = irql == Irql::PASSIVE_LEVEL && self.fm.top_level_irp_set();
+        match major {
+            IRP_MJ_CREATE => v.create_options = data.create_options() & 0x00FF_FFFF,
+            IRP_MJ_WRITE => {
+                v.offset = data.write_offset();
+                v.length = data.write_length();
+                if phase == Phase::Pre {
+                    v.synchronous = !v.fast_io && self.fm.is_operation_synchronous(data);
+                }
+            }
+            _ => {}
+        }
+        if phase == Phase::Post {
+            v.status = Some(data.io_status());
+        }
+        v
+    }
+
+    /// Looks up the rule governing the operation's file: normalized name, MUP
+    /// provider, requestor image. PASSIVE_LEVEL only. `None` when the name cannot be
+    /// had (counted; the operation passes through). Releases every reference it took.
+    fn classify(&self, data: &F::Data, policy: &PolicySnapshot) -> Option<(u32, crate::policy::Action, crate::policy::FileProvider)> {
+        let fm = &self.fm;
+        let name_info = match fm.get_file_name_information(data) {
+            Ok(n) => n,
+            Err(_) => {
+                self.counters.bump(Counter::NameQueryFailed);
+                return None;
+            }
+        };
+        let name = String::from_utf16_lossy(fm.file_name(&name_info));
+        fm.release_file_name_information(name_info);
+
+        let provider = match fm.mup_provider_id_of_file(data) {
+            Ok(id) => self.providers.classify(id),
+            Err(_) => {
+                self.counters.bump(Counter::ProviderQueryFailed);
+                crate::policy::FileProvider::Other
+            }
+        };
+        let image = match fm.process_image_name(data) {
+            Ok(image) => {
+                let s = String::from_utf16_lossy(fm.image_name(&image));
+                fm.release_process_image_name(image);
+                s
+            }
+            Err(_) => {
+                self.counters.bump(Counter::ProcessQueryFailed);
+                String::new()
+            }
+        };
+        let (slot, action) = policy.lookup(provider, &name, &image);
+        Some((slot, action, provider))
+    }
+
+    /// The rule governing a handle's context: `(slot, action)`, refreshing a rule
+    /// cached under an older policy when that is possible here (PASSIVE_LEVEL, not
+    /// paging or fast I/O); `None` (pass through, counted) otherwise.
+    fn governing_rule(
+        &self,
+        data: &F::Data,
+        ctx: &StreamContext,
+        policy: &PolicySnapshot,
+    ) -> Option<(u32, crate::policy::Action)> {
+        let (generation, slot) = ctx.rule();
+        if generation == policy.generation() {
+            return policy.action(slot).map(|a| (slot, a));
+        }
+        let paging = data.irp_flags() & IRP_PAGING_IO != 0;
+        if paging || data.is_fast_io() || self.fm.current_irql() != Irql::PASSIVE_LEVEL {
+            self.counters.bump(Counter::StaleRulePassedThrough);
+            return None;
+        }
+        let (slot, action, _) = self.classify(data, policy)?;
+        ctx.set_rule(policy.generation(), slot);
+        self.counters.bump(Counter::RuleRefreshed);
+        Some((slot, action))
+    }
+
+    /// Fetches the handle's context; `None` when the handle is not governed or the
+    /// lookup failed (counted).
+    fn handle_context(&self, data: &F::Data) -> Option<F::Context> {
+        match self.fm.get_stream_handle_context(data) {
+            Ok(c) => c,
+            Err(_) => {
+                self.counters.bump(Counter::ContextFailed);
+                None
+            }
+        }
+    }
+
+    // ---- IRP_MJ_CREATE ---------------------------------------------------
+
+    /// Pre-create (PASSIVE_LEVEL): looks up the rule; a write-through rule adds
+    /// `FILE_WRITE_THROUGH` to `Parameters.Create.Options` (+ dirty). A handle under a
+    /// rule whose mode is not `pass` gets a post-create that attaches its context.
+    pub fn pre_create(&self, data: &mut F::Data) -> PreOp {
+        if !self.running() || self.own_io() || self.fm.current_irql() != Irql::PASSIVE_LEVEL {
+            return PreOp::pass();
+        }
+        let policy = glue::snapshot(&self.state);
+        let Some((slot, action, provider)) = self.classify(data, &policy) else {
+            return PreOp::pass();
+        };
+        let mut view = self.view(data, Phase::Pre);
+        view.provider = provider;
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        if d.set_create_write_through {
+            data.set_create_options(data.create_options() | FILE_WRITE_THROUGH);
+            self.fm.set_callback_data_dirty(data);
+            self.counters.bump(Counter::CreateWriteThroughSet);
+        }
+        if action.mode == crate::policy::Mode::Pass {
+            PreOp::pass()
+        } else {
+            PreOp::with_callback(CompletionContext::Create { generation: policy.generation(), slot })
+        }
+    }
+
+    /// Post-create (PASSIVE_LEVEL): on success attaches a [`StreamContext`] caching
+    /// the rule and the policy generation. Draining: nothing to clean up.
+    pub fn post_create(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+        let Some(CompletionContext::Create { generation, slot }) = ctx else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        if flags.draining() {
+            return PostOpStatus::FinishedProcessing;
+        }
+        let status = data.io_status();
+        if !status.is_success() || status == STATUS_REPARSE {
+            return PostOpStatus::FinishedProcessing;
+        }
+        let context = match self.fm.allocate_stream_handle_context(StreamContext::new(generation, slot)) {
+            Ok(c) => c,
+            Err(_) => {
+                self.counters.bump(Counter::ContextFailed);
+                return PostOpStatus::FinishedProcessing;
+            }
+        };
+        match self.fm.set_stream_handle_context(data, &context) {
+            Ok(()) => self.counters.bump(Counter::ContextAttached),
+            Err(_) => self.counters.bump(Counter::ContextFailed),
+        }
+        self.fm.release_context(context);
+        PostOpStatus::FinishedProcessing
+    }
+
+    // ---- IRP_MJ_WRITE ----------------------------------------------------
+
+    /// Pre-write (IRQL <= APC_LEVEL; IRP, fast I/O and paging I/O): applies the
+    /// engine's decision: `SL_WRITE_THROUGH` (+ dirty), `FLT_PREOP_DISALLOW_FASTIO`,
+    /// or a post-write for the flush / written-since-flush bookkeeping
+    /// (`FLT_PREOP_SYNCHRONIZE` only when `FltIsOperationSynchronous`).
+    pub fn pre_write(&self, data: &mut F::Data) -> PreOp {
+        if !self.running() || self.own_io() {
+            return PreOp::pass();
+        }
+        let Some(ctx) = self.handle_context(data) else {
+            return PreOp::pass();
+        };
+        let result = self.pre_write_governed(data, &ctx);
+        self.fm.release_context(ctx);
+        result
+    }
+
+    fn pre_write_governed(&self, data: &mut F::Data, ctx: &StreamContext) -> PreOp {
+        let policy = glue::snapshot(&self.state);
+        let Some((slot, action)) = self.governing_rule(data, ctx, &policy) else {
+            return PreOp::pass();
+        };
+        let mut view = self.view(data, Phase::Pre);
+        view.written_since_flush = ctx.written_since_flush();
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        if d.pre_op == EnginePreOp::DisallowFastIo && data.is_fast_io() {
+            self.counters.bump(Counter::FastIoDisallowed);
+            return PreOp::disallow_fast_io();
+        }
+        if d.set_sl_write_through && data.operation_flags() & SL_WRITE_THROUGH == 0 {
+            data.set_operation_flags(data.operation_flags() | SL_WRITE_THROUGH);
+            self.fm.set_callback_data_dirty(data);
+            self.counters.bump(Counter::WriteThroughSet);
+        }
+        let wants_post = matches!(d.pre_op, EnginePreOp::Synchronize | EnginePreOp::SuccessWithCallback);
+        if !wants_post && !d.mark_written_since_flush {
+            return PreOp::pass();
+        }
+        // The post-write re-asks the engine with the completion status; the mark is
+        // set only after the write succeeded (its data is then in the cache).
+        let completion = CompletionContext::Write { record_write: d.mark_written_since_flush, flush: None };
+        if d.pre_op == EnginePreOp::Synchronize && !data.is_fast_io() && self.fm.is_operation_synchronous(data) {
+            self.counters.bump(Counter::WriteSynchronized);
+            PreOp::synchronize(completion)
+        } else {
+            PreOp::with_callback(completion)
+        }
+    }
+
+    /// Post-write (any IRQL <= DISPATCH_LEVEL, arbitrary thread; <= APC_LEVEL in the
+    /// originating thread after `FLT_PREOP_SYNCHRONIZE`). Draining: clean up only
+    /// (nothing is held). On success records the write, then flushes now
+    /// (PASSIVE_LEVEL) or defers with `FltDoCompletionProcessingWhenSafe`.
+    pub fn post_write(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+        let Some(CompletionContext::Write { record_write, .. }) = ctx else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        if flags.draining() {
+            self.counters.bump(Counter::FlushSkippedDraining);
+            return PostOpStatus::FinishedProcessing;
+        }
+        if !data.io_status().is_success() {
+            self.counters.bump(Counter::WriteFailed);
+            return PostOpStatus::FinishedProcessing;
+        }
+        let Some(context) = self.handle_context(data) else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        if record_write {
+            context.record_write();
+        }
+        let policy = glue::snapshot(&self.state);
+        let (generation, slot) = context.rule();
+        let written = context.written_since_flush();
+        self.fm.release_context(context);
+        // A stale rule is not re-looked-up here (no name queries above PASSIVE_LEVEL):
+        // the flush decision of a changed policy applies from the next write on.
+        if generation != policy.generation() {
+            self.counters.bump(Counter::StaleRulePassedThrough);
+            return PostOpStatus::FinishedProcessing;
+        }
+        let Some(action) = policy.action(slot) else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        let mut view = self.view(data, Phase::Post);
+        view.written_since_flush = written;
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        let Some(order) = glue::flush_order(&d) else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        if data.irp_flags() & IRP_PAGING_IO != 0 {
+            self.counters.bump(Counter::FlushSkippedPagingIo);
+            return PostOpStatus::FinishedProcessing;
+        }
+        if self.fm.current_irql() == Irql::PASSIVE_LEVEL {
+            self.flush_now(data, order.0, order.1, slot);
+            return PostOpStatus::FinishedProcessing;
+        }
+        let deferred = CompletionContext::Write { record_write: false, flush: Some(order.0) };
+        match self.fm.do_completion_processing_when_safe(data, deferred, flags) {
+            Some(status) => {
+                self.counters.bump(Counter::FlushDeferred);
+                status
+            }
+            None => {
+                self.counters.bump(Counter::FlushSkippedNotDeferrable);
+                PostOpStatus::FinishedProcessing
+            }
+        }
+    }
+
+    /// The safe post-write `FltDoCompletionProcessingWhenSafe` calls (inline at
+    /// IRQL <= APC_LEVEL, or from a worker thread at PASSIVE_LEVEL): issues the
+    /// deferred flush at PASSIVE_LEVEL, else counts it skipped.
+    pub fn post_write_when_safe(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+        let Some(CompletionContext::Write { flush: Some(order), .. }) = ctx else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        if flags.draining() {
+            self.counters.bump(Counter::FlushSkippedDraining);
+            return PostOpStatus::FinishedProcessing;
+        }
+        if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
+            self.counters.bump(Counter::FlushSkippedIrql);
+            return PostOpStatus::FinishedProcessing;
+        }
+        let slot = match self.handle_context(data) {
+            Some(c) => {
+                let (_, slot) = c.rule();
+                self.fm.release_context(c);
+                slot
+            }
+            None => DEFAULT_RULE_SLOT,
+        };
+        self.flush_now(data, order, FlushPlace::AfterWrite, slot);
+        PostOpStatus::FinishedProcessing
+    }
+
+    // ---- IRP_MJ_FLUSH_BUFFERS ---------------------------------------------
+
+    /// Pre-flush (IRQL <= APC_LEVEL): our own flushes pass through untouched; an
+    /// application flush on a governed handle may be upgraded (`Iopb->MinorFunction`
+    /// = `IRP_MN_FLUSH_*`, + dirty) and, under a flushing rule, gets a post-flush
+    /// that records it.
+    pub fn pre_flush(&self, data: &mut F::Data) -> PreOp {
+        if !self.running() || self.own_io() {
+            return PreOp::pass();
+        }
+        let Some(ctx) = self.handle_context(data) else {
+            return PreOp::pass();
+        };
+        let result = self.pre_flush_governed(data, &ctx);
+        self.fm.release_context(ctx);
+        result
+    }
+
+    fn pre_flush_governed(&self, data: &mut F::Data, ctx: &StreamContext) -> PreOp {
+        let policy = glue::snapshot(&self.state);
+        let Some((slot, action)) = self.governing_rule(data, ctx, &policy) else {
+            return PreOp::pass();
+        };
+        let mut view = self.view(data, Phase::Pre);
+        view.written_since_flush = ctx.written_since_flush();
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        if let Some(target) = d.upgrade_flush {
+            let minor = target.to_flush_minor();
+            if data.minor_function() != minor {
+                data.set_minor_function(minor);
+                self.fm.set_callback_data_dirty(data);
+                self.counters.bump(Counter::AppFlushUpgraded);
+            }
+        }
+        if matches!(d.pre_op, EnginePreOp::SuccessWithCallback | EnginePreOp::Synchronize) {
+            PreOp::with_callback(CompletionContext::Flush { observed_write_seq: ctx.write_seq() })
+        } else {
+            PreOp::pass()
+        }
+    }
+
+    /// Post-flush (<= DISPATCH_LEVEL): a successful application flush covers the
+    /// writes observed before it. Draining: nothing to clean up.
+    pub fn post_flush(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+        let Some(CompletionContext::Flush { observed_write_seq }) = ctx else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        if flags.draining() {
+            return PostOpStatus::FinishedProcessing;
+        }
+        let Some(c) = self.handle_context(data) else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        let policy = glue::snapshot(&self.state);
+        let (generation, slot) = c.rule();
+        let action = if generation == policy.generation() { policy.action(slot) } else { None };
+        if let Some(action) = action {
+            let mut view = self.view(data, Phase::Post);
+            view.draining = flags.draining();
+            let d = crate::decision::decide(&action, &view);
+            d.record(glue::stats(&self.state), policy.counters(slot));
+            if d.clear_written_since_flush {
+                c.record_flush(observed_write_seq);
+            }
+        }
+        self.fm.release_context(c);
+        PostOpStatus::FinishedProcessing
+    }
+
+    // ---- IRP_MJ_CLEANUP -----------------------------------------------------
+
+    /// Pre-cleanup (PASSIVE_LEVEL): flush-on-close for a handle written since its
+    /// last flush. Always `FLT_PREOP_SUCCESS_NO_CALLBACK`.
+    pub fn pre_cleanup(&self, data: &mut F::Data) -> PreOp {
+        if !self.running() || self.own_io() {
+            return PreOp::pass();
+        }
+        let Some(ctx) = self.handle_context(data) else {
+            return PreOp::pass();
+        };
+        let policy = glue::snapshot(&self.state);
+        let decided: Option<(u32, Decision)> = self.governing_rule(data, &ctx, &policy).map(|(slot, action)| {
+            let mut view = self.view(data, Phase::Pre);
+            view.written_since_flush = ctx.written_since_flush();
+            let d = crate::decision::decide(&action, &view);
+            d.record(glue::stats(&self.state), policy.counters(slot));
+            (slot, d)
+        });
+        self.fm.release_context(ctx);
+        if let Some((slot, order)) = decided.and_then(|(slot, d)| glue::flush_order(&d).map(|o| (slot, o))) {
+            if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
+                self.counters.bump(Counter::FlushSkippedIrql);
+            } else {
+                self.flush_now(data, order.0, order.1, slot);
+            }
+        }
+        PreOp::pass()
+    }
+
+    // ---- issuing a flush ------------------------------------------------------
+
+    /// Issues one flush for the operation's file object at PASSIVE_LEVEL, holding no
+    /// lock and no context reference, with this thread marked in the recursion
+    /// guard. Records it (latency, failures by status) in the engine stats and an
+    /// event on failure; never fails the user's operation.
+    fn flush_now(&self, data: &F::Data, order: FlushOrder, place: FlushPlace, slot: u32) {
+        let fm = &self.fm;
+        if fm.current_irql() != Irql::PASSIVE_LEVEL {
+            self.counters.bump(Counter::FlushSkippedIrql);
+            return;
+        }
+        if fm.top_level_irp_set() {
+            self.counters.bump(Counter::FlushSkippedTopLevelIrp);
+            return;
+        }
+        if data.irp_flags() & IRP_PAGING_IO != 0 {
+            self.counters.bump(Counter::FlushSkippedPagingIo);
+            return;
+        }
+        let Some(_token) = self.own_flushes.enter(fm.current_thread_id()) else {
+            self.counters.bump(Counter::FlushSkippedRecursion);
+            return;
+        };
+        let observed = self.handle_context(data).map(|c| {
+            let seq = c.write_seq();
+            fm.release_context(c);
+            seq
+        });
+        let native = if order.native && place == FlushPlace::AtCleanup {
+            // A kernel handle closed inside IRP_MJ_CLEANUP would drop the handle count
+            // to zero again and send a second IRP_MJ_CLEANUP for this file object.
+            self.counters.bump(Counter::CleanupFlushViaFilter);
+            false
+        } else {
+            order.native
+        };
+        let started = fm.now_us();
+        let result = self.issue(data, native, order.flags);
+        let elapsed = fm.now_us().saturating_sub(started);
+        let status = match result {
+            Ok(()) => NtStatus::SUCCESS,
+            Err(s) => s,
+        };
+        glue::record_flush(&self.state, fm, slot, native, status, elapsed, data);
+        match result {
+            Ok(()) => {
+                self.counters.bump(Counter::FlushOk);
+                if let (Some(seq), Some(c)) = (observed, self.handle_context(data)) {
+                    c.record_flush(seq);
+                    fm.release_context(c);
+                }
+            }
+            Err(status) => self.counters.bump(match status.class() {
+                flushguard_protocol::StatusClass::Benign => Counter::FlushFailedBenign,
+                flushguard_protocol::StatusClass::Retryable => Counter::FlushFailedRetryable,
+                flushguard_protocol::StatusClass::Permanent => Counter::FlushFailedPermanent,
+            }),
+        }
+    }
+
+    fn issue(&self, data: &F::Data, native: bool, flags: flushguard_protocol::FlushFlags) -> Result<(), NtStatus> {
+        let fm = &self.fm;
+        if !native {
+            return if fm.has_flt_flush_buffers2() {
+                fm.flt_flush_buffers2(data, flags.to_flt_flush_type())
+            } else {
+                if flags.to_flt_flush_type() != 0 {
+                    self.counters.bump(Counter::FlushTypeWidened);
+                }
+                fm.flt_flush_buffers(data)
+            };
+        }
+        let Ok(flags) = flags.to_flush_flags_ex() else {
+            self.counters.bump(Counter::FlushFlagsUnsupported);
+            return Err(NtStatus::INVALID_PARAMETER_MIX);
+        };
+        let handle = match fm.open_kernel_handle(data) {
+            Ok(h) => h,
+            Err(status) => {
+                self.counters.bump(Counter::HandleOpenFailed);
+                return Err(status);
+            }
+        };
+        let result = fm.zw_flush_buffers_file_ex(&handle, flags);
+        if fm.close_kernel_handle(handle).is_err() {
+            self.counters.bump(Counter::HandleCloseFailed);
+        }
+        result
+    }
+}

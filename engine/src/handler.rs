@@ -1,0 +1,435 @@
+//! The port message handler: request bytes in, reply bytes out.
+//!
+//! `handle` is what the driver's MessageNotifyCallback calls on the kernel copy
+//! of the user buffers (DESIGN §3: copied in and out once through the SEH shim),
+//! and what flushctl's in-process port calls in tests, replay and explain.
+//! Validation order: request length, header, body, reply buffer size; only then
+//! does a command run. Every error leaves policy, generation, counters and the
+//! event ring unchanged; SetPolicy is all or nothing.
+
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use flushguard_protocol::codec::Writer;
+use flushguard_protocol::events::{
+    EventKind, EventRecord, EventsReplyHeader, EVENT_FLAG_PERSISTED, NO_RULE,
+};
+use flushguard_protocol::message::check_output_buffer;
+use flushguard_protocol::stats::{StatsReplyHeader, FAILURE_STATUSES, STATUS_SLOTS};
+use flushguard_protocol::{
+    Capabilities, Command, DecodeError, EventsRequest, NtStatus, ReplyHeader, RequestFlags,
+    RequestHeader, SetPolicyResult, StatsRequest, StatusFlags, StatusInfo, VersionInfo,
+    PROTOCOL_VERSION,
+};
+
+use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
+use crate::matcher::CompiledPolicy;
+use crate::policy::FlushMethod;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Driver-wide state shared by callbacks and the port.
+///
+/// The active policy is an `Arc<CompiledPolicy>` behind a reader-writer spin
+/// lock held only to clone or swap the `Arc` (IRQL <= APC_LEVEL); callbacks keep
+/// their clone (or a per-file [`crate::matcher::CachedRule`]) for the operation.
+pub struct State {
+    policy: spin::RwLock<Arc<CompiledPolicy>>,
+    /// Serializes SetPolicy (validation runs outside the policy lock).
+    set_lock: spin::Mutex<()>,
+    next_generation: AtomicU64,
+    stats: Stats,
+    events: EventRing,
+    clock: fn() -> u64,
+    version: (u16, u16, u16),
+    capabilities: AtomicU32,
+    instances: AtomicU32,
+    status_flags: AtomicU32,
+}
+
+impl core::fmt::Debug for State {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("State")
+            .field("generation", &self.policy().generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the driver must do after a successful `handle`.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Bytes written to the reply buffer (`ReturnOutputBufferLength`).
+    pub reply_len: usize,
+    /// SetPolicy with [`RequestFlags::PERSIST`] succeeded: write this policy's
+    /// [`CompiledPolicy::blob`] to the registry value
+    /// (`flushguard_protocol::REGISTRY_POLICY_VALUE`) at PASSIVE_LEVEL.
+    pub persist: Option<Arc<CompiledPolicy>>,
+}
+
+impl State {
+    /// Pass-through state. `clock` returns the system time in 100-ns units since
+    /// 1601 (KeQuerySystemTimePrecise in the driver); `version` is the driver's
+    /// (major, minor, patch).
+    pub fn new(clock: fn() -> u64, version: (u16, u16, u16)) -> Self {
+        Self::with_event_capacity(clock, version, DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// As [`new`](Self::new) with a chosen event ring capacity.
+    pub fn with_event_capacity(
+        clock: fn() -> u64,
+        version: (u16, u16, u16),
+        capacity: usize,
+    ) -> Self {
+        State {
+            policy: spin::RwLock::new(Arc::new(CompiledPolicy::pass_through(0))),
+            set_lock: spin::Mutex::new(()),
+            next_generation: AtomicU64::new(1),
+            stats: Stats::new(),
+            events: EventRing::new(capacity),
+            clock,
+            version,
+            capabilities: AtomicU32::new(0),
+            instances: AtomicU32::new(0),
+            status_flags: AtomicU32::new(0),
+        }
+    }
+
+    /// The active policy (a cheap `Arc` clone).
+    pub fn policy(&self) -> Arc<CompiledPolicy> {
+        self.policy.read().clone()
+    }
+
+    /// Global statistics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The event ring.
+    pub fn events(&self) -> &EventRing {
+        &self.events
+    }
+
+    /// Sets the capabilities reported by GetVersion.
+    pub fn set_capabilities(&self, caps: Capabilities) {
+        self.capabilities.store(caps.bits(), Ordering::Relaxed);
+    }
+
+    /// Sets the attached-instance count reported by GetStatus.
+    pub fn set_instances(&self, n: u32) {
+        self.instances.store(n, Ordering::Relaxed);
+    }
+
+    /// Loads the registry policy value at DriverEntry. On error the state stays
+    /// pass-through, a `RegistryPolicyRejected` event is recorded and the error
+    /// returned.
+    pub fn load_registry_policy(&self, blob: &[u8]) -> Result<u64, crate::policy::PolicyError> {
+        match self.install(blob, false) {
+            Ok(p) => {
+                self.status_flags
+                    .fetch_or(StatusFlags::FROM_REGISTRY.bits(), Ordering::Relaxed);
+                Ok(p.generation())
+            }
+            Err(e) => {
+                let gen = self.policy().generation();
+                self.events.push(
+                    EventRecord::new(EventKind::RegistryPolicyRejected, e.ntstatus(), gen, 0),
+                    (self.clock)(),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Validates, compiles and activates a policy blob (all or nothing).
+    fn install(
+        &self,
+        blob: &[u8],
+        persist: bool,
+    ) -> Result<Arc<CompiledPolicy>, crate::policy::PolicyError> {
+        let _g = self.set_lock.lock();
+        let generation = self.next_generation.load(Ordering::Relaxed);
+        let compiled = Arc::new(CompiledPolicy::from_blob(blob, generation)?);
+        self.activate(compiled.clone(), persist);
+        Ok(compiled)
+    }
+
+    fn activate(&self, compiled: Arc<CompiledPolicy>, persist: bool) {
+        self.next_generation
+            .store(compiled.generation() + 1, Ordering::Relaxed);
+        let mut ev = EventRecord::new(
+            EventKind::PolicyChanged,
+            NtStatus::SUCCESS,
+            compiled.generation(),
+            compiled.rule_count() as u64,
+        );
+        if persist {
+            ev.flags |= EVENT_FLAG_PERSISTED;
+        }
+        let mut flags = StatusFlags::POLICY_LOADED;
+        flags.set(
+            StatusFlags::ATTACH_LOCAL_VOLUMES,
+            compiled.policy().attach_local_volumes,
+        );
+        self.status_flags.store(flags.bits(), Ordering::Relaxed);
+        *self.policy.write() = compiled;
+        self.events.push(ev, (self.clock)());
+    }
+
+    /// Records a flush FlushGuard issued: counters, histogram and, on failure, a
+    /// `FlushFailed` event with the file name tail. Call at PASSIVE_LEVEL.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_flush(
+        &self,
+        policy: &CompiledPolicy,
+        rule: Option<u32>,
+        method: FlushMethod,
+        status: NtStatus,
+        latency_us: u64,
+        file_name: &str,
+    ) {
+        self.stats
+            .record_flush(policy.counters(rule), method, status, latency_us);
+        if !status.is_success() {
+            let mut ev = EventRecord::new(
+                EventKind::FlushFailed,
+                status,
+                policy.generation(),
+                latency_us,
+            );
+            ev.method = method.code();
+            ev.rule = rule.unwrap_or(NO_RULE);
+            ev.set_name(file_name);
+            self.events.push(ev, (self.clock)());
+        }
+    }
+
+    fn status_info(&self) -> StatusInfo {
+        let p = self.policy();
+        let (next_event_seq, events_dropped) = self.events.state();
+        StatusInfo {
+            generation: p.generation(),
+            rule_count: p.rule_count() as u32,
+            flags: StatusFlags::from_bits_truncate(self.status_flags.load(Ordering::Relaxed)),
+            instances: self.instances.load(Ordering::Relaxed),
+            next_event_seq,
+            events_dropped,
+        }
+    }
+
+    /// A GetStats snapshot of per-rule counters `first..first+max`.
+    pub fn snapshot(&self, first_rule: u32, max_rules: u32) -> StatsSnapshot {
+        let p = self.policy();
+        let failures_counts = self.stats.failures();
+        let mut failures = [(NtStatus::SUCCESS, 0u64); STATUS_SLOTS];
+        for (i, slot) in failures.iter_mut().enumerate() {
+            *slot = (
+                FAILURE_STATUSES
+                    .get(i)
+                    .copied()
+                    .unwrap_or(NtStatus::SUCCESS),
+                failures_counts.get(i).copied().unwrap_or(0),
+            );
+        }
+        StatsSnapshot {
+            generation: p.generation(),
+            total_rules: p.rule_count() as u32,
+            first_rule,
+            global: self.stats.global().snapshot(),
+            default_rule: p.counters(None).snapshot(),
+            latency: self.stats.latency(),
+            failures,
+            rules: p.rule_counter_window(first_rule, max_rules),
+        }
+    }
+}
+
+fn too_small(needed: usize, got: usize) -> NtStatus {
+    DecodeError::OutputTooSmall {
+        needed: needed as u32,
+        got: got as u32,
+    }
+    .ntstatus()
+}
+
+/// Handles one request. `reply` is the (kernel copy of the) output buffer.
+///
+/// Returns the reply length and, for a persisted SetPolicy, the policy to store.
+/// Errors (state unchanged): every [`DecodeError`] class of the request via
+/// [`DecodeError::ntstatus`]; `STATUS_BUFFER_TOO_SMALL` when `reply` cannot hold
+/// the reply; any policy error status for SetPolicy. IRQL: PASSIVE_LEVEL.
+pub fn handle(state: &State, request: &[u8], reply: &mut [u8]) -> Result<Outcome, NtStatus> {
+    let (hdr, body) = RequestHeader::decode(request).map_err(|e| e.ntstatus())?;
+    if reply.len() < ReplyHeader::SIZE {
+        return Err(too_small(ReplyHeader::SIZE, reply.len()));
+    }
+    let room = reply.len() - ReplyHeader::SIZE;
+    let mut persist = None;
+    let body_len = {
+        let (_, out) = reply.split_at_mut(ReplyHeader::SIZE);
+        let mut w = Writer::new(out);
+        let res: Result<(), DecodeError> = match hdr.command {
+            Command::GetVersion => {
+                if room < VersionInfo::SIZE {
+                    return Err(too_small(
+                        ReplyHeader::SIZE + VersionInfo::SIZE,
+                        reply_len_of(room),
+                    ));
+                }
+                VersionInfo {
+                    protocol_version: PROTOCOL_VERSION,
+                    major: state.version.0,
+                    minor: state.version.1,
+                    patch: state.version.2,
+                    capabilities: Capabilities::from_bits_truncate(
+                        state.capabilities.load(Ordering::Relaxed),
+                    ),
+                }
+                .write(&mut w)
+            }
+            Command::GetStatus => {
+                if room < StatusInfo::SIZE {
+                    return Err(too_small(
+                        ReplyHeader::SIZE + StatusInfo::SIZE,
+                        reply_len_of(room),
+                    ));
+                }
+                state.status_info().write(&mut w)
+            }
+            Command::GetPolicy => {
+                let p = state.policy();
+                if room < p.blob().len() {
+                    return Err(too_small(
+                        ReplyHeader::SIZE + p.blob().len(),
+                        reply_len_of(room),
+                    ));
+                }
+                w.bytes(p.blob())
+            }
+            Command::SetPolicy => {
+                if room < SetPolicyResult::SIZE {
+                    return Err(too_small(
+                        ReplyHeader::SIZE + SetPolicyResult::SIZE,
+                        reply_len_of(room),
+                    ));
+                }
+                let want_persist = hdr.flags.contains(RequestFlags::PERSIST);
+                let compiled = state
+                    .install(body, want_persist)
+                    .map_err(|e| e.ntstatus())?;
+                if want_persist {
+                    persist = Some(compiled.clone());
+                }
+                SetPolicyResult {
+                    generation: compiled.generation(),
+                    rule_count: compiled.rule_count() as u32,
+                    persist: want_persist,
+                }
+                .write(&mut w)
+            }
+            Command::GetStats => {
+                let req = StatsRequest::decode(body).map_err(|e| e.ntstatus())?;
+                let p = state.policy();
+                let available = (p.rule_count() as u32)
+                    .saturating_sub(req.first_rule)
+                    .min(req.max_rules);
+                let need = StatsReplyHeader::body_len(available).unwrap_or(usize::MAX);
+                if room < need {
+                    return Err(too_small(
+                        ReplyHeader::SIZE.saturating_add(need),
+                        reply_len_of(room),
+                    ));
+                }
+                drop(p);
+                state.snapshot(req.first_rule, available).write(&mut w)
+            }
+            Command::ResetStats => {
+                state.stats.reset();
+                state.policy().reset_counters();
+                let gen = state.policy().generation();
+                state.events.push(
+                    EventRecord::new(EventKind::StatsReset, NtStatus::SUCCESS, gen, 0),
+                    (state.clock)(),
+                );
+                Ok(())
+            }
+            Command::GetEvents => {
+                let req = EventsRequest::decode(body).map_err(|e| e.ntstatus())?;
+                if room < EventsReplyHeader::SIZE {
+                    return Err(too_small(
+                        ReplyHeader::SIZE + EventsReplyHeader::SIZE,
+                        reply_len_of(room),
+                    ));
+                }
+                state
+                    .events
+                    .write_reply(req.after_seq, req.max_events as usize, &mut w, room)
+                    .map(|_| ())
+            }
+        };
+        res.map_err(|e| e.ntstatus())?;
+        w.position()
+    };
+    let total = ReplyHeader::SIZE + body_len;
+    let mut w = Writer::new(reply);
+    ReplyHeader {
+        status: NtStatus::SUCCESS,
+        length: total as u32,
+    }
+    .write(&mut w)
+    .map_err(|e| e.ntstatus())?;
+    Ok(Outcome {
+        reply_len: total,
+        persist,
+    })
+}
+
+fn reply_len_of(room: usize) -> usize {
+    room + ReplyHeader::SIZE
+}
+
+/// [`handle`] for the driver: first checks the caller's output buffer address
+/// alignment ([`flushguard_protocol::REPLY_ALIGNMENT`]) and minimum size.
+/// Errors: `STATUS_DATATYPE_MISALIGNMENT`, `STATUS_BUFFER_TOO_SMALL`, then as `handle`.
+pub fn handle_at(
+    state: &State,
+    request: &[u8],
+    reply: &mut [u8],
+    reply_address: u64,
+) -> Result<Outcome, NtStatus> {
+    check_output_buffer(
+        reply_address,
+        u32::try_from(reply.len()).unwrap_or(u32::MAX),
+        ReplyHeader::SIZE as u32,
+    )
+    .map_err(|e| e.ntstatus())?;
+    handle(state, request, reply)
+}
+
+/// [`handle`] with an owned reply sized for the request (in-process port).
+/// The buffer is as large as the largest reply the request can produce.
+pub fn handle_vec(
+    state: &State,
+    request: &[u8],
+) -> Result<(Vec<u8>, Option<Arc<CompiledPolicy>>), NtStatus> {
+    let cap = match RequestHeader::decode(request) {
+        Ok((h, _)) => match h.command {
+            Command::GetPolicy => ReplyHeader::SIZE + state.policy().blob().len(),
+            Command::GetStats => {
+                ReplyHeader::SIZE
+                    + StatsReplyHeader::body_len(state.policy().rule_count() as u32).unwrap_or(0)
+            }
+            Command::GetEvents => {
+                ReplyHeader::SIZE
+                    + EventsReplyHeader::SIZE
+                    + flushguard_protocol::events::MAX_EVENTS_PER_REPLY as usize * EventRecord::SIZE
+            }
+            _ => 256,
+        },
+        Err(_) => ReplyHeader::SIZE,
+    };
+    let mut buf = vec![0u8; cap];
+    let out = handle(state, request, &mut buf)?;
+    buf.truncate(out.reply_len);
+    Ok((buf, out.persist))
+}

@@ -1,0 +1,504 @@
+//! Compiled policy: normalized rules, a share index, lookup and explain.
+//!
+//! Lookup cost: rules that name a share are indexed by their normalized share
+//! (`BTreeMap`, O(log S)); rules without a share are kept in one list. A lookup
+//! merges the file's share bucket with the share-less list in rule order, so the
+//! first-match-wins order is exactly that of a linear scan
+//! ([`CompiledPolicy::lookup_linear`], kept as the reference and for benchmarks)
+//! while rules for other shares are never visited.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use flushguard_protocol::stats::COUNTER_COUNT;
+
+use crate::path::{self, glob_component, FileName, PathGlob};
+use crate::policy::{Action, FileProvider, Policy, PolicyError, Provider};
+use crate::stats::Counters;
+
+/// What the driver knows about a file for rule lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct FileKey<'a> {
+    /// Provider behind the file.
+    pub provider: FileProvider,
+    /// Normalized name, `None` when the name could not be parsed (then only
+    /// rules without share, path and extension criteria can match).
+    pub name: Option<&'a FileName>,
+    /// Requestor process image: a full image path or just the file name
+    /// (`sqlservr.exe`); only the final component is compared.
+    pub process_image: &'a str,
+}
+
+/// Result of a lookup: which rule matched and its action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    /// Index of the matching rule; `None` = the default action.
+    pub index: Option<u32>,
+    /// The action to apply.
+    pub action: Action,
+}
+
+/// A per-file cached decision (stored in the driver's stream context).
+/// Valid while `generation` equals the active policy's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedRule {
+    /// Policy generation the lookup ran under.
+    pub generation: u64,
+    /// The lookup result.
+    pub rule: RuleRef,
+}
+
+impl CachedRule {
+    /// True while the cache entry belongs to `policy`.
+    pub fn is_current(&self, policy: &CompiledPolicy) -> bool {
+        self.generation == policy.generation()
+    }
+}
+
+/// Why a rule did not match (explain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The rule's provider does not cover the file's provider.
+    Provider {
+        /// Rule provider.
+        rule: Provider,
+        /// File provider.
+        file: FileProvider,
+    },
+    /// Different share (or the file is not on a share).
+    Share {
+        /// Normalized rule share.
+        rule: String,
+        /// Normalized file share, `None` for local files.
+        file: Option<String>,
+    },
+    /// The path glob does not match the file's relative path.
+    Path {
+        /// The glob as written.
+        glob: String,
+        /// Normalized relative path.
+        file: String,
+    },
+    /// The process pattern does not match the image name.
+    Process {
+        /// The pattern as written.
+        pattern: String,
+        /// Image file name compared.
+        image: String,
+    },
+    /// The file's extension is not in the rule's list.
+    Extension {
+        /// The extensions as written.
+        rule: Vec<String>,
+        /// The file's extension.
+        file: Option<String>,
+    },
+    /// The rule needs a file name but the name could not be parsed.
+    NoName,
+}
+
+/// The outcome of [`CompiledPolicy::explain`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// Matching rule index, `None` = default action.
+    pub matched: Option<u32>,
+    /// The action that applies.
+    pub action: Action,
+    /// For every rule before the match (all rules when the default applies), in
+    /// order: its index and the first criterion that failed.
+    pub rejected: Vec<(u32, Mismatch)>,
+}
+
+#[derive(Clone, Debug)]
+struct CompiledRule {
+    provider: Provider,
+    share: Option<String>,
+    path: Option<PathGlob>,
+    process: Option<String>,
+    extensions: Vec<String>,
+    action: Action,
+}
+
+/// A validated policy ready for lookups, with its generation, its blob (for
+/// GetPolicy and the registry) and its per-rule counters.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    policy: Policy,
+    generation: u64,
+    blob: Vec<u8>,
+    rules: Vec<CompiledRule>,
+    by_share: BTreeMap<String, Vec<u32>>,
+    shareless: Vec<u32>,
+    rule_counters: Vec<Counters>,
+    default_counters: Counters,
+}
+
+impl CompiledPolicy {
+    /// Validates and compiles `policy` under `generation`.
+    ///
+    /// Errors: any [`Policy::validate`] / [`Policy::encode`] error.
+    pub fn new(policy: Policy, generation: u64) -> Result<CompiledPolicy, PolicyError> {
+        let blob = policy.encode()?;
+        Self::with_blob(policy, blob, generation)
+    }
+
+    /// Decodes a blob (SetPolicy body or registry value) and compiles it,
+    /// keeping the exact blob bytes.
+    ///
+    /// Errors: any [`Policy::decode`] error.
+    pub fn from_blob(blob: &[u8], generation: u64) -> Result<CompiledPolicy, PolicyError> {
+        let policy = Policy::decode(blob)?;
+        Self::with_blob(policy, blob.to_vec(), generation)
+    }
+
+    fn with_blob(
+        policy: Policy,
+        blob: Vec<u8>,
+        generation: u64,
+    ) -> Result<CompiledPolicy, PolicyError> {
+        let mut rules = Vec::with_capacity(policy.rules.len());
+        let mut by_share: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut shareless = Vec::new();
+        for (i, r) in policy.rules.iter().enumerate() {
+            let inv = |field, error| PolicyError::Invalid {
+                rule: Some(i),
+                name: Some(r.name.clone()),
+                field,
+                error,
+            };
+            let m = &r.matcher;
+            let share = m
+                .share
+                .as_deref()
+                .map(path::normalize_share)
+                .transpose()
+                .map_err(|e| inv("share", e))?;
+            let cr = CompiledRule {
+                provider: m.provider,
+                share: share.clone(),
+                path: m
+                    .path
+                    .as_deref()
+                    .map(PathGlob::new)
+                    .transpose()
+                    .map_err(|e| inv("path", e))?,
+                process: m
+                    .process
+                    .as_deref()
+                    .map(path::normalize_process)
+                    .transpose()
+                    .map_err(|e| inv("process", e))?,
+                extensions: m
+                    .extensions
+                    .iter()
+                    .map(|e| path::normalize_extension(e))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| inv("extensions", e))?,
+                action: r.action,
+            };
+            let idx = i as u32;
+            match share {
+                Some(s) => by_share.entry(s).or_default().push(idx),
+                None => shareless.push(idx),
+            }
+            rules.push(cr);
+        }
+        let rule_counters = (0..rules.len()).map(|_| Counters::new()).collect();
+        Ok(CompiledPolicy {
+            policy,
+            generation,
+            blob,
+            rules,
+            by_share,
+            shareless,
+            rule_counters,
+            default_counters: Counters::new(),
+        })
+    }
+
+    /// The pass-through policy under `generation`.
+    pub fn pass_through(generation: u64) -> CompiledPolicy {
+        match CompiledPolicy::new(Policy::pass_through(), generation) {
+            Ok(p) => p,
+            // The empty policy always validates; keep a total function anyway.
+            Err(_) => CompiledPolicy {
+                policy: Policy::pass_through(),
+                generation,
+                blob: Vec::new(),
+                rules: Vec::new(),
+                by_share: BTreeMap::new(),
+                shareless: Vec::new(),
+                rule_counters: Vec::new(),
+                default_counters: Counters::new(),
+            },
+        }
+    }
+
+    /// Policy generation (monotonic per driver load; 0 = built-in pass-through).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The source policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The canonical blob of this policy (GetPolicy reply, registry value).
+    pub fn blob(&self) -> &[u8] {
+        &self.blob
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Counters of rule `index` (`None` = default action). Unknown index -> the
+    /// default counters.
+    pub fn counters(&self, index: Option<u32>) -> &Counters {
+        index
+            .and_then(|i| self.rule_counters.get(i as usize))
+            .unwrap_or(&self.default_counters)
+    }
+
+    /// Snapshot of rule counters `first..first+max` (clamped).
+    pub fn rule_counter_window(&self, first: u32, max: u32) -> Vec<[u64; COUNTER_COUNT]> {
+        self.rule_counters
+            .iter()
+            .skip(first as usize)
+            .take(max as usize)
+            .map(Counters::snapshot)
+            .collect()
+    }
+
+    /// Zeroes the per-rule and default counters.
+    pub fn reset_counters(&self) {
+        self.rule_counters.iter().for_each(Counters::reset);
+        self.default_counters.reset();
+    }
+
+    fn rule_matches(&self, r: &CompiledRule, key: &FileKey<'_>) -> Result<(), Mismatch> {
+        if !r.provider.covers(key.provider) {
+            return Err(Mismatch::Provider {
+                rule: r.provider,
+                file: key.provider,
+            });
+        }
+        let needs_name = r.share.is_some() || r.path.is_some() || !r.extensions.is_empty();
+        let name = match (key.name, needs_name) {
+            (Some(n), _) => Some(n),
+            (None, true) => return Err(Mismatch::NoName),
+            (None, false) => None,
+        };
+        if let (Some(rs), Some(n)) = (&r.share, name) {
+            if n.share() != Some(rs.as_str()) {
+                return Err(Mismatch::Share {
+                    rule: rs.clone(),
+                    file: n.share().map(String::from),
+                });
+            }
+        }
+        if let (Some(g), Some(n)) = (&r.path, name) {
+            if !g.matches(n.relative()) {
+                return Err(Mismatch::Path {
+                    glob: String::new(),
+                    file: n.relative().into(),
+                });
+            }
+        }
+        if let Some(p) = &r.process {
+            let image = path::image_file_name(key.process_image);
+            if !glob_component(p, image) {
+                return Err(Mismatch::Process {
+                    pattern: p.clone(),
+                    image: image.into(),
+                });
+            }
+        }
+        if let (false, Some(n)) = (r.extensions.is_empty(), name) {
+            let ext = n.extension();
+            if !ext.is_some_and(|e| r.extensions.iter().any(|x| x == e)) {
+                return Err(Mismatch::Extension {
+                    rule: Vec::new(),
+                    file: ext.map(String::from),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn matches_fast(&self, r: &CompiledRule, key: &FileKey<'_>) -> bool {
+        // Same predicate as rule_matches without building a Mismatch.
+        if !r.provider.covers(key.provider) {
+            return false;
+        }
+        let needs_name = r.share.is_some() || r.path.is_some() || !r.extensions.is_empty();
+        let name = match key.name {
+            Some(n) => n,
+            None if needs_name => return false,
+            None => {
+                return r
+                    .process
+                    .as_ref()
+                    .is_none_or(|p| glob_component(p, path::image_file_name(key.process_image)))
+            }
+        };
+        if let Some(rs) = &r.share {
+            if name.share() != Some(rs.as_str()) {
+                return false;
+            }
+        }
+        if let Some(g) = &r.path {
+            if !g.matches(name.relative()) {
+                return false;
+            }
+        }
+        if let Some(p) = &r.process {
+            if !glob_component(p, path::image_file_name(key.process_image)) {
+                return false;
+            }
+        }
+        if !r.extensions.is_empty() {
+            match name.extension() {
+                Some(e) if r.extensions.iter().any(|x| x == e) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn rule_ref(&self, idx: Option<u32>) -> RuleRef {
+        let action = idx
+            .and_then(|i| self.rules.get(i as usize))
+            .map_or(self.policy.default_action, |r| r.action);
+        RuleRef { index: idx, action }
+    }
+
+    /// First matching rule (or the default) using the share index.
+    /// No allocation; visits only the file's share bucket and share-less rules.
+    pub fn lookup(&self, key: &FileKey<'_>) -> RuleRef {
+        let bucket: &[u32] = key
+            .name
+            .and_then(FileName::share)
+            .and_then(|s| self.by_share.get(s))
+            .map_or(&[], Vec::as_slice);
+        let (mut a, mut b) = (bucket.iter().peekable(), self.shareless.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) => {
+                    if x < y {
+                        a.next();
+                        x
+                    } else {
+                        b.next();
+                        y
+                    }
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (None, None) => return self.rule_ref(None),
+            };
+            if let Some(r) = self.rules.get(next as usize) {
+                if self.matches_fast(r, key) {
+                    return self.rule_ref(Some(next));
+                }
+            }
+        }
+    }
+
+    /// Reference lookup: scans every rule in order. Same result as [`lookup`](Self::lookup).
+    pub fn lookup_linear(&self, key: &FileKey<'_>) -> RuleRef {
+        for (i, r) in self.rules.iter().enumerate() {
+            if self.matches_fast(r, key) {
+                return self.rule_ref(Some(i as u32));
+            }
+        }
+        self.rule_ref(None)
+    }
+
+    /// Lookup wrapped for a per-file cache.
+    pub fn lookup_cached(&self, key: &FileKey<'_>) -> CachedRule {
+        CachedRule {
+            generation: self.generation,
+            rule: self.lookup(key),
+        }
+    }
+
+    /// Explains the lookup of `key`: the matching rule and, for every earlier
+    /// rule, the first criterion (provider, share, path, process, extension)
+    /// that did not match.
+    pub fn explain_key(&self, key: &FileKey<'_>) -> Explanation {
+        let mut rejected = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            match self.rule_matches(r, key) {
+                Ok(()) => {
+                    return Explanation {
+                        matched: Some(i as u32),
+                        action: r.action,
+                        rejected,
+                    };
+                }
+                Err(mut m) => {
+                    // Report the rule's criteria as written.
+                    let src = self.policy.rules.get(i).map(|x| &x.matcher);
+                    match (&mut m, src) {
+                        (Mismatch::Path { glob, .. }, Some(s)) => {
+                            *glob = s.path.clone().unwrap_or_default()
+                        }
+                        (Mismatch::Extension { rule, .. }, Some(s)) => {
+                            rule.clone_from(&s.extensions)
+                        }
+                        (Mismatch::Process { pattern, .. }, Some(s)) => {
+                            *pattern = s.process.clone().unwrap_or_default()
+                        }
+                        _ => {}
+                    }
+                    rejected.push((i as u32, m));
+                }
+            }
+        }
+        Explanation {
+            matched: None,
+            action: self.policy.default_action,
+            rejected,
+        }
+    }
+
+    /// [`explain_key`](Self::explain_key) from text: `path` in any accepted
+    /// spelling, `process` an image name or path, `provider` the file's provider.
+    /// An unparseable path is explained as a file without a name (and the parse
+    /// error returned alongside).
+    pub fn explain(
+        &self,
+        path: &str,
+        process: &str,
+        provider: FileProvider,
+    ) -> (Explanation, Option<flushguard_protocol::DecodeError>) {
+        match FileName::parse(path) {
+            Ok(n) => (
+                self.explain_key(&FileKey {
+                    provider,
+                    name: Some(&n),
+                    process_image: process,
+                }),
+                None,
+            ),
+            Err(e) => (
+                self.explain_key(&FileKey {
+                    provider,
+                    name: None,
+                    process_image: process,
+                }),
+                Some(e),
+            ),
+        }
+    }
+}

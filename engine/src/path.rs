@@ -1,0 +1,643 @@
+//! Windows name semantics for matching: normalization of file names, shares and
+//! path globs.
+//!
+//! # Rules
+//! - **Case**: names compare case-insensitively with Unicode *simple* case folding
+//!   (one character to one character, as NTFS/SMB servers' upcase tables do):
+//!   [`fold_char`]. Folding never changes a string's character count.
+//! - **Separators**: `\` (NT); `/` in policy text and in names is treated as `\`.
+//! - **Shares**: `\Device\Mup\server\share\...` (MUP normalized name, with any
+//!   `;Provider` / `;X:0000...` redirector prefix components skipped),
+//!   `\\server\share\...`, `\\?\UNC\server\share\...` and `\??\UNC\server\share\...`
+//!   all name the share `\\server\share`. Server names are compared as written:
+//!   `fs1`, `fs1.corp.example` and an IP address are different servers (as they
+//!   are different SMB sessions).
+//! - **No escapes**: `.` and `..` components are rejected in patterns; a file
+//!   name containing them does not parse ([`FileName::parse`] errors) and is then
+//!   matched only by rules without share/path/extension constraints.
+//! - **Trailing dots and spaces** of every component are ignored for matching,
+//!   as Win32 path normalization strips them: `report.db.` and `report.db ` match
+//!   `*.db`. (Only `\\?\` callers can create such names; treating them like the
+//!   stripped name governs more files, never fewer.)
+//! - **Streams**: a `:stream[:$DATA]` suffix on the final component is ignored, so
+//!   `a.db:Zone.Identifier` is matched as `a.db`.
+//! - **8.3 short names** are not expanded here: the driver passes the
+//!   *normalized* name (FltGetFileNameInformation with FLT_FILE_NAME_NORMALIZED),
+//!   in which Filter Manager has already replaced short components by long ones.
+//!   An opened name with a `PROGRA~1`-style component is matched literally;
+//!   [`FileName::has_short_name_component`] reports it so the caller can re-query.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use flushguard_protocol::{DecodeError, NameProblem};
+
+/// Simple case folding of one character: maps every character to a canonical
+/// member of its case class without changing the number of characters
+/// (`ς`/`σ`/`Σ` -> `σ`, `ſ` -> `s`, `K` (Kelvin) -> `k`, `ẞ` -> `ß`; `İ` and `ß`
+/// stay, as in CaseFolding.txt status C+S).
+pub fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    let mut up = c.to_uppercase();
+    let u = match (up.next(), up.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    };
+    let mut lo = u.to_lowercase();
+    match (lo.next(), lo.next()) {
+        (Some(l), None) => l,
+        _ => u,
+    }
+}
+
+/// Folds a string with [`fold_char`].
+pub fn fold(s: &str) -> String {
+    s.chars().map(fold_char).collect()
+}
+
+fn is_sep(c: char) -> bool {
+    c == '\\' || c == '/'
+}
+
+/// Characters Windows forbids in file and share names (besides separators,
+/// wildcards and `:`).
+fn is_illegal(c: char) -> bool {
+    matches!(c, '<' | '>' | '"' | '|') || (c as u32) < 0x20
+}
+
+fn trim_component(c: &str) -> &str {
+    c.trim_end_matches(['.', ' '])
+}
+
+/// A file name normalized for matching (folded, `\`-separated).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileName {
+    /// `\\server\share` folded, or `None` for a local volume.
+    share: Option<String>,
+    /// Path below the share (or volume) root, folded, components trimmed,
+    /// stream suffix removed, no leading separator. Empty for the share root.
+    rel: String,
+    short_name: bool,
+}
+
+impl FileName {
+    /// Parses a name as the driver sees it (normalized name) or as an
+    /// administrator types it (`\\server\share\dir\f.txt`, `\\?\UNC\...`,
+    /// `C:\dir\f.txt`, `\Device\HarddiskVolume3\dir\f.txt`).
+    ///
+    /// Errors: `Name { DotDotComponent | DotComponent }` for `.`/`..` components,
+    /// `Name { NotAShare }` for a UNC form without server and share,
+    /// `Name { IllegalCharacter }` for a NUL or control character.
+    pub fn parse(name: &str) -> Result<FileName, DecodeError> {
+        let err = |problem| DecodeError::Name {
+            field: "file name",
+            problem,
+        };
+        if name.chars().any(|c| c == '\0') {
+            return Err(err(NameProblem::IllegalCharacter));
+        }
+        let (share, rest) = match split_share(name)? {
+            Some((server, sharename, rest)) => {
+                let mut s = String::with_capacity(server.len() + sharename.len() + 3);
+                s.push_str("\\\\");
+                s.extend(trim_component(server).chars().map(fold_char));
+                s.push('\\');
+                s.extend(trim_component(sharename).chars().map(fold_char));
+                (Some(s), rest)
+            }
+            None => (None, strip_local_volume(name)),
+        };
+        let mut rel = String::with_capacity(rest.len());
+        let mut short_name = false;
+        let comps: Vec<&str> = rest.split(is_sep).filter(|c| !c.is_empty()).collect();
+        let last = comps.len().saturating_sub(1);
+        for (i, comp) in comps.iter().enumerate() {
+            let mut comp = *comp;
+            if i == last {
+                // Stream suffix: `name:stream[:type]`.
+                if let Some(p) = comp.find(':') {
+                    comp = comp.get(..p).unwrap_or(comp);
+                }
+            }
+            let comp = trim_component(comp);
+            match comp {
+                "" if i == last => continue,
+                "." => return Err(err(NameProblem::DotComponent)),
+                ".." => return Err(err(NameProblem::DotDotComponent)),
+                _ => {}
+            }
+            if comp.chars().any(|c| (c as u32) < 0x20) {
+                return Err(err(NameProblem::IllegalCharacter));
+            }
+            short_name |= looks_like_short_name(comp);
+            if !rel.is_empty() {
+                rel.push('\\');
+            }
+            rel.extend(comp.chars().map(fold_char));
+        }
+        Ok(FileName {
+            share,
+            rel,
+            short_name,
+        })
+    }
+
+    /// `\\server\share` (folded) or `None` for a local volume.
+    pub fn share(&self) -> Option<&str> {
+        self.share.as_deref()
+    }
+
+    /// Path below the share root, folded, `\`-separated, no leading `\`.
+    pub fn relative(&self) -> &str {
+        &self.rel
+    }
+
+    /// Final component (folded), empty for the share root.
+    pub fn file_name(&self) -> &str {
+        self.rel.rsplit('\\').next().unwrap_or("")
+    }
+
+    /// Extension of the final component without the dot (folded), if any.
+    pub fn extension(&self) -> Option<&str> {
+        let f = self.file_name();
+        let dot = f.rfind('.')?;
+        f.get(dot + 1..).filter(|e| !e.is_empty())
+    }
+
+    /// True when some component looks like an 8.3 short name (`NAME~N`).
+    pub fn has_short_name_component(&self) -> bool {
+        self.short_name
+    }
+}
+
+fn looks_like_short_name(comp: &str) -> bool {
+    let base = comp.split('.').next().unwrap_or("");
+    match base.rfind('~') {
+        Some(t) if base.len() <= 8 => {
+            let digits = base.get(t + 1..).unwrap_or("");
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+/// Strips a case-insensitive ASCII prefix.
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+/// Splits a UNC-ish name into (server, share, rest). `Ok(None)` for non-UNC
+/// names. Error `NotAShare` for a UNC prefix without server and share.
+fn split_share(name: &str) -> Result<Option<(&str, &str, &str)>, DecodeError> {
+    let norm_prefixes = [
+        "\\device\\mup\\",
+        "/device/mup/",
+        "\\\\?\\unc\\",
+        "\\??\\unc\\",
+        "\\\\.\\unc\\",
+        "//?/unc/",
+    ];
+    let mut after = None;
+    let mut mup = false;
+    for (i, p) in norm_prefixes.iter().enumerate() {
+        if let Some(rest) = strip_prefix_ci(name, p) {
+            after = Some(rest);
+            mup = i < 2;
+            break;
+        }
+    }
+    if after.is_none() {
+        // `\\server\share`, but not `\\?\C:\...` / `\\.\pipe`.
+        let b = name.as_bytes();
+        if b.len() >= 2 && is_sep(b[0] as char) && is_sep(b[1] as char) {
+            let rest = name.get(2..).unwrap_or("");
+            if rest.starts_with('?') || rest.starts_with('.') {
+                return Ok(None);
+            }
+            after = Some(rest);
+        }
+    }
+    let Some(mut rest) = after else {
+        return Ok(None);
+    };
+    if mup {
+        // Skip redirector prefix components: `;LanmanRedirector\;Z:000...\`.
+        while rest.starts_with(';') {
+            rest = match rest.find(is_sep) {
+                Some(p) => rest.get(p + 1..).unwrap_or(""),
+                None => "",
+            };
+        }
+    }
+    let mut it = rest.splitn(3, is_sep);
+    let server = it.next().unwrap_or("");
+    let share = it.next().unwrap_or("");
+    let tail = it.next().unwrap_or("");
+    if trim_component(server).is_empty() || trim_component(share).is_empty() {
+        return Err(DecodeError::Name {
+            field: "file name",
+            problem: NameProblem::NotAShare,
+        });
+    }
+    Ok(Some((server, share, tail)))
+}
+
+/// Drops a local volume prefix: `C:`, `\\?\C:`, `\??\C:`, `\Device\<Volume>`.
+fn strip_local_volume(name: &str) -> &str {
+    let mut s = name;
+    for p in ["\\\\?\\", "\\??\\", "//?/"] {
+        if let Some(r) = strip_prefix_ci(s, p) {
+            s = r;
+            break;
+        }
+    }
+    let b = s.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        return s.get(2..).unwrap_or("");
+    }
+    if let Some(r) = strip_prefix_ci(s, "\\device\\") {
+        return match r.find(is_sep) {
+            Some(p) => r.get(p..).unwrap_or(""),
+            None => "",
+        };
+    }
+    s
+}
+
+/// Normalizes a policy share to `\\server\share` (folded).
+///
+/// Accepts `\\server\share`, `//server/share`, `\Device\Mup\server\share`,
+/// `\\?\UNC\server\share`, `\??\UNC\server\share`; a trailing separator is allowed.
+/// Errors: `Name { NotAShare }` (missing parts, extra components, not UNC),
+/// `Name { IllegalCharacter }` (wildcards, `< > " |`, control characters, `:`).
+pub fn normalize_share(s: &str) -> Result<String, DecodeError> {
+    let not_share = DecodeError::Name {
+        field: "share",
+        problem: NameProblem::NotAShare,
+    };
+    let (server, share, rest) = split_share(s).map_err(|_| not_share)?.ok_or(not_share)?;
+    if !rest.split(is_sep).all(str::is_empty) {
+        return Err(not_share);
+    }
+    for part in [server, share] {
+        if part
+            .chars()
+            .any(|c| is_illegal(c) || matches!(c, '*' | '?' | ':'))
+        {
+            return Err(DecodeError::Name {
+                field: "share",
+                problem: NameProblem::IllegalCharacter,
+            });
+        }
+        if matches!(trim_component(part), "." | "..") {
+            return Err(DecodeError::Name {
+                field: "share",
+                problem: NameProblem::DotDotComponent,
+            });
+        }
+    }
+    let mut out = String::from("\\\\");
+    out.extend(trim_component(server).chars().map(fold_char));
+    out.push('\\');
+    out.extend(trim_component(share).chars().map(fold_char));
+    Ok(out)
+}
+
+/// One component of a compiled path glob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GlobComp {
+    /// `**`: zero or more whole components.
+    AnyDepth,
+    /// A component pattern (folded) with `*` (any run within the component) and
+    /// `?` (one character).
+    Pattern(String),
+}
+
+/// A compiled path glob below the share root: `**/*.db`, `logs/*`, `data\*.mdf`.
+///
+/// Syntax: components separated by `\` or `/`; a leading separator is ignored;
+/// `*` matches any run of characters within one component, `?` exactly one
+/// character, a whole component `**` zero or more components. Matching is
+/// against the whole relative path (anchored at both ends), case-insensitive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathGlob {
+    comps: Vec<GlobComp>,
+}
+
+impl PathGlob {
+    /// Compiles a glob.
+    ///
+    /// Errors (`Name { .. }` with field `path`): `EmptyComponent` (empty pattern or
+    /// `a\\b`), `DotComponent`/`DotDotComponent`, `BadRecursiveWildcard` (`a**`),
+    /// `IllegalCharacter` (`< > " |`, `:` or control characters).
+    pub fn new(pattern: &str) -> Result<PathGlob, DecodeError> {
+        let err = |problem| DecodeError::Name {
+            field: "path",
+            problem,
+        };
+        let p = pattern.strip_prefix(is_sep).unwrap_or(pattern);
+        if p.is_empty() {
+            return Err(err(NameProblem::EmptyComponent));
+        }
+        let mut comps = Vec::new();
+        for raw in p.split(is_sep) {
+            let c = trim_component(raw);
+            if raw.is_empty() {
+                return Err(err(NameProblem::EmptyComponent));
+            }
+            match c {
+                "" => return Err(err(NameProblem::EmptyComponent)),
+                "." => return Err(err(NameProblem::DotComponent)),
+                ".." => return Err(err(NameProblem::DotDotComponent)),
+                "**" => {
+                    if comps.last() != Some(&GlobComp::AnyDepth) {
+                        comps.push(GlobComp::AnyDepth);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if c.contains("**") {
+                return Err(err(NameProblem::BadRecursiveWildcard));
+            }
+            if c.chars().any(|ch| is_illegal(ch) || ch == ':') {
+                return Err(err(NameProblem::IllegalCharacter));
+            }
+            comps.push(GlobComp::Pattern(fold(c)));
+        }
+        Ok(PathGlob { comps })
+    }
+
+    /// True when `rel` (a [`FileName::relative`], folded, `\`-separated) matches.
+    /// Time O(pattern x path) in the worst case, no allocation.
+    pub fn matches(&self, rel: &str) -> bool {
+        // Greedy wildcard matching at component level with one backtrack point
+        // (correct for `*`-style patterns, here `**`).
+        let next_comp = |pos: usize| -> Option<(&str, usize)> {
+            if pos >= rel.len() {
+                return None;
+            }
+            let rest = rel.get(pos..)?;
+            match rest.find('\\') {
+                Some(i) => Some((rest.get(..i)?, pos + i + 1)),
+                None => Some((rest, rel.len() + 1)),
+            }
+        };
+        let (mut pi, mut pos) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        let has_more = |pos: usize| pos < rel.len();
+        loop {
+            if has_more(pos) {
+                if let Some(GlobComp::AnyDepth) = self.comps.get(pi) {
+                    star = Some((pi + 1, pos));
+                    pi += 1;
+                    continue;
+                }
+                if let (Some(GlobComp::Pattern(p)), Some((c, next))) =
+                    (self.comps.get(pi), next_comp(pos))
+                {
+                    if glob_component(p, c) {
+                        pi += 1;
+                        pos = next;
+                        continue;
+                    }
+                }
+                if let Some((sp, spos)) = star {
+                    match next_comp(spos) {
+                        Some((_, next)) => {
+                            star = Some((sp, next));
+                            pi = sp;
+                            pos = next;
+                            continue;
+                        }
+                        None => return false,
+                    }
+                }
+                return false;
+            }
+            while let Some(GlobComp::AnyDepth) = self.comps.get(pi) {
+                pi += 1;
+            }
+            return pi == self.comps.len();
+        }
+    }
+}
+
+/// Matches one component (`*`, `?`) against a subject; the pattern is folded,
+/// the subject's characters are folded on the fly. No allocation.
+pub fn glob_component(pattern: &str, subject: &str) -> bool {
+    let next = |s: &str, i: usize| {
+        s.get(i..)
+            .and_then(|r| r.chars().next())
+            .map(|c| (c, c.len_utf8()))
+    };
+    let (mut pi, mut si) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if let Some((sc, sl)) = next(subject, si) {
+            let sc = fold_char(sc);
+            if let Some((pc, pl)) = next(pattern, pi) {
+                if pc == '*' {
+                    star = Some((pi + pl, si));
+                    pi += pl;
+                    continue;
+                }
+                if pc == '?' || pc == sc {
+                    pi += pl;
+                    si += sl;
+                    continue;
+                }
+            }
+            if let Some((sp, ss)) = star {
+                let l = next(subject, ss).map_or(1, |(_, l)| l);
+                star = Some((sp, ss + l));
+                pi = sp;
+                si = ss + l;
+                continue;
+            }
+            return false;
+        }
+        while let Some(('*', pl)) = next(pattern, pi) {
+            pi += pl;
+        }
+        return pi >= pattern.len();
+    }
+}
+
+/// Validates and folds a process-image pattern (`sqlservr.exe`, `*.exe`): one
+/// component, `*`/`?` allowed. Errors: `Name { EmptyComponent | IllegalCharacter }`
+/// (field `process`; separators are illegal).
+pub fn normalize_process(p: &str) -> Result<String, DecodeError> {
+    let err = |problem| DecodeError::Name {
+        field: "process",
+        problem,
+    };
+    let t = trim_component(p);
+    if t.is_empty() {
+        return Err(err(NameProblem::EmptyComponent));
+    }
+    if t.chars().any(|c| is_illegal(c) || is_sep(c) || c == ':') {
+        return Err(err(NameProblem::IllegalCharacter));
+    }
+    Ok(fold(t))
+}
+
+/// Final component of a process image path (`\Device\...\sqlservr.exe` ->
+/// `sqlservr.exe`), unfolded.
+pub fn image_file_name(image: &str) -> &str {
+    image.rsplit(is_sep).next().unwrap_or(image)
+}
+
+/// Validates and folds an extension (`db` or `.db`), returned without the dot.
+/// Errors: `Name { BadExtension }` (empty, `.` inside, separators, wildcards,
+/// `|`, `:` or illegal characters).
+pub fn normalize_extension(e: &str) -> Result<String, DecodeError> {
+    let t = e.strip_prefix('.').unwrap_or(e);
+    if t.is_empty()
+        || t.chars()
+            .any(|c| is_illegal(c) || is_sep(c) || matches!(c, '.' | '*' | '?' | ':' | ' '))
+    {
+        return Err(DecodeError::Name {
+            field: "extensions",
+            problem: NameProblem::BadExtension,
+        });
+    }
+    Ok(fold(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fname(s: &str) -> FileName {
+        FileName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn three_share_spellings() {
+        for s in [
+            "\\Device\\Mup\\FS1\\Data\\dir\\f.txt",
+            "\\\\fs1\\data\\DIR\\F.TXT",
+            "\\\\?\\UNC\\fs1\\DATA\\dir\\f.txt",
+            "\\??\\UNC\\fs1\\data\\dir\\f.txt",
+            "//fs1/data/dir/f.txt",
+            "\\Device\\Mup\\;LanmanRedirector\\;Z:000000000001a2b3\\fs1\\data\\dir\\f.txt",
+        ] {
+            let f = fname(s);
+            assert_eq!(f.share(), Some("\\\\fs1\\data"), "{s}");
+            assert_eq!(f.relative(), "dir\\f.txt", "{s}");
+            assert_eq!(f.extension(), Some("txt"));
+        }
+        for s in [
+            "\\\\fs1\\data",
+            "\\Device\\Mup\\fs1\\data\\",
+            "\\\\?\\UNC\\FS1\\Data",
+        ] {
+            assert_eq!(normalize_share(s).unwrap(), "\\\\fs1\\data", "{s}");
+        }
+    }
+
+    #[test]
+    fn share_errors() {
+        let not = Err(DecodeError::Name {
+            field: "share",
+            problem: NameProblem::NotAShare,
+        });
+        assert_eq!(normalize_share("\\\\fs1"), not);
+        assert_eq!(normalize_share("\\\\fs1\\data\\sub"), not);
+        assert_eq!(normalize_share("C:\\data"), not);
+        assert!(normalize_share("\\\\fs*\\data").is_err());
+    }
+
+    #[test]
+    fn local_and_streams_and_trailing() {
+        let f = fname("C:\\Dir\\Report.DB. ");
+        assert_eq!(f.share(), None);
+        assert_eq!(f.relative(), "dir\\report.db");
+        let f = fname("\\Device\\HarddiskVolume3\\x\\a.db:Zone.Identifier:$DATA");
+        assert_eq!(f.relative(), "x\\a.db");
+        assert_eq!(f.extension(), Some("db"));
+        assert!(fname("\\\\s\\h\\PROGRA~1\\x").has_short_name_component());
+        assert!(!fname("\\\\s\\h\\program files\\x").has_short_name_component());
+    }
+
+    #[test]
+    fn dotdot_rejected() {
+        assert_eq!(
+            FileName::parse("\\\\s\\h\\a\\..\\b"),
+            Err(DecodeError::Name {
+                field: "file name",
+                problem: NameProblem::DotDotComponent
+            })
+        );
+        assert!(PathGlob::new("../x").is_err());
+        assert!(PathGlob::new("a/./x").is_err());
+    }
+
+    #[test]
+    fn unicode_folding() {
+        assert_eq!(fold("ΣΑΣ"), fold("σας"));
+        assert_eq!(fold_char('\u{212A}'), 'k'); // Kelvin sign
+        assert_eq!(fold_char('ſ'), 's');
+        assert_eq!(fold_char('İ'), 'İ');
+        assert_eq!(fold_char('ß'), 'ß');
+        assert_eq!(fold_char('ẞ'), 'ß');
+        assert_eq!(fold("ÄÖÜ"), "äöü");
+        assert!(glob_component(&fold("STRASSE*"), "strasse1"));
+        assert!(!glob_component(&fold("straße"), "strasse"));
+    }
+
+    #[test]
+    fn globs() {
+        let g = PathGlob::new("**/*.db").unwrap();
+        assert!(g.matches("a.db"));
+        assert!(g.matches("x\\y\\a.db"));
+        assert!(!g.matches("x\\y\\a.dbx"));
+        let g = PathGlob::new("logs/*").unwrap();
+        assert!(g.matches("logs\\a.txt"));
+        assert!(!g.matches("logs\\sub\\a.txt"));
+        assert!(!g.matches("logs"));
+        let g = PathGlob::new("LOGS/**").unwrap();
+        assert!(g.matches("logs\\sub\\a.txt"));
+        assert!(g.matches("logs"));
+        let g = PathGlob::new("a/**/b/*.m?f").unwrap();
+        assert!(g.matches("a\\b\\x.mdf"));
+        assert!(g.matches("a\\q\\r\\b\\x.mdf"));
+        assert!(!g.matches("a\\q\\r\\c\\x.mdf"));
+        assert!(!g.matches("a\\b\\x.mdff"));
+        let g = PathGlob::new("**").unwrap();
+        assert!(g.matches("") && g.matches("a\\b"));
+        assert_eq!(
+            PathGlob::new("a**/b"),
+            Err(DecodeError::Name {
+                field: "path",
+                problem: NameProblem::BadRecursiveWildcard
+            })
+        );
+        assert!(PathGlob::new("").is_err());
+        assert!(PathGlob::new("a//b").is_err());
+        assert!(glob_component("*a*b*c", "xxaybzc"));
+        assert!(!glob_component("*a*b*c", "xxaybz"));
+        assert!(glob_component("?é", "XÉ"));
+    }
+
+    #[test]
+    fn extensions_and_process() {
+        assert_eq!(normalize_extension(".DB").unwrap(), "db");
+        assert!(normalize_extension("").is_err());
+        assert!(normalize_extension("a.b").is_err());
+        assert!(normalize_extension("d|b").is_err());
+        assert_eq!(normalize_process("SQLSERVR.EXE").unwrap(), "sqlservr.exe");
+        assert!(normalize_process("a\\b.exe").is_err());
+        assert_eq!(
+            image_file_name("\\Device\\HarddiskVolume2\\Windows\\x.exe"),
+            "x.exe"
+        );
+    }
+}

@@ -1,0 +1,762 @@
+//! The policy model: ordered rules (first match wins) plus a default action.
+//!
+//! A [`Policy`] keeps strings exactly as the administrator wrote them (so a
+//! policy shown back reads like the file); [`Policy::validate`] checks them and
+//! [`crate::matcher::CompiledPolicy`] holds the normalized forms. The same policy
+//! travels as a blob (SetPolicy body and the `REG_BINARY` registry value, layout in
+//! [`flushguard_protocol::policy`]): [`Policy::encode`] / [`Policy::decode`] round
+//! trip exactly.
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use flushguard_protocol::codec::{utf16_len, Utf16Str, Writer};
+use flushguard_protocol::policy::{
+    ActionFlags, ActionWire, PolicyBlob, PolicyFlags, PolicyHeader, RuleWire, MAX_EXTENSIONS,
+    MAX_EXTENSIONS_UNITS, MAX_EXTENSION_UNITS, MAX_PATH_GLOB_UNITS, MAX_POLICY_BYTES,
+    MAX_PROCESS_UNITS, MAX_RULES, MAX_RULE_NAME_UNITS, MAX_SHARE_UNITS,
+};
+use flushguard_protocol::{
+    Contradiction, DecodeError, FlushFlags, NameProblem, NtStatus, Utf16Problem,
+};
+
+use crate::path;
+
+/// Redirector a rule applies to (rule side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Provider {
+    /// Any provider, and local volumes when attached.
+    #[default]
+    Any,
+    /// SMB (LanmanWorkstation redirector, `\Device\LanmanRedirector`).
+    Smb,
+    /// WebDAV redirector (`\Device\WebDavRedirector`).
+    WebDav,
+    /// NFS client (`\Device\nfsrdr`).
+    Nfs,
+    /// Remote Desktop drive redirection (`\Device\RdpDr`).
+    Rdpdr,
+}
+
+impl Provider {
+    /// Wire code (`RuleHeader.provider`).
+    pub const fn code(self) -> u16 {
+        match self {
+            Provider::Any => 0,
+            Provider::Smb => 1,
+            Provider::WebDav => 2,
+            Provider::Nfs => 3,
+            Provider::Rdpdr => 4,
+        }
+    }
+
+    /// From a wire code. Error: `BadValue`.
+    pub const fn from_code(c: u16) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => Provider::Any,
+            1 => Provider::Smb,
+            2 => Provider::WebDav,
+            3 => Provider::Nfs,
+            4 => Provider::Rdpdr,
+            v => {
+                return Err(DecodeError::BadValue {
+                    field: "Rule.provider",
+                    value: v as u32,
+                })
+            }
+        })
+    }
+
+    /// Policy-file spelling: `any`, `smb`, `webdav`, `nfs`, `rdpdr`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Provider::Any => "any",
+            Provider::Smb => "smb",
+            Provider::WebDav => "webdav",
+            Provider::Nfs => "nfs",
+            Provider::Rdpdr => "rdpdr",
+        }
+    }
+
+    /// Parses a policy-file spelling (case-sensitive, lower case).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            Provider::Any,
+            Provider::Smb,
+            Provider::WebDav,
+            Provider::Nfs,
+            Provider::Rdpdr,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+    }
+
+    /// True when a file on `file` is covered by this rule provider.
+    pub const fn covers(self, file: FileProvider) -> bool {
+        matches!(
+            (self, file),
+            (Provider::Any, _)
+                | (Provider::Smb, FileProvider::Smb)
+                | (Provider::WebDav, FileProvider::WebDav)
+                | (Provider::Nfs, FileProvider::Nfs)
+                | (Provider::Rdpdr, FileProvider::Rdpdr)
+        )
+    }
+}
+
+/// What a file is on, as the driver determines it with
+/// `FsRtlMupGetProviderInfoFromFileObject` (network) or from the volume type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileProvider {
+    /// SMB redirector.
+    Smb,
+    /// WebDAV redirector.
+    WebDav,
+    /// NFS redirector.
+    Nfs,
+    /// RDP drive redirector.
+    Rdpdr,
+    /// Another MUP provider (third-party redirector).
+    Other,
+    /// A local volume (only with `attach_local_volumes`).
+    Local,
+}
+
+impl FileProvider {
+    /// Lower-case name: `smb`, `webdav`, `nfs`, `rdpdr`, `other`, `local`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FileProvider::Smb => "smb",
+            FileProvider::WebDav => "webdav",
+            FileProvider::Nfs => "nfs",
+            FileProvider::Rdpdr => "rdpdr",
+            FileProvider::Other => "other",
+            FileProvider::Local => "local",
+        }
+    }
+
+    /// Parses [`name`](Self::name) spellings.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            FileProvider::Smb,
+            FileProvider::WebDav,
+            FileProvider::Nfs,
+            FileProvider::Rdpdr,
+            FileProvider::Other,
+            FileProvider::Local,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+    }
+}
+
+/// What a rule does to the files it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum Mode {
+    /// Change nothing, count nothing beyond writes seen.
+    #[default]
+    Pass,
+    /// Count what the audited mode would do; change nothing.
+    Audit,
+    /// FILE_WRITE_THROUGH at IRP_MJ_CREATE and SL_WRITE_THROUGH on every IRP_MJ_WRITE.
+    WriteThrough,
+    /// Flush after every successful non-paging write (and at cleanup if a flush
+    /// after write was skipped).
+    FlushAfterWrite,
+    /// Flush at IRP_MJ_CLEANUP when the handle's file was written since its last flush.
+    FlushOnClose,
+}
+
+impl Mode {
+    /// Wire code (`ActionWire.mode`).
+    pub const fn code(self) -> u16 {
+        match self {
+            Mode::Pass => 0,
+            Mode::Audit => 1,
+            Mode::WriteThrough => 2,
+            Mode::FlushAfterWrite => 3,
+            Mode::FlushOnClose => 4,
+        }
+    }
+
+    /// From a wire code. Error: `BadValue`.
+    pub const fn from_code(c: u16) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => Mode::Pass,
+            1 => Mode::Audit,
+            2 => Mode::WriteThrough,
+            3 => Mode::FlushAfterWrite,
+            4 => Mode::FlushOnClose,
+            v => {
+                return Err(DecodeError::BadValue {
+                    field: "Action.mode",
+                    value: v as u32,
+                })
+            }
+        })
+    }
+
+    /// Policy-file spelling: `pass`, `audit`, `write-through`, `flush-after-write`,
+    /// `flush-on-close`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Pass => "pass",
+            Mode::Audit => "audit",
+            Mode::WriteThrough => "write-through",
+            Mode::FlushAfterWrite => "flush-after-write",
+            Mode::FlushOnClose => "flush-on-close",
+        }
+    }
+
+    /// Parses a policy-file spelling.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            Mode::Pass,
+            Mode::Audit,
+            Mode::WriteThrough,
+            Mode::FlushAfterWrite,
+            Mode::FlushOnClose,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+    }
+
+    /// True for the modes that change I/O (write-through and the flush modes).
+    pub const fn is_enforcing(self) -> bool {
+        matches!(
+            self,
+            Mode::WriteThrough | Mode::FlushAfterWrite | Mode::FlushOnClose
+        )
+    }
+}
+
+/// How FlushGuard issues its own flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum FlushMethod {
+    /// `FltFlushBuffers2(Instance, FileObject, FLT_FLUSH_TYPE_*, CallbackData)`
+    /// (Windows 10 1903+, resolved with FltGetRoutineAddress; `FltFlushBuffers`
+    /// full flush otherwise). Sent to the instances below FlushGuard.
+    #[default]
+    Filter,
+    /// `ZwFlushBuffersFileEx(handle, FLUSH_FLAGS_*, ...)` on a kernel handle for
+    /// the file object; enters at the top of the stack (re-enters FlushGuard,
+    /// which recognizes its own flush). No purge.
+    Native,
+}
+
+impl FlushMethod {
+    /// Wire code (`ActionWire.method`).
+    pub const fn code(self) -> u16 {
+        match self {
+            FlushMethod::Filter => 0,
+            FlushMethod::Native => 1,
+        }
+    }
+
+    /// From a wire code. Error: `BadValue`.
+    pub const fn from_code(c: u16) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => FlushMethod::Filter,
+            1 => FlushMethod::Native,
+            v => {
+                return Err(DecodeError::BadValue {
+                    field: "Action.method",
+                    value: v as u32,
+                })
+            }
+        })
+    }
+
+    /// Policy-file spelling: `filter`, `native`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlushMethod::Filter => "filter",
+            FlushMethod::Native => "native",
+        }
+    }
+
+    /// Parses a policy-file spelling.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "filter" => Some(FlushMethod::Filter),
+            "native" => Some(FlushMethod::Native),
+            _ => None,
+        }
+    }
+}
+
+/// A rule's action. `Copy`, so a per-file cache can hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Action {
+    /// What to do.
+    pub mode: Mode,
+    /// For `Mode::Audit` only: the enforcing mode whose effects are counted.
+    pub audited_mode: Option<Mode>,
+    /// How flushes are issued.
+    pub method: FlushMethod,
+    /// Flush type of the flushes this action issues (one type, see [`FlushFlags`]).
+    pub flags: FlushFlags,
+    /// Upgrade application IRP_MJ_FLUSH_BUFFERS to at least this type.
+    pub upgrade_app_flush: Option<FlushFlags>,
+    /// Count paging I/O writes (lazy writer, mapped pages) in writes seen and
+    /// bytes governed. Paging I/O is never blocked or flushed either way.
+    pub count_paging_io: bool,
+}
+
+impl Action {
+    /// The pass-through action.
+    pub const PASS: Action = Action {
+        mode: Mode::Pass,
+        audited_mode: None,
+        method: FlushMethod::Filter,
+        flags: FlushFlags::empty(),
+        upgrade_app_flush: None,
+        count_paging_io: false,
+    };
+
+    /// An action with `mode` and defaults for everything else (`audit` audits
+    /// write-through).
+    pub const fn with_mode(mode: Mode) -> Action {
+        Action {
+            mode,
+            audited_mode: if matches!(mode, Mode::Audit) {
+                Some(Mode::WriteThrough)
+            } else {
+                None
+            },
+            ..Action::PASS
+        }
+    }
+
+    /// The mode whose effects are computed: `audited_mode` for audit, else `mode`.
+    pub const fn effective_mode(&self) -> Mode {
+        match (self.mode, self.audited_mode) {
+            (Mode::Audit, Some(m)) => m,
+            (m, _) => m,
+        }
+    }
+
+    /// Wire form.
+    pub fn to_wire(&self) -> ActionWire {
+        let mut action_flags = ActionFlags::empty();
+        action_flags.set(
+            ActionFlags::UPGRADE_APP_FLUSH,
+            self.upgrade_app_flush.is_some(),
+        );
+        action_flags.set(ActionFlags::COUNT_PAGING_IO, self.count_paging_io);
+        ActionWire {
+            mode: self.mode.code(),
+            method: self.method.code(),
+            flush_flags: self.flags,
+            upgrade_flags: self.upgrade_app_flush.unwrap_or(FlushFlags::empty()),
+            action_flags,
+            audit_mode: self.audited_mode.map_or(0, Mode::code),
+        }
+    }
+
+    /// From the wire form (already structurally validated).
+    pub fn from_wire(w: &ActionWire) -> Result<Action, DecodeError> {
+        Ok(Action {
+            mode: Mode::from_code(w.mode)?,
+            audited_mode: if w.mode == Mode::Audit.code() {
+                Some(Mode::from_code(w.audit_mode)?)
+            } else {
+                None
+            },
+            method: FlushMethod::from_code(w.method)?,
+            flags: w.flush_flags,
+            upgrade_app_flush: if w.action_flags.contains(ActionFlags::UPGRADE_APP_FLUSH) {
+                Some(w.upgrade_flags)
+            } else {
+                None
+            },
+            count_paging_io: w.action_flags.contains(ActionFlags::COUNT_PAGING_IO),
+        })
+    }
+
+    /// Checks the action: one flush type per flag set, no purge with the native
+    /// method, no settings on `pass`, audit targets an enforcing mode.
+    /// Errors: `Contradictory(..)`.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        self.flags.validate()?;
+        if let Some(u) = self.upgrade_app_flush {
+            u.validate()?;
+        }
+        match (self.mode, self.audited_mode) {
+            (Mode::Audit, Some(m)) if m.is_enforcing() => {}
+            (Mode::Audit, _) => {
+                return Err(DecodeError::Contradictory(Contradiction::BadAuditTarget))
+            }
+            (_, Some(_)) => return Err(DecodeError::Contradictory(Contradiction::BadAuditTarget)),
+            _ => {}
+        }
+        self.to_wire().check_contradictions()
+    }
+}
+
+/// What a rule matches on. Every `None`/empty criterion matches everything;
+/// all given criteria must match. Strings are kept as written.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Matcher {
+    /// Redirector.
+    pub provider: Provider,
+    /// Share in any accepted spelling (`\\server\share`, `\Device\Mup\server\share`,
+    /// `\\?\UNC\server\share`).
+    pub share: Option<String>,
+    /// Path glob below the share (`**/*.db`, `logs/*`); see [`path::PathGlob`].
+    pub path: Option<String>,
+    /// Process image file name pattern (`sqlservr.exe`, `*.exe`).
+    pub process: Option<String>,
+    /// File extensions (`db`, `.mdf`), any of which matches.
+    pub extensions: Vec<String>,
+}
+
+/// One policy rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Unique name (1..=64 UTF-16 units), used in stats, events and explain.
+    pub name: String,
+    /// What it matches.
+    pub matcher: Matcher,
+    /// What it does.
+    pub action: Action,
+}
+
+/// A whole policy: rules in order (first match wins) and the default action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Rules, evaluated in order.
+    pub rules: Vec<Rule>,
+    /// Applies when no rule matches.
+    pub default_action: Action,
+    /// Attach to local volumes too (testing); network volumes only otherwise.
+    pub attach_local_volumes: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::pass_through()
+    }
+}
+
+/// A policy that is not acceptable, with where and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    /// The blob is malformed (structure, limits, UTF-16, flags).
+    Wire(DecodeError),
+    /// A rule (index, name) or the default action (`rule: None`) is invalid.
+    Invalid {
+        /// Rule index, `None` for the default action or the policy as a whole.
+        rule: Option<usize>,
+        /// Rule name when known.
+        name: Option<String>,
+        /// Field (`share`, `path`, `process`, `extensions`, `name`, `action`, `rules`).
+        field: &'static str,
+        /// The specific problem.
+        error: DecodeError,
+    },
+    /// A policy file that is not valid TOML for the schema (std feature).
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Dotted field path (`rule[2].mode`), empty when unknown.
+        field: String,
+        /// What was expected / what was wrong.
+        message: String,
+    },
+}
+
+impl PolicyError {
+    /// The `NTSTATUS` the driver answers a SetPolicy with.
+    pub fn ntstatus(&self) -> NtStatus {
+        match self {
+            PolicyError::Wire(e) | PolicyError::Invalid { error: e, .. } => e.ntstatus(),
+            PolicyError::Syntax { .. } => NtStatus::INVALID_PARAMETER,
+        }
+    }
+
+    fn invalid(
+        rule: Option<usize>,
+        name: Option<&str>,
+        field: &'static str,
+        error: DecodeError,
+    ) -> Self {
+        PolicyError::Invalid {
+            rule,
+            name: name.map(String::from),
+            field,
+            error,
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::Wire(e) => write!(f, "malformed policy blob: {e} ({})", e.ntstatus()),
+            PolicyError::Invalid {
+                rule,
+                name,
+                field,
+                error,
+            } => {
+                match (rule, name) {
+                    (Some(i), Some(n)) => write!(f, "rule {i} ({n:?}), field `{field}`: ")?,
+                    (Some(i), None) => write!(f, "rule {i}, field `{field}`: ")?,
+                    (None, _) => write!(f, "field `{field}`: ")?,
+                }
+                write!(f, "{error}")
+            }
+            PolicyError::Syntax {
+                line,
+                column,
+                field,
+                message,
+            } => {
+                write!(f, "line {line}, column {column}")?;
+                if !field.is_empty() {
+                    write!(f, ", field `{field}`")?;
+                }
+                write!(f, ": {message}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for PolicyError {}
+
+impl From<DecodeError> for PolicyError {
+    fn from(e: DecodeError) -> Self {
+        PolicyError::Wire(e)
+    }
+}
+
+fn check_units(field: &'static str, s: &str, max: u32) -> Result<(), DecodeError> {
+    let n = utf16_len(s);
+    if n > max as usize {
+        return Err(DecodeError::Utf16 {
+            field,
+            problem: Utf16Problem::TooLong {
+                max,
+                got: u32::try_from(n).unwrap_or(u32::MAX),
+            },
+        });
+    }
+    if s.contains('\0') {
+        return Err(DecodeError::Utf16 {
+            field,
+            problem: Utf16Problem::EmbeddedNul,
+        });
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// No rules; everything passes. What the driver runs before any policy is
+    /// loaded.
+    pub fn pass_through() -> Policy {
+        Policy {
+            rules: Vec::new(),
+            default_action: Action::PASS,
+            attach_local_volumes: false,
+        }
+    }
+
+    /// Checks limits, names, shares, globs, processes, extensions and actions.
+    ///
+    /// Errors: `PolicyError::Invalid` with the rule index, field and one of
+    /// `LimitExceeded` (more than `MAX_RULES` rules, more than `MAX_EXTENSIONS`
+    /// extensions), `Utf16 { TooLong | EmbeddedNul }`, `Name { .. }`,
+    /// `Contradictory(..)` (including `DuplicateRuleName`).
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.rules.len() > MAX_RULES as usize {
+            return Err(PolicyError::invalid(
+                None,
+                None,
+                "rules",
+                DecodeError::LimitExceeded {
+                    what: "rules",
+                    max: MAX_RULES,
+                    got: u32::try_from(self.rules.len()).unwrap_or(u32::MAX),
+                },
+            ));
+        }
+        self.default_action
+            .validate()
+            .map_err(|e| PolicyError::invalid(None, None, "default", e))?;
+        let mut names = BTreeSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let inv = |field, e| PolicyError::invalid(Some(i), Some(&r.name), field, e);
+            check_units("name", &r.name, MAX_RULE_NAME_UNITS).map_err(|e| inv("name", e))?;
+            if r.name.is_empty() {
+                return Err(inv(
+                    "name",
+                    DecodeError::Name {
+                        field: "name",
+                        problem: NameProblem::EmptyComponent,
+                    },
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(inv(
+                    "name",
+                    DecodeError::Contradictory(Contradiction::DuplicateRuleName),
+                ));
+            }
+            let m = &r.matcher;
+            if let Some(s) = &m.share {
+                check_units("share", s, MAX_SHARE_UNITS).map_err(|e| inv("share", e))?;
+                path::normalize_share(s).map_err(|e| inv("share", e))?;
+            }
+            if let Some(p) = &m.path {
+                check_units("path", p, MAX_PATH_GLOB_UNITS).map_err(|e| inv("path", e))?;
+                path::PathGlob::new(p).map_err(|e| inv("path", e))?;
+            }
+            if let Some(p) = &m.process {
+                check_units("process", p, MAX_PROCESS_UNITS).map_err(|e| inv("process", e))?;
+                path::normalize_process(p).map_err(|e| inv("process", e))?;
+            }
+            if m.extensions.len() > MAX_EXTENSIONS as usize {
+                return Err(inv(
+                    "extensions",
+                    DecodeError::LimitExceeded {
+                        what: "extensions",
+                        max: MAX_EXTENSIONS,
+                        got: u32::try_from(m.extensions.len()).unwrap_or(u32::MAX),
+                    },
+                ));
+            }
+            for e in &m.extensions {
+                check_units("extensions", e, MAX_EXTENSION_UNITS)
+                    .map_err(|er| inv("extensions", er))?;
+                path::normalize_extension(e).map_err(|er| inv("extensions", er))?;
+            }
+            r.action.validate().map_err(|e| inv("action", e))?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the policy as a blob (SetPolicy body / registry `REG_BINARY`).
+    ///
+    /// Errors: any [`validate`](Self::validate) error; `Wire(TooLong)` above
+    /// `MAX_POLICY_BYTES`.
+    pub fn encode(&self) -> Result<Vec<u8>, PolicyError> {
+        self.validate()?;
+        let mut total = PolicyHeader::SIZE;
+        let mut joined: Vec<String> = Vec::with_capacity(self.rules.len());
+        for r in &self.rules {
+            let ext = r.matcher.extensions.join("|");
+            let lens = [
+                utf16_len(&r.name) * 2,
+                r.matcher.share.as_deref().map_or(0, utf16_len) * 2,
+                r.matcher.path.as_deref().map_or(0, utf16_len) * 2,
+                r.matcher.process.as_deref().map_or(0, utf16_len) * 2,
+                utf16_len(&ext) * 2,
+            ];
+            if utf16_len(&ext) > MAX_EXTENSIONS_UNITS as usize {
+                return Err(PolicyError::Wire(DecodeError::Overflow {
+                    field: "extensions",
+                }));
+            }
+            total = RuleWire::encoded_len(lens)
+                .and_then(|l| total.checked_add(l))
+                .ok_or(PolicyError::Wire(DecodeError::Overflow {
+                    field: "policy length",
+                }))?;
+            joined.push(ext);
+        }
+        if total > MAX_POLICY_BYTES as usize {
+            return Err(PolicyError::Wire(DecodeError::TooLong {
+                max: MAX_POLICY_BYTES,
+                got: u32::try_from(total).unwrap_or(u32::MAX),
+            }));
+        }
+        let mut buf = vec![0u8; total];
+        let mut w = Writer::new(&mut buf);
+        let mut flags = PolicyFlags::empty();
+        flags.set(PolicyFlags::ATTACH_LOCAL_VOLUMES, self.attach_local_volumes);
+        PolicyHeader {
+            total_length: total as u32,
+            rule_count: self.rules.len() as u32,
+            flags,
+            default_action: self.default_action.to_wire(),
+        }
+        .write(&mut w)?;
+        let mut scratch: [Vec<u8>; 5] = Default::default();
+        for (r, ext) in self.rules.iter().zip(&joined) {
+            let texts = [
+                r.name.as_str(),
+                r.matcher.share.as_deref().unwrap_or(""),
+                r.matcher.path.as_deref().unwrap_or(""),
+                r.matcher.process.as_deref().unwrap_or(""),
+                ext.as_str(),
+            ];
+            for (s, t) in scratch.iter_mut().zip(texts) {
+                s.clear();
+                s.extend(t.encode_utf16().flat_map(u16::to_le_bytes));
+            }
+            RuleWire::write_raw(
+                &mut w,
+                r.matcher.provider.code(),
+                &r.action.to_wire(),
+                [
+                    &scratch[0],
+                    &scratch[1],
+                    &scratch[2],
+                    &scratch[3],
+                    &scratch[4],
+                ],
+            )?;
+        }
+        debug_assert_eq!(w.position(), total);
+        Ok(buf)
+    }
+
+    /// Decodes and validates a blob. Nothing is partially accepted.
+    ///
+    /// Errors: `Wire(..)` for layout problems ([`PolicyBlob::parse`]), then any
+    /// [`validate`](Self::validate) error.
+    pub fn decode(blob: &[u8]) -> Result<Policy, PolicyError> {
+        let parsed = PolicyBlob::parse(blob)?;
+        let h = parsed.header;
+        let mut rules = Vec::with_capacity(h.rule_count as usize);
+        for rw in parsed.rules() {
+            let rw = rw?;
+            let s = |u: &Utf16Str<'_>| -> String { u.chars().collect() };
+            let opt = |u: &Utf16Str<'_>| if u.is_empty() { None } else { Some(s(u)) };
+            let ext = s(&rw.extensions);
+            rules.push(Rule {
+                name: s(&rw.name),
+                matcher: Matcher {
+                    provider: Provider::from_code(rw.provider)?,
+                    share: opt(&rw.share),
+                    path: opt(&rw.path),
+                    process: opt(&rw.process),
+                    extensions: if ext.is_empty() {
+                        Vec::new()
+                    } else {
+                        ext.split('|').map(String::from).collect()
+                    },
+                },
+                action: Action::from_wire(&rw.action)?,
+            });
+        }
+        let p = Policy {
+            rules,
+            default_action: Action::from_wire(&h.default_action)?,
+            attach_local_volumes: h.flags.contains(PolicyFlags::ATTACH_LOCAL_VOLUMES),
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Index of the rule named `name`.
+    pub fn rule_index(&self, name: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.name == name)
+    }
+}

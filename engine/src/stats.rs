@@ -1,0 +1,282 @@
+//! Counters: lock-free atomics, no allocation on increment, snapshots that
+//! encode for GetStats.
+//!
+//! Every increment is a `Relaxed` `fetch_add` on an `AtomicU64`: callable at any
+//! IRQL (the memory is non-paged in the driver), never blocks, never allocates.
+//! A snapshot is not atomic across counters (each value is exact on its own).
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use flushguard_protocol::codec::{Reader, Writer};
+use flushguard_protocol::stats::{
+    failure_slot, latency_bucket, Counter, StatsReplyHeader, COUNTER_COUNT, FAILURE_STATUSES,
+    LATENCY_BUCKETS, STATUS_SLOTS,
+};
+use flushguard_protocol::{DecodeError, NtStatus, StatusClass};
+
+use crate::policy::FlushMethod;
+
+/// One set of counters (global, per rule or default), indexed by [`Counter`].
+#[derive(Debug)]
+pub struct Counters([AtomicU64; COUNTER_COUNT]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Counters {
+    /// All zero.
+    pub fn new() -> Self {
+        Counters(core::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    /// Adds `n` to `c`.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        if let Some(a) = self.0.get(c as usize) {
+            a.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Current value of `c`.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0
+            .get(c as usize)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// All values in [`Counter`] index order.
+    pub fn snapshot(&self) -> [u64; COUNTER_COUNT] {
+        core::array::from_fn(|i| self.0.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+    }
+
+    /// Zeroes every counter.
+    pub fn reset(&self) {
+        self.0.iter().for_each(|a| a.store(0, Ordering::Relaxed));
+    }
+}
+
+/// Global statistics: counters over all rules, flush failures per status and
+/// the flush latency histogram. Per-rule counters live in the
+/// [`crate::matcher::CompiledPolicy`] they belong to.
+#[derive(Debug)]
+pub struct Stats {
+    global: Counters,
+    failures: [AtomicU64; STATUS_SLOTS],
+    latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    /// All zero.
+    pub fn new() -> Self {
+        Stats {
+            global: Counters::new(),
+            failures: core::array::from_fn(|_| AtomicU64::new(0)),
+            latency: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Global counters.
+    pub fn global(&self) -> &Counters {
+        &self.global
+    }
+
+    /// Adds `n` to counter `c` globally and in `rule` (the matching rule's set).
+    #[inline]
+    pub fn add(&self, rule: &Counters, c: Counter, n: u64) {
+        self.global.add(c, n);
+        rule.add(c, n);
+    }
+
+    /// Records the result of a flush FlushGuard issued: flushes per method,
+    /// failures per status (and retryable failures), latency histogram (µs).
+    pub fn record_flush(
+        &self,
+        rule: &Counters,
+        method: FlushMethod,
+        status: NtStatus,
+        latency_us: u64,
+    ) {
+        let c = match method {
+            FlushMethod::Filter => Counter::FlushesFilter,
+            FlushMethod::Native => Counter::FlushesNative,
+        };
+        self.add(rule, c, 1);
+        if let Some(b) = self.latency.get(latency_bucket(latency_us)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        if !status.is_success() {
+            self.add(rule, Counter::FlushFailures, 1);
+            if status.class() == StatusClass::Retryable {
+                self.add(rule, Counter::FlushFailuresRetryable, 1);
+            }
+            if let Some(s) = self.failures.get(failure_slot(status)) {
+                s.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Zeroes the global counters, failures and histogram.
+    pub fn reset(&self) {
+        self.global.reset();
+        self.failures
+            .iter()
+            .chain(self.latency.iter())
+            .for_each(|a| a.store(0, Ordering::Relaxed));
+    }
+
+    /// Failure counts per slot ([`FAILURE_STATUSES`] then "other").
+    pub fn failures(&self) -> [u64; STATUS_SLOTS] {
+        core::array::from_fn(|i| {
+            self.failures
+                .get(i)
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Latency histogram buckets (see [`latency_bucket`]).
+    pub fn latency(&self) -> [u64; LATENCY_BUCKETS] {
+        core::array::from_fn(|i| self.latency.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+    }
+}
+
+/// A decoded (or captured) GetStats reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Policy generation of the per-rule counters.
+    pub generation: u64,
+    /// Rules in that policy.
+    pub total_rules: u32,
+    /// Index of `rules[0]`.
+    pub first_rule: u32,
+    /// Global counters ([`Counter`] order).
+    pub global: [u64; COUNTER_COUNT],
+    /// Default-action counters.
+    pub default_rule: [u64; COUNTER_COUNT],
+    /// Flush latency histogram, [`LATENCY_BUCKETS`] buckets (µs, log2).
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// Flush failures: (status, count); the last slot has status 0 = other.
+    pub failures: [(NtStatus, u64); STATUS_SLOTS],
+    /// Per-rule counters for rules `first_rule..`.
+    pub rules: Vec<[u64; COUNTER_COUNT]>,
+}
+
+impl StatsSnapshot {
+    /// Encoded body length in bytes; `None` on overflow.
+    pub fn encoded_len(&self) -> Option<usize> {
+        StatsReplyHeader::body_len(u32::try_from(self.rules.len()).ok()?)
+    }
+
+    /// Writes the GetStats reply body (layout in [`flushguard_protocol::stats`]).
+    /// Error: `OutputTooSmall`.
+    pub fn write(&self, w: &mut Writer<'_>) -> Result<(), DecodeError> {
+        StatsReplyHeader {
+            generation: self.generation,
+            total_rules: self.total_rules,
+            first_rule: self.first_rule,
+            returned_rules: u32::try_from(self.rules.len())
+                .map_err(|_| DecodeError::Overflow { field: "rules" })?,
+        }
+        .write(w)?;
+        for v in self
+            .global
+            .iter()
+            .chain(&self.default_rule)
+            .chain(&self.latency)
+        {
+            w.u64(*v)?;
+        }
+        for (s, n) in &self.failures {
+            w.u32(s.to_bits())?;
+            w.u32(0)?;
+            w.u64(*n)?;
+        }
+        for r in &self.rules {
+            for v in r {
+                w.u64(*v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a GetStats reply body.
+    ///
+    /// Errors: `TooShort`, `TooLong` (trailing bytes), `BadValue`,
+    /// `NonZeroReserved`, `Overflow`.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(buf);
+        let h = StatsReplyHeader::read(&mut r)?;
+        let need = StatsReplyHeader::body_len(h.returned_rules).ok_or(DecodeError::Overflow {
+            field: "returned_rules",
+        })?;
+        if buf.len() < need {
+            return Err(DecodeError::TooShort {
+                needed: need as u32,
+                got: buf.len() as u32,
+            });
+        }
+        if buf.len() > need {
+            return Err(DecodeError::TooLong {
+                max: need as u32,
+                got: buf.len() as u32,
+            });
+        }
+        let arr = |r: &mut Reader<'_>| -> Result<[u64; COUNTER_COUNT], DecodeError> {
+            let mut a = [0u64; COUNTER_COUNT];
+            for v in &mut a {
+                *v = r.u64()?;
+            }
+            Ok(a)
+        };
+        let global = arr(&mut r)?;
+        let default_rule = arr(&mut r)?;
+        let mut latency = [0u64; LATENCY_BUCKETS];
+        for v in &mut latency {
+            *v = r.u64()?;
+        }
+        let mut failures = [(NtStatus::SUCCESS, 0u64); STATUS_SLOTS];
+        for (i, slot) in failures.iter_mut().enumerate() {
+            let s = NtStatus::from_bits(r.u32()?);
+            r.reserved32("StatsReply.failure.reserved")?;
+            let expected = FAILURE_STATUSES
+                .get(i)
+                .copied()
+                .unwrap_or(NtStatus::SUCCESS);
+            if s != expected {
+                return Err(DecodeError::BadValue {
+                    field: "StatsReply.failure.status",
+                    value: s.to_bits(),
+                });
+            }
+            *slot = (s, r.u64()?);
+        }
+        let mut rules = Vec::with_capacity(h.returned_rules as usize);
+        for _ in 0..h.returned_rules {
+            rules.push(arr(&mut r)?);
+        }
+        Ok(StatsSnapshot {
+            generation: h.generation,
+            total_rules: h.total_rules,
+            first_rule: h.first_rule,
+            global,
+            default_rule,
+            latency,
+            failures,
+            rules,
+        })
+    }
+
+    /// Value of counter `c` in the global set.
+    pub fn global(&self, c: Counter) -> u64 {
+        self.global.get(c as usize).copied().unwrap_or(0)
+    }
+}
