@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod callbacks;
 pub mod decision;
 pub mod events;
 pub mod handler;

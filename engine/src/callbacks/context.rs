@@ -126,7 +126,10 @@ impl CompletionContext {
                 let slot = (slot & 0x00FF_FFFF) as usize;
                 TAG_CREATE | (slot << 4) | ((generation as usize) << 28)
             }
-            CompletionContext::Write { record_write, flush } => {
+            CompletionContext::Write {
+                record_write,
+                flush,
+            } => {
                 let mut v = TAG_WRITE;
                 if record_write {
                     v |= 1 << 4;
@@ -182,14 +185,28 @@ mod tests {
     #[test]
     fn completion_context_round_trips() {
         let cases = [
-            CompletionContext::Create { generation: 7, slot: 3 },
-            CompletionContext::Create { generation: u32::MAX, slot: DEFAULT_RULE_SLOT },
-            CompletionContext::Write { record_write: true, flush: None },
+            CompletionContext::Create {
+                generation: 7,
+                slot: 3,
+            },
+            CompletionContext::Create {
+                generation: u32::MAX,
+                slot: DEFAULT_RULE_SLOT,
+            },
+            CompletionContext::Write {
+                record_write: true,
+                flush: None,
+            },
             CompletionContext::Write {
                 record_write: false,
-                flush: Some(FlushOrder { native: true, flags: FlushFlags::FLUSH_AND_PURGE }),
+                flush: Some(FlushOrder {
+                    native: true,
+                    flags: FlushFlags::FLUSH_AND_PURGE,
+                }),
             },
-            CompletionContext::Flush { observed_write_seq: 123_456_789 },
+            CompletionContext::Flush {
+                observed_write_seq: 123_456_789,
+            },
         ];
         for c in cases {
             let v = c.encode();

@@ -174,9 +174,6 @@ pub trait FilterManager: Sync {
     /// A monotonic clock in microseconds (interrupt time / 10), for flush latency.
     /// Any IRQL.
     fn now_us(&self) -> u64;
-    /// `KeQuerySystemTimePrecise`: 100-ns units since 1601-01-01 UTC, for event
-    /// time stamps. Any IRQL.
-    fn system_time(&self) -> u64;
     /// `FltIsOperationSynchronous(Data)`. IRQL <= DISPATCH_LEVEL.
     fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
     /// `FltSetCallbackDataDirty(Data)`: the logic changed `data`. IRQL <= DISPATCH_LEVEL.
@@ -229,20 +226,30 @@ pub trait FilterManager: Sync {
     ///
     /// # Errors
     /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND`.
-    fn allocate_stream_handle_context(&self, init: StreamContext) -> Result<Self::Context, NtStatus>;
+    fn allocate_stream_handle_context(
+        &self,
+        init: StreamContext,
+    ) -> Result<Self::Context, NtStatus>;
     /// `FltSetStreamHandleContext(FLT_SET_CONTEXT_KEEP_IF_EXISTS)` on the
     /// operation's file object. The caller keeps (and must still release) its own
     /// reference. IRQL <= APC_LEVEL.
     ///
     /// # Errors
     /// `STATUS_FLT_CONTEXT_ALREADY_DEFINED`, `STATUS_FLT_DELETING_OBJECT`, ...
-    fn set_stream_handle_context(&self, data: &Self::Data, ctx: &Self::Context) -> Result<(), NtStatus>;
+    fn set_stream_handle_context(
+        &self,
+        data: &Self::Data,
+        ctx: &Self::Context,
+    ) -> Result<(), NtStatus>;
     /// `FltGetStreamHandleContext`; `Ok(None)` for `STATUS_NOT_FOUND` (file not
     /// governed). IRQL <= DISPATCH_LEVEL.
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` (volume without stream contexts), ...
-    fn get_stream_handle_context(&self, data: &Self::Data) -> Result<Option<Self::Context>, NtStatus>;
+    fn get_stream_handle_context(
+        &self,
+        data: &Self::Data,
+    ) -> Result<Option<Self::Context>, NtStatus>;
     /// `FltReleaseContext`. IRQL <= DISPATCH_LEVEL.
     fn release_context(&self, ctx: Self::Context);
 
@@ -292,7 +299,11 @@ pub trait FilterManager: Sync {
     ///
     /// # Errors
     /// As [`FilterManager::flt_flush_buffers2`].
-    fn zw_flush_buffers_file_ex(&self, handle: &Self::KernelHandle, flags: u32) -> Result<(), NtStatus>;
+    fn zw_flush_buffers_file_ex(
+        &self,
+        handle: &Self::KernelHandle,
+        flags: u32,
+    ) -> Result<(), NtStatus>;
     /// `ZwClose(handle)`. PASSIVE_LEVEL. Closing the last handle of a file object
     /// sends IRP_MJ_CLEANUP (which re-enters our pre-cleanup).
     ///

@@ -31,7 +31,11 @@ impl OwnFlushSet {
 
     /// True when `thread` (non-zero) is inside one of our flushes.
     pub fn contains(&self, thread: u64) -> bool {
-        thread != 0 && self.slots.iter().any(|s| s.load(Ordering::Acquire) == thread)
+        thread != 0
+            && self
+                .slots
+                .iter()
+                .any(|s| s.load(Ordering::Acquire) == thread)
     }
 
     /// Marks `thread` (non-zero) as flushing until the returned token drops. `None`

@@ -68,19 +68,31 @@ pub struct PreOp {
 impl PreOp {
     /// `FLT_PREOP_SUCCESS_NO_CALLBACK`, no completion context.
     pub const fn pass() -> Self {
-        PreOp { status: PreOpStatus::SuccessNoCallback, completion: None }
+        PreOp {
+            status: PreOpStatus::SuccessNoCallback,
+            completion: None,
+        }
     }
     /// `FLT_PREOP_SUCCESS_WITH_CALLBACK` carrying `ctx`.
     pub const fn with_callback(ctx: CompletionContext) -> Self {
-        PreOp { status: PreOpStatus::SuccessWithCallback, completion: Some(ctx) }
+        PreOp {
+            status: PreOpStatus::SuccessWithCallback,
+            completion: Some(ctx),
+        }
     }
     /// `FLT_PREOP_SYNCHRONIZE` carrying `ctx`.
     pub const fn synchronize(ctx: CompletionContext) -> Self {
-        PreOp { status: PreOpStatus::Synchronize, completion: Some(ctx) }
+        PreOp {
+            status: PreOpStatus::Synchronize,
+            completion: Some(ctx),
+        }
     }
     /// `FLT_PREOP_DISALLOW_FASTIO`, no completion context.
     pub const fn disallow_fast_io() -> Self {
-        PreOp { status: PreOpStatus::DisallowFastIo, completion: None }
+        PreOp {
+            status: PreOpStatus::DisallowFastIo,
+            completion: None,
+        }
     }
     /// The `FLT_PREOP_CALLBACK_STATUS`.
     pub const fn status(&self) -> PreOpStatus {
@@ -128,22 +140,25 @@ pub enum PolicySource {
 }
 
 impl<F: FilterManager> Filter<F> {
-    /// Builds the shared state at DriverEntry (PASSIVE_LEVEL): resolves the MUP
-    /// provider ids, reads `Parameters\Policy` (REG_BINARY, wire encoding) and starts
-    /// with it, or with the pass-through policy (plus an event) if it is absent or
-    /// invalid. Never fails: a bad registry value must not stop the driver loading.
-    pub fn load(fm: F) -> (Self, PolicySource) {
+    /// Builds the shared state at DriverEntry (PASSIVE_LEVEL) around a fresh engine
+    /// `state` (pass-through): resolves the MUP provider ids, reads
+    /// `Parameters\Policy` (REG_BINARY, wire encoding) and activates it; if the value
+    /// is absent, unreadable or invalid the pass-through policy stays (an unreadable
+    /// or invalid value records a `RegistryPolicyRejected` event). Never fails: a bad
+    /// registry value must not stop the driver loading.
+    pub fn load(fm: F, state: crate::handler::State) -> (Self, PolicySource) {
         let providers = ProviderTable::resolve(&fm);
         let mut raw = Vec::new();
-        let (state, source) = match fm.read_policy_value(&mut raw) {
-            Ok(()) => match glue::state_from_registry(&raw) {
-                Ok(state) => (state, PolicySource::Registry),
-                Err(status) => (glue::pass_through_state(&fm, Some(status)), PolicySource::Invalid(status)),
+        let source = match fm.read_policy_value(&mut raw) {
+            Ok(()) => match state.load_registry_policy(&raw) {
+                Ok(_) => PolicySource::Registry,
+                Err(e) => PolicySource::Invalid(e.ntstatus()),
             },
-            Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => {
-                (glue::pass_through_state(&fm, None), PolicySource::Absent)
+            Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => PolicySource::Absent,
+            Err(status) => {
+                glue::registry_unreadable(&state, status);
+                PolicySource::Invalid(status)
             }
-            Err(status) => (glue::pass_through_state(&fm, Some(status)), PolicySource::Invalid(status)),
         };
         let filter = Filter {
             fm,
@@ -199,10 +214,12 @@ impl<F: FilterManager> Filter<F> {
     /// operations; draining post-operations only clean up). The caller frees its
     /// globals after this returns. PASSIVE_LEVEL.
     pub fn unload(&self) {
-        self.phase.store(LifecyclePhase::Unloading as u8, Ordering::Release);
+        self.phase
+            .store(LifecyclePhase::Unloading as u8, Ordering::Release);
         self.fm.close_server_port();
         self.fm.unregister_filter();
-        self.phase.store(LifecyclePhase::Unregistered as u8, Ordering::Release);
+        self.phase
+            .store(LifecyclePhase::Unregistered as u8, Ordering::Release);
     }
 
     fn running(&self) -> bool {
@@ -259,7 +276,11 @@ impl<F: FilterManager> Filter<F> {
     /// Looks up the rule governing the operation's file: normalized name, MUP
     /// provider, requestor image. PASSIVE_LEVEL only. `None` when the name cannot be
     /// had (counted; the operation passes through). Releases every reference it took.
-    fn classify(&self, data: &F::Data, policy: &PolicySnapshot) -> Option<(u32, crate::policy::Action, crate::policy::FileProvider)> {
+    fn classify(
+        &self,
+        data: &F::Data,
+        policy: &PolicySnapshot,
+    ) -> Option<(u32, crate::policy::Action, crate::policy::FileProvider)> {
         let fm = &self.fm;
         let name_info = match fm.get_file_name_information(data) {
             Ok(n) => n,
@@ -354,13 +375,21 @@ impl<F: FilterManager> Filter<F> {
         if action.mode == crate::policy::Mode::Pass {
             PreOp::pass()
         } else {
-            PreOp::with_callback(CompletionContext::Create { generation: policy.generation(), slot })
+            PreOp::with_callback(CompletionContext::Create {
+                generation: policy.generation(),
+                slot,
+            })
         }
     }
 
     /// Post-create (PASSIVE_LEVEL): on success attaches a [`StreamContext`] caching
     /// the rule and the policy generation. Draining: nothing to clean up.
-    pub fn post_create(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+    pub fn post_create(
+        &self,
+        data: &mut F::Data,
+        ctx: Option<CompletionContext>,
+        flags: PostOpFlags,
+    ) -> PostOpStatus {
         let Some(CompletionContext::Create { generation, slot }) = ctx else {
             return PostOpStatus::FinishedProcessing;
         };
@@ -371,7 +400,10 @@ impl<F: FilterManager> Filter<F> {
         if !status.is_success() || status == STATUS_REPARSE {
             return PostOpStatus::FinishedProcessing;
         }
-        let context = match self.fm.allocate_stream_handle_context(StreamContext::new(generation, slot)) {
+        let context = match self
+            .fm
+            .allocate_stream_handle_context(StreamContext::new(generation, slot))
+        {
             Ok(c) => c,
             Err(_) => {
                 self.counters.bump(Counter::ContextFailed);
@@ -422,14 +454,23 @@ impl<F: FilterManager> Filter<F> {
             self.fm.set_callback_data_dirty(data);
             self.counters.bump(Counter::WriteThroughSet);
         }
-        let wants_post = matches!(d.pre_op, EnginePreOp::Synchronize | EnginePreOp::SuccessWithCallback);
+        let wants_post = matches!(
+            d.pre_op,
+            EnginePreOp::Synchronize | EnginePreOp::SuccessWithCallback
+        );
         if !wants_post && !d.mark_written_since_flush {
             return PreOp::pass();
         }
         // The post-write re-asks the engine with the completion status; the mark is
         // set only after the write succeeded (its data is then in the cache).
-        let completion = CompletionContext::Write { record_write: d.mark_written_since_flush, flush: None };
-        if d.pre_op == EnginePreOp::Synchronize && !data.is_fast_io() && self.fm.is_operation_synchronous(data) {
+        let completion = CompletionContext::Write {
+            record_write: d.mark_written_since_flush,
+            flush: None,
+        };
+        if d.pre_op == EnginePreOp::Synchronize
+            && !data.is_fast_io()
+            && self.fm.is_operation_synchronous(data)
+        {
             self.counters.bump(Counter::WriteSynchronized);
             PreOp::synchronize(completion)
         } else {
@@ -441,7 +482,12 @@ impl<F: FilterManager> Filter<F> {
     /// originating thread after `FLT_PREOP_SYNCHRONIZE`). Draining: clean up only
     /// (nothing is held). On success records the write, then flushes now
     /// (PASSIVE_LEVEL) or defers with `FltDoCompletionProcessingWhenSafe`.
-    pub fn post_write(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+    pub fn post_write(
+        &self,
+        data: &mut F::Data,
+        ctx: Option<CompletionContext>,
+        flags: PostOpFlags,
+    ) -> PostOpStatus {
         let Some(CompletionContext::Write { record_write, .. }) = ctx else {
             return PostOpStatus::FinishedProcessing;
         };
@@ -487,8 +533,14 @@ impl<F: FilterManager> Filter<F> {
             self.flush_now(data, order.0, order.1, slot);
             return PostOpStatus::FinishedProcessing;
         }
-        let deferred = CompletionContext::Write { record_write: false, flush: Some(order.0) };
-        match self.fm.do_completion_processing_when_safe(data, deferred, flags) {
+        let deferred = CompletionContext::Write {
+            record_write: false,
+            flush: Some(order.0),
+        };
+        match self
+            .fm
+            .do_completion_processing_when_safe(data, deferred, flags)
+        {
             Some(status) => {
                 self.counters.bump(Counter::FlushDeferred);
                 status
@@ -503,8 +555,16 @@ impl<F: FilterManager> Filter<F> {
     /// The safe post-write `FltDoCompletionProcessingWhenSafe` calls (inline at
     /// IRQL <= APC_LEVEL, or from a worker thread at PASSIVE_LEVEL): issues the
     /// deferred flush at PASSIVE_LEVEL, else counts it skipped.
-    pub fn post_write_when_safe(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
-        let Some(CompletionContext::Write { flush: Some(order), .. }) = ctx else {
+    pub fn post_write_when_safe(
+        &self,
+        data: &mut F::Data,
+        ctx: Option<CompletionContext>,
+        flags: PostOpFlags,
+    ) -> PostOpStatus {
+        let Some(CompletionContext::Write {
+            flush: Some(order), ..
+        }) = ctx
+        else {
             return PostOpStatus::FinishedProcessing;
         };
         if flags.draining() {
@@ -562,8 +622,13 @@ impl<F: FilterManager> Filter<F> {
                 self.counters.bump(Counter::AppFlushUpgraded);
             }
         }
-        if matches!(d.pre_op, EnginePreOp::SuccessWithCallback | EnginePreOp::Synchronize) {
-            PreOp::with_callback(CompletionContext::Flush { observed_write_seq: ctx.write_seq() })
+        if matches!(
+            d.pre_op,
+            EnginePreOp::SuccessWithCallback | EnginePreOp::Synchronize
+        ) {
+            PreOp::with_callback(CompletionContext::Flush {
+                observed_write_seq: ctx.write_seq(),
+            })
         } else {
             PreOp::pass()
         }
@@ -571,7 +636,12 @@ impl<F: FilterManager> Filter<F> {
 
     /// Post-flush (<= DISPATCH_LEVEL): a successful application flush covers the
     /// writes observed before it. Draining: nothing to clean up.
-    pub fn post_flush(&self, data: &mut F::Data, ctx: Option<CompletionContext>, flags: PostOpFlags) -> PostOpStatus {
+    pub fn post_flush(
+        &self,
+        data: &mut F::Data,
+        ctx: Option<CompletionContext>,
+        flags: PostOpFlags,
+    ) -> PostOpStatus {
         let Some(CompletionContext::Flush { observed_write_seq }) = ctx else {
             return PostOpStatus::FinishedProcessing;
         };
@@ -583,7 +653,11 @@ impl<F: FilterManager> Filter<F> {
         };
         let policy = glue::snapshot(&self.state);
         let (generation, slot) = c.rule();
-        let action = if generation == policy.generation() { policy.action(slot) } else { None };
+        let action = if generation == policy.generation() {
+            policy.action(slot)
+        } else {
+            None
+        };
         if let Some(action) = action {
             let mut view = self.view(data, Phase::Post);
             view.draining = flags.draining();
@@ -609,15 +683,19 @@ impl<F: FilterManager> Filter<F> {
             return PreOp::pass();
         };
         let policy = glue::snapshot(&self.state);
-        let decided: Option<(u32, Decision)> = self.governing_rule(data, &ctx, &policy).map(|(slot, action)| {
-            let mut view = self.view(data, Phase::Pre);
-            view.written_since_flush = ctx.written_since_flush();
-            let d = crate::decision::decide(&action, &view);
-            d.record(glue::stats(&self.state), policy.counters(slot));
-            (slot, d)
-        });
+        let decided: Option<(u32, Decision)> =
+            self.governing_rule(data, &ctx, &policy)
+                .map(|(slot, action)| {
+                    let mut view = self.view(data, Phase::Pre);
+                    view.written_since_flush = ctx.written_since_flush();
+                    let d = crate::decision::decide(&action, &view);
+                    d.record(glue::stats(&self.state), policy.counters(slot));
+                    (slot, d)
+                });
         self.fm.release_context(ctx);
-        if let Some((slot, order)) = decided.and_then(|(slot, d)| glue::flush_order(&d).map(|o| (slot, o))) {
+        if let Some((slot, order)) =
+            decided.and_then(|(slot, d)| glue::flush_order(&d).map(|o| (slot, o)))
+        {
             if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
                 self.counters.bump(Counter::FlushSkippedIrql);
             } else {
@@ -688,7 +766,12 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    fn issue(&self, data: &F::Data, native: bool, flags: flushguard_protocol::FlushFlags) -> Result<(), NtStatus> {
+    fn issue(
+        &self,
+        data: &F::Data,
+        native: bool,
+        flags: flushguard_protocol::FlushFlags,
+    ) -> Result<(), NtStatus> {
         let fm = &self.fm;
         if !native {
             return if fm.has_flt_flush_buffers2() {
