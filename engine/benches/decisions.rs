@@ -1,1 +1,2 @@
+//! Decision benchmarks (filled in below).
 fn main() {}

@@ -282,14 +282,13 @@ fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
     let mut d = Decision::default();
     let flushing = matches!(mode, Mode::FlushAfterWrite | Mode::FlushOnClose);
     match (v.major, v.phase) {
-        (MajorFunction::Create, Phase::Pre) => {
+        (MajorFunction::Create, Phase::Pre)
             if mode == Mode::WriteThrough
                 && v.create_options & FILE_DIRECTORY_FILE == 0
-                && v.create_options & FILE_WRITE_THROUGH == 0
-            {
-                d.set_create_write_through = true;
-                d.count(Counter::WriteThroughForced);
-            }
+                && v.create_options & FILE_WRITE_THROUGH == 0 =>
+        {
+            d.set_create_write_through = true;
+            d.count(Counter::WriteThroughForced);
         }
         (MajorFunction::Write, Phase::Pre) => {
             if v.own_flush_in_progress {
@@ -385,26 +384,23 @@ fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
                 d.pre_op = PreOp::SuccessWithCallback;
             }
         }
-        (MajorFunction::FlushBuffers, Phase::Post) => {
+        (MajorFunction::FlushBuffers, Phase::Post)
             if flushing
                 && !v.own_flush_in_progress
                 && v.status.is_some_and(NtStatus::is_success)
-                && !v.draining
-            {
-                d.clear_written_since_flush = true;
-            }
+                && !v.draining =>
+        {
+            d.clear_written_since_flush = true;
         }
-        (MajorFunction::Cleanup, Phase::Pre) => {
-            if flushing && v.written_since_flush {
-                if v.own_flush_in_progress || v.top_level_irp {
-                    d.count(Counter::FlushesSkipped);
-                } else {
-                    d.flush = Some(FlushRequest {
-                        method: action.method,
-                        flags: action.flags,
-                        point: FlushPoint::AtCleanup,
-                    });
-                }
+        (MajorFunction::Cleanup, Phase::Pre) if flushing && v.written_since_flush => {
+            if v.own_flush_in_progress || v.top_level_irp {
+                d.count(Counter::FlushesSkipped);
+            } else {
+                d.flush = Some(FlushRequest {
+                    method: action.method,
+                    flags: action.flags,
+                    point: FlushPoint::AtCleanup,
+                });
             }
         }
         _ => {}

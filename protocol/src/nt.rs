@@ -75,10 +75,10 @@ mod tests {
 
     #[test]
     fn values_match_windows_metadata() {
-        assert_eq!(IRP_MJ_CREATE as u32, S::IRP_MJ_CREATE as u32);
-        assert_eq!(IRP_MJ_WRITE as u32, S::IRP_MJ_WRITE as u32);
-        assert_eq!(IRP_MJ_FLUSH_BUFFERS as u32, S::IRP_MJ_FLUSH_BUFFERS as u32);
-        assert_eq!(IRP_MJ_CLEANUP as u32, S::IRP_MJ_CLEANUP as u32);
+        assert_eq!(IRP_MJ_CREATE as u32, S::IRP_MJ_CREATE);
+        assert_eq!(IRP_MJ_WRITE as u32, S::IRP_MJ_WRITE);
+        assert_eq!(IRP_MJ_FLUSH_BUFFERS as u32, S::IRP_MJ_FLUSH_BUFFERS);
+        assert_eq!(IRP_MJ_CLEANUP as u32, S::IRP_MJ_CLEANUP);
         assert_eq!(IRP_MJ_OPERATION_END as u32, M::IRP_MJ_OPERATION_END as u32);
         assert_eq!(IRP_MN_FLUSH_AND_PURGE as u32, S::IRP_MN_FLUSH_AND_PURGE);
         assert_eq!(IRP_MN_FLUSH_DATA_ONLY as u32, S::IRP_MN_FLUSH_DATA_ONLY);
@@ -87,7 +87,7 @@ mod tests {
             IRP_MN_FLUSH_DATA_SYNC_ONLY as u32,
             S::IRP_MN_FLUSH_DATA_SYNC_ONLY
         );
-        assert_eq!(SL_WRITE_THROUGH as u32, S::SL_WRITE_THROUGH as u32);
+        assert_eq!(SL_WRITE_THROUGH as u32, S::SL_WRITE_THROUGH);
         assert_eq!(
             FILE_WRITE_THROUGH,
             windows_sys::Wdk::Storage::FileSystem::FILE_WRITE_THROUGH
@@ -128,15 +128,15 @@ mod tests {
         );
         assert_eq!(
             FLUSH_FLAGS_FILE_DATA_ONLY,
-            windows_sys::Win32::Storage::FileSystem::FLUSH_FLAGS_FILE_DATA_ONLY
+            windows_sys::Win32::System::SystemServices::FLUSH_FLAGS_FILE_DATA_ONLY
         );
         assert_eq!(
             FLUSH_FLAGS_NO_SYNC,
-            windows_sys::Win32::Storage::FileSystem::FLUSH_FLAGS_NO_SYNC
+            windows_sys::Win32::System::SystemServices::FLUSH_FLAGS_NO_SYNC
         );
         assert_eq!(
             FLUSH_FLAGS_FILE_DATA_SYNC_ONLY,
-            windows_sys::Win32::Storage::FileSystem::FLUSH_FLAGS_FILE_DATA_SYNC_ONLY
+            windows_sys::Win32::System::SystemServices::FLUSH_FLAGS_FILE_DATA_SYNC_ONLY
         );
     }
 }

@@ -36,8 +36,6 @@ counters! {
     FlushDeferred,
     /// An application flush type was upgraded.
     AppFlushUpgraded,
-    /// Audit mode: an action that would have been taken.
-    AuditWouldAct,
     /// A flush FlushGuard issued succeeded.
     FlushOk,
     /// A flush FlushGuard issued failed with a benign status.
