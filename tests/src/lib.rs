@@ -1,2 +1,36 @@
-//! FlushGuard host integration tests.
+//! FlushGuard host integration tests: the fake Filter Manager harness.
+//!
+//! [`fake::Fake`] implements the engine's `FilterManager` trait with a reference
+//! ledger, an IRQL model, flush-safety checks, failure injection and teardown
+//! checks; [`sim::Harness`] plays the I/O manager and Filter Manager dispatch
+//! around the real `flushguard_engine::callbacks::Filter`.
 #![forbid(unsafe_code)]
+
+pub mod fake;
+pub mod scenario;
+pub mod sim;
+
+use flushguard_protocol::message::{encode_request, RequestFlags};
+use flushguard_protocol::Command;
+
+/// A GetVersion request as flushctl sends it.
+pub fn port_request_get_version() -> Vec<u8> {
+    let mut out = vec![0u8; 64];
+    let n =
+        encode_request(Command::GetVersion, RequestFlags::empty(), &[], &mut out).expect("fits");
+    out.truncate(n);
+    out
+}
+
+/// A SetPolicy request carrying `blob`, with the persist flag if `persist`.
+pub fn port_request_set_policy(blob: &[u8], persist: bool) -> Vec<u8> {
+    let mut out = vec![0u8; blob.len() + 64];
+    let flags = if persist {
+        RequestFlags::PERSIST
+    } else {
+        RequestFlags::empty()
+    };
+    let n = encode_request(Command::SetPolicy, flags, blob, &mut out).expect("fits");
+    out.truncate(n);
+    out
+}

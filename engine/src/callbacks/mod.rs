@@ -753,9 +753,11 @@ impl<F: FilterManager> Filter<F> {
         match result {
             Ok(()) => {
                 self.counters.bump(Counter::FlushOk);
-                if let (Some(seq), Some(c)) = (observed, self.handle_context(data)) {
-                    c.record_flush(seq);
-                    fm.release_context(c);
+                if let Some(seq) = observed {
+                    if let Some(c) = self.handle_context(data) {
+                        c.record_flush(seq);
+                        fm.release_context(c);
+                    }
                 }
             }
             Err(status) => self.counters.bump(match status.class() {

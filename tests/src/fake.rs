@@ -1,0 +1,1037 @@
+//! A fake Filter Manager: implements [`FilterManager`] over an in-memory world and
+//! checks, on every call, what Filter Verifier would check.
+//!
+//! - **Reference ledger.** Every name, image name, context and kernel handle the
+//!   logic receives gets an id; releasing an unknown id (double release) is a
+//!   violation; [`Fake::outstanding`] lists what is still held. Per thread, the
+//!   count held when a callback returns must equal the count at its entry
+//!   ([`Fake::held_on_this_thread`]).
+//! - **IRQL model.** The harness sets the IRQL of the simulated callback
+//!   ([`set_irql`]); every fake routine checks its documented maximum.
+//! - **Flush safety.** A flush is a violation at IRQL > PASSIVE_LEVEL, with a
+//!   top-level IRP set, for paging I/O, or nested inside another flush on the same
+//!   thread. Every flush re-enters the filter the way Windows does: the cache
+//!   manager's paging writes reach our pre-write (top-level IRP set), and
+//!   `ZwFlushBuffersFileEx` reaches our pre-flush, which must pass it through
+//!   untouched. `ZwClose` of the last handle of a file object already in cleanup
+//!   sends a second IRP_MJ_CLEANUP (a violation).
+//! - **Failure injection.** [`Fake::inject`] makes the n-th call of one
+//!   [`CallSite`] fail.
+//! - **Teardown.** `FltUnregisterFilter` before `FltCloseCommunicationPort` is a
+//!   violation; unregister waits for callbacks in progress, drains in-flight
+//!   post-operations with `FLTFL_POST_OPERATION_DRAINING`, runs deferred work and
+//!   frees the Filter Manager's context references.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use flushguard_engine::callbacks::{
+    CallbackData, CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus,
+    PreOpStatus, StreamContext, FLTFL_POST_OPERATION_DRAINING, IRP_MJ_CLEANUP,
+    IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+};
+use flushguard_protocol::NtStatus;
+
+/// `STATUS_FLT_CONTEXT_ALREADY_DEFINED`.
+pub const STATUS_FLT_CONTEXT_ALREADY_DEFINED: NtStatus = NtStatus(0xC01C_0016_u32 as i32);
+/// `STATUS_NOT_FOUND`.
+pub const STATUS_NOT_FOUND: NtStatus = NtStatus(0xC000_0225_u32 as i32);
+
+/// `IRP_SYNCHRONOUS_PAGING_IO` (0x40).
+pub const IRP_SYNCHRONOUS_PAGING_IO: u32 = 0x40;
+
+/// Every fallible fake routine, for failure injection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallSite {
+    /// `FltGetFileNameInformation` + parse.
+    GetFileNameInformation,
+    /// `FsRtlMupGetProviderInfoFromFileObject`.
+    MupProviderOfFile,
+    /// `SeLocateProcessImageName`.
+    ProcessImageName,
+    /// `FltAllocateContext`.
+    AllocateContext,
+    /// `FltSetStreamHandleContext`.
+    SetStreamHandleContext,
+    /// `FltGetStreamHandleContext`.
+    GetStreamHandleContext,
+    /// `FltDoCompletionProcessingWhenSafe` (fails = returns FALSE).
+    CompletionWhenSafe,
+    /// `FltFlushBuffers2`.
+    FltFlushBuffers2,
+    /// `FltFlushBuffers`.
+    FltFlushBuffers,
+    /// `ObOpenObjectByPointer`.
+    OpenKernelHandle,
+    /// `ZwFlushBuffersFileEx`.
+    ZwFlushBuffersFileEx,
+    /// `ZwClose`.
+    CloseKernelHandle,
+    /// Registry read of `Parameters\Policy`.
+    ReadPolicy,
+    /// Registry write of `Parameters\Policy`.
+    WritePolicy,
+}
+
+impl CallSite {
+    /// Every call site.
+    pub const ALL: &'static [CallSite] = &[
+        CallSite::GetFileNameInformation,
+        CallSite::MupProviderOfFile,
+        CallSite::ProcessImageName,
+        CallSite::AllocateContext,
+        CallSite::SetStreamHandleContext,
+        CallSite::GetStreamHandleContext,
+        CallSite::CompletionWhenSafe,
+        CallSite::FltFlushBuffers2,
+        CallSite::FltFlushBuffers,
+        CallSite::OpenKernelHandle,
+        CallSite::ZwFlushBuffersFileEx,
+        CallSite::CloseKernelHandle,
+        CallSite::ReadPolicy,
+        CallSite::WritePolicy,
+    ];
+
+    /// The status an injected failure returns.
+    pub fn failure(self) -> NtStatus {
+        match self {
+            CallSite::FltFlushBuffers2 | CallSite::FltFlushBuffers => NtStatus::FILE_CLOSED,
+            CallSite::ZwFlushBuffersFileEx => NtStatus::NETWORK_NAME_DELETED,
+            CallSite::OpenKernelHandle => NtStatus::ACCESS_DENIED,
+            CallSite::CloseKernelHandle => NtStatus::INVALID_HANDLE,
+            CallSite::SetStreamHandleContext => STATUS_FLT_CONTEXT_ALREADY_DEFINED,
+            _ => NtStatus::INSUFFICIENT_RESOURCES,
+        }
+    }
+}
+
+/// Kind of a ledger entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefKind {
+    /// `FLT_FILE_NAME_INFORMATION`.
+    NameInfo,
+    /// `SeLocateProcessImageName` buffer.
+    ImageName,
+    /// Stream-handle context reference held by the logic.
+    Context,
+    /// Kernel handle from `ObOpenObjectByPointer`.
+    KernelHandle,
+}
+
+/// One flush that reached the fake file system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlushRecord {
+    /// The file object.
+    pub file: u64,
+    /// `"FltFlushBuffers2"`, `"FltFlushBuffers"` or `"ZwFlushBuffersFileEx"`.
+    pub routine: &'static str,
+    /// `FLT_FLUSH_TYPE_*` or `FLUSH_FLAGS_*` as passed.
+    pub flags: u32,
+}
+
+/// A simulated file object.
+#[derive(Debug, Default)]
+pub struct FileObject {
+    /// Normalized name, e.g. `\Device\Mup\srv\share\a.txt`.
+    pub name: String,
+    /// MUP provider id, `None` for a local volume.
+    pub provider: Option<u32>,
+    /// Requestor image path.
+    pub process: String,
+    /// The Filter Manager's reference to the stream-handle context.
+    pub context: Option<Arc<StreamContext>>,
+    /// The user handle is open (false from IRP_MJ_CLEANUP on).
+    pub user_handle_open: bool,
+    /// Open kernel handles.
+    pub kernel_handles: u32,
+    /// IRP_MJ_CLEANUP requests sent to the file system.
+    pub cleanups: u32,
+    /// Writes that reached the file system with `SL_WRITE_THROUGH`.
+    pub write_through_writes: u32,
+    /// Writes that reached the file system.
+    pub writes: u32,
+}
+
+/// An operation the fake holds for later: an in-flight post-operation or a
+/// deferred `FltDoCompletionProcessingWhenSafe` callback.
+#[derive(Debug)]
+pub struct Pending {
+    /// The operation.
+    pub data: FakeData,
+    /// Its completion context.
+    pub ctx: Option<CompletionContext>,
+    /// True for a deferred safe post-write, false for a post-operation not yet run.
+    pub safe_callback: bool,
+}
+
+#[derive(Default)]
+struct World {
+    files: HashMap<u64, FileObject>,
+    outstanding: HashMap<u64, RefKind>,
+    counts: HashMap<CallSite, u64>,
+    inject: Option<(CallSite, u64)>,
+    registry: Option<Vec<u8>>,
+    flushes: Vec<FlushRecord>,
+    pending: VecDeque<Pending>,
+    port_closed: bool,
+    events: Vec<&'static str>,
+}
+
+struct Inner {
+    world: Mutex<World>,
+    violations: Mutex<Vec<String>>,
+    filter: OnceLock<Weak<Filter<Fake>>>,
+    next_id: AtomicU64,
+    clock_us: AtomicU64,
+    has_flush2: bool,
+    provider_ids: Vec<(&'static str, u32)>,
+    active_callbacks: AtomicUsize,
+    stop_new: AtomicBool,
+    unregistered: AtomicBool,
+}
+
+/// The fake Filter Manager (cheap to clone: one shared world).
+#[derive(Clone)]
+pub struct Fake {
+    inner: Arc<Inner>,
+}
+
+thread_local! {
+    static IRQL: Cell<u8> = const { Cell::new(0) };
+    static TOP_LEVEL: Cell<bool> = const { Cell::new(false) };
+    static THREAD_ID: Cell<u64> = const { Cell::new(0) };
+    static HELD: Cell<i64> = const { Cell::new(0) };
+    static FLUSH_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(0x100);
+
+/// Sets the simulated IRQL of the current thread.
+pub fn set_irql(irql: Irql) {
+    IRQL.with(|c| c.set(irql.0));
+}
+/// The simulated IRQL of the current thread.
+pub fn irql() -> Irql {
+    Irql(IRQL.with(|c| c.get()))
+}
+/// Sets whether a top-level IRP is set on the current thread.
+pub fn set_top_level(set: bool) {
+    TOP_LEVEL.with(|c| c.set(set));
+}
+/// Gives the current thread a fresh simulated thread id (a worker thread).
+pub fn new_thread_id() -> u64 {
+    let id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    THREAD_ID.with(|c| c.set(id));
+    id
+}
+fn thread_id() -> u64 {
+    THREAD_ID.with(|c| {
+        if c.get() == 0 {
+            c.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+        }
+        c.get()
+    })
+}
+
+/// Options of a fake Filter Manager.
+#[derive(Clone, Debug)]
+pub struct FakeOptions {
+    /// `FltGetRoutineAddress("FltFlushBuffers2")` resolves.
+    pub has_flush2: bool,
+    /// Initial `Parameters\Policy` value.
+    pub registry: Option<Vec<u8>>,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            has_flush2: true,
+            registry: None,
+        }
+    }
+}
+
+/// MUP provider id of the SMB redirector in the fake.
+pub const PROVIDER_SMB: u32 = 0x10;
+/// MUP provider id of the WebDAV redirector in the fake.
+pub const PROVIDER_WEBDAV: u32 = 0x20;
+/// MUP provider id of the NFS redirector in the fake.
+pub const PROVIDER_NFS: u32 = 0x30;
+
+impl Fake {
+    /// A new fake world.
+    pub fn new(options: FakeOptions) -> Self {
+        let world = World {
+            registry: options.registry,
+            ..World::default()
+        };
+        Fake {
+            inner: Arc::new(Inner {
+                world: Mutex::new(world),
+                violations: Mutex::new(Vec::new()),
+                filter: OnceLock::new(),
+                next_id: AtomicU64::new(1),
+                clock_us: AtomicU64::new(1_000),
+                has_flush2: options.has_flush2,
+                provider_ids: vec![
+                    ("\\Device\\LanmanRedirector", PROVIDER_SMB),
+                    ("\\Device\\WebDavRedirector", PROVIDER_WEBDAV),
+                    ("\\Device\\Nfs", PROVIDER_NFS),
+                ],
+                active_callbacks: AtomicUsize::new(0),
+                stop_new: AtomicBool::new(false),
+                unregistered: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Connects the fake to the filter it serves (for re-entry).
+    pub fn attach(&self, filter: &Arc<Filter<Fake>>) {
+        let _ = self.inner.filter.set(Arc::downgrade(filter));
+    }
+
+    fn filter(&self) -> Option<Arc<Filter<Fake>>> {
+        self.inner.filter.get().and_then(Weak::upgrade)
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.inner.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a violation of a Filter Manager rule.
+    pub fn violation(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        self.inner
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    /// Every violation recorded so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.inner
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes the `nth` (0-based, counted from now) call of `site` fail.
+    pub fn inject(&self, site: CallSite, nth: u64) {
+        let mut w = self.world();
+        let done = w.counts.get(&site).copied().unwrap_or(0);
+        w.inject = Some((site, done + nth));
+    }
+
+    /// How often `site` was called.
+    pub fn calls(&self, site: CallSite) -> u64 {
+        self.world().counts.get(&site).copied().unwrap_or(0)
+    }
+
+    /// References the logic still holds.
+    pub fn outstanding(&self) -> Vec<(u64, RefKind)> {
+        let mut v: Vec<_> = self
+            .world()
+            .outstanding
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    /// References acquired minus released by the logic on this thread.
+    pub fn held_on_this_thread() -> i64 {
+        HELD.with(|c| c.get())
+    }
+
+    /// Every flush that reached the file system.
+    pub fn flushes(&self) -> Vec<FlushRecord> {
+        self.world().flushes.clone()
+    }
+
+    /// Teardown steps in order (`"close_server_port"`, `"unregister_filter"`).
+    pub fn events(&self) -> Vec<&'static str> {
+        self.world().events.clone()
+    }
+
+    /// The current `Parameters\Policy` value.
+    pub fn registry(&self) -> Option<Vec<u8>> {
+        self.world().registry.clone()
+    }
+
+    /// Creates a file object (before its IRP_MJ_CREATE) and returns its id.
+    pub fn new_file(&self, name: &str, provider: Option<u32>, process: &str) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.world().files.insert(
+            id,
+            FileObject {
+                name: name.to_string(),
+                provider,
+                process: process.to_string(),
+                user_handle_open: true,
+                ..FileObject::default()
+            },
+        );
+        id
+    }
+
+    /// Runs `f` on a file object.
+    pub fn with_file<R>(&self, file: u64, f: impl FnOnce(&mut FileObject) -> R) -> Option<R> {
+        self.world().files.get_mut(&file).map(f)
+    }
+
+    /// The Filter Manager's context for `file` (not a ledger reference).
+    pub fn file_context(&self, file: u64) -> Option<Arc<StreamContext>> {
+        self.world()
+            .files
+            .get(&file)
+            .and_then(|f| f.context.clone())
+    }
+
+    /// Forgets a closed file object: the Filter Manager frees its context reference.
+    pub fn close_file(&self, file: u64) {
+        self.world().files.remove(&file);
+    }
+
+    /// Queues an in-flight post-operation.
+    pub fn push_pending(&self, p: Pending) {
+        self.world().pending.push_back(p);
+    }
+
+    /// Takes the oldest pending item.
+    pub fn pop_pending(&self) -> Option<Pending> {
+        self.world().pending.pop_front()
+    }
+
+    /// Number of pending items.
+    pub fn pending_len(&self) -> usize {
+        self.world().pending.len()
+    }
+
+    /// True once `FltUnregisterFilter` started: the Filter Manager sends no new
+    /// operation to the filter.
+    pub fn stopping(&self) -> bool {
+        self.inner.stop_new.load(Ordering::Acquire)
+    }
+
+    /// Starts an operation the way Filter Manager does (rundown protection): `None`
+    /// once `FltUnregisterFilter` started, else a guard that unregister waits for.
+    pub fn begin_operation(&self) -> Option<OperationGuard> {
+        self.inner.active_callbacks.fetch_add(1, Ordering::AcqRel);
+        if self.inner.stop_new.load(Ordering::Acquire) {
+            self.inner.active_callbacks.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(OperationGuard {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// True while the server port is open (a client may send messages).
+    pub fn port_open(&self) -> bool {
+        !self.world().port_closed
+    }
+
+    /// Enters a callback: a violation after unregister; counts it in progress.
+    pub fn enter_callback(&self, what: &str) -> CallbackGuard {
+        if self.inner.unregistered.load(Ordering::Acquire) {
+            self.violation(format!("{what} called after FltUnregisterFilter returned"));
+        }
+        self.inner.active_callbacks.fetch_add(1, Ordering::AcqRel);
+        CallbackGuard {
+            inner: self.inner.clone(),
+            held_at_entry: Self::held_on_this_thread(),
+            what: what.to_string(),
+        }
+    }
+
+    fn check_irql(&self, max: Irql, routine: &str) {
+        let now = irql();
+        if now > max {
+            self.violation(format!(
+                "{routine} called at IRQL {} (max {})",
+                now.0, max.0
+            ));
+        }
+    }
+
+    fn count_and_fail(&self, site: CallSite) -> Result<(), NtStatus> {
+        let mut w = self.world();
+        let n = w.counts.entry(site).or_insert(0);
+        let this = *n;
+        *n += 1;
+        if w.inject == Some((site, this)) {
+            w.inject = None;
+            return Err(site.failure());
+        }
+        Ok(())
+    }
+
+    fn acquire(&self, kind: RefKind) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.world().outstanding.insert(id, kind);
+        HELD.with(|c| c.set(c.get() + 1));
+        id
+    }
+
+    fn release(&self, id: u64, kind: RefKind, routine: &str) {
+        let removed = self.world().outstanding.remove(&id);
+        match removed {
+            Some(k) if k == kind => {}
+            Some(k) => self.violation(format!("{routine} released a {k:?} as a {kind:?}")),
+            None => self.violation(format!(
+                "{routine}: reference {id} released twice or never taken"
+            )),
+        }
+        HELD.with(|c| c.set(c.get() - 1));
+    }
+
+    /// Simulates what a flush of `file` does above us: the cache manager's paging
+    /// writes come through our pre-write with a top-level IRP set.
+    fn simulate_paging_writes(&self, file: u64) {
+        let Some(filter) = self.filter() else { return };
+        let was_top = TOP_LEVEL.with(|c| c.replace(true));
+        let mut data = FakeData::write(file, IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO, 0, 4096);
+        let guard = self.enter_callback("pre-write (paging, from our flush)");
+        let pre = filter.pre_write(&mut data);
+        drop(guard);
+        if pre.status() == PreOpStatus::SuccessWithCallback
+            || pre.status() == PreOpStatus::Synchronize
+        {
+            data.status = NtStatus::SUCCESS;
+            let g = self.enter_callback("post-write (paging, from our flush)");
+            filter.post_write(&mut data, pre.completion_context(), PostOpFlags(0));
+            drop(g);
+        }
+        TOP_LEVEL.with(|c| c.set(was_top));
+    }
+
+    fn flush_checks(&self, routine: &'static str, file: u64, data: Option<&FakeData>, flags: u32) {
+        self.check_irql(Irql::PASSIVE_LEVEL, routine);
+        if TOP_LEVEL.with(|c| c.get()) {
+            self.violation(format!("{routine} issued with a top-level IRP set"));
+        }
+        if let Some(d) = data {
+            if d.irp_flags & IRP_PAGING_IO != 0 {
+                self.violation(format!("{routine} issued from paging I/O"));
+            }
+        }
+        self.world().flushes.push(FlushRecord {
+            file,
+            routine,
+            flags,
+        });
+    }
+
+    fn enter_flush(&self, routine: &str) -> FlushDepthGuard {
+        let depth = FLUSH_DEPTH.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        if depth > 1 {
+            self.violation(format!("{routine} issued recursively (depth {depth})"));
+        }
+        FlushDepthGuard
+    }
+}
+
+struct FlushDepthGuard;
+
+impl Drop for FlushDepthGuard {
+    fn drop(&mut self) {
+        FLUSH_DEPTH.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// An operation in progress (see [`Fake::begin_operation`]).
+pub struct OperationGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for OperationGuard {
+    fn drop(&mut self) {
+        self.inner.active_callbacks.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Marks a callback in progress; on drop checks the thread's ledger balance.
+pub struct CallbackGuard {
+    inner: Arc<Inner>,
+    held_at_entry: i64,
+    what: String,
+}
+
+impl Drop for CallbackGuard {
+    fn drop(&mut self) {
+        let now = Fake::held_on_this_thread();
+        if now != self.held_at_entry {
+            self.inner
+                .violations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "{} returned holding {} reference(s)",
+                    self.what,
+                    now - self.held_at_entry
+                ));
+            HELD.with(|c| c.set(self.held_at_entry));
+        }
+        self.inner.active_callbacks.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One simulated operation (`FLT_CALLBACK_DATA` + related objects).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeData {
+    /// File object id.
+    pub file: u64,
+    /// `IRP_MJ_*`.
+    pub major: u8,
+    /// `IRP_MN_*`.
+    pub minor: u8,
+    /// `IRP_*` flags.
+    pub irp_flags: u32,
+    /// `SL_*` flags.
+    pub operation_flags: u8,
+    /// Fast I/O.
+    pub fast_io: bool,
+    /// Kernel-mode requestor.
+    pub kernel: bool,
+    /// Create options.
+    pub create_options: u32,
+    /// Write offset in bytes.
+    pub offset: i64,
+    /// Write length in bytes.
+    pub length: u32,
+    /// Completion status (post).
+    pub status: NtStatus,
+    /// `FltIsOperationSynchronous`.
+    pub synchronous: bool,
+    /// `FltSetCallbackDataDirty` was called.
+    pub dirty: bool,
+}
+
+impl FakeData {
+    /// A bare operation.
+    pub fn new(file: u64, major: u8) -> Self {
+        FakeData {
+            file,
+            major,
+            minor: 0,
+            irp_flags: 0,
+            operation_flags: 0,
+            fast_io: false,
+            kernel: false,
+            create_options: 0,
+            offset: 0,
+            length: 0,
+            status: NtStatus::SUCCESS,
+            synchronous: true,
+            dirty: false,
+        }
+    }
+
+    /// An IRP_MJ_WRITE.
+    pub fn write(file: u64, irp_flags: u32, offset: i64, length: u32) -> Self {
+        FakeData {
+            irp_flags,
+            offset,
+            length,
+            ..Self::new(file, IRP_MJ_WRITE)
+        }
+    }
+
+    /// The fields a filter may change (create options, operation flags, minor).
+    pub fn changeable(&self) -> (u32, u8, u8) {
+        (self.create_options, self.operation_flags, self.minor)
+    }
+}
+
+impl CallbackData for FakeData {
+    fn major_function(&self) -> u8 {
+        self.major
+    }
+    fn minor_function(&self) -> u8 {
+        self.minor
+    }
+    fn set_minor_function(&mut self, minor: u8) {
+        self.minor = minor;
+    }
+    fn irp_flags(&self) -> u32 {
+        self.irp_flags
+    }
+    fn operation_flags(&self) -> u8 {
+        self.operation_flags
+    }
+    fn set_operation_flags(&mut self, flags: u8) {
+        self.operation_flags = flags;
+    }
+    fn is_fast_io(&self) -> bool {
+        self.fast_io
+    }
+    fn requestor_mode_kernel(&self) -> bool {
+        self.kernel
+    }
+    fn create_options(&self) -> u32 {
+        self.create_options
+    }
+    fn set_create_options(&mut self, options: u32) {
+        self.create_options = options;
+    }
+    fn write_offset(&self) -> i64 {
+        self.offset
+    }
+    fn write_length(&self) -> u32 {
+        self.length
+    }
+    fn io_status(&self) -> NtStatus {
+        self.status
+    }
+}
+
+/// A name-information reference.
+#[derive(Debug)]
+pub struct FakeName {
+    id: u64,
+    name: Vec<u16>,
+}
+
+/// An image-name buffer.
+#[derive(Debug)]
+pub struct FakeImage {
+    id: u64,
+    name: Vec<u16>,
+}
+
+/// A context reference.
+#[derive(Debug)]
+pub struct FakeContext {
+    id: u64,
+    ctx: Arc<StreamContext>,
+}
+
+impl Deref for FakeContext {
+    type Target = StreamContext;
+    fn deref(&self) -> &StreamContext {
+        &self.ctx
+    }
+}
+
+/// A kernel handle.
+#[derive(Debug)]
+pub struct FakeHandle {
+    id: u64,
+    file: u64,
+}
+
+impl FilterManager for Fake {
+    type Data = FakeData;
+    type NameInfo = FakeName;
+    type ImageName = FakeImage;
+    type Context = FakeContext;
+    type KernelHandle = FakeHandle;
+
+    fn current_irql(&self) -> Irql {
+        irql()
+    }
+    fn top_level_irp_set(&self) -> bool {
+        TOP_LEVEL.with(|c| c.get())
+    }
+    fn current_thread_id(&self) -> u64 {
+        thread_id()
+    }
+    fn now_us(&self) -> u64 {
+        self.inner.clock_us.fetch_add(7, Ordering::Relaxed)
+    }
+    fn is_operation_synchronous(&self, data: &FakeData) -> bool {
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
+        data.synchronous && !data.fast_io
+    }
+    fn set_callback_data_dirty(&self, data: &mut FakeData) {
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltSetCallbackDataDirty");
+        data.dirty = true;
+    }
+
+    fn get_file_name_information(&self, data: &FakeData) -> Result<FakeName, NtStatus> {
+        self.check_irql(Irql::APC_LEVEL, "FltGetFileNameInformation");
+        if data.irp_flags & IRP_PAGING_IO != 0 {
+            self.violation("FltGetFileNameInformation during paging I/O");
+        }
+        self.count_and_fail(CallSite::GetFileNameInformation)?;
+        let name = self
+            .world()
+            .files
+            .get(&data.file)
+            .map(|f| f.name.encode_utf16().collect());
+        let name = name.ok_or(NtStatus::FILE_CLOSED)?;
+        Ok(FakeName {
+            id: self.acquire(RefKind::NameInfo),
+            name,
+        })
+    }
+    fn file_name<'a>(&self, name: &'a FakeName) -> &'a [u16] {
+        &name.name
+    }
+    fn release_file_name_information(&self, name: FakeName) {
+        self.check_irql(Irql::APC_LEVEL, "FltReleaseFileNameInformation");
+        self.release(name.id, RefKind::NameInfo, "FltReleaseFileNameInformation");
+    }
+
+    fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderIdFromName");
+        self.inner
+            .provider_ids
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(device_name))
+            .map(|(_, id)| *id)
+            .ok_or(flushguard_engine::callbacks::STATUS_OBJECT_NAME_NOT_FOUND)
+    }
+    fn mup_provider_id_of_file(&self, data: &FakeData) -> Result<Option<u32>, NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderInfoFromFileObject");
+        self.count_and_fail(CallSite::MupProviderOfFile)?;
+        Ok(self.world().files.get(&data.file).and_then(|f| f.provider))
+    }
+    fn process_image_name(&self, data: &FakeData) -> Result<FakeImage, NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "SeLocateProcessImageName");
+        self.count_and_fail(CallSite::ProcessImageName)?;
+        let name = self
+            .world()
+            .files
+            .get(&data.file)
+            .map(|f| f.process.encode_utf16().collect());
+        let name = name.ok_or(STATUS_NOT_FOUND)?;
+        Ok(FakeImage {
+            id: self.acquire(RefKind::ImageName),
+            name,
+        })
+    }
+    fn image_name<'a>(&self, image: &'a FakeImage) -> &'a [u16] {
+        &image.name
+    }
+    fn release_process_image_name(&self, image: FakeImage) {
+        self.check_irql(Irql::PASSIVE_LEVEL, "ExFreePool(image name)");
+        self.release(image.id, RefKind::ImageName, "ExFreePool(image name)");
+    }
+
+    fn allocate_stream_handle_context(&self, init: StreamContext) -> Result<FakeContext, NtStatus> {
+        self.check_irql(Irql::APC_LEVEL, "FltAllocateContext");
+        self.count_and_fail(CallSite::AllocateContext)?;
+        Ok(FakeContext {
+            id: self.acquire(RefKind::Context),
+            ctx: Arc::new(init),
+        })
+    }
+    fn set_stream_handle_context(
+        &self,
+        data: &FakeData,
+        ctx: &FakeContext,
+    ) -> Result<(), NtStatus> {
+        self.check_irql(Irql::APC_LEVEL, "FltSetStreamHandleContext");
+        self.count_and_fail(CallSite::SetStreamHandleContext)?;
+        let mut w = self.world();
+        let file = w.files.get_mut(&data.file).ok_or(NtStatus::FILE_CLOSED)?;
+        if file.context.is_some() {
+            return Err(STATUS_FLT_CONTEXT_ALREADY_DEFINED);
+        }
+        file.context = Some(ctx.ctx.clone());
+        Ok(())
+    }
+    fn get_stream_handle_context(&self, data: &FakeData) -> Result<Option<FakeContext>, NtStatus> {
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltGetStreamHandleContext");
+        self.count_and_fail(CallSite::GetStreamHandleContext)?;
+        let ctx = self
+            .world()
+            .files
+            .get(&data.file)
+            .and_then(|f| f.context.clone());
+        Ok(ctx.map(|ctx| FakeContext {
+            id: self.acquire(RefKind::Context),
+            ctx,
+        }))
+    }
+    fn release_context(&self, ctx: FakeContext) {
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltReleaseContext");
+        self.release(ctx.id, RefKind::Context, "FltReleaseContext");
+    }
+
+    fn do_completion_processing_when_safe(
+        &self,
+        data: &mut FakeData,
+        ctx: CompletionContext,
+        flags: PostOpFlags,
+    ) -> Option<PostOpStatus> {
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltDoCompletionProcessingWhenSafe");
+        if data.irp_flags & IRP_PAGING_IO != 0 {
+            self.violation("FltDoCompletionProcessingWhenSafe for paging I/O");
+            return None;
+        }
+        if data.fast_io || self.count_and_fail(CallSite::CompletionWhenSafe).is_err() {
+            return None;
+        }
+        if irql() <= Irql::APC_LEVEL {
+            let filter = self.filter()?;
+            return Some(filter.post_write_when_safe(data, Some(ctx), flags));
+        }
+        self.push_pending(Pending {
+            data: data.clone(),
+            ctx: Some(ctx),
+            safe_callback: true,
+        });
+        Some(PostOpStatus::MoreProcessingRequired)
+    }
+
+    fn has_flt_flush_buffers2(&self) -> bool {
+        self.inner.has_flush2
+    }
+    fn flt_flush_buffers2(&self, data: &FakeData, flush_type: u32) -> Result<(), NtStatus> {
+        let _depth = self.enter_flush("FltFlushBuffers2");
+        self.flush_checks("FltFlushBuffers2", data.file, Some(data), flush_type);
+        if !self.inner.has_flush2 {
+            self.violation("FltFlushBuffers2 called although it did not resolve");
+        }
+        self.count_and_fail(CallSite::FltFlushBuffers2)?;
+        self.simulate_paging_writes(data.file);
+        Ok(())
+    }
+    fn flt_flush_buffers(&self, data: &FakeData) -> Result<(), NtStatus> {
+        let _depth = self.enter_flush("FltFlushBuffers");
+        self.flush_checks("FltFlushBuffers", data.file, Some(data), 0);
+        self.count_and_fail(CallSite::FltFlushBuffers)?;
+        self.simulate_paging_writes(data.file);
+        Ok(())
+    }
+    fn open_kernel_handle(&self, data: &FakeData) -> Result<FakeHandle, NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "ObOpenObjectByPointer");
+        self.count_and_fail(CallSite::OpenKernelHandle)?;
+        {
+            let mut w = self.world();
+            let f = w.files.get_mut(&data.file).ok_or(NtStatus::FILE_CLOSED)?;
+            f.kernel_handles += 1;
+        }
+        Ok(FakeHandle {
+            id: self.acquire(RefKind::KernelHandle),
+            file: data.file,
+        })
+    }
+    fn zw_flush_buffers_file_ex(&self, handle: &FakeHandle, flags: u32) -> Result<(), NtStatus> {
+        let _depth = self.enter_flush("ZwFlushBuffersFileEx");
+        self.flush_checks("ZwFlushBuffersFileEx", handle.file, None, flags);
+        if !self.world().outstanding.contains_key(&handle.id) {
+            self.violation("ZwFlushBuffersFileEx on a closed handle");
+        }
+        // The request enters the stack at the top: our own pre-flush sees it.
+        if let Some(filter) = self.filter() {
+            let mut data = FakeData::new(handle.file, IRP_MJ_FLUSH_BUFFERS);
+            data.kernel = true;
+            data.minor = match flags {
+                0x1 => 2, // FLUSH_FLAGS_FILE_DATA_ONLY -> IRP_MN_FLUSH_DATA_ONLY
+                0x2 => 3, // FLUSH_FLAGS_NO_SYNC -> IRP_MN_FLUSH_NO_SYNC
+                0x4 => 4, // FLUSH_FLAGS_FILE_DATA_SYNC_ONLY -> IRP_MN_FLUSH_DATA_SYNC_ONLY
+                _ => 0,
+            };
+            let before = data.clone();
+            let guard = self.enter_callback("pre-flush (our ZwFlushBuffersFileEx)");
+            let pre = filter.pre_flush(&mut data);
+            drop(guard);
+            if pre.status() != PreOpStatus::SuccessNoCallback || data != before {
+                self.violation(format!(
+                    "our own flush was not passed through untouched: {:?}, dirty {}",
+                    pre.status(),
+                    data.dirty
+                ));
+            }
+        }
+        self.count_and_fail(CallSite::ZwFlushBuffersFileEx)?;
+        self.simulate_paging_writes(handle.file);
+        Ok(())
+    }
+    fn close_kernel_handle(&self, handle: FakeHandle) -> Result<(), NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "ZwClose");
+        self.release(handle.id, RefKind::KernelHandle, "ZwClose");
+        let second_cleanup = {
+            let mut w = self.world();
+            match w.files.get_mut(&handle.file) {
+                Some(f) => {
+                    f.kernel_handles -= 1;
+                    let last = f.kernel_handles == 0 && !f.user_handle_open;
+                    if last {
+                        f.cleanups += 1;
+                    }
+                    last
+                }
+                None => false,
+            }
+        };
+        if second_cleanup {
+            self.violation("ZwClose of our handle sent a second IRP_MJ_CLEANUP");
+            if let Some(filter) = self.filter() {
+                let mut data = FakeData::new(handle.file, IRP_MJ_CLEANUP);
+                let g = self.enter_callback("pre-cleanup (our ZwClose)");
+                filter.pre_cleanup(&mut data);
+                drop(g);
+            }
+        }
+        self.count_and_fail(CallSite::CloseKernelHandle)
+    }
+
+    fn read_policy_value(&self, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "ZwQueryValueKey");
+        self.count_and_fail(CallSite::ReadPolicy)?;
+        out.clear();
+        match &self.world().registry {
+            Some(v) => {
+                out.extend_from_slice(v);
+                Ok(())
+            }
+            None => Err(flushguard_engine::callbacks::STATUS_OBJECT_NAME_NOT_FOUND),
+        }
+    }
+    fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
+        self.check_irql(Irql::PASSIVE_LEVEL, "ZwSetValueKey");
+        self.count_and_fail(CallSite::WritePolicy)?;
+        self.world().registry = Some(value.to_vec());
+        Ok(())
+    }
+
+    fn close_server_port(&self) {
+        self.check_irql(Irql::PASSIVE_LEVEL, "FltCloseCommunicationPort");
+        let mut w = self.world();
+        w.port_closed = true;
+        w.events.push("close_server_port");
+    }
+    fn unregister_filter(&self) {
+        self.check_irql(Irql::PASSIVE_LEVEL, "FltUnregisterFilter");
+        if !self.world().port_closed {
+            self.violation("FltUnregisterFilter called before FltCloseCommunicationPort");
+        }
+        self.world().events.push("unregister_filter");
+        // No new operations; wait for callbacks in progress (rundown).
+        self.inner.stop_new.store(true, Ordering::Release);
+        while self.inner.active_callbacks.load(Ordering::Acquire) != 0 {
+            std::thread::yield_now();
+        }
+        // Drain: in-flight post-operations get FLTFL_POST_OPERATION_DRAINING.
+        if let Some(filter) = self.filter() {
+            while let Some(mut p) = self.pop_pending() {
+                set_irql(Irql::PASSIVE_LEVEL);
+                let flags = PostOpFlags(FLTFL_POST_OPERATION_DRAINING);
+                let _g = self.enter_callback("draining post-operation");
+                if p.safe_callback {
+                    filter.post_write_when_safe(&mut p.data, p.ctx, flags);
+                } else {
+                    crate::sim::dispatch_post(&filter, &mut p.data, p.ctx, flags);
+                }
+            }
+        }
+        // Instance teardown frees the Filter Manager's context references.
+        for f in self.world().files.values_mut() {
+            f.context = None;
+        }
+        self.inner.unregistered.store(true, Ordering::Release);
+    }
+}

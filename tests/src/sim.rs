@@ -1,0 +1,395 @@
+//! The simulated I/O manager + Filter Manager dispatch: issues operations to the
+//! real [`Filter`] callbacks the way Windows would, and checks the callbacks'
+//! return contract on every call.
+
+use std::sync::Arc;
+
+use flushguard_engine::callbacks::{
+    CallbackData, CompletionContext, Filter, Irql, PolicySource, PostOpFlags, PostOpStatus, PreOp,
+    PreOpStatus, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+    SL_WRITE_THROUGH,
+};
+use flushguard_protocol::NtStatus;
+
+use crate::fake::{self, Fake, FakeData, FakeOptions, Pending};
+
+/// A monotonic fake system clock (100-ns units).
+pub fn fake_clock() -> u64 {
+    static NOW: std::sync::atomic::AtomicU64 =
+        std::sync::atomic::AtomicU64::new(133_000_000_000_000_000);
+    NOW.fetch_add(10_000, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Calls the post-operation callback matching `data.major`.
+pub fn dispatch_post(
+    filter: &Filter<Fake>,
+    data: &mut FakeData,
+    ctx: Option<CompletionContext>,
+    flags: PostOpFlags,
+) -> PostOpStatus {
+    match data.major {
+        IRP_MJ_CREATE => filter.post_create(data, ctx, flags),
+        IRP_MJ_WRITE => filter.post_write(data, ctx, flags),
+        IRP_MJ_FLUSH_BUFFERS => filter.post_flush(data, ctx, flags),
+        _ => PostOpStatus::FinishedProcessing,
+    }
+}
+
+/// How a simulated write is issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Cached IRP write.
+    Cached,
+    /// Non-cached IRP write (`IRP_NOCACHE`).
+    NonCached,
+    /// Paging write (`IRP_PAGING_IO`): lazy writer / mapped page writer.
+    Paging,
+    /// Fast I/O write (reissued as an IRP when disallowed).
+    FastIo,
+}
+
+/// One simulated write.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteSpec {
+    /// Kind.
+    pub kind: WriteKind,
+    /// `FltIsOperationSynchronous`.
+    pub synchronous: bool,
+    /// IRQL the post-operation runs at (capped at APC_LEVEL after SYNCHRONIZE).
+    pub post_irql: Irql,
+    /// A top-level IRP is set on the issuing thread.
+    pub top_level: bool,
+    /// Completion status.
+    pub status: NtStatus,
+    /// Keep the post-operation in flight (completed later or drained).
+    pub complete_later: bool,
+}
+
+impl Default for WriteSpec {
+    fn default() -> Self {
+        WriteSpec {
+            kind: WriteKind::Cached,
+            synchronous: true,
+            post_irql: Irql::PASSIVE_LEVEL,
+            top_level: false,
+            status: NtStatus::SUCCESS,
+            complete_later: false,
+        }
+    }
+}
+
+/// A filter loaded on a fake Filter Manager.
+pub struct Harness {
+    /// The fake.
+    pub fake: Fake,
+    /// The filter under test.
+    pub filter: Arc<Filter<Fake>>,
+    /// What the filter loaded its policy from.
+    pub source: PolicySource,
+}
+
+impl Harness {
+    /// Loads a filter (DriverEntry) on a fresh fake.
+    pub fn new(options: FakeOptions) -> Self {
+        let fake = Fake::new(options);
+        fake::set_irql(Irql::PASSIVE_LEVEL);
+        let state = flushguard_engine::handler::State::new(fake_clock, (0, 1, 0));
+        let (filter, source) = Filter::load(fake.clone(), state);
+        let filter = Arc::new(filter);
+        fake.attach(&filter);
+        Harness {
+            fake,
+            filter,
+            source,
+        }
+    }
+
+    /// Records a violation unless `pre` obeys the pre-operation return contract for
+    /// `before` -> `after` (see DESIGN §1).
+    fn check_pre(&self, what: &str, pre: &PreOp, before: &FakeData, after: &FakeData) {
+        let f = &self.fake;
+        let with_ctx = matches!(
+            pre.status(),
+            PreOpStatus::SuccessWithCallback | PreOpStatus::Synchronize
+        );
+        if pre.completion_context().is_some() != with_ctx {
+            f.violation(format!(
+                "{what}: completion context with {:?}",
+                pre.status()
+            ));
+        }
+        if pre.status() == PreOpStatus::DisallowFastIo && !before.fast_io {
+            f.violation(format!(
+                "{what}: FLT_PREOP_DISALLOW_FASTIO on an IRP operation"
+            ));
+        }
+        if pre.status() == PreOpStatus::Synchronize && (before.fast_io || !before.synchronous) {
+            f.violation(format!(
+                "{what}: FLT_PREOP_SYNCHRONIZE on an asynchronous operation"
+            ));
+        }
+        let changed = before.changeable() != after.changeable();
+        if changed != after.dirty {
+            f.violation(format!(
+                "{what}: changed={changed} but dirty={}",
+                after.dirty
+            ));
+        }
+        if before.irp_flags & IRP_PAGING_IO != 0 && pre.status() == PreOpStatus::DisallowFastIo {
+            f.violation(format!("{what}: paging I/O blocked"));
+        }
+    }
+
+    fn pre(
+        &self,
+        what: &str,
+        data: &mut FakeData,
+        irql: Irql,
+        call: impl Fn(&Filter<Fake>, &mut FakeData) -> PreOp,
+    ) -> PreOp {
+        fake::set_irql(irql);
+        let before = data.clone();
+        let g = self.fake.enter_callback(what);
+        let pre = call(&self.filter, data);
+        drop(g);
+        self.check_pre(what, &pre, &before, data);
+        data.dirty = false;
+        pre
+    }
+
+    fn post(&self, what: &str, data: &mut FakeData, pre: &PreOp, irql: Irql, later: bool) {
+        if !matches!(
+            pre.status(),
+            PreOpStatus::SuccessWithCallback | PreOpStatus::Synchronize
+        ) {
+            return;
+        }
+        let irql = if pre.status() == PreOpStatus::Synchronize {
+            irql.min(Irql::APC_LEVEL)
+        } else {
+            irql
+        };
+        if later && pre.status() == PreOpStatus::SuccessWithCallback {
+            self.fake.push_pending(Pending {
+                data: data.clone(),
+                ctx: pre.completion_context(),
+                safe_callback: false,
+            });
+            return;
+        }
+        fake::set_irql(irql);
+        let g = self.fake.enter_callback(what);
+        let status = dispatch_post(&self.filter, data, pre.completion_context(), PostOpFlags(0));
+        drop(g);
+        if status == PostOpStatus::MoreProcessingRequired && self.fake.pending_len() == 0 {
+            self.fake.violation(format!(
+                "{what}: MORE_PROCESSING_REQUIRED without deferred work"
+            ));
+        }
+        fake::set_irql(Irql::PASSIVE_LEVEL);
+    }
+
+    /// IRP_MJ_CREATE of a new file object; `None` if the Filter Manager no longer
+    /// sends operations (unloading) or the create failed.
+    pub fn open(
+        &self,
+        name: &str,
+        provider: Option<u32>,
+        process: &str,
+        options: u32,
+        status: NtStatus,
+    ) -> Option<u64> {
+        let _op = self.fake.begin_operation()?;
+        let file = self.fake.new_file(name, provider, process);
+        let mut data = FakeData::new(file, IRP_MJ_CREATE);
+        data.create_options = options;
+        let pre = self.pre("pre-create", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_create(d)
+        });
+        data.status = status;
+        self.post("post-create", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
+        if status.is_success() {
+            Some(file)
+        } else {
+            self.fake.close_file(file);
+            None
+        }
+    }
+
+    /// Create options the file system saw for the last [`Harness::open_seen`] call.
+    pub fn open_seen(
+        &self,
+        name: &str,
+        provider: Option<u32>,
+        process: &str,
+        options: u32,
+    ) -> (Option<u64>, u32) {
+        let Some(_op) = self.fake.begin_operation() else {
+            return (None, 0);
+        };
+        let file = self.fake.new_file(name, provider, process);
+        let mut data = FakeData::new(file, IRP_MJ_CREATE);
+        data.create_options = options;
+        let pre = self.pre("pre-create", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_create(d)
+        });
+        let seen = data.create_options;
+        data.status = NtStatus::SUCCESS;
+        self.post("post-create", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
+        (Some(file), seen)
+    }
+
+    /// One write through the handle `file`. Returns the operation flags the file
+    /// system saw (`None` if nothing reached it).
+    pub fn write(&self, file: u64, spec: WriteSpec) -> Option<u8> {
+        let _op = self.fake.begin_operation()?;
+        let irp_flags = match spec.kind {
+            WriteKind::Cached | WriteKind::FastIo => 0,
+            WriteKind::NonCached => 0x1,
+            WriteKind::Paging => IRP_PAGING_IO | 0x1,
+        };
+        let mut data = FakeData::write(file, irp_flags, 0, 512);
+        data.fast_io = spec.kind == WriteKind::FastIo;
+        data.synchronous = spec.synchronous;
+        fake::set_top_level(spec.top_level || spec.kind == WriteKind::Paging);
+        let pre_irql = if spec.kind == WriteKind::Paging {
+            Irql::APC_LEVEL
+        } else {
+            Irql::PASSIVE_LEVEL
+        };
+        let mut pre = self.pre("pre-write", &mut data, pre_irql, |f, d| f.pre_write(d));
+        if pre.status() == PreOpStatus::DisallowFastIo {
+            // The I/O manager reissues the write as an IRP.
+            data.fast_io = false;
+            data.dirty = false;
+            pre = self.pre(
+                "pre-write (reissued IRP)",
+                &mut data,
+                Irql::PASSIVE_LEVEL,
+                |f, d| f.pre_write(d),
+            );
+        }
+        let seen = data.operation_flags;
+        self.fake.with_file(file, |f| {
+            f.writes += 1;
+            if seen & SL_WRITE_THROUGH != 0 {
+                f.write_through_writes += 1;
+            }
+        });
+        data.status = spec.status;
+        self.post(
+            "post-write",
+            &mut data,
+            &pre,
+            spec.post_irql,
+            spec.complete_later,
+        );
+        fake::set_top_level(false);
+        Some(seen)
+    }
+
+    /// An application IRP_MJ_FLUSH_BUFFERS with `minor` (`IRP_MN_FLUSH_*`). Returns
+    /// the minor function the file system saw.
+    pub fn flush(&self, file: u64, minor: u8, status: NtStatus) -> Option<u8> {
+        let _op = self.fake.begin_operation()?;
+        let mut data = FakeData::new(file, IRP_MJ_FLUSH_BUFFERS);
+        data.minor = minor;
+        let pre = self.pre("pre-flush", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_flush(d)
+        });
+        let seen = data.minor;
+        data.status = status;
+        self.post("post-flush", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
+        Some(seen)
+    }
+
+    /// Closes the user handle: IRP_MJ_CLEANUP, then the file object goes away.
+    pub fn close(&self, file: u64) {
+        let Some(_op) = self.fake.begin_operation() else {
+            return;
+        };
+        let mut data = FakeData::new(file, IRP_MJ_CLEANUP);
+        self.pre("pre-cleanup", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_cleanup(d)
+        });
+        self.fake.with_file(file, |f| {
+            f.user_handle_open = false;
+            f.cleanups += 1;
+        });
+        if self.fake.with_file(file, |f| f.cleanups).unwrap_or(0) > 1 {
+            self.fake
+                .violation("more than one IRP_MJ_CLEANUP for one file object");
+        }
+        self.fake.close_file(file);
+    }
+
+    /// Completes the oldest in-flight post-operation or deferred safe callback (a
+    /// worker thread at PASSIVE_LEVEL for deferred work). False if none.
+    pub fn complete_one(&self, irql: Irql) -> bool {
+        let Some(_op) = self.fake.begin_operation() else {
+            return false;
+        };
+        let Some(mut p) = self.fake.pop_pending() else {
+            return false;
+        };
+        if p.safe_callback {
+            fake::set_irql(Irql::PASSIVE_LEVEL);
+            let g = self.fake.enter_callback("safe post-write (worker)");
+            self.filter
+                .post_write_when_safe(&mut p.data, p.ctx, PostOpFlags(0));
+            drop(g);
+        } else {
+            fake::set_irql(irql);
+            let g = self.fake.enter_callback("post-operation (completed later)");
+            dispatch_post(&self.filter, &mut p.data, p.ctx, PostOpFlags(0));
+            drop(g);
+            fake::set_irql(Irql::PASSIVE_LEVEL);
+        }
+        true
+    }
+
+    /// Runs every pending item.
+    pub fn complete_all(&self) {
+        while self.complete_one(Irql::DISPATCH_LEVEL) {}
+    }
+
+    /// One port message from a connected client, while the server port is open
+    /// (clients connected before the close keep sending until unregister).
+    pub fn message(&self, request: &[u8], reply: &mut [u8]) -> Option<Result<usize, NtStatus>> {
+        let _op = self.fake.begin_operation()?;
+        fake::set_irql(Irql::PASSIVE_LEVEL);
+        let g = self.fake.enter_callback("message notify");
+        let r = self.filter.handle_message(request, reply);
+        drop(g);
+        Some(r)
+    }
+
+    /// FilterUnload.
+    pub fn unload(&self) {
+        fake::set_irql(Irql::PASSIVE_LEVEL);
+        self.filter.unload();
+    }
+
+    /// Panics with every recorded violation and every reference still held.
+    pub fn assert_clean(&self) {
+        let v = self.fake.violations();
+        assert!(
+            v.is_empty(),
+            "Filter Manager rule violations:\n  {}",
+            v.join("\n  ")
+        );
+        let o = self.fake.outstanding();
+        assert!(o.is_empty(), "references still held: {o:?}");
+        assert!(
+            self.filter.own_flushes().is_empty(),
+            "recursion guard not cleared"
+        );
+    }
+
+    /// The data `CallbackData` view of a fresh operation (for direct calls).
+    pub fn data(&self, file: u64, major: u8) -> FakeData {
+        let d = FakeData::new(file, major);
+        debug_assert_eq!(d.major_function(), major);
+        d
+    }
+}

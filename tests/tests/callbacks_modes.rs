@@ -1,0 +1,412 @@
+//! Every callback in every mode, on the fake Filter Manager: the effects each mode
+//! must have, and none it must not.
+
+use flushguard_engine::callbacks::{Counter, Irql, FILE_WRITE_THROUGH, SL_WRITE_THROUGH};
+use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_protocol::nt::{IRP_MN_FLUSH_DATA_ONLY, IRP_MN_FLUSH_NO_SYNC};
+use flushguard_protocol::stats::Counter as StatsCounter;
+use flushguard_protocol::{FlushFlags, NtStatus};
+use flushguard_tests::fake::{FakeOptions, PROVIDER_SMB};
+use flushguard_tests::scenario::{self, action, full_script, harness, MODES, PROCESS, SHARE_FILE};
+use flushguard_tests::sim::{Harness, WriteKind, WriteSpec};
+
+fn engine_count(h: &Harness, c: StatsCounter) -> u64 {
+    h.filter.state().stats().global().get(c)
+}
+
+fn open(h: &Harness) -> u64 {
+    h.open(
+        SHARE_FILE,
+        Some(PROVIDER_SMB),
+        PROCESS,
+        0,
+        NtStatus::SUCCESS,
+    )
+    .expect("create succeeds")
+}
+
+#[test]
+fn full_script_is_clean_in_every_mode_method_and_flush_routine() {
+    for mode in MODES {
+        for method in [FlushMethod::Filter, FlushMethod::Native] {
+            for has_flush2 in [true, false] {
+                for flags in [FlushFlags::empty(), FlushFlags::DATA_SYNC_ONLY] {
+                    let h = harness(
+                        action(mode, method, flags, Some(FlushFlags::empty())),
+                        has_flush2,
+                    );
+                    scenario::run(&h, &full_script());
+                    h.unload();
+                    h.assert_clean();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn write_through_sets_create_option_and_sl_write_through() {
+    let h = harness(
+        action(
+            Mode::WriteThrough,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let (file, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(
+        seen & FILE_WRITE_THROUGH,
+        FILE_WRITE_THROUGH,
+        "FILE_WRITE_THROUGH added at create"
+    );
+    let file = file.expect("opened");
+    let flags = h
+        .write(file, WriteSpec::default())
+        .expect("write reached the file system");
+    assert_eq!(flags & SL_WRITE_THROUGH, SL_WRITE_THROUGH);
+    let paging = h
+        .write(
+            file,
+            WriteSpec {
+                kind: WriteKind::Paging,
+                ..WriteSpec::default()
+            },
+        )
+        .expect("paging");
+    assert_eq!(paging & SL_WRITE_THROUGH, 0, "paging I/O passes untouched");
+    assert!(h.fake.flushes().is_empty(), "write-through issues no flush");
+    assert_eq!(h.filter.counters().get(Counter::CreateWriteThroughSet), 1);
+    h.close(file);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn other_share_is_not_governed() {
+    let h = harness(
+        action(
+            Mode::WriteThrough,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let (file, seen) = h.open_seen(scenario::OTHER_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(seen & FILE_WRITE_THROUGH, 0);
+    let flags = h
+        .write(file.expect("opened"), WriteSpec::default())
+        .expect("write");
+    assert_eq!(flags & SL_WRITE_THROUGH, 0);
+    assert!(
+        h.fake.file_context(file.expect("opened")).is_none(),
+        "no context on ungoverned handles"
+    );
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn flush_after_write_flushes_each_successful_non_paging_write() {
+    for method in [FlushMethod::Filter, FlushMethod::Native] {
+        let h = harness(
+            action(
+                Mode::FlushAfterWrite,
+                method,
+                FlushFlags::DATA_SYNC_ONLY,
+                None,
+            ),
+            true,
+        );
+        let file = open(&h);
+        h.write(file, WriteSpec::default());
+        assert_eq!(
+            h.filter.counters().get(Counter::WriteSynchronized),
+            1,
+            "sync write -> FLT_PREOP_SYNCHRONIZE"
+        );
+        assert_eq!(h.fake.flushes().len(), 1);
+        let routine = h.fake.flushes()[0].routine;
+        match method {
+            FlushMethod::Filter => {
+                assert_eq!(routine, "FltFlushBuffers2");
+                assert_eq!(
+                    h.fake.flushes()[0].flags,
+                    FlushFlags::DATA_SYNC_ONLY.to_flt_flush_type()
+                );
+            }
+            FlushMethod::Native => {
+                assert_eq!(routine, "ZwFlushBuffersFileEx");
+                assert_eq!(
+                    Ok(h.fake.flushes()[0].flags),
+                    FlushFlags::DATA_SYNC_ONLY.to_flush_flags_ex()
+                );
+            }
+        }
+        // Asynchronous write completing at DISPATCH_LEVEL: deferred to a worker.
+        h.write(
+            file,
+            WriteSpec {
+                synchronous: false,
+                post_irql: Irql::DISPATCH_LEVEL,
+                ..WriteSpec::default()
+            },
+        );
+        assert_eq!(h.fake.flushes().len(), 1, "not flushed at DISPATCH_LEVEL");
+        assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 1);
+        assert!(h.complete_one(Irql::PASSIVE_LEVEL), "deferred work queued");
+        assert_eq!(
+            h.fake.flushes().len(),
+            2,
+            "flushed by the worker at PASSIVE_LEVEL"
+        );
+        // Failed write: no flush.
+        h.write(
+            file,
+            WriteSpec {
+                status: NtStatus::DISK_FULL,
+                ..WriteSpec::default()
+            },
+        );
+        assert_eq!(h.fake.flushes().len(), 2);
+        assert_eq!(h.filter.counters().get(Counter::WriteFailed), 1);
+        // Paging I/O and top-level IRP: never a flush.
+        h.write(
+            file,
+            WriteSpec {
+                kind: WriteKind::Paging,
+                ..WriteSpec::default()
+            },
+        );
+        h.write(
+            file,
+            WriteSpec {
+                top_level: true,
+                ..WriteSpec::default()
+            },
+        );
+        assert_eq!(h.fake.flushes().len(), 2);
+        assert!(
+            engine_count(&h, StatsCounter::FlushesSkipped) >= 1,
+            "top-level IRP: flush skipped and counted"
+        );
+        // Fast I/O: disallowed, reissued as an IRP, then flushed.
+        h.write(
+            file,
+            WriteSpec {
+                kind: WriteKind::FastIo,
+                ..WriteSpec::default()
+            },
+        );
+        assert_eq!(h.filter.counters().get(Counter::FastIoDisallowed), 1);
+        assert_eq!(h.fake.flushes().len(), 3);
+        h.close(file);
+        h.unload();
+        h.assert_clean();
+    }
+}
+
+#[test]
+fn flush_after_write_without_flt_flush_buffers2_uses_flt_flush_buffers() {
+    let h = Harness::new(FakeOptions {
+        has_flush2: false,
+        registry: Some(scenario::policy_blob(action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Filter,
+            FlushFlags::NO_SYNC,
+            None,
+        ))),
+    });
+    let file = open(&h);
+    h.write(file, WriteSpec::default());
+    let flushes = h.fake.flushes();
+    assert_eq!(flushes.len(), 1);
+    assert_eq!(flushes[0].routine, "FltFlushBuffers");
+    assert_eq!(h.filter.counters().get(Counter::FlushTypeWidened), 1);
+    h.close(file);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn flush_on_close_flushes_only_written_handles_once() {
+    let h = harness(
+        action(
+            Mode::FlushOnClose,
+            FlushMethod::Native,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let untouched = open(&h);
+    h.close(untouched);
+    assert!(
+        h.fake.flushes().is_empty(),
+        "nothing written, nothing flushed"
+    );
+
+    let file = open(&h);
+    h.write(file, WriteSpec::default());
+    h.write(
+        file,
+        WriteSpec {
+            synchronous: false,
+            post_irql: Irql::DISPATCH_LEVEL,
+            ..WriteSpec::default()
+        },
+    );
+    assert!(
+        h.fake.flushes().is_empty(),
+        "flush-on-close does not flush after writes"
+    );
+    h.close(file);
+    let flushes = h.fake.flushes();
+    assert_eq!(flushes.len(), 1, "one flush at cleanup");
+    assert_eq!(
+        flushes[0].routine, "FltFlushBuffers2",
+        "native flush at cleanup goes through the filter"
+    );
+    assert_eq!(h.filter.counters().get(Counter::CleanupFlushViaFilter), 1);
+
+    // An application full flush after the last write makes the close flush unnecessary.
+    let file = open(&h);
+    h.write(file, WriteSpec::default());
+    h.flush(file, 0, NtStatus::SUCCESS);
+    h.close(file);
+    assert_eq!(
+        h.fake.flushes().len(),
+        1,
+        "covered by the application's flush"
+    );
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn audit_counts_and_changes_nothing() {
+    let h = harness(
+        action(
+            Mode::Audit,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            Some(FlushFlags::empty()),
+        ),
+        true,
+    );
+    let (file, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(seen & FILE_WRITE_THROUGH, 0);
+    let file = file.expect("opened");
+    let flags = h.write(file, WriteSpec::default()).expect("write");
+    assert_eq!(flags & SL_WRITE_THROUGH, 0);
+    h.write(
+        file,
+        WriteSpec {
+            kind: WriteKind::FastIo,
+            ..WriteSpec::default()
+        },
+    );
+    assert_eq!(h.filter.counters().get(Counter::FastIoDisallowed), 0);
+    assert_eq!(
+        h.flush(file, IRP_MN_FLUSH_NO_SYNC, NtStatus::SUCCESS),
+        Some(IRP_MN_FLUSH_NO_SYNC)
+    );
+    h.close(file);
+    assert!(h.fake.flushes().is_empty());
+    assert!(engine_count(&h, StatsCounter::AuditWouldFlush) >= 1);
+    assert!(engine_count(&h, StatsCounter::AuditWouldUpgrade) >= 1);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn application_flush_is_upgraded_per_rule() {
+    let h = harness(
+        action(
+            Mode::WriteThrough,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            Some(FlushFlags::empty()),
+        ),
+        true,
+    );
+    let file = open(&h);
+    assert_eq!(
+        h.flush(file, IRP_MN_FLUSH_NO_SYNC, NtStatus::SUCCESS),
+        Some(0),
+        "NO_SYNC -> full flush"
+    );
+    assert_eq!(
+        h.flush(file, IRP_MN_FLUSH_DATA_ONLY, NtStatus::SUCCESS),
+        Some(0),
+        "DATA_ONLY -> full flush"
+    );
+    assert_eq!(
+        h.flush(file, 0, NtStatus::SUCCESS),
+        Some(0),
+        "full flush unchanged (and not dirtied)"
+    );
+    assert_eq!(h.filter.counters().get(Counter::AppFlushUpgraded), 2);
+    h.close(file);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn own_native_flush_re_enters_once_and_passes_through() {
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Native,
+            FlushFlags::empty(),
+            Some(FlushFlags::DATA_SYNC_ONLY),
+        ),
+        true,
+    );
+    let file = open(&h);
+    h.write(file, WriteSpec::default());
+    assert_eq!(h.fake.flushes().len(), 1);
+    assert!(
+        h.filter.counters().get(Counter::OwnIoPassedThrough) >= 2,
+        "the ZwFlushBuffersFileEx pre-flush and the paging write were recognised"
+    );
+    h.close(file);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn registry_policy_absent_or_invalid_starts_pass_through() {
+    use flushguard_engine::callbacks::PolicySource;
+    let absent = Harness::new(FakeOptions::default());
+    assert_eq!(absent.source, PolicySource::Absent);
+    let bad = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(vec![1, 2, 3]),
+    });
+    assert!(
+        matches!(bad.source, PolicySource::Invalid(_)),
+        "{:?}",
+        bad.source
+    );
+    let (file, seen) = bad.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(seen, 0, "pass-through policy changes nothing");
+    bad.write(file.expect("opened"), WriteSpec::default());
+    assert!(bad.fake.flushes().is_empty());
+    let good = harness(
+        action(
+            Mode::WriteThrough,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    assert_eq!(good.source, PolicySource::Registry);
+    for h in [absent, bad, good] {
+        h.unload();
+        h.assert_clean();
+    }
+}
