@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# FlushGuard's full test command (README, second command; .ci/run calls it):
+# prerequisites, formatting, lints for the host and the Windows driver target, every
+# workspace test, the packaged and test-signed driver with its PE gate, and the SEH copy
+# shim under wine. Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+step "setup: install missing prerequisites (scripts/setup.sh)"
+bash scripts/setup.sh
+if ! command -v cargo >/dev/null 2>&1; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+step "format: cargo fmt --all -- --check (rustfmt, every workspace crate)"
+cargo fmt --all -- --check
+
+step "lint host: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "lint Windows: cargo clippy --target x86_64-pc-windows-msvc (driver, ntoskrnl imports, flushctl) -- -D warnings"
+cargo clippy --target x86_64-pc-windows-msvc \
+    -p flushguard -p flushguard-ntoskrnl-imports -p flushctl -- -D warnings
+
+step "test: cargo test --workspace (unit, integration: fake Filter Manager, CLI, wire vectors, INF consistency, PE gate)"
+cargo test --workspace
+
+step "package: cargo xtask package (release flushguard.sys, PE gate, SEH unwind check, test signing + verify, flushctl.exe)"
+cargo xtask package
+
+step "SEH shim under wine: cargo xtask seh-test (the driver's seh_shim.lib in a console program)"
+cargo xtask seh-test
+
+step "all steps passed in $((SECONDS - started)) s"
