@@ -70,6 +70,19 @@ fn trim_component(c: &str) -> &str {
     c.trim_end_matches(['.', ' '])
 }
 
+/// `.`/`..` (or any component made only of dots and spaces, which Win32 would
+/// resolve to one of them) checked on the raw component, before trimming.
+fn dot_problem(raw: &str) -> Option<NameProblem> {
+    if raw.is_empty() || !raw.chars().all(|c| c == '.' || c == ' ') {
+        return None;
+    }
+    if raw.trim_end_matches(' ') == "." {
+        Some(NameProblem::DotComponent)
+    } else {
+        Some(NameProblem::DotDotComponent)
+    }
+}
+
 /// A file name normalized for matching (folded, `\`-separated).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FileName {
@@ -120,12 +133,12 @@ impl FileName {
                     comp = comp.get(..p).unwrap_or(comp);
                 }
             }
+            if let Some(p) = dot_problem(comp) {
+                return Err(err(p));
+            }
             let comp = trim_component(comp);
-            match comp {
-                "" if i == last => continue,
-                "." => return Err(err(NameProblem::DotComponent)),
-                ".." => return Err(err(NameProblem::DotDotComponent)),
-                _ => {}
+            if comp.is_empty() {
+                continue;
             }
             if comp.chars().any(|c| (c as u32) < 0x20) {
                 return Err(err(NameProblem::IllegalCharacter));
@@ -295,10 +308,10 @@ pub fn normalize_share(s: &str) -> Result<String, DecodeError> {
                 problem: NameProblem::IllegalCharacter,
             });
         }
-        if matches!(trim_component(part), "." | "..") {
+        if let Some(problem) = dot_problem(part) {
             return Err(DecodeError::Name {
                 field: "share",
-                problem: NameProblem::DotDotComponent,
+                problem,
             });
         }
     }
@@ -347,14 +360,12 @@ impl PathGlob {
         }
         let mut comps = Vec::new();
         for raw in p.split(is_sep) {
-            let c = trim_component(raw);
-            if raw.is_empty() {
-                return Err(err(NameProblem::EmptyComponent));
+            if let Some(p) = dot_problem(raw) {
+                return Err(err(p));
             }
+            let c = trim_component(raw);
             match c {
                 "" => return Err(err(NameProblem::EmptyComponent)),
-                "." => return Err(err(NameProblem::DotComponent)),
-                ".." => return Err(err(NameProblem::DotDotComponent)),
                 "**" => {
                     if comps.last() != Some(&GlobComp::AnyDepth) {
                         comps.push(GlobComp::AnyDepth);
@@ -577,6 +588,10 @@ mod tests {
             })
         );
         assert!(PathGlob::new("../x").is_err());
+        assert!(FileName::parse("\\\\s\\h\\a\\. \\b").is_err());
+        assert!(FileName::parse("\\\\s\\h\\...\\b").is_err());
+        assert!(PathGlob::new("a/.. /x").is_err());
+        assert!(normalize_share("\\\\s\\..").is_err());
         assert!(PathGlob::new("a/./x").is_err());
     }
 

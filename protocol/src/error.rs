@@ -51,7 +51,8 @@ pub enum Contradiction {
     /// `FLUSH_AND_PURGE` requested with the native method: ZwFlushBuffersFileEx
     /// has no purge flag.
     PurgeWithNativeMethod,
-    /// Flush settings or an application-flush upgrade on a `pass` rule.
+    /// Flush settings (flush type, native method) on a `pass` rule, or upgrade
+    /// flags without the upgrade flag.
     SettingsOnPassMode,
     /// `audit` whose audited mode is `pass` or `audit`, or an audited mode on a
     /// non-audit rule.

@@ -120,8 +120,9 @@ impl ActionWire {
     ///
     /// Errors: `BadValue` (mode/method/audit_mode out of range), `UndefinedFlags`,
     /// `NonZeroReserved`, `Contradictory` (several flush types; purge with the
-    /// native method; upgrade flags without the upgrade bit; audit_mode on a
-    /// non-audit rule or an audit of pass/audit).
+    /// native method; upgrade flags without the upgrade bit; flush type or method
+    /// on a `pass` action; audit_mode on a non-audit rule or an audit of pass/audit).
+    /// A `pass` action may upgrade application flushes.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let mode = r.u16()?;
         if mode > MAX_MODE {
@@ -179,7 +180,7 @@ impl ActionWire {
         } else {
             self.mode
         };
-        if effective_mode == 0 && (upgrade || !self.flush_flags.is_empty() || self.method != 0) {
+        if effective_mode == 0 && (!self.flush_flags.is_empty() || self.method != 0) {
             return c(Contradiction::SettingsOnPassMode);
         }
         if self.mode == 1 && self.audit_mode < 2 {
