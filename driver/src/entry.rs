@@ -2,9 +2,11 @@
 //! (DDI pages "DriverEntry for a minifilter", "FltRegisterFilter", "FltStartFiltering",
 //! "PFLT_FILTER_UNLOAD_CALLBACK").
 //!
-//! Setup: resolve pool routines -> `FltRegisterFilter` -> create `\FlushGuardPort` ->
-//! `FltStartFiltering`. Any failure undoes the completed steps in reverse.
-//! Unload: close the server port -> `FltUnregisterFilter` -> free globals
+//! Setup: resolve pool routines -> `FltRegisterFilter` -> build the engine's `Filter`
+//! (policy from `Parameters\Policy`) -> create `\FlushGuardPort` -> `FltStartFiltering`.
+//! Any failure undoes the completed steps in reverse.
+//! Unload: `Filter::unload` (close the server port -> `FltUnregisterFilter`, the order
+//! the engine's teardown defines and the fake Filter Manager checks) -> free globals
 //! (DESIGN.md section 1, "Unload").
 
 use core::sync::atomic::{AtomicIsize, Ordering};
@@ -16,8 +18,12 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
+use flushguard_engine::callbacks::{Filter, PolicySource};
+use flushguard_engine::handler::State;
+
+use crate::fltmgr::{self, KernelFltMgr};
 use crate::registration::REGISTRATION;
-use crate::{pool, port, trace};
+use crate::{callbacks, pool, port, trace};
 
 /// The registered filter (`PFLT_FILTER`), 0 before registration and after unload.
 static FILTER: AtomicIsize = AtomicIsize::new(0);
@@ -32,22 +38,25 @@ pub fn filter() -> PFLT_FILTER {
 /// (or the service start) loads the image.
 ///
 /// `driver_object` is ours for the driver's lifetime; `registry_path` names the service
-/// key (unused here: Filter Manager reads the instance and altitude values itself).
+/// key, whose `Parameters\Policy` value holds the persisted policy.
 /// Returns `STATUS_SUCCESS`, or the first failing step's NTSTATUS after undoing what was
 /// set up (the image is then unloaded). IRQL: PASSIVE_LEVEL.
 #[no_mangle]
 pub extern "system" fn DriverEntry(
     driver_object: *mut DRIVER_OBJECT,
-    _registry_path: *const UNICODE_STRING,
+    registry_path: *const UNICODE_STRING,
 ) -> NTSTATUS {
-    match start(driver_object) {
+    match start(driver_object, registry_path) {
         Ok(()) => STATUS_SUCCESS,
         Err(status) => status.0,
     }
 }
 
 /// Registers the filter, creates the port and starts filtering, unwinding on failure.
-fn start(driver_object: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
+fn start(
+    driver_object: *mut DRIVER_OBJECT,
+    registry_path: *const UNICODE_STRING,
+) -> Result<(), NtStatus> {
     pool::init();
 
     let mut filter: PFLT_FILTER = 0;
@@ -60,8 +69,25 @@ fn start(driver_object: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
     }
     FILTER.store(filter, Ordering::Release);
 
+    // SAFETY: `registry_path` is DriverEntry's argument, valid during DriverEntry.
+    let key = unsafe { fltmgr::registry_path(registry_path) };
+    let state = State::new(fltmgr::system_time, fltmgr::DRIVER_VERSION);
+    let (engine, source) = Filter::load(KernelFltMgr::new(&key), state);
+    match source {
+        PolicySource::Registry => trace::info(c"policy loaded from Parameters\\Policy"),
+        PolicySource::Absent => trace::info(c"no persisted policy: pass-through"),
+        PolicySource::Invalid(status) => {
+            trace::error_status(c"persisted policy rejected: pass-through", status.0)
+        }
+    }
+    if let Err(error) = callbacks::install(engine) {
+        unregister();
+        return Err(error);
+    }
+
     if let Err(error) = port::create(filter) {
         unregister();
+        callbacks::free();
         return Err(error);
     }
 
@@ -72,6 +98,7 @@ fn start(driver_object: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
         trace::error_status(c"FltStartFiltering failed", status);
         port::close();
         unregister();
+        callbacks::free();
         return Err(error);
     }
     trace::info(c"filtering started");
@@ -80,7 +107,7 @@ fn start(driver_object: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
 
 /// Unregisters the filter, if registered. Waits for outstanding callbacks and detaches
 /// every instance. IRQL: PASSIVE_LEVEL.
-fn unregister() {
+pub(crate) fn unregister() {
     let filter = FILTER.swap(0, Ordering::AcqRel);
     if filter != 0 {
         // SAFETY: `filter` came from FltRegisterFilter; the swap makes this its only
@@ -91,13 +118,19 @@ fn unregister() {
 
 /// `FilterUnloadCallback`: `fltmc unload FlushGuard` or service stop.
 ///
-/// Closes the server port, then unregisters the filter (which closes client ports and
-/// waits for callbacks), then frees globals. Returns `STATUS_SUCCESS` (FlushGuard never
-/// vetoes an unload; with `FLTFL_FILTER_UNLOAD_MANDATORY` it could not anyway).
-/// IRQL: PASSIVE_LEVEL.
+/// `Filter::unload` closes the server port, then unregisters the filter (which closes
+/// client ports and waits for callbacks, draining post-operations); then the globals
+/// are freed. Returns `STATUS_SUCCESS` (FlushGuard never vetoes an unload; with
+/// `FLTFL_FILTER_UNLOAD_MANDATORY` it could not anyway). IRQL: PASSIVE_LEVEL.
 pub extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
-    port::close();
-    unregister();
+    match callbacks::get() {
+        Some(engine) => engine.unload(),
+        None => {
+            port::close();
+            unregister();
+        }
+    }
+    callbacks::free();
     trace::info(c"unloaded");
     STATUS_SUCCESS
 }

@@ -20,13 +20,20 @@
 //! - [`user_buffer`]: the only code that touches user memory, through the C SEH shim
 //!   (`driver/seh/seh_copy.c`).
 //! - [`pool`]: the global allocator over the kernel pool (tag `POOL_TAG`).
+//! - [`callbacks`]: the `extern "system"` operation callbacks (pointer conversion only)
+//!   and the global `flushguard_engine::callbacks::Filter` they call.
+//! - [`fltmgr`]: the engine's `FilterManager` / `CallbackData` traits over FFI.
 #![cfg_attr(flushguard_kernel, no_std)]
 
 #[cfg(flushguard_kernel)]
 extern crate alloc;
 
 #[cfg(flushguard_kernel)]
+pub mod callbacks;
+#[cfg(flushguard_kernel)]
 pub mod entry;
+#[cfg(flushguard_kernel)]
+pub mod fltmgr;
 // Only unoptimised builds reference these C-runtime symbols; keeping them out of release
 // keeps the shipped image's export table to `DriverEntry`.
 #[cfg(all(flushguard_kernel, debug_assertions))]

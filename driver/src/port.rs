@@ -279,12 +279,16 @@ fn handle_message(
     u32::try_from(written).map_err(|_| NtStatus::BUFFER_TOO_SMALL)
 }
 
-/// Runs one captured request and writes the reply into `reply`; returns its length.
+/// Runs one captured request through the engine (`Filter::handle_message`: the
+/// engine handler, then the registry write of a persisted SetPolicy) and writes the
+/// reply into `reply`; returns its length in bytes.
 ///
-/// Skeleton stage: the engine's request handler is wired in by the port-handler work;
-/// until then every request gets `STATUS_NOT_IMPLEMENTED` and no reply.
-fn dispatch(_request: &[u8], _reply: &mut [u8]) -> Result<usize, NtStatus> {
-    Err(NtStatus::NOT_IMPLEMENTED)
+/// # Errors
+/// `STATUS_INVALID_DEVICE_STATE` before the engine is installed; otherwise every
+/// status of `flushguard_engine::handler::handle` and of the registry write.
+fn dispatch(request: &[u8], reply: &mut [u8]) -> Result<usize, NtStatus> {
+    let engine = crate::callbacks::get().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+    engine.handle_message(request, reply)
 }
 
 /// A zero-filled pool buffer of `length` bytes.

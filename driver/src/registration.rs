@@ -4,17 +4,18 @@
 //! Both tables are immutable statics: Filter Manager reads them during
 //! `FltRegisterFilter`, and they live as long as the driver image.
 
-use core::ptr::null;
-
+use flushguard_engine::callbacks::StreamContext;
 use flushguard_protocol::nt::{
     IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_OPERATION_END, IRP_MJ_WRITE,
 };
+use flushguard_protocol::POOL_TAG;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_REGISTRATION_VERSION,
-    PFLT_POST_OPERATION_CALLBACK, PFLT_PRE_OPERATION_CALLBACK,
+    FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_OPERATION_REGISTRATION, FLT_REGISTRATION,
+    FLT_REGISTRATION_VERSION, FLT_STREAMHANDLE_CONTEXT, PFLT_POST_OPERATION_CALLBACK,
+    PFLT_PRE_OPERATION_CALLBACK,
 };
 
-use crate::{entry, instance, operations};
+use crate::{callbacks, entry, instance};
 
 /// A table of Filter Manager registration data in a `static`.
 ///
@@ -50,24 +51,59 @@ const OPERATION_COUNT: usize = 5;
 /// Paging I/O is not skipped (`FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO` is not set):
 /// policy may count it, though FlushGuard never blocks or flushes on it.
 pub static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; OPERATION_COUNT]> = Static([
-    operation(IRP_MJ_CREATE, Some(operations::pre_create), None),
-    operation(IRP_MJ_WRITE, Some(operations::pre_write), None),
+    operation(
+        IRP_MJ_CREATE,
+        Some(callbacks::pre_create),
+        Some(callbacks::post_create),
+    ),
+    operation(
+        IRP_MJ_WRITE,
+        Some(callbacks::pre_write),
+        Some(callbacks::post_write),
+    ),
     operation(
         IRP_MJ_FLUSH_BUFFERS,
-        Some(operations::pre_flush_buffers),
-        None,
+        Some(callbacks::pre_flush_buffers),
+        Some(callbacks::post_flush_buffers),
     ),
-    operation(IRP_MJ_CLEANUP, Some(operations::pre_cleanup), None),
+    operation(IRP_MJ_CLEANUP, Some(callbacks::pre_cleanup), None),
     operation(IRP_MJ_OPERATION_END, None, None),
 ]);
 
-/// The filter registration: operations, unload, and instance setup/teardown queries.
-/// No contexts are registered yet.
+/// The contexts FlushGuard uses: one stream-handle context holding a
+/// `flushguard_engine::callbacks::StreamContext` (atomics only: nothing to clean up),
+/// terminated by `FLT_CONTEXT_END`.
+pub static CONTEXTS: Static<[FLT_CONTEXT_REGISTRATION; 2]> = Static([
+    FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_STREAMHANDLE_CONTEXT as u16,
+        Flags: 0,
+        ContextCleanupCallback: None,
+        Size: core::mem::size_of::<StreamContext>(),
+        PoolTag: POOL_TAG,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: core::ptr::null_mut(),
+    },
+    FLT_CONTEXT_REGISTRATION {
+        ContextType: FLT_CONTEXT_END as u16,
+        Flags: 0,
+        ContextCleanupCallback: None,
+        Size: 0,
+        PoolTag: 0,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: core::ptr::null_mut(),
+    },
+]);
+
+/// The filter registration: contexts, operations, unload, and instance setup/teardown
+/// queries.
 pub static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
     Size: core::mem::size_of::<FLT_REGISTRATION>() as u16,
     Version: FLT_REGISTRATION_VERSION as u16,
     Flags: 0,
-    ContextRegistration: null(),
+    ContextRegistration: &CONTEXTS.0 as *const [FLT_CONTEXT_REGISTRATION; 2]
+        as *const FLT_CONTEXT_REGISTRATION,
     OperationRegistration: &OPERATIONS.0 as *const [FLT_OPERATION_REGISTRATION; OPERATION_COUNT]
         as *const FLT_OPERATION_REGISTRATION,
     FilterUnloadCallback: Some(entry::filter_unload),

@@ -41,6 +41,55 @@ mod imp {
             io_status_block: *mut IoStatusBlock,
         ) -> i32;
 
+        /// `ZwClose` (wdm.h; DDI page "ZwClose"): closes a kernel handle. Closing the last
+        /// handle of a file object sends IRP_MJ_CLEANUP. IRQL: PASSIVE_LEVEL.
+        pub fn ZwClose(handle: *mut c_void) -> i32;
+
+        /// `ZwOpenKey` (wdm.h; DDI page "ZwOpenKey"): opens a registry key named by
+        /// `object_attributes` (an `OBJECT_ATTRIBUTES`) with `desired_access` (`KEY_*`).
+        /// IRQL: PASSIVE_LEVEL.
+        pub fn ZwOpenKey(
+            key_handle: *mut *mut c_void,
+            desired_access: u32,
+            object_attributes: *const c_void,
+        ) -> i32;
+
+        /// `ZwCreateKey` (wdm.h; DDI page "ZwCreateKey"): opens or creates a registry
+        /// key; `disposition` receives `REG_CREATED_NEW_KEY` (1) or
+        /// `REG_OPENED_EXISTING_KEY` (2). IRQL: PASSIVE_LEVEL.
+        pub fn ZwCreateKey(
+            key_handle: *mut *mut c_void,
+            desired_access: u32,
+            object_attributes: *const c_void,
+            title_index: u32,
+            class: *const c_void,
+            create_options: u32,
+            disposition: *mut u32,
+        ) -> i32;
+
+        /// `ZwQueryValueKey` (wdm.h; DDI page "ZwQueryValueKey"): reads a value;
+        /// `information_class` 2 = `KeyValuePartialInformation` (TitleIndex u32, Type
+        /// u32, DataLength u32, Data). `result_length` in bytes. IRQL: PASSIVE_LEVEL.
+        pub fn ZwQueryValueKey(
+            key_handle: *mut c_void,
+            value_name: *const c_void,
+            information_class: i32,
+            information: *mut c_void,
+            length: u32,
+            result_length: *mut u32,
+        ) -> i32;
+
+        /// `ZwSetValueKey` (wdm.h; DDI page "ZwSetValueKey"): writes a value of
+        /// `value_type` (`REG_BINARY` 3), `data_size` bytes. IRQL: PASSIVE_LEVEL.
+        pub fn ZwSetValueKey(
+            key_handle: *mut c_void,
+            value_name: *const c_void,
+            title_index: u32,
+            value_type: u32,
+            data: *const c_void,
+            data_size: u32,
+        ) -> i32;
+
         /// `KeBugCheckEx` (wdm.h): stops the system with the given bug-check code and
         /// four parameters. Never returns. Any IRQL.
         pub fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;

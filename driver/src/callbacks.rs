@@ -1,0 +1,205 @@
+//! The `extern "system"` operation callbacks Filter Manager calls, and the global
+//! [`Filter`] they share (DDI pages "PFLT_PRE_OPERATION_CALLBACK",
+//! "PFLT_POST_OPERATION_CALLBACK", "FltDoCompletionProcessingWhenSafe").
+//!
+//! Each callback only turns Filter Manager's pointers into a [`KernelOp`], calls the
+//! matching method of `flushguard_engine::callbacks::Filter`, and turns the result
+//! back into a status and a completion context. The completion context is an
+//! encoded value ([`CompletionContext::encode`]), never a pointer: nothing to free.
+//!
+//! IRQL: as Filter Manager calls them (pre-create/cleanup/flush at PASSIVE_LEVEL,
+//! pre-write <= APC_LEVEL, post-operations <= DISPATCH_LEVEL); the engine checks
+//! IRQL before every PASSIVE_LEVEL-only service.
+
+use alloc::alloc::{alloc, dealloc, Layout};
+use core::ffi::c_void;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use flushguard_engine::callbacks::{CompletionContext, Filter, PostOpFlags, PostOpStatus, PreOp};
+use flushguard_protocol::NtStatus;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS,
+};
+
+use crate::fltmgr::{KernelFltMgr, KernelOp};
+
+/// The driver's one [`Filter`]: set in DriverEntry before `FltStartFiltering`,
+/// freed in FilterUnload after `FltUnregisterFilter` returned (no callback and no
+/// port message can run then). NULL otherwise.
+static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
+
+/// Moves `filter` into pool memory and publishes it. PASSIVE_LEVEL (DriverEntry).
+///
+/// # Errors
+/// `STATUS_INSUFFICIENT_RESOURCES` if the pool allocation fails (then `filter` is
+/// dropped).
+pub fn install(filter: Filter<KernelFltMgr>) -> Result<(), NtStatus> {
+    let layout = Layout::new::<Filter<KernelFltMgr>>();
+    // SAFETY: `layout` has a non-zero size; the global allocator is the pool allocator
+    // (pool.rs); PASSIVE_LEVEL.
+    let p = unsafe { alloc(layout) }.cast::<Filter<KernelFltMgr>>();
+    if p.is_null() {
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    // SAFETY: `p` is fresh, suitably aligned memory for one Filter; we own it.
+    unsafe { p.write(filter) };
+    FILTER.store(p, Ordering::Release);
+    Ok(())
+}
+
+/// The installed filter, if any.
+pub fn get() -> Option<&'static Filter<KernelFltMgr>> {
+    let p = FILTER.load(Ordering::Acquire);
+    // SAFETY: a non-NULL FILTER points to the Filter `install` wrote; it is freed only
+    // by `free`, after FltUnregisterFilter, when no callback or message can run.
+    unsafe { p.as_ref() }
+}
+
+/// Drops and frees the installed filter. Call only after `FltUnregisterFilter`
+/// returned (or when it was never registered). PASSIVE_LEVEL.
+pub fn free() {
+    let p = FILTER.swap(null_mut(), Ordering::AcqRel);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `p` came from `install` and the swap makes this its only release; no
+    // callback can hold a reference (see `get`).
+    unsafe { p.drop_in_place() };
+    // SAFETY: `p` was allocated by `install` with this layout.
+    unsafe { dealloc(p.cast(), Layout::new::<Filter<KernelFltMgr>>()) };
+}
+
+fn pre(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+    call: fn(&Filter<KernelFltMgr>, &mut KernelOp) -> PreOp,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    let Some(filter) = get() else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: `data` and `objects` are the pointers Filter Manager passed to this
+    // pre-operation callback; `op` does not outlive it.
+    let mut op = unsafe { KernelOp::new(data, objects) };
+    let result = call(filter, &mut op);
+    if let Some(ctx) = result.completion_context() {
+        // SAFETY: Filter Manager passes a writable completion-context slot to every
+        // pre-operation callback; the engine sets a context only with
+        // FLT_PREOP_SUCCESS_WITH_CALLBACK or FLT_PREOP_SYNCHRONIZE.
+        unsafe { completion_context.write(ctx.encode() as *mut c_void) };
+    }
+    result.status().raw()
+}
+
+fn post(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+    call: fn(
+        &Filter<KernelFltMgr>,
+        &mut KernelOp,
+        Option<CompletionContext>,
+        PostOpFlags,
+    ) -> PostOpStatus,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    let Some(filter) = get() else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: `data` and `objects` are the pointers Filter Manager passed to this
+    // post-operation callback; `op` does not outlive it.
+    let mut op = unsafe { KernelOp::new(data, objects) };
+    let ctx = CompletionContext::decode(completion_context as usize);
+    call(filter, &mut op, ctx, PostOpFlags(flags)).raw()
+}
+
+/// IRP_MJ_CREATE pre-operation.
+pub extern "system" fn pre_create(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(data, objects, completion_context, Filter::pre_create)
+}
+
+/// IRP_MJ_CREATE post-operation.
+pub extern "system" fn post_create(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    post(
+        data,
+        objects,
+        completion_context,
+        flags,
+        Filter::post_create,
+    )
+}
+
+/// IRP_MJ_WRITE pre-operation (IRP, fast I/O, paging I/O).
+pub extern "system" fn pre_write(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(data, objects, completion_context, Filter::pre_write)
+}
+
+/// IRP_MJ_WRITE post-operation.
+pub extern "system" fn post_write(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    post(data, objects, completion_context, flags, Filter::post_write)
+}
+
+/// The safe post-write `FltDoCompletionProcessingWhenSafe` calls (IRQL <= APC_LEVEL,
+/// or PASSIVE_LEVEL in a worker thread).
+pub extern "system" fn safe_post_write(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    post(
+        data,
+        objects,
+        completion_context,
+        flags,
+        Filter::post_write_when_safe,
+    )
+}
+
+/// IRP_MJ_FLUSH_BUFFERS pre-operation.
+pub extern "system" fn pre_flush_buffers(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(data, objects, completion_context, Filter::pre_flush)
+}
+
+/// IRP_MJ_FLUSH_BUFFERS post-operation.
+pub extern "system" fn post_flush_buffers(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    post(data, objects, completion_context, flags, Filter::post_flush)
+}
+
+/// IRP_MJ_CLEANUP pre-operation.
+pub extern "system" fn pre_cleanup(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(data, objects, completion_context, Filter::pre_cleanup)
+}

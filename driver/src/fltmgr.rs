@@ -1,0 +1,696 @@
+//! The Filter Manager over FFI: [`KernelFltMgr`] implements the engine's
+//! `FilterManager` trait and [`KernelOp`] its `CallbackData` view, with
+//! windows-sys bindings (fltmgr.sys) and the ntoskrnl.exe import crate.
+//!
+//! No decision is made here: every method is one kernel call (or the few needed to
+//! release what it took on failure) and a status conversion. The callback logic that
+//! sequences these calls is `flushguard_engine::callbacks`.
+
+use alloc::vec::Vec;
+use core::ffi::c_void;
+use core::ops::Deref;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use flushguard_engine::callbacks::{
+    CallbackData, CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
+};
+use flushguard_protocol::NtStatus;
+use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTES};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FltAllocateContext, FltDoCompletionProcessingWhenSafe, FltFlushBuffers,
+    FltGetFileNameInformation, FltGetRequestorProcess, FltGetRoutineAddress,
+    FltGetStreamHandleContext, FltIsOperationSynchronous, FltParseFileNameInformation,
+    FltReleaseContext, FltReleaseFileNameInformation, FltSetCallbackDataDirty,
+    FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLT_CALLBACK_DATA,
+    FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
+    FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
+    FLT_STREAMHANDLE_CONTEXT, PFLT_CONTEXT, PFLT_INSTANCE,
+};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
+    SeLocateProcessImageName, FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
+};
+use windows_sys::Wdk::System::SystemServices::{
+    ExFreePool, IoGetTopLevelIrp, KeGetCurrentIrql, KeQueryInterruptTimePrecise,
+    KeQuerySystemTimePrecise, PsGetCurrentThreadId,
+};
+use windows_sys::Win32::Foundation::{
+    HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
+};
+
+use flushguard_ntoskrnl_imports as nt;
+
+/// `STATUS_NOT_FOUND` (0xC0000225): `FltGetStreamHandleContext` found no context.
+const STATUS_NOT_FOUND: i32 = 0xC000_0225_u32 as i32;
+/// `STATUS_OBJECT_NAME_NOT_FOUND` (0xC0000034).
+const STATUS_OBJECT_NAME_NOT_FOUND: i32 = 0xC000_0034_u32 as i32;
+/// `STATUS_BUFFER_OVERFLOW` (0x80000005).
+const STATUS_BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
+/// `STATUS_BUFFER_TOO_SMALL` (0xC0000023).
+const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32 as i32;
+/// `STATUS_OBJECT_TYPE_MISMATCH` (0xC0000024).
+const STATUS_OBJECT_TYPE_MISMATCH: i32 = 0xC000_0024_u32 as i32;
+/// `KernelMode` (`KPROCESSOR_MODE` 0).
+const KERNEL_MODE: i8 = 0;
+/// `KEY_READ` access mask (winnt.h).
+const KEY_READ: u32 = 0x2_0019;
+/// `KEY_WRITE` access mask (winnt.h).
+const KEY_WRITE: u32 = 0x2_0006;
+/// `REG_BINARY` (winnt.h).
+const REG_BINARY: u32 = 3;
+/// `KeyValuePartialInformation` (`KEY_VALUE_INFORMATION_CLASS` 2).
+const KEY_VALUE_PARTIAL_INFORMATION: i32 = 2;
+/// Offset of `Data` in `KEY_VALUE_PARTIAL_INFORMATION` (TitleIndex, Type, DataLength).
+const KVPI_HEADER: usize = 12;
+/// Largest policy value read from the registry, in bytes.
+const MAX_POLICY_VALUE: usize = flushguard_protocol::policy::MAX_POLICY_BYTES as usize;
+
+/// `FltFlushBuffers2` (fltkernel.h, Windows 10 1903+), resolved at load.
+type FltFlushBuffers2Fn = unsafe extern "system" fn(
+    instance: PFLT_INSTANCE,
+    file_object: *const FILE_OBJECT,
+    flush_type: u32,
+    callback_data: *const FLT_CALLBACK_DATA,
+) -> NTSTATUS;
+
+/// The driver's version (major, minor, patch) from Cargo, reported by GetVersion.
+pub const DRIVER_VERSION: (u16, u16, u16) = (
+    parse_u16(env!("CARGO_PKG_VERSION_MAJOR")),
+    parse_u16(env!("CARGO_PKG_VERSION_MINOR")),
+    parse_u16(env!("CARGO_PKG_VERSION_PATCH")),
+);
+
+const fn parse_u16(s: &str) -> u16 {
+    let b = s.as_bytes();
+    let mut v: u16 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        v = v * 10 + (b[i] - b'0') as u16;
+        i += 1;
+    }
+    v
+}
+
+/// `KeQuerySystemTimePrecise`: 100-ns units since 1601-01-01 UTC (the engine's event
+/// clock). Any IRQL.
+pub fn system_time() -> u64 {
+    let mut t = 0i64;
+    // SAFETY: writes the current time into a local; any IRQL.
+    unsafe { KeQuerySystemTimePrecise(&mut t) };
+    t as u64
+}
+
+/// Copies DriverEntry's `RegistryPath` (the service key) into pool memory.
+///
+/// # Safety
+/// `path` is DriverEntry's `RegistryPath` argument (or NULL), read during DriverEntry.
+pub unsafe fn registry_path(path: *const UNICODE_STRING) -> Vec<u16> {
+    // SAFETY: the caller passes DriverEntry's argument, valid for the call (or NULL).
+    let Some(s) = (unsafe { path.as_ref() }) else {
+        return Vec::new();
+    };
+    utf16(s).to_vec()
+}
+
+fn status(raw: NTSTATUS) -> Result<(), NtStatus> {
+    NtStatus(raw).ok()
+}
+
+/// One operation: the `FLT_CALLBACK_DATA` and `FLT_RELATED_OBJECTS` Filter Manager
+/// passed to a callback. Valid only during that callback (or until the safe
+/// post-operation callback of a deferred completion returns).
+pub struct KernelOp {
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+}
+
+impl KernelOp {
+    /// Wraps the arguments of a Filter Manager callback.
+    ///
+    /// # Safety
+    /// `data` and `objects` are the non-NULL pointers Filter Manager passed to the
+    /// running callback; the value must not outlive that callback.
+    pub unsafe fn new(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) -> Self {
+        KernelOp { data, objects }
+    }
+
+    /// The raw callback data (for Filter Manager calls).
+    pub fn raw(&self) -> *mut FLT_CALLBACK_DATA {
+        self.data
+    }
+
+    fn iopb(&self) -> *mut FLT_IO_PARAMETER_BLOCK {
+        // SAFETY: `data` is the callback's FLT_CALLBACK_DATA (KernelOp::new contract),
+        // owned by Filter Manager for the callback's duration; any IRQL.
+        let iopb = unsafe { (*self.data).Iopb };
+        iopb.cast_mut()
+    }
+
+    fn parameters(&self) -> FLT_PARAMETERS {
+        let iopb = self.iopb();
+        // SAFETY: `Iopb` of a live FLT_CALLBACK_DATA is a valid parameter block owned by
+        // Filter Manager during the callback; FLT_PARAMETERS is plain data (Copy).
+        unsafe { (*iopb).Parameters }
+    }
+
+    fn instance(&self) -> PFLT_INSTANCE {
+        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
+        // contract), valid for the callback's duration; any IRQL.
+        unsafe { (*self.objects).Instance }
+    }
+
+    fn file_object(&self) -> *const FILE_OBJECT {
+        // SAFETY: as in `instance`.
+        unsafe { (*self.objects).FileObject }
+    }
+}
+
+impl CallbackData for KernelOp {
+    fn major_function(&self) -> u8 {
+        let iopb = self.iopb();
+        // SAFETY: live parameter block (see `iopb`), read at the callback's IRQL.
+        unsafe { (*iopb).MajorFunction }
+    }
+    fn minor_function(&self) -> u8 {
+        let iopb = self.iopb();
+        // SAFETY: live parameter block (see `iopb`).
+        unsafe { (*iopb).MinorFunction }
+    }
+    fn set_minor_function(&mut self, minor: u8) {
+        let iopb = self.iopb();
+        // SAFETY: a pre-operation callback may change the parameter block it was given
+        // (then calls FltSetCallbackDataDirty); Filter Manager owns it, we hold it.
+        unsafe { (*iopb).MinorFunction = minor };
+    }
+    fn irp_flags(&self) -> u32 {
+        let iopb = self.iopb();
+        // SAFETY: live parameter block (see `iopb`).
+        unsafe { (*iopb).IrpFlags }
+    }
+    fn operation_flags(&self) -> u8 {
+        let iopb = self.iopb();
+        // SAFETY: live parameter block (see `iopb`).
+        unsafe { (*iopb).OperationFlags }
+    }
+    fn set_operation_flags(&mut self, flags: u8) {
+        let iopb = self.iopb();
+        // SAFETY: as in `set_minor_function`.
+        unsafe { (*iopb).OperationFlags = flags };
+    }
+    fn is_fast_io(&self) -> bool {
+        // SAFETY: live FLT_CALLBACK_DATA (KernelOp::new contract).
+        let flags = unsafe { (*self.data).Flags };
+        flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0
+    }
+    fn requestor_mode_kernel(&self) -> bool {
+        // SAFETY: live FLT_CALLBACK_DATA (KernelOp::new contract).
+        let mode = unsafe { (*self.data).RequestorMode };
+        mode == KERNEL_MODE
+    }
+    fn create_options(&self) -> u32 {
+        let parameters = self.parameters();
+        // SAFETY: the logic reads `Create` only for IRP_MJ_CREATE, whose parameters
+        // are the `Create` member of the union.
+        unsafe { parameters.Create.Options }
+    }
+    fn set_create_options(&mut self, options: u32) {
+        let iopb = self.iopb();
+        // SAFETY: live parameter block (see `iopb`); only a place is computed.
+        let parameters = unsafe { &raw mut (*iopb).Parameters };
+        // SAFETY: IRP_MJ_CREATE pre-operation (the only caller): `Create` is the active
+        // member of the union; only a place is computed.
+        let create = unsafe { &raw mut (*parameters).Create };
+        // SAFETY: writes a u32 field of the live, active `Create` parameters; a
+        // pre-operation may change them (then calls FltSetCallbackDataDirty).
+        unsafe { (*create).Options = options };
+    }
+    fn write_offset(&self) -> i64 {
+        let parameters = self.parameters();
+        // SAFETY: read only for IRP_MJ_WRITE, whose active member is `Write`.
+        unsafe { parameters.Write.ByteOffset }
+    }
+    fn write_length(&self) -> u32 {
+        let parameters = self.parameters();
+        // SAFETY: read only for IRP_MJ_WRITE, whose active member is `Write`.
+        unsafe { parameters.Write.Length }
+    }
+    fn io_status(&self) -> NtStatus {
+        // SAFETY: live FLT_CALLBACK_DATA in a post-operation callback, where IoStatus
+        // holds the completion status.
+        let io_status = unsafe { (*self.data).IoStatus };
+        // SAFETY: `Status` is the NTSTATUS member of the IO_STATUS_BLOCK union that
+        // completion writes.
+        NtStatus(unsafe { io_status.Anonymous.Status })
+    }
+}
+
+/// A referenced, parsed `FLT_FILE_NAME_INFORMATION`.
+pub struct KernelName(*mut FLT_FILE_NAME_INFORMATION);
+/// A `SeLocateProcessImageName` buffer (pool, freed with `ExFreePool`).
+pub struct KernelImage(*mut UNICODE_STRING);
+/// A referenced stream-handle context holding a [`StreamContext`].
+pub struct KernelContext(PFLT_CONTEXT);
+/// A kernel handle (`OBJ_KERNEL_HANDLE`) to a file object.
+pub struct KernelHandle(HANDLE);
+
+impl Deref for KernelContext {
+    type Target = StreamContext;
+    fn deref(&self) -> &StreamContext {
+        let ctx = self.0.cast::<StreamContext>();
+        // SAFETY: the context was allocated by `allocate_stream_handle_context` with
+        // size_of::<StreamContext>() and initialised before first use; this value holds
+        // a reference, so Filter Manager keeps it alive; non-paged, any IRQL <= DISPATCH.
+        unsafe { &*ctx }
+    }
+}
+
+fn utf16(s: &UNICODE_STRING) -> &[u16] {
+    if s.Buffer.is_null() || s.Length == 0 {
+        return &[];
+    }
+    // SAFETY: a UNICODE_STRING from Filter Manager / SeLocateProcessImageName
+    // describes `Length` bytes at `Buffer`, alive while the owning reference is held.
+    unsafe { core::slice::from_raw_parts(s.Buffer, usize::from(s.Length) / 2) }
+}
+
+fn unicode(s: &[u16]) -> UNICODE_STRING {
+    let bytes = u16::try_from(s.len() * 2).unwrap_or(0xFFFE);
+    UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: s.as_ptr().cast_mut(),
+    }
+}
+
+/// The Filter Manager as the driver sees it.
+pub struct KernelFltMgr {
+    /// `FltFlushBuffers2` as resolved by `FltGetRoutineAddress`, or 0.
+    flush2: AtomicUsize,
+    /// `<RegistryPath>\Parameters`, UTF-16 without terminator.
+    parameters_key: Vec<u16>,
+}
+
+// SAFETY: the fields are an atomic and an immutable Vec; all kernel services called
+// through them are thread-safe.
+unsafe impl Sync for KernelFltMgr {}
+// SAFETY: as above; the value is created in DriverEntry and freed in FilterUnload.
+unsafe impl Send for KernelFltMgr {}
+
+impl KernelFltMgr {
+    /// Resolves `FltFlushBuffers2` and records the service key. PASSIVE_LEVEL
+    /// (DriverEntry). `registry_path` is DriverEntry's argument.
+    pub fn new(registry_path: &[u16]) -> Self {
+        // SAFETY: PASSIVE_LEVEL in DriverEntry; the name is a NUL-terminated static.
+        let routine = unsafe { FltGetRoutineAddress(c"FltFlushBuffers2".as_ptr().cast()) };
+        let mut key = Vec::with_capacity(registry_path.len() + 11);
+        key.extend_from_slice(registry_path);
+        key.extend("\\Parameters".encode_utf16());
+        KernelFltMgr {
+            flush2: AtomicUsize::new(routine as usize),
+            parameters_key: key,
+        }
+    }
+
+    fn flush2(&self) -> Option<FltFlushBuffers2Fn> {
+        let p = self.flush2.load(Ordering::Acquire);
+        if p == 0 {
+            return None;
+        }
+        // SAFETY: `p` is the non-NULL address FltGetRoutineAddress returned for
+        // "FltFlushBuffers2", whose prototype is FltFlushBuffers2Fn (fltkernel.h).
+        Some(unsafe { core::mem::transmute::<usize, FltFlushBuffers2Fn>(p) })
+    }
+
+    fn open_parameters_key(&self, access: u32, create: bool) -> Result<HANDLE, NtStatus> {
+        let name = unicode(&self.parameters_key);
+        let attributes = OBJECT_ATTRIBUTES {
+            Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+            RootDirectory: core::ptr::null_mut(),
+            ObjectName: &name,
+            Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+            SecurityDescriptor: core::ptr::null(),
+            SecurityQualityOfService: core::ptr::null(),
+        };
+        let mut key: HANDLE = core::ptr::null_mut();
+        let raw = if create {
+            let mut disposition = 0u32;
+            // SAFETY: PASSIVE_LEVEL; `attributes` and `name` are locals alive for the
+            // call; kernel handle owned by this function until returned.
+            unsafe {
+                nt::ZwCreateKey(
+                    &mut key,
+                    access,
+                    (&raw const attributes).cast(),
+                    0,
+                    core::ptr::null(),
+                    0,
+                    &mut disposition,
+                )
+            }
+        } else {
+            // SAFETY: as above.
+            unsafe { nt::ZwOpenKey(&mut key, access, (&raw const attributes).cast()) }
+        };
+        status(raw).map(|()| key)
+    }
+}
+
+fn close_key(key: HANDLE) {
+    // SAFETY: PASSIVE_LEVEL; `key` is a kernel handle this module opened and closes
+    // exactly once.
+    let _ = unsafe { nt::ZwClose(key) };
+}
+
+impl FilterManager for KernelFltMgr {
+    type Data = KernelOp;
+    type NameInfo = KernelName;
+    type ImageName = KernelImage;
+    type Context = KernelContext;
+    type KernelHandle = KernelHandle;
+
+    fn current_irql(&self) -> Irql {
+        // SAFETY: KeGetCurrentIrql has no preconditions; any IRQL.
+        Irql(unsafe { KeGetCurrentIrql() })
+    }
+    fn top_level_irp_set(&self) -> bool {
+        // SAFETY: IoGetTopLevelIrp reads the current thread's field; any IRQL.
+        !unsafe { IoGetTopLevelIrp() }.is_null()
+    }
+    fn current_thread_id(&self) -> u64 {
+        // SAFETY: PsGetCurrentThreadId has no preconditions; any IRQL.
+        let id = unsafe { PsGetCurrentThreadId() };
+        id as u64
+    }
+    fn now_us(&self) -> u64 {
+        let mut qpc = 0u64;
+        // SAFETY: KeQueryInterruptTimePrecise writes the performance counter into a
+        // local; any IRQL.
+        let t100ns = unsafe { KeQueryInterruptTimePrecise(&mut qpc) };
+        t100ns / 10
+    }
+    fn is_operation_synchronous(&self, data: &KernelOp) -> bool {
+        // SAFETY: live callback data; IRQL <= DISPATCH_LEVEL in every callback.
+        unsafe { FltIsOperationSynchronous(data.raw()) }
+    }
+    fn set_callback_data_dirty(&self, data: &mut KernelOp) {
+        // SAFETY: live callback data of the running pre-operation, which changed it.
+        unsafe { FltSetCallbackDataDirty(data.raw()) };
+    }
+
+    fn get_file_name_information(&self, data: &KernelOp) -> Result<KernelName, NtStatus> {
+        let mut info: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+        // SAFETY: live callback data; IRQL <= APC_LEVEL (the logic calls at PASSIVE);
+        // the reference returned in `info` is owned by the KernelName below.
+        let raw = unsafe {
+            FltGetFileNameInformation(
+                data.raw(),
+                FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
+                &mut info,
+            )
+        };
+        status(raw)?;
+        let name = KernelName(info);
+        // SAFETY: `info` is the referenced name information just returned.
+        let raw = unsafe { FltParseFileNameInformation(info) };
+        if let Err(e) = status(raw) {
+            self.release_file_name_information(name);
+            return Err(e);
+        }
+        Ok(name)
+    }
+    fn file_name<'a>(&self, name: &'a KernelName) -> &'a [u16] {
+        // SAFETY: referenced name information (held by `name`), not modified.
+        let info = unsafe { &*name.0 };
+        utf16(&info.Name)
+    }
+    fn release_file_name_information(&self, name: KernelName) {
+        // SAFETY: releases the one reference `name` owned; IRQL <= APC_LEVEL.
+        unsafe { FltReleaseFileNameInformation(name.0) };
+    }
+
+    fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
+        let wide: Vec<u16> = device_name.encode_utf16().collect();
+        let name = unicode(&wide);
+        let mut id = 0u32;
+        // SAFETY: PASSIVE_LEVEL (DriverEntry); `name` describes the local `wide`.
+        let raw = unsafe { FsRtlMupGetProviderIdFromName(&name, &mut id) };
+        status(raw).map(|()| id)
+    }
+    fn mup_provider_id_of_file(&self, data: &KernelOp) -> Result<Option<u32>, NtStatus> {
+        let mut info = FSRTL_MUP_PROVIDER_INFO_LEVEL_1::default();
+        let mut size = core::mem::size_of::<FSRTL_MUP_PROVIDER_INFO_LEVEL_1>() as u32;
+        // SAFETY: PASSIVE_LEVEL; the file object is the operation's (alive during the
+        // callback); `info`/`size` are locals.
+        let raw = unsafe {
+            FsRtlMupGetProviderInfoFromFileObject(
+                data.file_object(),
+                1,
+                (&raw mut info).cast(),
+                &mut size,
+            )
+        };
+        match raw {
+            STATUS_OBJECT_NAME_NOT_FOUND => Ok(None),
+            _ => status(raw).map(|()| Some(info.ProviderId)),
+        }
+    }
+    fn process_image_name(&self, data: &KernelOp) -> Result<KernelImage, NtStatus> {
+        // SAFETY: live callback data; returns a borrowed PEPROCESS (no reference taken).
+        let process = unsafe { FltGetRequestorProcess(data.raw()) };
+        if process == 0 {
+            return Err(NtStatus(STATUS_NOT_FOUND));
+        }
+        let mut image: *mut UNICODE_STRING = core::ptr::null_mut();
+        // SAFETY: PASSIVE_LEVEL; `process` is the requestor of the live operation; the
+        // pool buffer returned in `image` is owned by the KernelImage below.
+        let raw = unsafe { SeLocateProcessImageName(process, &mut image) };
+        status(raw).map(|()| KernelImage(image))
+    }
+    fn image_name<'a>(&self, image: &'a KernelImage) -> &'a [u16] {
+        // SAFETY: the buffer SeLocateProcessImageName returned, held by `image`.
+        let s = unsafe { &*image.0 };
+        utf16(s)
+    }
+    fn release_process_image_name(&self, image: KernelImage) {
+        // SAFETY: frees the one pool buffer `image` owned (SeLocateProcessImageName:
+        // "the caller frees it with ExFreePool"); PASSIVE_LEVEL.
+        unsafe { ExFreePool(image.0.cast()) };
+    }
+
+    fn allocate_stream_handle_context(
+        &self,
+        init: StreamContext,
+    ) -> Result<KernelContext, NtStatus> {
+        let mut ctx: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: IRQL <= APC_LEVEL (post-create); the filter handle is registered while
+        // callbacks run; the reference returned in `ctx` is owned by KernelContext.
+        let raw = unsafe {
+            FltAllocateContext(
+                crate::entry::filter(),
+                FLT_STREAMHANDLE_CONTEXT as u16,
+                core::mem::size_of::<StreamContext>(),
+                NonPagedPoolNx,
+                &mut ctx,
+            )
+        };
+        status(raw)?;
+        // SAFETY: `ctx` is fresh, uninitialised, non-paged memory of
+        // size_of::<StreamContext>() bytes, pool-aligned (16 >= align_of StreamContext).
+        unsafe { ctx.cast::<StreamContext>().write(init) };
+        Ok(KernelContext(ctx))
+    }
+    fn set_stream_handle_context(
+        &self,
+        data: &KernelOp,
+        ctx: &KernelContext,
+    ) -> Result<(), NtStatus> {
+        // SAFETY: IRQL <= APC_LEVEL; instance/file object of the live operation; `ctx`
+        // is our referenced context; no old context requested (NULL out pointer).
+        let raw = unsafe {
+            FltSetStreamHandleContext(
+                data.instance(),
+                data.file_object(),
+                FLT_SET_CONTEXT_KEEP_IF_EXISTS,
+                ctx.0,
+                core::ptr::null_mut(),
+            )
+        };
+        status(raw)
+    }
+    fn get_stream_handle_context(
+        &self,
+        data: &KernelOp,
+    ) -> Result<Option<KernelContext>, NtStatus> {
+        let mut ctx: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: IRQL <= DISPATCH_LEVEL; instance/file object of the live operation;
+        // the reference returned in `ctx` is owned by KernelContext.
+        let raw =
+            unsafe { FltGetStreamHandleContext(data.instance(), data.file_object(), &mut ctx) };
+        match raw {
+            STATUS_NOT_FOUND => Ok(None),
+            _ => status(raw).map(|()| Some(KernelContext(ctx))),
+        }
+    }
+    fn release_context(&self, ctx: KernelContext) {
+        // SAFETY: releases the one reference `ctx` owned; IRQL <= DISPATCH_LEVEL.
+        unsafe { FltReleaseContext(ctx.0) };
+    }
+
+    fn do_completion_processing_when_safe(
+        &self,
+        data: &mut KernelOp,
+        ctx: CompletionContext,
+        flags: PostOpFlags,
+    ) -> Option<PostOpStatus> {
+        let mut post = 0i32;
+        // SAFETY: called from a post-operation callback with its live data/objects;
+        // the completion context is an encoded value, not a pointer to memory;
+        // `safe_post_write` matches PFLT_POST_OPERATION_CALLBACK.
+        let queued = unsafe {
+            FltDoCompletionProcessingWhenSafe(
+                data.raw(),
+                data.objects,
+                ctx.encode() as *const c_void,
+                flags.0,
+                Some(crate::callbacks::safe_post_write),
+                &mut post,
+            )
+        };
+        queued.then_some(if post == PostOpStatus::MoreProcessingRequired.raw() {
+            PostOpStatus::MoreProcessingRequired
+        } else {
+            PostOpStatus::FinishedProcessing
+        })
+    }
+
+    fn has_flt_flush_buffers2(&self) -> bool {
+        self.flush2().is_some()
+    }
+    fn flt_flush_buffers2(&self, data: &KernelOp, flush_type: u32) -> Result<(), NtStatus> {
+        let Some(flush2) = self.flush2() else {
+            return Err(NtStatus::NOT_IMPLEMENTED);
+        };
+        // SAFETY: PASSIVE_LEVEL (checked by the logic); instance, file object and data
+        // of the live operation.
+        let raw = unsafe { flush2(data.instance(), data.file_object(), flush_type, data.raw()) };
+        status(raw)
+    }
+    fn flt_flush_buffers(&self, data: &KernelOp) -> Result<(), NtStatus> {
+        // SAFETY: PASSIVE_LEVEL (checked by the logic); instance and file object of the
+        // live operation.
+        let raw = unsafe { FltFlushBuffers(data.instance(), data.file_object()) };
+        status(raw)
+    }
+    fn open_kernel_handle(&self, data: &KernelOp) -> Result<KernelHandle, NtStatus> {
+        let mut handle: HANDLE = core::ptr::null_mut();
+        // SAFETY: PASSIVE_LEVEL; the operation's file object is referenced by the I/O
+        // in progress; ObjectType may be NULL with KernelMode; the kernel handle is
+        // owned by KernelHandle and closed by close_kernel_handle.
+        let raw = unsafe {
+            ObOpenObjectByPointer(
+                data.file_object().cast(),
+                OBJ_KERNEL_HANDLE,
+                core::ptr::null(),
+                0,
+                0,
+                KERNEL_MODE,
+                &mut handle,
+            )
+        };
+        status(raw).map(|()| KernelHandle(handle))
+    }
+    fn zw_flush_buffers_file_ex(&self, handle: &KernelHandle, flags: u32) -> Result<(), NtStatus> {
+        let mut iosb = nt::IoStatusBlock::default();
+        // SAFETY: PASSIVE_LEVEL (checked by the logic); `handle` is our open kernel
+        // handle; no parameters buffer; `iosb` is a local.
+        let raw =
+            unsafe { nt::ZwFlushBuffersFileEx(handle.0, flags, core::ptr::null(), 0, &mut iosb) };
+        status(raw)
+    }
+    fn close_kernel_handle(&self, handle: KernelHandle) -> Result<(), NtStatus> {
+        // SAFETY: PASSIVE_LEVEL; closes the one kernel handle `handle` owned.
+        let raw = unsafe { nt::ZwClose(handle.0) };
+        status(raw)
+    }
+
+    fn read_policy_value(&self, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        out.clear();
+        // STATUS_OBJECT_NAME_NOT_FOUND (no Parameters key) passes through: "absent".
+        let key = self.open_parameters_key(KEY_READ, false)?;
+        let value: Vec<u16> = flushguard_protocol::REGISTRY_POLICY_VALUE
+            .encode_utf16()
+            .collect();
+        let name = unicode(&value);
+        let mut buffer: Vec<u8> = Vec::new();
+        if buffer
+            .try_reserve_exact(KVPI_HEADER + MAX_POLICY_VALUE)
+            .is_err()
+        {
+            close_key(key);
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        buffer.resize(KVPI_HEADER + MAX_POLICY_VALUE, 0);
+        let mut length = 0u32;
+        // SAFETY: PASSIVE_LEVEL; `key` is our open kernel handle; `buffer` is a local
+        // allocation of the stated length.
+        let raw = unsafe {
+            nt::ZwQueryValueKey(
+                key,
+                (&raw const name).cast(),
+                KEY_VALUE_PARTIAL_INFORMATION,
+                buffer.as_mut_ptr().cast(),
+                buffer.len() as u32,
+                &mut length,
+            )
+        };
+        close_key(key);
+        match raw {
+            STATUS_BUFFER_OVERFLOW | STATUS_BUFFER_TOO_SMALL => {
+                return Err(NtStatus(STATUS_BUFFER_OVERFLOW))
+            }
+            _ => status(raw)?,
+        }
+        let kind = u32::from_le_bytes([buffer[4], buffer[5], buffer[6], buffer[7]]);
+        let len = u32::from_le_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]) as usize;
+        if kind != REG_BINARY {
+            return Err(NtStatus(STATUS_OBJECT_TYPE_MISMATCH));
+        }
+        let data = buffer
+            .get(KVPI_HEADER..KVPI_HEADER + len)
+            .ok_or(NtStatus(STATUS_BUFFER_OVERFLOW))?;
+        out.extend_from_slice(data);
+        Ok(())
+    }
+    fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
+        let key = self.open_parameters_key(KEY_WRITE, true)?;
+        let name_w: Vec<u16> = flushguard_protocol::REGISTRY_POLICY_VALUE
+            .encode_utf16()
+            .collect();
+        let name = unicode(&name_w);
+        let Ok(size) = u32::try_from(value.len()) else {
+            close_key(key);
+            return Err(NtStatus::INVALID_PARAMETER);
+        };
+        // SAFETY: PASSIVE_LEVEL; `key` is our open kernel handle; `value` is a kernel
+        // buffer of `size` bytes.
+        let raw = unsafe {
+            nt::ZwSetValueKey(
+                key,
+                (&raw const name).cast(),
+                0,
+                REG_BINARY,
+                value.as_ptr().cast(),
+                size,
+            )
+        };
+        close_key(key);
+        status(raw)
+    }
+
+    fn close_server_port(&self) {
+        crate::port::close();
+    }
+    fn unregister_filter(&self) {
+        crate::entry::unregister();
+    }
+}
