@@ -50,6 +50,9 @@ const STATUS_BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
 const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32 as i32;
 /// `STATUS_OBJECT_TYPE_MISMATCH` (0xC0000024).
 const STATUS_OBJECT_TYPE_MISMATCH: i32 = 0xC000_0024_u32 as i32;
+/// `FILE_WRITE_DATA` (0x2): the access NtFlushBuffersFileEx requires on the handle
+/// (else `STATUS_ACCESS_DENIED`). Granted without an access check in KernelMode.
+const FILE_WRITE_DATA: u32 = 0x2;
 /// `KernelMode` (`KPROCESSOR_MODE` 0).
 const KERNEL_MODE: i8 = 0;
 /// `KEY_READ` access mask (winnt.h).
@@ -196,6 +199,15 @@ impl CallbackData for KernelOp {
         let iopb = self.iopb();
         // SAFETY: as in `set_minor_function`.
         unsafe { (*iopb).OperationFlags = flags };
+    }
+    fn file_object_flags(&self) -> u32 {
+        let file_object = self.file_object();
+        if file_object.is_null() {
+            return 0;
+        }
+        // SAFETY: the operation's file object (FLT_RELATED_OBJECTS, non-NULL), referenced
+        // by the I/O in progress; `Flags` is read at the callback's IRQL.
+        unsafe { (*file_object).Flags }
     }
     fn is_fast_io(&self) -> bool {
         // SAFETY: live FLT_CALLBACK_DATA (KernelOp::new contract).
@@ -591,7 +603,7 @@ impl FilterManager for KernelFltMgr {
                 data.file_object().cast(),
                 OBJ_KERNEL_HANDLE,
                 core::ptr::null(),
-                0,
+                FILE_WRITE_DATA,
                 0,
                 KERNEL_MODE,
                 &mut handle,

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use flushguard_engine::callbacks::{
     CallbackData, CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus,
-    PreOpStatus, StreamContext, FLTFL_POST_OPERATION_DRAINING, IRP_MJ_CLEANUP,
+    PreOpStatus, StreamContext, FLTFL_POST_OPERATION_DRAINING, FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP,
     IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
 };
 use flushguard_protocol::NtStatus;
@@ -153,6 +153,12 @@ pub struct FileObject {
     pub write_through_writes: u32,
     /// Writes that reached the file system.
     pub writes: u32,
+    /// Opened with `FILE_SYNCHRONOUS_IO_(NON)ALERT`: the file object has
+    /// `FO_SYNCHRONOUS_IO` and the I/O manager holds its file object lock for the
+    /// whole of each system service on it.
+    pub synchronous_io: bool,
+    /// Thread holding the file object lock (a synchronous service in progress).
+    pub lock_owner: Option<u64>,
 }
 
 /// An operation the fake holds for later: an in-flight post-operation or a
@@ -365,7 +371,13 @@ impl Fake {
     }
 
     /// Creates a file object (before its IRP_MJ_CREATE) and returns its id.
-    pub fn new_file(&self, name: &str, provider: Option<u32>, process: &str) -> u64 {
+    pub fn new_file(
+        &self,
+        name: &str,
+        provider: Option<u32>,
+        process: &str,
+        synchronous_io: bool,
+    ) -> u64 {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.world().files.insert(
             id,
@@ -374,6 +386,7 @@ impl Fake {
                 provider,
                 process: process.to_string(),
                 user_handle_open: true,
+                synchronous_io,
                 ..FileObject::default()
             },
         );
@@ -391,6 +404,14 @@ impl Fake {
             .files
             .get(&file)
             .and_then(|f| f.context.clone())
+    }
+
+    /// `FileObject->Flags` of `file` (`FO_SYNCHRONOUS_IO` when opened so).
+    pub fn fo_flags(&self, file: u64) -> u32 {
+        match self.world().files.get(&file) {
+            Some(f) if f.synchronous_io => FO_SYNCHRONOUS_IO,
+            _ => 0,
+        }
     }
 
     /// Forgets a closed file object: the Filter Manager frees its context reference.
@@ -614,6 +635,8 @@ pub struct FakeData {
     pub synchronous: bool,
     /// `FltSetCallbackDataDirty` was called.
     pub dirty: bool,
+    /// `FileObject->Flags`.
+    pub fo_flags: u32,
 }
 
 impl FakeData {
@@ -633,6 +656,7 @@ impl FakeData {
             status: NtStatus::SUCCESS,
             synchronous: true,
             dirty: false,
+            fo_flags: 0,
         }
     }
 
@@ -670,6 +694,9 @@ impl CallbackData for FakeData {
     }
     fn set_operation_flags(&mut self, flags: u8) {
         self.operation_flags = flags;
+    }
+    fn file_object_flags(&self) -> u32 {
+        self.fo_flags
     }
     fn is_fast_io(&self) -> bool {
         self.fast_io
@@ -750,7 +777,7 @@ impl FilterManager for Fake {
     }
     fn is_operation_synchronous(&self, data: &FakeData) -> bool {
         self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
-        data.synchronous && !data.fast_io
+        (data.synchronous || data.fo_flags & FO_SYNCHRONOUS_IO != 0) && !data.fast_io
     }
     fn set_callback_data_dirty(&self, data: &mut FakeData) {
         self.check_irql(Irql::DISPATCH_LEVEL, "FltSetCallbackDataDirty");
@@ -923,6 +950,18 @@ impl FilterManager for Fake {
         self.flush_checks("ZwFlushBuffersFileEx", handle.file, None, flags);
         if !self.world().outstanding.contains_key(&handle.id) {
             self.violation("ZwFlushBuffersFileEx on a closed handle");
+        }
+        let me = thread_id();
+        let deadlock = self
+            .world()
+            .files
+            .get(&handle.file)
+            .is_some_and(|f| f.synchronous_io && f.lock_owner == Some(me));
+        if deadlock {
+            self.violation(
+                "ZwFlushBuffersFileEx on a FO_SYNCHRONOUS_IO file object whose lock this thread holds (self-deadlock)",
+            );
+            return Err(NtStatus::UNSUCCESSFUL);
         }
         // The request enters the stack at the top: our own pre-flush sees it.
         if let Some(filter) = self.filter() {

@@ -352,6 +352,32 @@ pub fn full_script() -> Vec<Step> {
             fails: false,
             later: false,
         },
+        // A handle opened for synchronous I/O (FO_SYNCHRONOUS_IO): file index 2.
+        Step::Open {
+            governed: true,
+            options: 0x20,
+            fails: false,
+        },
+        Step::Write {
+            file: 2,
+            kind: WriteKind::Cached,
+            synchronous: true,
+            post_irql: 0,
+            top_level: false,
+            fails: false,
+            later: false,
+        },
+        Step::Write {
+            file: 2,
+            kind: WriteKind::NonCached,
+            synchronous: false,
+            post_irql: 2,
+            top_level: false,
+            fails: false,
+            later: true,
+        },
+        Step::Flush { file: 2, minor: 3 },
+        Step::Close { file: 0 },
         Step::Close { file: 0 },
         Step::Close { file: 0 },
     ]

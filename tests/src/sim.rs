@@ -11,7 +11,12 @@ use flushguard_engine::callbacks::{
 };
 use flushguard_protocol::NtStatus;
 
+use flushguard_engine::callbacks::{FilterManager, FO_SYNCHRONOUS_IO};
+
 use crate::fake::{self, Fake, FakeData, FakeOptions, Pending};
+
+/// `FILE_SYNCHRONOUS_IO_ALERT` (0x10) | `FILE_SYNCHRONOUS_IO_NONALERT` (0x20).
+pub const FILE_SYNCHRONOUS_IO_ANY: u32 = 0x30;
 
 /// A monotonic fake system clock (100-ns units).
 pub fn fake_clock() -> u64 {
@@ -200,9 +205,15 @@ impl Harness {
         status: NtStatus,
     ) -> Option<u64> {
         let _op = self.fake.begin_operation()?;
-        let file = self.fake.new_file(name, provider, process);
+        let file = self.fake.new_file(
+            name,
+            provider,
+            process,
+            options & FILE_SYNCHRONOUS_IO_ANY != 0,
+        );
         let mut data = FakeData::new(file, IRP_MJ_CREATE);
         data.create_options = options;
+        data.fo_flags = self.fake.fo_flags(file);
         let pre = self.pre("pre-create", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
             f.pre_create(d)
         });
@@ -227,9 +238,15 @@ impl Harness {
         let Some(_op) = self.fake.begin_operation() else {
             return (None, 0);
         };
-        let file = self.fake.new_file(name, provider, process);
+        let file = self.fake.new_file(
+            name,
+            provider,
+            process,
+            options & FILE_SYNCHRONOUS_IO_ANY != 0,
+        );
         let mut data = FakeData::new(file, IRP_MJ_CREATE);
         data.create_options = options;
+        data.fo_flags = self.fake.fo_flags(file);
         let pre = self.pre("pre-create", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
             f.pre_create(d)
         });
@@ -251,6 +268,18 @@ impl Harness {
         let mut data = FakeData::write(file, irp_flags, 0, 512);
         data.fast_io = spec.kind == WriteKind::FastIo;
         data.synchronous = spec.synchronous;
+        let mut spec = spec;
+        let sync_fo =
+            spec.kind != WriteKind::Paging && self.fake.fo_flags(file) & FO_SYNCHRONOUS_IO != 0;
+        if sync_fo {
+            // The I/O manager serializes the whole service under the file object lock
+            // and waits for completion: the write is synchronous.
+            data.fo_flags = FO_SYNCHRONOUS_IO;
+            data.synchronous = true;
+            spec.complete_later = false;
+            let me = self.fake.current_thread_id();
+            self.fake.with_file(file, |f| f.lock_owner = Some(me));
+        }
         fake::set_top_level(spec.top_level || spec.kind == WriteKind::Paging);
         let pre_irql = if spec.kind == WriteKind::Paging {
             Irql::APC_LEVEL
@@ -294,6 +323,7 @@ impl Harness {
         let _op = self.fake.begin_operation()?;
         let mut data = FakeData::new(file, IRP_MJ_FLUSH_BUFFERS);
         data.minor = minor;
+        data.fo_flags = self.fake.fo_flags(file);
         let pre = self.pre("pre-flush", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
             f.pre_flush(d)
         });
@@ -309,6 +339,7 @@ impl Harness {
             return;
         };
         let mut data = FakeData::new(file, IRP_MJ_CLEANUP);
+        data.fo_flags = self.fake.fo_flags(file);
         self.pre("pre-cleanup", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
             f.pre_cleanup(d)
         });

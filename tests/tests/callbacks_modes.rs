@@ -269,7 +269,7 @@ fn flush_on_close_flushes_only_written_handles_once() {
         flushes[0].routine, "FltFlushBuffers2",
         "native flush at cleanup goes through the filter"
     );
-    assert_eq!(h.filter.counters().get(Counter::CleanupFlushViaFilter), 1);
+    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 1);
 
     // An application full flush after the last write makes the close flush unnecessary.
     let file = open(&h);

@@ -46,9 +46,11 @@ counters! {
     FlushFailedPermanent,
     /// `FltFlushBuffers2` missing: a typed flush ran as a full `FltFlushBuffers`.
     FlushTypeWidened,
-    /// A native flush at cleanup ran through `FltFlushBuffers(2)` (a kernel handle
-    /// closed during IRP_MJ_CLEANUP would send a second cleanup).
-    CleanupFlushViaFilter,
+    /// A native flush ran through `FltFlushBuffers(2)` instead: at cleanup (a kernel
+    /// handle closed inside IRP_MJ_CLEANUP would send a second IRP_MJ_CLEANUP), or on a
+    /// `FO_SYNCHRONOUS_IO` file object (`NtFlushBuffersFileEx` would wait for the file
+    /// object lock the I/O manager holds for the write in progress on this thread).
+    NativeFlushViaFilter,
     /// Flush flags with no `FLUSH_FLAGS_*` equivalent (purge) for the native method.
     FlushFlagsUnsupported,
     /// Flush skipped: paging I/O.

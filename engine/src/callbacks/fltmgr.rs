@@ -123,6 +123,9 @@ pub trait CallbackData {
     fn operation_flags(&self) -> u8;
     /// Sets `Iopb->OperationFlags`.
     fn set_operation_flags(&mut self, flags: u8);
+    /// `FltObjects->FileObject->Flags` (`FO_SYNCHRONOUS_IO` 0x2, `FO_WRITE_THROUGH`
+    /// 0x10, ...).
+    fn file_object_flags(&self) -> u32;
     /// `FLT_IS_FASTIO_OPERATION(Data)`.
     fn is_fast_io(&self) -> bool;
     /// `Data->RequestorMode == KernelMode`.
@@ -287,8 +290,9 @@ pub trait FilterManager: Sync {
     /// # Errors
     /// As [`FilterManager::flt_flush_buffers2`].
     fn flt_flush_buffers(&self, data: &Self::Data) -> Result<(), NtStatus>;
-    /// `ObOpenObjectByPointer(FileObject, OBJ_KERNEL_HANDLE, NULL, 0,
-    /// *IoFileObjectType, KernelMode, &handle)`. PASSIVE_LEVEL.
+    /// `ObOpenObjectByPointer(FileObject, OBJ_KERNEL_HANDLE, NULL, FILE_WRITE_DATA,
+    /// NULL /*object type: optional in KernelMode*/, KernelMode, &handle)`: a handle
+    /// with the write access NtFlushBuffersFileEx checks. PASSIVE_LEVEL.
     ///
     /// # Errors
     /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_ACCESS_DENIED`, ...

@@ -49,6 +49,10 @@ pub use flushguard_protocol::nt::{
     FILE_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE,
     IRP_PAGING_IO, SL_WRITE_THROUGH,
 };
+/// `FO_SYNCHRONOUS_IO` (0x2) in `FILE_OBJECT::Flags`: the I/O manager serializes I/O
+/// on the file object with its file object lock, held for the whole system service.
+/// Source: wdm.h, "FILE_OBJECT" DDI page.
+pub const FO_SYNCHRONOUS_IO: u32 = 0x0000_0002;
 /// `STATUS_REPARSE` (0x104): a create that did not open a file object.
 pub const STATUS_REPARSE: NtStatus = NtStatus(0x0000_0104);
 /// `STATUS_OBJECT_NAME_NOT_FOUND` (0xC0000034): e.g. no `Parameters\Policy` value.
@@ -252,6 +256,8 @@ impl<F: FilterManager> Filter<F> {
         v.minor_function = data.minor_function();
         v.fast_io = data.is_fast_io();
         v.requestor_mode_kernel = data.requestor_mode_kernel();
+        v.file_object_write_through =
+            data.file_object_flags() & flushguard_protocol::nt::FO_WRITE_THROUGH != 0;
         // A top-level IRP matters on the thread that would flush; a post-operation
         // above PASSIVE_LEVEL runs in an arbitrary thread and defers to a worker.
         let irql = self.fm.current_irql();
@@ -734,14 +740,19 @@ impl<F: FilterManager> Filter<F> {
             fm.release_context(c);
             seq
         });
-        let native = if order.native && place == FlushPlace::AtCleanup {
-            // A kernel handle closed inside IRP_MJ_CLEANUP would drop the handle count
-            // to zero again and send a second IRP_MJ_CLEANUP for this file object.
-            self.counters.bump(Counter::CleanupFlushViaFilter);
-            false
-        } else {
-            order.native
-        };
+        // The native method re-enters the stack at the top through the I/O manager:
+        // - at IRP_MJ_CLEANUP, closing our kernel handle would drop the handle count to
+        //   zero again and send a second IRP_MJ_CLEANUP for this file object;
+        // - on a FO_SYNCHRONOUS_IO file object, NtFlushBuffersFileEx waits for the file
+        //   object lock, which the I/O manager holds for the write still in progress on
+        //   this thread (FLT_PREOP_SYNCHRONIZE): a self-deadlock.
+        // Both go to the instances below through FltFlushBuffers(2) instead.
+        let native = order.native
+            && place == FlushPlace::AfterWrite
+            && data.file_object_flags() & FO_SYNCHRONOUS_IO == 0;
+        if order.native && !native {
+            self.counters.bump(Counter::NativeFlushViaFilter);
+        }
         let started = fm.now_us();
         let result = self.issue(data, native, order.flags);
         let elapsed = fm.now_us().saturating_sub(started);
