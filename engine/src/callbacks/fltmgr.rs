@@ -124,8 +124,11 @@ pub trait CallbackData {
     /// Sets `Iopb->OperationFlags`.
     fn set_operation_flags(&mut self, flags: u8);
     /// `FltObjects->FileObject->Flags` (`FO_SYNCHRONOUS_IO` 0x2, `FO_WRITE_THROUGH`
-    /// 0x10, ...).
-    fn file_object_flags(&self) -> u32;
+    /// 0x10, ...). The default (0, "no flags known") suits implementations that do
+    /// not model file objects, e.g. a trace replay; the driver reads the real flags.
+    fn file_object_flags(&self) -> u32 {
+        0
+    }
     /// `FLT_IS_FASTIO_OPERATION(Data)`.
     fn is_fast_io(&self) -> bool;
     /// `Data->RequestorMode == KernelMode`.
