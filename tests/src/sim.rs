@@ -11,7 +11,7 @@ use flushguard_engine::callbacks::{
 };
 use flushguard_protocol::NtStatus;
 
-use flushguard_engine::callbacks::{FilterManager, FO_SYNCHRONOUS_IO};
+use flushguard_engine::callbacks::{Counter, FilterManager, FO_SYNCHRONOUS_IO};
 
 use crate::fake::{self, Fake, FakeData, FakeOptions, Pending};
 
@@ -415,6 +415,8 @@ impl Harness {
             self.filter.own_flushes().is_empty(),
             "recursion guard not cleared"
         );
+        let above_apc = self.filter.counters().get(Counter::PolicyAboveApcLevel);
+        assert_eq!(above_apc, 0, "the policy spin lock was needed above APC_LEVEL");
     }
 
     /// The data `CallbackData` view of a fresh operation (for direct calls).

@@ -20,6 +20,7 @@ proptest! {
         prop_assert!(violations.is_empty(), "violations: {:?}", violations);
         let held = h.fake.outstanding();
         prop_assert!(held.is_empty(), "held: {:?}", held);
+        h.assert_clean();
     }
 
     #[test]

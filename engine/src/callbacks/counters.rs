@@ -88,6 +88,8 @@ counters! {
     RuleRefreshed,
     /// A callback arrived while unloading and passed through.
     CallbackDuringUnload,
+    /// The policy was needed above APC_LEVEL (never expected; passed through).
+    PolicyAboveApcLevel,
 }
 
 /// The callback layer's counters.

@@ -247,6 +247,18 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
+    /// The policy in force, or `None` above APC_LEVEL: the engine's policy lock is
+    /// a spin lock meant for IRQL <= APC_LEVEL (a DISPATCH_LEVEL waiter could spin
+    /// on a preempted holder forever). `None` is counted and never expected: the
+    /// callbacks only ask at IRQL <= APC_LEVEL.
+    fn policy(&self) -> Option<PolicySnapshot> {
+        if self.fm.current_irql() > Irql::APC_LEVEL {
+            self.counters.bump(Counter::PolicyAboveApcLevel);
+            return None;
+        }
+        Some(glue::snapshot(&self.state))
+    }
+
     /// The engine's view of an operation at `phase`.
     fn view(&self, data: &F::Data, phase: Phase) -> OperationView {
         let major = data.major_function();
@@ -365,7 +377,9 @@ impl<F: FilterManager> Filter<F> {
         if !self.running() || self.own_io() || self.fm.current_irql() != Irql::PASSIVE_LEVEL {
             return PreOp::pass();
         }
-        let policy = glue::snapshot(&self.state);
+        let Some(policy) = self.policy() else {
+            return PreOp::pass();
+        };
         let Some((slot, action, provider)) = self.classify(data, &policy) else {
             return PreOp::pass();
         };
@@ -443,7 +457,9 @@ impl<F: FilterManager> Filter<F> {
     }
 
     fn pre_write_governed(&self, data: &mut F::Data, ctx: &StreamContext) -> PreOp {
-        let policy = glue::snapshot(&self.state);
+        let Some(policy) = self.policy() else {
+            return PreOp::pass();
+        };
         let Some((slot, action)) = self.governing_rule(data, ctx, &policy) else {
             return PreOp::pass();
         };
@@ -467,11 +483,15 @@ impl<F: FilterManager> Filter<F> {
         if !wants_post && !d.mark_written_since_flush {
             return PreOp::pass();
         }
-        // The post-write re-asks the engine with the completion status; the mark is
-        // set only after the write succeeded (its data is then in the cache).
+        // The post-write records the write only once it succeeded (its data is then
+        // in the cache) and, when the engine asked for a post-write, asks it again
+        // with the completion status (the rule's flush travels along as a marker).
         let completion = CompletionContext::Write {
             record_write: d.mark_written_since_flush,
-            flush: None,
+            flush: wants_post.then_some(FlushOrder {
+                native: action.method == crate::policy::FlushMethod::Native,
+                flags: action.flags,
+            }),
         };
         if d.pre_op == EnginePreOp::Synchronize
             && !data.is_fast_io()
@@ -486,63 +506,49 @@ impl<F: FilterManager> Filter<F> {
 
     /// Post-write (any IRQL <= DISPATCH_LEVEL, arbitrary thread; <= APC_LEVEL in the
     /// originating thread after `FLT_PREOP_SYNCHRONIZE`). Draining: clean up only
-    /// (nothing is held). On success records the write, then flushes now
-    /// (PASSIVE_LEVEL) or defers with `FltDoCompletionProcessingWhenSafe`.
+    /// (nothing is held). On success records the write (context atomics only: no
+    /// policy lock above APC_LEVEL); when the pre-write asked for a flush decision,
+    /// makes it now (IRQL <= APC_LEVEL) or defers it with
+    /// `FltDoCompletionProcessingWhenSafe` (DISPATCH_LEVEL).
     pub fn post_write(
         &self,
         data: &mut F::Data,
         ctx: Option<CompletionContext>,
         flags: PostOpFlags,
     ) -> PostOpStatus {
-        let Some(CompletionContext::Write { record_write, .. }) = ctx else {
+        let Some(CompletionContext::Write {
+            record_write,
+            flush,
+        }) = ctx
+        else {
             return PostOpStatus::FinishedProcessing;
         };
         if flags.draining() {
-            self.counters.bump(Counter::FlushSkippedDraining);
+            if flush.is_some() {
+                self.counters.bump(Counter::FlushSkippedDraining);
+            }
             return PostOpStatus::FinishedProcessing;
         }
         if !data.io_status().is_success() {
             self.counters.bump(Counter::WriteFailed);
             return PostOpStatus::FinishedProcessing;
         }
-        let Some(context) = self.handle_context(data) else {
-            return PostOpStatus::FinishedProcessing;
-        };
         if record_write {
-            context.record_write();
+            if let Some(c) = self.handle_context(data) {
+                c.record_write();
+                self.fm.release_context(c);
+            }
         }
-        let policy = glue::snapshot(&self.state);
-        let (generation, slot) = context.rule();
-        let written = context.written_since_flush();
-        self.fm.release_context(context);
-        // A stale rule is not re-looked-up here (no name queries above PASSIVE_LEVEL):
-        // the flush decision of a changed policy applies from the next write on.
-        if generation != policy.generation() {
-            self.counters.bump(Counter::StaleRulePassedThrough);
-            return PostOpStatus::FinishedProcessing;
-        }
-        let Some(action) = policy.action(slot) else {
+        let Some(order) = flush else {
             return PostOpStatus::FinishedProcessing;
         };
-        let mut view = self.view(data, Phase::Post);
-        view.written_since_flush = written;
-        let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
-        let Some(order) = glue::flush_order(&d) else {
-            return PostOpStatus::FinishedProcessing;
-        };
-        if data.irp_flags() & IRP_PAGING_IO != 0 {
-            self.counters.bump(Counter::FlushSkippedPagingIo);
-            return PostOpStatus::FinishedProcessing;
-        }
-        if self.fm.current_irql() == Irql::PASSIVE_LEVEL {
-            self.flush_now(data, order.0, order.1, slot);
-            return PostOpStatus::FinishedProcessing;
-        }
         let deferred = CompletionContext::Write {
             record_write: false,
-            flush: Some(order.0),
+            flush: Some(order),
         };
+        if self.fm.current_irql() <= Irql::APC_LEVEL {
+            return self.post_write_when_safe(data, Some(deferred), flags);
+        }
         match self
             .fm
             .do_completion_processing_when_safe(data, deferred, flags)
@@ -558,19 +564,18 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// The safe post-write `FltDoCompletionProcessingWhenSafe` calls (inline at
-    /// IRQL <= APC_LEVEL, or from a worker thread at PASSIVE_LEVEL): issues the
-    /// deferred flush at PASSIVE_LEVEL, else counts it skipped.
+    /// The safe post-write: `FltDoCompletionProcessingWhenSafe` calls it (inline at
+    /// IRQL <= APC_LEVEL, or from a worker thread at PASSIVE_LEVEL), and
+    /// [`Filter::post_write`] at IRQL <= APC_LEVEL. At PASSIVE_LEVEL asks the engine
+    /// (post-write phase, with the completion status) and issues the flush it
+    /// orders; above PASSIVE_LEVEL counts the flush skipped.
     pub fn post_write_when_safe(
         &self,
         data: &mut F::Data,
         ctx: Option<CompletionContext>,
         flags: PostOpFlags,
     ) -> PostOpStatus {
-        let Some(CompletionContext::Write {
-            flush: Some(order), ..
-        }) = ctx
-        else {
+        let Some(CompletionContext::Write { flush: Some(_), .. }) = ctx else {
             return PostOpStatus::FinishedProcessing;
         };
         if flags.draining() {
@@ -581,15 +586,32 @@ impl<F: FilterManager> Filter<F> {
             self.counters.bump(Counter::FlushSkippedIrql);
             return PostOpStatus::FinishedProcessing;
         }
-        let slot = match self.handle_context(data) {
-            Some(c) => {
-                let (_, slot) = c.rule();
-                self.fm.release_context(c);
-                slot
-            }
-            None => DEFAULT_RULE_SLOT,
+        let Some(context) = self.handle_context(data) else {
+            return PostOpStatus::FinishedProcessing;
         };
-        self.flush_now(data, order, FlushPlace::AfterWrite, slot);
+        let (generation, slot) = context.rule();
+        let written = context.written_since_flush();
+        self.fm.release_context(context);
+        let Some(policy) = self.policy() else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        // A rule cached under an older policy is not re-looked-up after the write: the
+        // changed policy applies from the next operation on.
+        if generation != policy.generation() {
+            self.counters.bump(Counter::StaleRulePassedThrough);
+            return PostOpStatus::FinishedProcessing;
+        }
+        let Some(action) = policy.action(slot) else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        let mut view = self.view(data, Phase::Post);
+        view.written_since_flush = written;
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        drop(policy);
+        if let Some((order, place)) = glue::flush_order(&d) {
+            self.flush_now(data, order, place, slot);
+        }
         PostOpStatus::FinishedProcessing
     }
 
@@ -612,7 +634,9 @@ impl<F: FilterManager> Filter<F> {
     }
 
     fn pre_flush_governed(&self, data: &mut F::Data, ctx: &StreamContext) -> PreOp {
-        let policy = glue::snapshot(&self.state);
+        let Some(policy) = self.policy() else {
+            return PreOp::pass();
+        };
         let Some((slot, action)) = self.governing_rule(data, ctx, &policy) else {
             return PreOp::pass();
         };
@@ -640,8 +664,10 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// Post-flush (<= DISPATCH_LEVEL): a successful application flush covers the
-    /// writes observed before it. Draining: nothing to clean up.
+    /// Post-flush (<= DISPATCH_LEVEL): a successful application flush on a handle
+    /// under a flushing rule (the pre-flush asked for this callback) covers the
+    /// writes observed before it. Context atomics only (no policy lock). Draining:
+    /// nothing to clean up.
     pub fn post_flush(
         &self,
         data: &mut F::Data,
@@ -651,29 +677,13 @@ impl<F: FilterManager> Filter<F> {
         let Some(CompletionContext::Flush { observed_write_seq }) = ctx else {
             return PostOpStatus::FinishedProcessing;
         };
-        if flags.draining() {
+        if flags.draining() || !data.io_status().is_success() {
             return PostOpStatus::FinishedProcessing;
         }
-        let Some(c) = self.handle_context(data) else {
-            return PostOpStatus::FinishedProcessing;
-        };
-        let policy = glue::snapshot(&self.state);
-        let (generation, slot) = c.rule();
-        let action = if generation == policy.generation() {
-            policy.action(slot)
-        } else {
-            None
-        };
-        if let Some(action) = action {
-            let mut view = self.view(data, Phase::Post);
-            view.draining = flags.draining();
-            let d = crate::decision::decide(&action, &view);
-            d.record(glue::stats(&self.state), policy.counters(slot));
-            if d.clear_written_since_flush {
-                c.record_flush(observed_write_seq);
-            }
+        if let Some(c) = self.handle_context(data) {
+            c.record_flush(observed_write_seq);
+            self.fm.release_context(c);
         }
-        self.fm.release_context(c);
         PostOpStatus::FinishedProcessing
     }
 
@@ -688,7 +698,10 @@ impl<F: FilterManager> Filter<F> {
         let Some(ctx) = self.handle_context(data) else {
             return PreOp::pass();
         };
-        let policy = glue::snapshot(&self.state);
+        let Some(policy) = self.policy() else {
+            self.fm.release_context(ctx);
+            return PreOp::pass();
+        };
         let decided: Option<(u32, Decision)> =
             self.governing_rule(data, &ctx, &policy)
                 .map(|(slot, action)| {
