@@ -367,6 +367,79 @@ impl KernelFltMgr {
     }
 }
 
+/// `ZwQueryValueKey(KeyValuePartialInformation)` of `Parameters\Policy` into `out`:
+/// first the size (header only), then exactly that many bytes. PASSIVE_LEVEL.
+///
+/// # Errors
+/// The query's NTSTATUS (`STATUS_OBJECT_NAME_NOT_FOUND` when there is no value),
+/// `STATUS_BUFFER_OVERFLOW` for a value over `MAX_POLICY_BYTES` (or one that grew
+/// between the two queries), `STATUS_OBJECT_TYPE_MISMATCH` unless REG_BINARY,
+/// `STATUS_INSUFFICIENT_RESOURCES` when the pool cannot hold it.
+fn query_policy_value(key: HANDLE, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+    let value: Vec<u16> = flushguard_protocol::REGISTRY_POLICY_VALUE
+        .encode_utf16()
+        .collect();
+    let name = unicode(&value);
+    let mut header = [0u8; KVPI_HEADER];
+    let mut needed = 0u32;
+    // SAFETY: PASSIVE_LEVEL; `key` is the caller's open kernel handle; `header` is a
+    // local buffer of the stated length; `name` describes the local `value`.
+    let raw = unsafe {
+        nt::ZwQueryValueKey(
+            key,
+            (&raw const name).cast(),
+            KEY_VALUE_PARTIAL_INFORMATION,
+            header.as_mut_ptr().cast(),
+            header.len() as u32,
+            &mut needed,
+        )
+    };
+    match raw {
+        STATUS_BUFFER_OVERFLOW | STATUS_BUFFER_TOO_SMALL => {}
+        _ => status(raw)?,
+    }
+    let needed = needed as usize;
+    if needed > KVPI_HEADER + MAX_POLICY_VALUE {
+        return Err(NtStatus(STATUS_BUFFER_OVERFLOW));
+    }
+    let mut buffer: Vec<u8> = Vec::new();
+    buffer
+        .try_reserve_exact(needed.max(KVPI_HEADER))
+        .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+    buffer.resize(needed.max(KVPI_HEADER), 0);
+    let mut length = 0u32;
+    // SAFETY: as above, with `buffer` (a pool allocation of the stated length).
+    let raw = unsafe {
+        nt::ZwQueryValueKey(
+            key,
+            (&raw const name).cast(),
+            KEY_VALUE_PARTIAL_INFORMATION,
+            buffer.as_mut_ptr().cast(),
+            buffer.len() as u32,
+            &mut length,
+        )
+    };
+    match raw {
+        STATUS_BUFFER_OVERFLOW | STATUS_BUFFER_TOO_SMALL => {
+            return Err(NtStatus(STATUS_BUFFER_OVERFLOW))
+        }
+        _ => status(raw)?,
+    }
+    let kind = u32::from_le_bytes([buffer[4], buffer[5], buffer[6], buffer[7]]);
+    let len = u32::from_le_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]) as usize;
+    if kind != REG_BINARY {
+        return Err(NtStatus(STATUS_OBJECT_TYPE_MISMATCH));
+    }
+    let data = KVPI_HEADER
+        .checked_add(len)
+        .and_then(|end| buffer.get(KVPI_HEADER..end))
+        .ok_or(NtStatus(STATUS_BUFFER_OVERFLOW))?;
+    out.try_reserve_exact(data.len())
+        .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+    out.extend_from_slice(data);
+    Ok(())
+}
+
 fn close_key(key: HANDLE) {
     // SAFETY: PASSIVE_LEVEL; `key` is a kernel handle this module opened and closes
     // exactly once.
@@ -629,49 +702,9 @@ impl FilterManager for KernelFltMgr {
         out.clear();
         // STATUS_OBJECT_NAME_NOT_FOUND (no Parameters key) passes through: "absent".
         let key = self.open_parameters_key(KEY_READ, false)?;
-        let value: Vec<u16> = flushguard_protocol::REGISTRY_POLICY_VALUE
-            .encode_utf16()
-            .collect();
-        let name = unicode(&value);
-        let mut buffer: Vec<u8> = Vec::new();
-        if buffer
-            .try_reserve_exact(KVPI_HEADER + MAX_POLICY_VALUE)
-            .is_err()
-        {
-            close_key(key);
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
-        }
-        buffer.resize(KVPI_HEADER + MAX_POLICY_VALUE, 0);
-        let mut length = 0u32;
-        // SAFETY: PASSIVE_LEVEL; `key` is our open kernel handle; `buffer` is a local
-        // allocation of the stated length.
-        let raw = unsafe {
-            nt::ZwQueryValueKey(
-                key,
-                (&raw const name).cast(),
-                KEY_VALUE_PARTIAL_INFORMATION,
-                buffer.as_mut_ptr().cast(),
-                buffer.len() as u32,
-                &mut length,
-            )
-        };
+        let result = query_policy_value(key, out);
         close_key(key);
-        match raw {
-            STATUS_BUFFER_OVERFLOW | STATUS_BUFFER_TOO_SMALL => {
-                return Err(NtStatus(STATUS_BUFFER_OVERFLOW))
-            }
-            _ => status(raw)?,
-        }
-        let kind = u32::from_le_bytes([buffer[4], buffer[5], buffer[6], buffer[7]]);
-        let len = u32::from_le_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]) as usize;
-        if kind != REG_BINARY {
-            return Err(NtStatus(STATUS_OBJECT_TYPE_MISMATCH));
-        }
-        let data = buffer
-            .get(KVPI_HEADER..KVPI_HEADER + len)
-            .ok_or(NtStatus(STATUS_BUFFER_OVERFLOW))?;
-        out.extend_from_slice(data);
-        Ok(())
+        result
     }
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
         let key = self.open_parameters_key(KEY_WRITE, true)?;
