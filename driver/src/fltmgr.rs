@@ -163,7 +163,8 @@ impl KernelOp {
     }
 
     fn file_object(&self) -> *const FILE_OBJECT {
-        // SAFETY: as in `instance`.
+        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
+        // contract), owned by Filter Manager for the callback; any IRQL.
         unsafe { (*self.objects).FileObject }
     }
 }
@@ -171,33 +172,44 @@ impl KernelOp {
 impl CallbackData for KernelOp {
     fn major_function(&self) -> u8 {
         let iopb = self.iopb();
-        // SAFETY: live parameter block (see `iopb`), read at the callback's IRQL.
+        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
+        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
+        // the callback's IRQL (<= DISPATCH_LEVEL).
         unsafe { (*iopb).MajorFunction }
     }
     fn minor_function(&self) -> u8 {
         let iopb = self.iopb();
-        // SAFETY: live parameter block (see `iopb`).
+        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
+        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
+        // the callback's IRQL (<= DISPATCH_LEVEL).
         unsafe { (*iopb).MinorFunction }
     }
     fn set_minor_function(&mut self, minor: u8) {
         let iopb = self.iopb();
-        // SAFETY: a pre-operation callback may change the parameter block it was given
-        // (then calls FltSetCallbackDataDirty); Filter Manager owns it, we hold it.
+        // SAFETY: the parameter block of the running pre-flush (KernelOp::new contract),
+        // owned by Filter Manager; a pre-operation may change it (then calls
+        // FltSetCallbackDataDirty); IRQL <= APC_LEVEL.
         unsafe { (*iopb).MinorFunction = minor };
     }
     fn irp_flags(&self) -> u32 {
         let iopb = self.iopb();
-        // SAFETY: live parameter block (see `iopb`).
+        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
+        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
+        // the callback's IRQL (<= DISPATCH_LEVEL).
         unsafe { (*iopb).IrpFlags }
     }
     fn operation_flags(&self) -> u8 {
         let iopb = self.iopb();
-        // SAFETY: live parameter block (see `iopb`).
+        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
+        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
+        // the callback's IRQL (<= DISPATCH_LEVEL).
         unsafe { (*iopb).OperationFlags }
     }
     fn set_operation_flags(&mut self, flags: u8) {
         let iopb = self.iopb();
-        // SAFETY: as in `set_minor_function`.
+        // SAFETY: the parameter block of the running pre-write (KernelOp::new contract),
+        // owned by Filter Manager; a pre-operation may change it (then calls
+        // FltSetCallbackDataDirty); IRQL <= APC_LEVEL.
         unsafe { (*iopb).OperationFlags = flags };
     }
     fn file_object_flags(&self) -> u32 {
@@ -210,24 +222,27 @@ impl CallbackData for KernelOp {
         unsafe { (*file_object).Flags }
     }
     fn is_fast_io(&self) -> bool {
-        // SAFETY: live FLT_CALLBACK_DATA (KernelOp::new contract).
+        // SAFETY: the callback's FLT_CALLBACK_DATA (KernelOp::new contract), owned by
+        // Filter Manager for the callback; any IRQL.
         let flags = unsafe { (*self.data).Flags };
         flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0
     }
     fn requestor_mode_kernel(&self) -> bool {
-        // SAFETY: live FLT_CALLBACK_DATA (KernelOp::new contract).
+        // SAFETY: the callback's FLT_CALLBACK_DATA (KernelOp::new contract), owned by
+        // Filter Manager for the callback; any IRQL.
         let mode = unsafe { (*self.data).RequestorMode };
         mode == KERNEL_MODE
     }
     fn create_options(&self) -> u32 {
         let parameters = self.parameters();
-        // SAFETY: the logic reads `Create` only for IRP_MJ_CREATE, whose parameters
-        // are the `Create` member of the union.
+        // SAFETY: reading a union member of a local copy; the engine reads `Create`
+        // only for IRP_MJ_CREATE, whose active member it is (plain u32, any bits valid).
         unsafe { parameters.Create.Options }
     }
     fn set_create_options(&mut self, options: u32) {
         let iopb = self.iopb();
-        // SAFETY: live parameter block (see `iopb`); only a place is computed.
+        // SAFETY: the parameter block of the running pre-create (KernelOp::new
+        // contract), owned by Filter Manager; only a place is computed; PASSIVE_LEVEL.
         let parameters = unsafe { &raw mut (*iopb).Parameters };
         // SAFETY: IRP_MJ_CREATE pre-operation (the only caller): `Create` is the active
         // member of the union; only a place is computed.
@@ -238,12 +253,13 @@ impl CallbackData for KernelOp {
     }
     fn write_offset(&self) -> i64 {
         let parameters = self.parameters();
-        // SAFETY: read only for IRP_MJ_WRITE, whose active member is `Write`.
+        // SAFETY: reading a union member of a local copy; the engine reads `Write` only
+        // for IRP_MJ_WRITE, whose active member it is (plain i64, any bits valid).
         unsafe { parameters.Write.ByteOffset }
     }
     fn write_length(&self) -> u32 {
         let parameters = self.parameters();
-        // SAFETY: read only for IRP_MJ_WRITE, whose active member is `Write`.
+        // SAFETY: as in `write_offset` (plain u32).
         unsafe { parameters.Write.Length }
     }
     fn io_status(&self) -> NtStatus {
@@ -360,7 +376,8 @@ impl KernelFltMgr {
                 )
             }
         } else {
-            // SAFETY: as above.
+            // SAFETY: PASSIVE_LEVEL; `attributes` and `name` are locals alive for the
+            // call; the kernel handle is owned by this function until returned.
             unsafe { nt::ZwOpenKey(&mut key, access, (&raw const attributes).cast()) }
         };
         status(raw).map(|()| key)
@@ -408,7 +425,8 @@ fn query_policy_value(key: HANDLE, out: &mut Vec<u8>) -> Result<(), NtStatus> {
         .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
     buffer.resize(needed.max(KVPI_HEADER), 0);
     let mut length = 0u32;
-    // SAFETY: as above, with `buffer` (a pool allocation of the stated length).
+    // SAFETY: PASSIVE_LEVEL; `key` is the caller's open kernel handle; `buffer` is a
+    // pool allocation of the stated length owned here; `name` describes `value`.
     let raw = unsafe {
         nt::ZwQueryValueKey(
             key,
@@ -474,11 +492,13 @@ impl FilterManager for KernelFltMgr {
         t100ns / 10
     }
     fn is_operation_synchronous(&self, data: &KernelOp) -> bool {
-        // SAFETY: live callback data; IRQL <= DISPATCH_LEVEL in every callback.
+        // SAFETY: the callback's FLT_CALLBACK_DATA (owned by Filter Manager for the
+        // callback); IRQL <= DISPATCH_LEVEL in every callback.
         unsafe { FltIsOperationSynchronous(data.raw()) }
     }
     fn set_callback_data_dirty(&self, data: &mut KernelOp) {
-        // SAFETY: live callback data of the running pre-operation, which changed it.
+        // SAFETY: the FLT_CALLBACK_DATA of the running pre-operation (owned by Filter
+        // Manager), which the logic changed; IRQL <= DISPATCH_LEVEL.
         unsafe { FltSetCallbackDataDirty(data.raw()) };
     }
 
@@ -495,7 +515,8 @@ impl FilterManager for KernelFltMgr {
         };
         status(raw)?;
         let name = KernelName(info);
-        // SAFETY: `info` is the referenced name information just returned.
+        // SAFETY: `info` is the name information just returned, whose reference `name`
+        // owns; IRQL <= APC_LEVEL.
         let raw = unsafe { FltParseFileNameInformation(info) };
         if let Err(e) = status(raw) {
             self.release_file_name_information(name);
@@ -504,7 +525,8 @@ impl FilterManager for KernelFltMgr {
         Ok(name)
     }
     fn file_name<'a>(&self, name: &'a KernelName) -> &'a [u16] {
-        // SAFETY: referenced name information (held by `name`), not modified.
+        // SAFETY: the name information whose reference `name` owns (kept alive until
+        // FltReleaseFileNameInformation), only read; any IRQL <= APC_LEVEL.
         let info = unsafe { &*name.0 };
         utf16(&info.Name)
     }
@@ -540,7 +562,8 @@ impl FilterManager for KernelFltMgr {
         }
     }
     fn process_image_name(&self, data: &KernelOp) -> Result<KernelImage, NtStatus> {
-        // SAFETY: live callback data; returns a borrowed PEPROCESS (no reference taken).
+        // SAFETY: the callback's FLT_CALLBACK_DATA (owned by Filter Manager); returns a
+        // borrowed PEPROCESS (no reference taken), alive for the operation; PASSIVE_LEVEL.
         let process = unsafe { FltGetRequestorProcess(data.raw()) };
         if process == 0 {
             return Err(NtStatus(STATUS_NOT_FOUND));
@@ -552,7 +575,8 @@ impl FilterManager for KernelFltMgr {
         status(raw).map(|()| KernelImage(image))
     }
     fn image_name<'a>(&self, image: &'a KernelImage) -> &'a [u16] {
-        // SAFETY: the buffer SeLocateProcessImageName returned, held by `image`.
+        // SAFETY: the pool buffer SeLocateProcessImageName returned, owned by `image`
+        // until ExFreePool; only read; PASSIVE_LEVEL.
         let s = unsafe { &*image.0 };
         utf16(s)
     }
