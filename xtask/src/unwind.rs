@@ -53,8 +53,9 @@ pub enum UnwindError {
     /// The image could not be parsed.
     #[error("image: {0}")]
     Image(String),
-    /// No `RUNTIME_FUNCTION` covers the routine.
-    #[error("{0}: no RUNTIME_FUNCTION entry in .pdata")]
+    /// No `RUNTIME_FUNCTION` covers the routine: it is a leaf function without unwind
+    /// info, so it has no exception handler either.
+    #[error("{0}: no RUNTIME_FUNCTION entry in .pdata (no unwind info, so no __except handler)")]
     NoRuntimeFunction(String),
     /// The unwind info has no exception handler.
     #[error("{0}: UNWIND_INFO has no UNW_FLAG_EHANDLER (the __try was dropped)")]
@@ -142,24 +143,25 @@ pub fn check_seh_handlers(
     let file = PeFile64::parse(image).map_err(|e| UnwindError::Image(e.to_string()))?;
     let sections = file.section_table();
     let at = |rva: u32| sections.pe_data_at(image, rva);
-    let pdata_dir = file
-        .data_directory(pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION)
-        .ok_or_else(|| UnwindError::Image("no exception directory".to_owned()))?;
-    let pdata_rva = pdata_dir.virtual_address.get(LE);
-    let pdata_len = pdata_dir.size.get(LE) as usize;
-    let pdata = at(pdata_rva)
-        .and_then(|data| data.get(..pdata_len))
-        .ok_or_else(|| UnwindError::Image("exception directory out of bounds".to_owned()))?;
-    let entries: Vec<(u32, u32, u32)> = pdata
-        .chunks_exact(12)
-        .filter_map(|entry| {
-            Some((
-                read_u32(entry, 0)?,
-                read_u32(entry, 4)?,
-                read_u32(entry, 8)?,
-            ))
-        })
-        .collect();
+    // No exception directory at all (every function a leaf) means no handlers either.
+    let mut entries: Vec<(u32, u32, u32)> = Vec::new();
+    if let Some(pdata_dir) = file.data_directory(pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION) {
+        let pdata_rva = pdata_dir.virtual_address.get(LE);
+        let pdata_len = pdata_dir.size.get(LE) as usize;
+        let pdata = at(pdata_rva)
+            .and_then(|data| data.get(..pdata_len))
+            .ok_or_else(|| UnwindError::Image("exception directory out of bounds".to_owned()))?;
+        entries = pdata
+            .chunks_exact(12)
+            .filter_map(|entry| {
+                Some((
+                    read_u32(entry, 0)?,
+                    read_u32(entry, 4)?,
+                    read_u32(entry, 8)?,
+                ))
+            })
+            .collect();
+    }
 
     let mut checks = Vec::new();
     for &function in functions {
