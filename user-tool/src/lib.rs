@@ -1,4 +1,15 @@
 //! flushctl: the FlushGuard administrator CLI, as a library (the binary is a thin shell).
+//!
+//! `unsafe` is denied everywhere but in the Windows port module (`port::win`), the one
+//! place that calls fltlib.dll.
 #![deny(unsafe_code)]
 
+pub mod app;
+pub mod cli;
+pub mod error;
+pub mod gen;
+pub mod output;
+pub mod port;
+pub mod replay;
+pub mod sim;
 pub mod trace;

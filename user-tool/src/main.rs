@@ -1,4 +1,18 @@
-//! FlushGuard administrator CLI.
+//! `flushctl`: the FlushGuard administrator CLI. All logic lives in the library crate;
+//! this shell parses arguments, runs the command and maps errors to exit codes.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = flushctl::cli::Cli::parse();
+    match flushctl::app::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("flushctl: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -353,6 +353,20 @@ pub fn parse_write(detail: &str) -> Result<WriteDetail, DetailError> {
     Ok(out)
 }
 
+/// Keys of a `SetRenameInformationFile` Detail.
+pub const RENAME_KEYS: &[&str] = &["ReplaceIfExists", "Flags", "FileName"];
+
+/// The new name of a `SetRenameInformationFile` Detail (`ReplaceIfExists: True,
+/// FileName: C:\dir\new.txt`); `None` when `FileName` is missing or empty. The file name
+/// is the last key, so commas inside it are kept.
+pub fn parse_rename(detail: &str) -> Option<&str> {
+    split_known_keys(detail, RENAME_KEYS)
+        .into_iter()
+        .find(|(k, _)| *k == "FileName")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +448,19 @@ mod tests {
         assert!(parse_write("Offset: 0, Length: 99999999999999999999999").is_err());
         assert!(parse_write("Offset: ,1, Length: 1").is_err());
         assert!(parse_write("").is_err());
+    }
+
+    #[test]
+    fn rename_detail() {
+        // Row 74 of 13-ransomware-sim-write-rename.csv.
+        assert_eq!(
+            parse_rename(
+                "ReplaceIfExists: True, FileName: C:\\ransomware_test\\doc1.txt.encrypted"
+            ),
+            Some("C:\\ransomware_test\\doc1.txt.encrypted")
+        );
+        assert_eq!(parse_rename("FileName: C:\\a, b.txt"), Some("C:\\a, b.txt"));
+        assert_eq!(parse_rename("ReplaceIfExists: False"), None);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub struct Malformed {
 
 /// The I/O operation of an event, reduced to what FlushGuard's callbacks see.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub enum Op<'r> {
     /// `CreateFile` / `IRP_MJ_CREATE`.
     Create(CreateDetail),
     /// `WriteFile` / `IRP_MJ_WRITE` (`fast_io == false`) or `FASTIO_WRITE` /
@@ -69,11 +69,17 @@ pub enum Op {
     Cleanup,
     /// `IRP_MJ_CLOSE`: the file object itself goes away.
     Close,
+    /// `SetRenameInformationFile` / `SetRenameInformationEx`: the open file gets a new
+    /// name (its handles and cached rule decision stay with the file object).
+    Rename {
+        /// The new path (`FileName:` of the Detail).
+        new_path: &'r str,
+    },
     /// Any other operation (reads, queries, registry, process events): counted, ignored.
     Other,
 }
 
-impl Op {
+impl Op<'_> {
     /// Short name used in reports.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -82,6 +88,7 @@ impl Op {
             Op::Flush => "flush",
             Op::Cleanup => "cleanup",
             Op::Close => "close",
+            Op::Rename { .. } => "rename",
             Op::Other => "other",
         }
     }
@@ -99,6 +106,9 @@ pub fn classify_operation(op: &str) -> Option<OpKind> {
         "FlushBuffersFile" | "IRP_MJ_FLUSH_BUFFERS" => OpKind::Flush,
         "CloseFile" | "Cleanup" | "IRP_MJ_CLEANUP" => OpKind::Cleanup,
         "IRP_MJ_CLOSE" => OpKind::Close,
+        "SetRenameInformationFile"
+        | "SetRenameInformationEx"
+        | "SetRenameInformationExBypassAccessCheck" => OpKind::Rename,
         _ => return None,
     })
 }
@@ -119,6 +129,8 @@ pub enum OpKind {
     Cleanup,
     /// Close.
     Close,
+    /// Rename.
+    Rename,
 }
 
 /// The `Result` column.
@@ -224,7 +236,7 @@ pub struct Event<'r> {
     /// `PID` (0 when the export has no PID column).
     pub pid: u32,
     /// The operation and its parsed Detail.
-    pub op: Op,
+    pub op: Op<'r>,
     /// `Path` as exported.
     pub path: &'r str,
     /// `Result`.
@@ -460,6 +472,11 @@ impl<R: Read> TraceReader<R> {
             OpKind::Flush => Op::Flush,
             OpKind::Cleanup => Op::Cleanup,
             OpKind::Close => Op::Close,
+            OpKind::Rename => match detail::parse_rename(detail) {
+                Some(new_path) => Op::Rename { new_path },
+                None if !result.is_success() => Op::Other,
+                None => return bad(format!("{op_name}: missing `FileName:` in Detail")),
+            },
         };
         Ok(Some(Item::Event(Event {
             line,

@@ -1,0 +1,221 @@
+//! The command-line interface (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Administer the FlushGuard minifilter: show and apply durability policy, read
+/// statistics and events, load and unload the driver, and replay Process Monitor traces
+/// to see what a policy would do before enabling it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flushctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Talk to an in-process engine instead of the driver (works on any OS). Its state
+    /// (policy, loaded flag) is kept in the file given by --state / FLUSHCTL_STATE, so
+    /// successive invocations see each other's changes; without one, each run starts from
+    /// a freshly loaded engine with the pass-through policy.
+    #[arg(long, global = true)]
+    pub offline: bool,
+
+    /// State file of the --offline engine (created when missing).
+    #[arg(long, global = true, env = "FLUSHCTL_STATE", value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of tables (reading commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Test hook: make the --offline port fail the way the driver's port fails
+    /// (access-denied, version-mismatch=N). Hidden; see the README's testing section.
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "FLUSHCTL_SIMULATE",
+        value_name = "FAULT"
+    )]
+    pub simulate: Option<String>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown at the end of `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  operation failed (I/O error, the driver returned an error status)
+  2  usage error (bad arguments)
+  3  the FlushGuard driver is not loaded (or its port is not open)
+  4  access denied: run from an elevated (administrator) prompt
+  5  protocol version mismatch between flushctl and the driver
+  6  not supported on this operating system (use --offline, replay, policy check)
+  7  invalid input: policy file rejected, or a malformed trace line with --strict";
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show whether the driver is loaded, its version and the active policy generation.
+    Status,
+    /// Show, check, apply or explain the durability policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show the driver's counters (per rule, flush latency histogram).
+    Stats(StatsArgs),
+    /// Show recent driver events (flush failures, policy changes).
+    Events(EventsArgs),
+    /// Load the driver (FilterLoad, like `fltmc load FlushGuard`). Needs elevation.
+    Load,
+    /// Unload the driver (FilterUnload, like `fltmc unload FlushGuard`). Needs elevation.
+    Unload,
+    /// Replay a Process Monitor CSV export through the engine and report what FlushGuard
+    /// would have done.
+    Replay(ReplayArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a generated Process Monitor-style CSV trace (synthetic workload).
+    #[command(hide = true)]
+    GenTrace(GenTraceArgs),
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the active policy.
+    Show,
+    /// Validate a policy file and apply it atomically (all or nothing).
+    Apply {
+        /// Policy file (TOML).
+        file: PathBuf,
+        /// Also store it so the driver loads it at boot (registry, REG_BINARY).
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Validate a policy file without applying it (needs no driver).
+    Check {
+        /// Policy file (TOML).
+        file: PathBuf,
+    },
+    /// Show which rule governs a path and what it would do.
+    Explain(ExplainArgs),
+}
+
+/// Network redirector choices for `--provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    /// SMB (LanmanRedirector).
+    Smb,
+    /// WebDAV (WebDavRedirector).
+    Webdav,
+    /// NFS client.
+    Nfs,
+    /// Remote Desktop drive redirection.
+    Rdpdr,
+    /// A local volume (only governed when the policy attaches local volumes).
+    Local,
+}
+
+/// `policy explain` arguments.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The file: `\\server\share\dir\file`, `\Device\Mup\server\share\...`, or a drive
+    /// path together with --map.
+    pub path: String,
+    /// Image name of the writing process (e.g. `excel.exe`).
+    #[arg(long, value_name = "NAME")]
+    pub process: Option<String>,
+    /// Redirector behind the file (default: guessed from the path).
+    #[arg(long, value_enum, value_name = "P")]
+    pub provider: Option<ProviderArg>,
+    /// Explain against this policy file instead of the driver's active policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Map a drive letter to a share, e.g. `Z:=\\fs01\projects` (repeatable).
+    #[arg(long = "map", value_name = "D:=\\\\SERVER\\SHARE")]
+    pub maps: Vec<String>,
+}
+
+/// `stats` arguments.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print again every SECS seconds until interrupted.
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<u64>,
+    /// Reset the counters after reading them.
+    #[arg(long)]
+    pub reset: bool,
+    /// With --watch: stop after N rounds (default: until interrupted).
+    #[arg(long, hide = true, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// `events` arguments.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep polling for new events until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: poll interval in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval_ms: u64,
+    /// With --follow: stop after N polls (default: until interrupted).
+    #[arg(long, hide = true, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// `replay` arguments.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Process Monitor CSV export (File > Save > CSV; any column set and order with
+    /// Process Name, PID, Operation, Path, Result and Detail).
+    #[arg(long, value_name = "FILE")]
+    pub trace: PathBuf,
+    /// Policy file (TOML). Default: the driver's active policy (needs the driver or
+    /// --offline).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Map a drive letter to a share, e.g. `Z:=\\fs01\projects` (repeatable).
+    #[arg(long = "map", value_name = "D:=\\\\SERVER\\SHARE")]
+    pub maps: Vec<String>,
+    /// Stop at the first malformed line (exit code 7).
+    #[arg(long)]
+    pub strict: bool,
+    /// Rows in the per-file table (largest unflushed first); the JSON report lists all.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+    /// Most distinct files tracked individually; further files are added up in one
+    /// "(other files)" row, so memory stays bounded on any trace.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_files: usize,
+    /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `gen-trace` arguments.
+#[derive(Debug, Args)]
+pub struct GenTraceArgs {
+    /// Output file (`-` for stdout).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Number of data rows to write.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub events: u64,
+    /// Seed of the pseudo-random workload (same seed, same file).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Distinct files the workload touches.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub files: u32,
+}

@@ -1,0 +1,97 @@
+//! flushctl's errors, their messages (each says what to do) and exit codes.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::port::PortError;
+
+/// Process exit codes (also printed by `flushctl --help`).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The operation failed (I/O error, the driver returned an error status).
+    pub const FAILED: u8 = 1;
+    /// Usage error (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The driver is not loaded / its communication port does not exist.
+    pub const NOT_LOADED: u8 = 3;
+    /// Access denied: not elevated.
+    pub const ACCESS_DENIED: u8 = 4;
+    /// Protocol version mismatch between flushctl and the driver.
+    pub const VERSION_MISMATCH: u8 = 5;
+    /// Not supported on this operating system.
+    pub const UNSUPPORTED: u8 = 6;
+    /// Invalid input: a policy file rejected, or a malformed trace line with `--strict`.
+    pub const INVALID_INPUT: u8 = 7;
+}
+
+/// Everything that can make a command fail.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// Talking to the driver failed.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// A policy file could not be read or was rejected.
+    #[error("policy file {}: {message}", path.display())]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column when it has them).
+        message: String,
+    },
+    /// A policy received from the driver could not be decoded.
+    #[error("the driver's policy could not be decoded: {0}")]
+    PolicyDecode(String),
+    /// `--strict` replay hit a malformed line.
+    #[error("{}: line {line}: {reason} (--strict stops at the first malformed line)", path.display())]
+    MalformedTrace {
+        /// The trace.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The trace could not be read at all.
+    #[error("{}: {source}", path.display())]
+    Trace {
+        /// The trace.
+        path: PathBuf,
+        /// Why.
+        source: crate::trace::TraceError,
+    },
+    /// A bad argument value found after parsing (e.g. `--map`).
+    #[error("{0}")]
+    Usage(String),
+    /// Any other I/O failure.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Port(p) => p.exit_code(),
+            CliError::Policy { .. } | CliError::MalformedTrace { .. } => exit::INVALID_INPUT,
+            CliError::Usage(_) => exit::USAGE,
+            CliError::PolicyDecode(_) | CliError::Trace { .. } | CliError::Io { .. } => {
+                exit::FAILED
+            }
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        CliError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The in-process port (`--offline`): FlushGuard's own message handling
+//! ([`Filter::handle_message`], the code the driver's MessageNotifyCallback runs) in
+//! this process, over a simulated Filter Manager ([`SimFm`]).
+//!
+//! # State between invocations
+//!
+//! Each flushctl run is a new process, so the engine would start from scratch every
+//! time. With a state file (`--state FILE` or `FLUSHCTL_STATE`), the in-process "driver"
+//! keeps, as JSON:
+//! - `loaded`: whether it is loaded (`flushctl --offline load` / `unload`);
+//! - `registry_policy`: the `Parameters\Policy` REG_BINARY value (written by
+//!   `policy apply --persist`, hex);
+//! - `journal`: the state-changing requests it accepted since it was loaded (SetPolicy,
+//!   ResetStats; hex wire bytes, at most [`MAX_JOURNAL`]).
+//!
+//! Opening the port re-creates the driver exactly as it would be: [`Filter::load`] reads
+//! the registry value (as DriverEntry does), then the journal is handled again in order,
+//! so policy generations, the event ring and GetPolicy/GetStatus answers continue where
+//! the last invocation left them. `unload` clears the journal (the registry value stays,
+//! as on Windows). Without a state file every run starts from a freshly loaded engine
+//! with the pass-through policy. The file is replaced atomically (write + rename).
+//!
+//! # Simulated failures (test hook)
+//!
+//! `--simulate` / `FLUSHCTL_SIMULATE` (hidden) makes this port fail at the point where
+//! the Windows port fails, through the same classification code:
+//! - `not-loaded`: `FilterConnectCommunicationPort` / `FilterUnload` HRESULT 0x80070002;
+//! - `access-denied`: the port's security descriptor refuses a non-administrator
+//!   (HRESULT 0x80070005); `FilterLoad` lacks SeLoadDriverPrivilege (0x80070522);
+//! - `client-version=N`: this flushctl sends protocol version N in its connect context,
+//!   and the driver's own connect check (`ConnectContext::decode`) refuses it.
+
+use std::path::{Path, PathBuf};
+
+use flushguard_engine::callbacks::{Filter, PolicySource};
+use flushguard_engine::protocol::{
+    Command, ConnectContext, DecodeError, RequestHeader, CONNECT_MAGIC, PROTOCOL_VERSION,
+};
+use flushguard_engine::State;
+use serde::{Deserialize, Serialize};
+
+use super::{classify_hresult, FltlibCall, Port, PortError};
+use crate::sim::SimFm;
+
+/// Most journal entries kept; older SetPolicy entries are folded (see [`Journal`]).
+pub const MAX_JOURNAL: usize = 1024;
+
+/// A parsed `--simulate` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simulation {
+    /// The driver is not loaded.
+    NotLoaded,
+    /// The caller is not elevated.
+    AccessDenied,
+    /// flushctl sends this protocol version.
+    ClientVersion(u32),
+}
+
+impl Simulation {
+    /// Parses `not-loaded`, `access-denied` or `client-version=N`.
+    ///
+    /// # Errors
+    /// [`PortError::State`] naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self, PortError> {
+        match s {
+            "not-loaded" => Ok(Self::NotLoaded),
+            "access-denied" => Ok(Self::AccessDenied),
+            _ => s
+                .strip_prefix("client-version=")
+                .and_then(|v| v.parse().ok())
+                .map(Self::ClientVersion)
+                .ok_or_else(|| PortError::State {
+                    path: "--simulate".into(),
+                    detail: format!(
+                        "unknown simulation `{s}` (not-loaded, access-denied, client-version=N)"
+                    ),
+                }),
+        }
+    }
+}
+
+/// The persisted state (see the module docs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateFile {
+    /// Format tag, [`FORMAT`].
+    format: String,
+    loaded: bool,
+    registry_policy: Option<String>,
+    journal: Vec<String>,
+}
+
+const FORMAT: &str = "flushctl-offline-state/1";
+
+impl Default for StateFile {
+    fn default() -> Self {
+        StateFile {
+            format: FORMAT.into(),
+            loaded: true,
+            registry_policy: None,
+            journal: Vec::new(),
+        }
+    }
+}
+
+fn state_err(path: &Path, detail: impl Into<String>) -> PortError {
+    PortError::State {
+        path: path.display().to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn read_state(path: Option<&Path>) -> Result<StateFile, PortError> {
+    let Some(path) = path else {
+        return Ok(StateFile::default());
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let s: StateFile = serde_json::from_str(&text)
+                .map_err(|e| state_err(path, format!("not a flushctl state file: {e}")))?;
+            if s.format != FORMAT {
+                return Err(state_err(
+                    path,
+                    format!("format `{}`, expected `{FORMAT}`", s.format),
+                ));
+            }
+            Ok(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
+        Err(e) => Err(state_err(path, e.to_string())),
+    }
+}
+
+fn write_state(path: &Path, s: &StateFile) -> Result<(), PortError> {
+    let text = serde_json::to_string_pretty(s).map_err(|e| state_err(path, e.to_string()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text + "\n").map_err(|e| state_err(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| state_err(path, e.to_string()))
+}
+
+fn decode_hex(path: &Path, what: &str, s: &str) -> Result<Vec<u8>, PortError> {
+    hex::decode(s).map_err(|e| state_err(path, format!("{what}: {e}")))
+}
+
+/// 100-ns units since 1601-01-01 UTC (the driver's `KeQuerySystemTime` clock).
+fn system_time_100ns() -> u64 {
+    const EPOCH_DIFF_SECS: u64 = 11_644_473_600;
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() + EPOCH_DIFF_SECS) * 10_000_000 + u64::from(d.subsec_nanos() / 100)
+}
+
+fn driver_version() -> (u16, u16, u16) {
+    let p = |s: &str| s.parse().unwrap_or(0);
+    (
+        p(env!("CARGO_PKG_VERSION_MAJOR")),
+        p(env!("CARGO_PKG_VERSION_MINOR")),
+        p(env!("CARGO_PKG_VERSION_PATCH")),
+    )
+}
+
+/// A fresh in-process driver loaded with `registry_policy` (as DriverEntry would),
+/// and what it made of that value.
+pub fn new_filter(registry_policy: Option<Vec<u8>>) -> (Filter<SimFm>, PolicySource) {
+    let state = State::new(system_time_100ns, driver_version());
+    Filter::load(SimFm::new(registry_policy), state)
+}
+
+/// The in-process port.
+pub struct InProcessPort {
+    filter: Filter<SimFm>,
+    path: Option<PathBuf>,
+    file: StateFile,
+}
+
+impl std::fmt::Debug for InProcessPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessPort")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl InProcessPort {
+    /// Loads the state and "connects": runs the driver's connect check on this
+    /// flushctl's [`ConnectContext`].
+    ///
+    /// # Errors
+    /// [`PortError::NotLoaded`] when the offline driver was unloaded,
+    /// [`PortError::VersionMismatch`] when the connect check refuses the context,
+    /// [`PortError::AccessDenied`] / [`PortError::NotLoaded`] as simulated,
+    /// [`PortError::State`] for an unreadable state file.
+    pub fn open(state: Option<&Path>, simulate: Option<&str>) -> Result<Self, PortError> {
+        let sim = simulate.map(Simulation::parse).transpose()?;
+        let mut ctx = ConnectContext::current();
+        match sim {
+            Some(Simulation::NotLoaded) => {
+                return Err(classify_hresult(
+                    FltlibCall::Connect,
+                    0x8007_0002,
+                    ctx.version,
+                ))
+            }
+            Some(Simulation::AccessDenied) => {
+                return Err(classify_hresult(
+                    FltlibCall::Connect,
+                    0x8007_0005,
+                    ctx.version,
+                ))
+            }
+            Some(Simulation::ClientVersion(v)) => ctx.version = v,
+            None => {}
+        }
+        let file = read_state(state)?;
+        if !file.loaded {
+            return Err(PortError::NotLoaded {
+                detail: format!(
+                    "the --offline engine of state file {} is unloaded; `flushctl --offline load` \
+                     loads it",
+                    state.map_or_else(String::new, |p| p.display().to_string())
+                ),
+            });
+        }
+        // The driver's ConnectNotifyCallback check, on the bytes we would send.
+        debug_assert_eq!(ctx.magic, CONNECT_MAGIC);
+        match ConnectContext::decode(&ctx.encode()) {
+            Ok(_) => {}
+            Err(DecodeError::UnknownVersion { expected, got }) => {
+                return Err(PortError::VersionMismatch {
+                    client: got,
+                    driver: Some(expected),
+                })
+            }
+            Err(e) => {
+                return Err(PortError::Os {
+                    call: "FilterConnectCommunicationPort",
+                    detail: format!("connect context refused: {e} ({})", e.ntstatus()),
+                })
+            }
+        }
+        let path = state.map(Path::to_path_buf);
+        let p = path.as_deref().unwrap_or(Path::new("(none)"));
+        let registry = file
+            .registry_policy
+            .as_deref()
+            .map(|h| decode_hex(p, "registry_policy", h))
+            .transpose()?;
+        let (filter, _) = new_filter(registry);
+        for (i, entry) in file.journal.iter().enumerate() {
+            let request = decode_hex(p, "journal", entry)?;
+            let mut reply = vec![0u8; 4096];
+            if let Err(status) = filter.handle_message(&request, &mut reply) {
+                return Err(state_err(
+                    p,
+                    format!("journal entry {i} is no longer accepted ({status})"),
+                ));
+            }
+        }
+        Ok(Self { filter, path, file })
+    }
+
+    /// The engine behind the port (for replay with the offline driver's policy).
+    pub fn filter(&self) -> &Filter<SimFm> {
+        &self.filter
+    }
+
+    fn journal(&mut self, request: &[u8]) -> Result<(), PortError> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        let command = RequestHeader::decode(request).map(|(h, _)| h.command);
+        match command {
+            Ok(Command::SetPolicy) | Ok(Command::ResetStats) => {
+                self.file.journal.push(hex::encode(request));
+                if self.file.journal.len() > MAX_JOURNAL {
+                    // Keep the newest entries; generations restart lower, which a
+                    // reloaded driver does too.
+                    let excess = self.file.journal.len() - MAX_JOURNAL;
+                    self.file.journal.drain(..excess);
+                }
+            }
+            _ => {}
+        }
+        self.file.registry_policy = self.filter.fm().registry_policy().map(hex::encode);
+        write_state(&path, &self.file)
+    }
+}
+
+impl Port for InProcessPort {
+    fn send(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, PortError> {
+        match self.filter.handle_message(request, reply) {
+            Ok(n) => {
+                self.journal(request)?;
+                Ok(n)
+            }
+            Err(status) => Err(PortError::Driver {
+                command: "request",
+                status,
+            }),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        "in-process engine (--offline)"
+    }
+}
+
+/// `flushctl --offline load` / `unload`: sets the loaded flag of the state file.
+///
+/// # Errors
+/// [`PortError::NotLoaded`] when unloading an unloaded engine (as `FilterUnload`
+/// answers), the simulated failures, [`PortError::State`].
+pub fn set_loaded(
+    state: Option<&Path>,
+    simulate: Option<&str>,
+    loaded: bool,
+) -> Result<(), PortError> {
+    let call = if loaded {
+        FltlibCall::Load
+    } else {
+        FltlibCall::Unload
+    };
+    match simulate.map(Simulation::parse).transpose()? {
+        Some(Simulation::AccessDenied) => {
+            return Err(classify_hresult(call, 0x8007_0522, PROTOCOL_VERSION))
+        }
+        Some(Simulation::NotLoaded) if !loaded => {
+            return Err(classify_hresult(call, 0x8007_0002, PROTOCOL_VERSION))
+        }
+        _ => {}
+    }
+    let mut file = read_state(state)?;
+    if !loaded && !file.loaded {
+        return Err(PortError::NotLoaded {
+            detail: "the --offline engine is already unloaded".into(),
+        });
+    }
+    if loaded && file.loaded && state.is_some() {
+        // FilterLoad of a running filter: ERROR_SERVICE_ALREADY_RUNNING.
+        return Err(PortError::Os {
+            call: "FilterLoad",
+            detail: "the --offline engine is already loaded (HRESULT 0x80070420)".into(),
+        });
+    }
+    file.loaded = loaded;
+    if !loaded {
+        file.journal.clear();
+    }
+    match state {
+        Some(p) => write_state(p, &file),
+        None => Ok(()),
+    }
+}

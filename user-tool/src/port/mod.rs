@@ -1,0 +1,674 @@
+//! The channel to FlushGuard: a [`Port`] carries one request and its reply.
+//!
+//! Implementations, selected in [`open`]:
+//! - `win` (Windows only): the driver's filter communication port through fltlib
+//!   (`FilterConnectCommunicationPort` with the [`ConnectContext`], `FilterSendMessage`),
+//!   plus `FilterLoad` / `FilterUnload`. It is the only module of flushctl with `unsafe`.
+//! - [`inproc`]: the engine's own message handler in this process (`--offline`), with its
+//!   state kept in a file between invocations.
+//! - `unsupported` (every other OS): fails with [`PortError::Unsupported`].
+//!
+//! Above the trait, [`Client`] builds requests and checks replies with the
+//! `flushguard-protocol` encoders and decoders, the same ones the driver uses.
+
+pub mod inproc;
+#[cfg(not(windows))]
+mod unsupported;
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod win;
+
+#[cfg(not(windows))]
+use unsupported as imp;
+#[cfg(windows)]
+use win as imp;
+
+use flushguard_protocol::codec::{Reader, Writer};
+use flushguard_protocol::events::{EventRecord, EventsReplyHeader};
+use flushguard_protocol::stats::{
+    StatsReplyHeader, COUNTER_COUNT, FAILURE_STATUSES, LATENCY_BUCKETS, STATUS_SLOTS,
+};
+use flushguard_protocol::{
+    Command, ConnectContext, DecodeError, EventsRequest, NtStatus, ReplyHeader, RequestFlags,
+    RequestHeader, SetPolicyResult, StatsRequest, StatusInfo, VersionInfo, MAX_MESSAGE_BYTES,
+    PORT_NAME, PROTOCOL_VERSION, REPLY_ALIGNMENT, SERVICE_NAME,
+};
+use thiserror::Error;
+
+use crate::error::exit;
+
+/// Commands that work without the driver, named in [`PortError::Unsupported`].
+pub const WORKS_WITHOUT_DRIVER: &str = "`flushctl replay --trace FILE --policy FILE`, \
+`flushctl policy check FILE`, `flushctl policy explain PATH --policy FILE`, \
+`flushctl completions SHELL`, and every command with --offline (an in-process engine)";
+
+/// Why talking to the driver failed. Every message says what to do.
+#[derive(Debug, Error)]
+pub enum PortError {
+    /// The port does not exist: the driver is not loaded (or not installed).
+    #[error(
+        "the FlushGuard driver is not loaded ({detail}).\n  Load it from an elevated prompt \
+         with `flushctl load` (same as `fltmc load {service}`); if `fltmc filters` does not \
+         list it, install it first: right-click flushguard.inf > Install, or \
+         `pnputil /add-driver flushguard.inf /install`.",
+        service = SERVICE_NAME
+    )]
+    NotLoaded {
+        /// What failed, e.g. `cannot open \FlushGuardPort: HRESULT 0x80070002`.
+        detail: String,
+    },
+    /// The caller is not an administrator (the port and FilterLoad admit only
+    /// Administrators and SYSTEM; FilterLoad also needs SeLoadDriverPrivilege).
+    #[error(
+        "access denied: {operation} needs administrator rights ({detail}).\n  Run flushctl \
+         from an elevated prompt (right-click the terminal > Run as administrator)."
+    )]
+    AccessDenied {
+        /// What was attempted.
+        operation: &'static str,
+        /// The failing call and code.
+        detail: String,
+    },
+    /// flushctl and the driver speak different protocol versions.
+    #[error(
+        "protocol version mismatch: flushctl speaks protocol version {client}, {}.\n  Use the \
+         flushctl.exe shipped in the same package as the loaded flushguard.sys (or update \
+         the driver: `flushctl unload`, install the matching package, `flushctl load`).",
+        match driver {
+            Some(d) => format!("the driver speaks protocol version {d}"),
+            None => "the driver refused it (STATUS_REVISION_MISMATCH) without saying its own \
+                     version; `fltmc filters` and the driver's file version identify it"
+                .to_owned(),
+        }
+    )]
+    VersionMismatch {
+        /// [`PROTOCOL_VERSION`] of this flushctl (or the one it was told to send).
+        client: u32,
+        /// The driver's, when it could be learned.
+        driver: Option<u32>,
+    },
+    /// Not on Windows.
+    #[error(
+        "`{command}` talks to the FlushGuard driver, which exists only on Windows.\n  On this \
+         system these work: {WORKS_WITHOUT_DRIVER}."
+    )]
+    Unsupported {
+        /// The command that needed the driver.
+        command: String,
+    },
+    /// The driver answered with a failure status.
+    #[error("the driver rejected {command}: {status}{}", status.name().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Driver {
+        /// The command.
+        command: &'static str,
+        /// The reply's NTSTATUS.
+        status: NtStatus,
+    },
+    /// The reply could not be decoded (a driver/CLI mismatch the version check missed).
+    #[error("malformed reply to {command}: {error}")]
+    BadReply {
+        /// The command.
+        command: &'static str,
+        /// The decoder's error.
+        error: DecodeError,
+    },
+    /// Any other OS failure.
+    #[error("{call} failed: {detail}")]
+    Os {
+        /// The Windows API called.
+        call: &'static str,
+        /// HRESULT / NTSTATUS text.
+        detail: String,
+    },
+    /// The --offline state file could not be used.
+    #[error("offline state file {path}: {detail}")]
+    State {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl PortError {
+    /// The process exit code (see [`crate::error::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PortError::NotLoaded { .. } => exit::NOT_LOADED,
+            PortError::AccessDenied { .. } => exit::ACCESS_DENIED,
+            PortError::VersionMismatch { .. } => exit::VERSION_MISMATCH,
+            PortError::Unsupported { .. } => exit::UNSUPPORTED,
+            PortError::Driver { .. }
+            | PortError::BadReply { .. }
+            | PortError::Os { .. }
+            | PortError::State { .. } => exit::FAILED,
+        }
+    }
+}
+
+/// `HRESULT_FROM_WIN32` facility (7) marker.
+const FACILITY_WIN32_HRESULT: u32 = 0x8007_0000;
+/// `HRESULT_FROM_NT`: `NTSTATUS | FACILITY_NT_BIT` (0x1000_0000).
+const FACILITY_NT_BIT: u32 = 0x1000_0000;
+
+/// The fltlib calls whose failures [`classify_hresult`] interprets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FltlibCall {
+    /// `FilterConnectCommunicationPort`.
+    Connect,
+    /// `FilterSendMessage`.
+    SendMessage,
+    /// `FilterLoad`.
+    Load,
+    /// `FilterUnload`.
+    Unload,
+}
+
+impl FltlibCall {
+    fn name(self) -> &'static str {
+        match self {
+            FltlibCall::Connect => "FilterConnectCommunicationPort",
+            FltlibCall::SendMessage => "FilterSendMessage",
+            FltlibCall::Load => "FilterLoad",
+            FltlibCall::Unload => "FilterUnload",
+        }
+    }
+}
+
+/// Turns a failed fltlib HRESULT into a [`PortError`] that says what to do.
+///
+/// fltlib reports kernel failures as `HRESULT_FROM_WIN32(RtlNtStatusToDosError(status))`
+/// (e.g. a missing port, `STATUS_OBJECT_NAME_NOT_FOUND`, becomes `ERROR_FILE_NOT_FOUND`,
+/// 0x80070002); `HRESULT_FROM_NT` forms are accepted too. Recognised:
+/// - not found (`ERROR_FILE_NOT_FOUND` 2, `ERROR_PATH_NOT_FOUND` 3,
+///   `STATUS_OBJECT_NAME_NOT_FOUND` 0xC0000034): for Connect, the driver is not loaded;
+///   for Unload, it is not loaded either; for Load, the service is not installed;
+/// - `ERROR_SERVICE_ALREADY_RUNNING` (1056) / `ERROR_ALREADY_EXISTS` (183) on Load;
+/// - access denied (`ERROR_ACCESS_DENIED` 5, `ERROR_PRIVILEGE_NOT_HELD` 1314,
+///   `STATUS_ACCESS_DENIED` 0xC0000022, `STATUS_PRIVILEGE_NOT_HELD` 0xC0000061);
+/// - version (`ERROR_REVISION_MISMATCH` 1306, `STATUS_REVISION_MISMATCH` 0xC0000059) on
+///   Connect: the driver refused our [`ConnectContext`].
+pub fn classify_hresult(call: FltlibCall, hr: u32, client_version: u32) -> PortError {
+    let win32 = (hr & 0xFFFF_0000 == FACILITY_WIN32_HRESULT).then_some(hr & 0xFFFF);
+    let nt = (hr & FACILITY_NT_BIT != 0 && hr & 0x8000_0000 != 0)
+        .then_some((hr & !FACILITY_NT_BIT) | 0x4000_0000 | 0x8000_0000);
+    let detail = format!("{} returned HRESULT 0x{hr:08X}", call.name());
+    let is = |w: u32, n: u32| win32 == Some(w) || nt == Some(n);
+    if is(2, 0xC000_0034) || is(3, 0xC000_003A) {
+        return match call {
+            FltlibCall::Load => PortError::NotLoaded {
+                detail: format!("{detail}: the {SERVICE_NAME} service is not installed"),
+            },
+            _ => PortError::NotLoaded {
+                detail: format!("cannot open {PORT_NAME}: {detail}"),
+            },
+        };
+    }
+    if is(5, 0xC000_0022) || is(1314, 0xC000_0061) {
+        return PortError::AccessDenied {
+            operation: match call {
+                FltlibCall::Connect | FltlibCall::SendMessage => "opening the FlushGuard port",
+                FltlibCall::Load => "loading a driver",
+                FltlibCall::Unload => "unloading a driver",
+            },
+            detail,
+        };
+    }
+    if call == FltlibCall::Connect && is(1306, 0xC000_0059) {
+        return PortError::VersionMismatch {
+            client: client_version,
+            driver: None,
+        };
+    }
+    if call == FltlibCall::SendMessage && (is(6, 0xC000_0008) || is(1236, 0xC000_0140)) {
+        // ERROR_INVALID_HANDLE / ERROR_CONNECTION_ABORTED: the driver unloaded under us.
+        return PortError::NotLoaded {
+            detail: format!("the port closed while talking to it: {detail}"),
+        };
+    }
+    PortError::Os {
+        call: call.name(),
+        detail,
+    }
+}
+
+/// One request/reply exchange with FlushGuard.
+pub trait Port {
+    /// Sends `request` (a [`RequestHeader`] and body) and writes the reply (a
+    /// [`ReplyHeader`] and body) into `reply`, whose start is [`REPLY_ALIGNMENT`]-aligned.
+    /// Returns the number of reply bytes written.
+    ///
+    /// # Errors
+    /// [`PortError`] when the message could not be delivered; a delivered request that
+    /// the driver rejects comes back as a reply with a failure status, not as an error.
+    fn send(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, PortError>;
+
+    /// What this port talks to (`driver` or `in-process engine`).
+    fn describe(&self) -> &'static str;
+}
+
+/// Options that pick and configure the port.
+#[derive(Debug, Clone, Default)]
+pub struct PortOptions {
+    /// Use the in-process engine.
+    pub offline: bool,
+    /// Its state file.
+    pub state: Option<std::path::PathBuf>,
+    /// Test hook (see [`inproc::Simulation`]).
+    pub simulate: Option<String>,
+    /// The command being run (for [`PortError::Unsupported`]).
+    pub command: String,
+}
+
+/// Opens the port selected by `opts` and checks that both sides speak the same protocol.
+///
+/// # Errors
+/// [`PortError::NotLoaded`], [`PortError::AccessDenied`], [`PortError::VersionMismatch`],
+/// [`PortError::Unsupported`] and the rest, as the connection fails.
+pub fn open(opts: &PortOptions) -> Result<Client, PortError> {
+    let port: Box<dyn Port> = if opts.offline {
+        Box::new(inproc::InProcessPort::open(
+            opts.state.as_deref(),
+            opts.simulate.as_deref(),
+        )?)
+    } else {
+        imp::connect(&ConnectContext::current(), &opts.command)?
+    };
+    let mut client = Client { port };
+    let v = client.version()?;
+    if v.protocol_version != PROTOCOL_VERSION {
+        return Err(PortError::VersionMismatch {
+            client: PROTOCOL_VERSION,
+            driver: Some(v.protocol_version),
+        });
+    }
+    Ok(client)
+}
+
+/// `FilterLoad` of the FlushGuard service (or the offline engine's "loaded" flag).
+///
+/// # Errors
+/// [`PortError::AccessDenied`] when not elevated, [`PortError::NotLoaded`] when the service
+/// is not installed, [`PortError::Unsupported`] off Windows, [`PortError::Os`] otherwise.
+pub fn load(opts: &PortOptions) -> Result<(), PortError> {
+    if opts.offline {
+        inproc::set_loaded(opts.state.as_deref(), opts.simulate.as_deref(), true)
+    } else {
+        imp::filter_load(SERVICE_NAME, &opts.command)
+    }
+}
+
+/// `FilterUnload` of the FlushGuard service (or clears the offline engine's flag).
+///
+/// # Errors
+/// As [`load`]; unloading a driver that is not loaded is [`PortError::NotLoaded`].
+pub fn unload(opts: &PortOptions) -> Result<(), PortError> {
+    if opts.offline {
+        inproc::set_loaded(opts.state.as_deref(), opts.simulate.as_deref(), false)
+    } else {
+        imp::filter_unload(SERVICE_NAME, &opts.command)
+    }
+}
+
+/// The decoded GetStats reply.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatsReply {
+    /// Policy generation the counters belong to.
+    pub generation: u64,
+    /// Global counters, indexed by [`flushguard_protocol::stats::Counter`].
+    pub global: Vec<u64>,
+    /// Counters of the default action.
+    pub default_rule: Vec<u64>,
+    /// Flush latency histogram; bucket i counts flushes of `[2^(i-1), 2^i)` µs.
+    pub latency: Vec<u64>,
+    /// Flush failures by status: `(NTSTATUS bits, count)`; status 0 = any other status.
+    pub failures: Vec<(u32, u64)>,
+    /// Per-rule counters, rule order.
+    pub rules: Vec<Vec<u64>>,
+}
+
+/// The decoded GetEvents reply.
+#[derive(Debug, Clone)]
+pub struct EventsReply {
+    /// Sequence number the next event will get.
+    pub next_seq: u64,
+    /// Events overwritten before anyone read them.
+    pub dropped: u64,
+    /// The events, oldest first.
+    pub events: Vec<EventRecord>,
+}
+
+/// Typed commands over a [`Port`].
+pub struct Client {
+    port: Box<dyn Port>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("port", &self.port.describe())
+            .finish()
+    }
+}
+
+fn command_name(c: Command) -> &'static str {
+    match c {
+        Command::GetVersion => "GetVersion",
+        Command::GetStatus => "GetStatus",
+        Command::GetPolicy => "GetPolicy",
+        Command::SetPolicy => "SetPolicy",
+        Command::GetStats => "GetStats",
+        Command::ResetStats => "ResetStats",
+        Command::GetEvents => "GetEvents",
+    }
+}
+
+impl Client {
+    /// What the client talks to.
+    pub fn describe(&self) -> &'static str {
+        self.port.describe()
+    }
+
+    /// Sends `command` with `body`; returns the reply body on a success status.
+    fn call(
+        &mut self,
+        command: Command,
+        flags: RequestFlags,
+        body: &[u8],
+        reply_capacity: usize,
+    ) -> Result<Vec<u8>, PortError> {
+        let name = command_name(command);
+        let bad = |error| PortError::BadReply {
+            command: name,
+            error,
+        };
+        let total = RequestHeader::SIZE + body.len();
+        let mut request = vec![0u8; total];
+        {
+            let mut w = Writer::new(&mut request);
+            RequestHeader {
+                command,
+                flags,
+                length: u32::try_from(total).map_err(|_| {
+                    bad(DecodeError::TooLong {
+                        max: MAX_MESSAGE_BYTES,
+                        got: u32::MAX,
+                    })
+                })?,
+            }
+            .write(&mut w)
+            .map_err(bad)?;
+            w.bytes(body).map_err(bad)?;
+        }
+        // The driver requires an aligned reply buffer: over-allocate and start at the
+        // first aligned byte.
+        let align = REPLY_ALIGNMENT as usize;
+        let mut storage = vec![0u8; ReplyHeader::SIZE + reply_capacity + align];
+        let off = storage.as_ptr().align_offset(align).min(align);
+        let reply = &mut storage[off..off + ReplyHeader::SIZE + reply_capacity];
+        let n = self.port.send(&request, reply)?;
+        let reply = reply.get(..n).ok_or_else(|| {
+            bad(DecodeError::TooLong {
+                max: u32::try_from(reply.len()).unwrap_or(u32::MAX),
+                got: u32::try_from(n).unwrap_or(u32::MAX),
+            })
+        })?;
+        let (header, body) = match ReplyHeader::decode(reply) {
+            Ok(x) => x,
+            Err(DecodeError::UnknownVersion { expected, got }) => {
+                return Err(PortError::VersionMismatch {
+                    client: expected,
+                    driver: Some(got),
+                })
+            }
+            Err(e) => return Err(bad(e)),
+        };
+        if !header.status.is_success() {
+            if header.status == NtStatus::REVISION_MISMATCH {
+                return Err(PortError::VersionMismatch {
+                    client: PROTOCOL_VERSION,
+                    driver: None,
+                });
+            }
+            return Err(PortError::Driver {
+                command: name,
+                status: header.status,
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// GetVersion.
+    ///
+    /// # Errors
+    /// [`PortError`] as the exchange fails.
+    pub fn version(&mut self) -> Result<VersionInfo, PortError> {
+        let body = self.call(
+            Command::GetVersion,
+            RequestFlags::empty(),
+            &[],
+            VersionInfo::SIZE,
+        )?;
+        VersionInfo::decode(&body).map_err(|error| PortError::BadReply {
+            command: "GetVersion",
+            error,
+        })
+    }
+
+    /// GetStatus.
+    ///
+    /// # Errors
+    /// [`PortError`] as the exchange fails.
+    pub fn status(&mut self) -> Result<StatusInfo, PortError> {
+        let body = self.call(
+            Command::GetStatus,
+            RequestFlags::empty(),
+            &[],
+            StatusInfo::SIZE,
+        )?;
+        StatusInfo::decode(&body).map_err(|error| PortError::BadReply {
+            command: "GetStatus",
+            error,
+        })
+    }
+
+    /// GetPolicy: the active policy blob.
+    ///
+    /// # Errors
+    /// [`PortError`] as the exchange fails.
+    pub fn get_policy(&mut self) -> Result<Vec<u8>, PortError> {
+        self.call(
+            Command::GetPolicy,
+            RequestFlags::empty(),
+            &[],
+            flushguard_protocol::policy::MAX_POLICY_BYTES as usize,
+        )
+    }
+
+    /// SetPolicy (all or nothing), optionally persisted to the registry.
+    ///
+    /// # Errors
+    /// [`PortError::Driver`] with the validation status when the driver rejects the blob.
+    pub fn set_policy(&mut self, blob: &[u8], persist: bool) -> Result<SetPolicyResult, PortError> {
+        let flags = if persist {
+            RequestFlags::PERSIST
+        } else {
+            RequestFlags::empty()
+        };
+        let body = self.call(Command::SetPolicy, flags, blob, SetPolicyResult::SIZE)?;
+        SetPolicyResult::decode(&body).map_err(|error| PortError::BadReply {
+            command: "SetPolicy",
+            error,
+        })
+    }
+
+    /// ResetStats.
+    ///
+    /// # Errors
+    /// [`PortError`] as the exchange fails.
+    pub fn reset_stats(&mut self) -> Result<(), PortError> {
+        self.call(Command::ResetStats, RequestFlags::empty(), &[], 0)
+            .map(drop)
+    }
+
+    /// GetStats for every rule (several requests when there are many rules).
+    ///
+    /// # Errors
+    /// [`PortError`] as the exchange fails.
+    pub fn stats(&mut self) -> Result<StatsReply, PortError> {
+        const PAGE: u32 = 256;
+        let mut out: Option<StatsReply> = None;
+        let mut first = 0u32;
+        loop {
+            let mut req = [0u8; StatsRequest::SIZE];
+            let bad = |error| PortError::BadReply {
+                command: "GetStats",
+                error,
+            };
+            StatsRequest {
+                first_rule: first,
+                max_rules: PAGE,
+            }
+            .write(&mut Writer::new(&mut req))
+            .map_err(bad)?;
+            let cap = StatsReplyHeader::body_len(PAGE).unwrap_or(usize::MAX / 2);
+            let body = self.call(Command::GetStats, RequestFlags::empty(), &req, cap)?;
+            let (page, total) = decode_stats(&body).map_err(bad)?;
+            let returned = page.rules.len() as u32;
+            match &mut out {
+                None => out = Some(page),
+                Some(acc) => acc.rules.extend(page.rules),
+            }
+            first = first.saturating_add(returned);
+            if returned == 0 || first >= total {
+                break;
+            }
+        }
+        Ok(out.unwrap_or_else(|| StatsReply {
+            generation: 0,
+            global: vec![0; COUNTER_COUNT],
+            default_rule: vec![0; COUNTER_COUNT],
+            latency: vec![0; LATENCY_BUCKETS],
+            failures: Vec::new(),
+            rules: Vec::new(),
+        }))
+    }
+
+    /// GetEvents after sequence number `after_seq` (0 = from the oldest kept).
+    ///
+    /// # Errors
+    /// [`PortError`] as the exchange fails.
+    pub fn events(&mut self, after_seq: u64) -> Result<EventsReply, PortError> {
+        let max = flushguard_protocol::events::MAX_EVENTS_PER_REPLY;
+        let mut req = [0u8; EventsRequest::SIZE];
+        let bad = |error| PortError::BadReply {
+            command: "GetEvents",
+            error,
+        };
+        EventsRequest {
+            after_seq,
+            max_events: max,
+        }
+        .write(&mut Writer::new(&mut req))
+        .map_err(bad)?;
+        let cap = EventsReplyHeader::SIZE + max as usize * EventRecord::SIZE;
+        let body = self.call(Command::GetEvents, RequestFlags::empty(), &req, cap)?;
+        let mut r = Reader::new(&body);
+        let h = EventsReplyHeader::read(&mut r).map_err(bad)?;
+        let mut events = Vec::with_capacity(h.count as usize);
+        for _ in 0..h.count {
+            events.push(EventRecord::read(&mut r).map_err(bad)?);
+        }
+        Ok(EventsReply {
+            next_seq: h.next_seq,
+            dropped: h.dropped,
+            events,
+        })
+    }
+}
+
+/// Decodes one GetStats reply body; returns it and the total rule count.
+fn decode_stats(body: &[u8]) -> Result<(StatsReply, u32), DecodeError> {
+    let mut r = Reader::new(body);
+    let h = StatsReplyHeader::read(&mut r)?;
+    let set = |r: &mut Reader<'_>, n: usize| -> Result<Vec<u64>, DecodeError> {
+        (0..n).map(|_| r.u64()).collect()
+    };
+    let global = set(&mut r, COUNTER_COUNT)?;
+    let default_rule = set(&mut r, COUNTER_COUNT)?;
+    let latency = set(&mut r, LATENCY_BUCKETS)?;
+    let mut failures = Vec::with_capacity(STATUS_SLOTS);
+    for _ in 0..STATUS_SLOTS {
+        let status = r.u32()?;
+        r.reserved32("StatusSlot.reserved")?;
+        failures.push((status, r.u64()?));
+    }
+    debug_assert_eq!(failures.len(), FAILURE_STATUSES.len() + 1);
+    let mut rules = Vec::with_capacity(h.returned_rules as usize);
+    for _ in 0..h.returned_rules {
+        rules.push(set(&mut r, COUNTER_COUNT)?);
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::TooLong {
+            max: u32::try_from(r.position()).unwrap_or(u32::MAX),
+            got: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        });
+    }
+    Ok((
+        StatsReply {
+            generation: h.generation,
+            global,
+            default_rule,
+            latency,
+            failures,
+            rules,
+        },
+        h.total_rules,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hresults_are_classified() {
+        let v = PROTOCOL_VERSION;
+        assert!(matches!(
+            classify_hresult(FltlibCall::Connect, 0x8007_0002, v),
+            PortError::NotLoaded { .. }
+        ));
+        assert!(matches!(
+            classify_hresult(FltlibCall::Connect, 0xD000_0034, v),
+            PortError::NotLoaded { .. }
+        ));
+        assert!(matches!(
+            classify_hresult(FltlibCall::Connect, 0x8007_0005, v),
+            PortError::AccessDenied { .. }
+        ));
+        assert!(matches!(
+            classify_hresult(FltlibCall::Load, 0x8007_0522, v),
+            PortError::AccessDenied { .. }
+        ));
+        assert!(matches!(
+            classify_hresult(FltlibCall::Connect, 0x8007_051A, v),
+            PortError::VersionMismatch {
+                client: 1,
+                driver: None
+            }
+        ));
+        assert!(matches!(
+            classify_hresult(FltlibCall::Connect, 0xD000_0059, v),
+            PortError::VersionMismatch { .. }
+        ));
+        assert!(matches!(
+            classify_hresult(FltlibCall::Connect, 0x8007_0057, v),
+            PortError::Os { .. }
+        ));
+        let msg = classify_hresult(FltlibCall::Connect, 0x8007_0002, v).to_string();
+        assert!(
+            msg.contains("flushctl load") && msg.contains("0x80070002"),
+            "{msg}"
+        );
+    }
+}

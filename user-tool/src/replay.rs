@@ -1,0 +1,1029 @@
+//! `flushctl replay`: runs a Process Monitor trace through the driver's own callback
+//! logic and reports what FlushGuard would have done.
+//!
+//! Every create, write, flush and cleanup of the trace becomes a call of the matching
+//! [`Filter`] callback (`pre_create`/`post_create`, `pre_write`/`post_write`,
+//! `pre_flush`/`post_flush`, `pre_cleanup`) over the simulated Filter Manager of
+//! [`crate::sim`]: the same rule lookup, the same per-handle stream context caching the
+//! rule and the written-since-flush state, the same modes and flush sequencing as in
+//! the kernel. Flushes are recorded, not issued.
+//!
+//! # How trace rows become file objects
+//!
+//! A ProcMon CSV has no handle column, so handles are tracked per (PID, path): a
+//! successful CreateFile opens a new file object, writes/flushes by that PID on that
+//! path use its newest open one, CloseFile (IRP_MJ_CLEANUP) closes it, and a rename
+//! moves it to the new path. Paging writes (the lazy writer runs as `System`) use an
+//! open file object of the path, else the last cleaned-up one (its context lives until
+//! IRP_MJ_CLOSE), else a fresh file object without a context — as a cache-manager stream
+//! file object would be — which FlushGuard passes through. Local files are only seen
+//! when the policy sets `attach-local-volumes` (InstanceSetup declines local volumes
+//! otherwise).
+//!
+//! # Durability bookkeeping
+//!
+//! For each file, bytes of successful non-paging writes count as *unflushed* until a
+//! flush of the file succeeds (the application's FlushBuffersFile, or one FlushGuard
+//! issues); writes made write-through (by the application's `FILE_WRITE_THROUGH` /
+//! `SL_WRITE_THROUGH`, or forced by FlushGuard) are durable when they complete. The
+//! report gives this figure twice: as the trace happened (without FlushGuard) and with
+//! the policy. *Extra round trips* are the flushes FlushGuard issues (one SMB2 FLUSH
+//! each) plus the cached writes it makes write-through (each then goes to the server
+//! synchronously instead of being coalesced by the lazy writer): an upper bound.
+//!
+//! # Memory
+//!
+//! The trace is streamed. Memory grows with the files and handles in flight, not with
+//! the number of rows: at most `max_files` files are reported individually (the rest
+//! are added up in one "(other files)" row), paths remember at most one cleaned-up
+//! file object, and at most `4 * max_files` open file objects are tracked (the oldest
+//! is forgotten beyond that, counted in `handles_evicted`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Read;
+
+use flushguard_engine::callbacks::{
+    Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, DEFAULT_RULE_SLOT,
+};
+use flushguard_engine::protocol::nt::{
+    FILE_WRITE_THROUGH, FO_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS,
+    IRP_MJ_WRITE, IRP_NOCACHE, IRP_PAGING_IO, IRP_SYNCHRONOUS_PAGING_IO, SL_WRITE_THROUGH,
+};
+use flushguard_engine::protocol::stats::Counter;
+use flushguard_engine::protocol::NtStatus;
+use flushguard_engine::{FileKey, FileName, FileProvider, Mode};
+use serde::Serialize;
+
+use crate::sim::{FileObjectId, SimData, SimFm, FO_SYNCHRONOUS_IO};
+use crate::trace::detail::create_options::{
+    FILE_SYNCHRONOUS_IO_ALERT, FILE_SYNCHRONOUS_IO_NONALERT,
+};
+use crate::trace::path::{Location, PathResolver, Redirector};
+use crate::trace::{Item, Malformed, Op, OpResult, TraceError, TraceReader};
+
+/// Most malformed lines listed in the report (all are counted).
+pub const MAX_MALFORMED_LISTED: usize = 100;
+
+/// `STATUS_REPARSE`: a create that did not open a file object.
+const STATUS_REPARSE: i32 = 0x104;
+
+/// Replay settings.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Stop at the first malformed line.
+    pub strict: bool,
+    /// Files reported individually.
+    pub max_files: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            strict: false,
+            max_files: 100_000,
+        }
+    }
+}
+
+/// Figures of one file, one rule or the whole trace.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Figures {
+    /// Successful non-paging writes (IRP_MJ_WRITE and fast I/O).
+    pub writes: u64,
+    /// Their bytes.
+    pub write_bytes: u64,
+    /// Successful paging writes (lazy writer, mapped pages, flush write-back).
+    pub paging_writes: u64,
+    /// Their bytes.
+    pub paging_bytes: u64,
+    /// Non-paging writes on handles under a rule whose mode is not `pass`.
+    pub writes_governed: u64,
+    /// Creates that FlushGuard opened with `FILE_WRITE_THROUGH` plus writes it sent with
+    /// `SL_WRITE_THROUGH` (neither set by the application).
+    pub write_throughs_forced: u64,
+    /// Flushes FlushGuard would issue.
+    pub flushes_issued: u64,
+    /// FlushBuffersFile calls the application issued (successful).
+    pub app_flushes: u64,
+    /// Application flushes FlushGuard upgraded to a stronger flush type.
+    pub app_flushes_upgraded: u64,
+    /// Fast I/O writes FlushGuard sent back as IRPs (`FLT_PREOP_DISALLOW_FASTIO`).
+    pub fast_io_disallowed: u64,
+    /// Extra round trips to the server this costs (see the module docs).
+    pub extra_round_trips: u64,
+    /// Files with unflushed bytes at the end of the trace, as it happened.
+    pub unflushed_files_without: u64,
+    /// Unflushed bytes at the end of the trace, as it happened.
+    pub unflushed_bytes_without: u64,
+    /// Files with unflushed bytes at the end of the trace, with FlushGuard.
+    pub unflushed_files_with: u64,
+    /// Unflushed bytes at the end of the trace, with FlushGuard.
+    pub unflushed_bytes_with: u64,
+}
+
+impl Figures {
+    fn add(&mut self, o: &Figures) {
+        self.writes += o.writes;
+        self.write_bytes += o.write_bytes;
+        self.paging_writes += o.paging_writes;
+        self.paging_bytes += o.paging_bytes;
+        self.writes_governed += o.writes_governed;
+        self.write_throughs_forced += o.write_throughs_forced;
+        self.flushes_issued += o.flushes_issued;
+        self.app_flushes += o.app_flushes;
+        self.app_flushes_upgraded += o.app_flushes_upgraded;
+        self.fast_io_disallowed += o.fast_io_disallowed;
+        self.extra_round_trips += o.extra_round_trips;
+        self.unflushed_files_without += o.unflushed_files_without;
+        self.unflushed_bytes_without += o.unflushed_bytes_without;
+        self.unflushed_files_with += o.unflushed_files_with;
+        self.unflushed_bytes_with += o.unflushed_bytes_with;
+    }
+}
+
+/// One file of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// The path as the trace shows it (at the first open that wrote or flushed).
+    pub path: String,
+    /// The name the driver matches (`\Device\Mup\server\share\...`, or the local path).
+    pub name: String,
+    /// Provider: smb, webdav, nfs, rdpdr or local.
+    pub provider: &'static str,
+    /// The rule governing it (`(default)` for the default action); `(several)` when
+    /// handles by different processes fell under different rules.
+    pub rule: String,
+    /// That rule's mode.
+    pub mode: &'static str,
+    /// Open handles at the end of the trace.
+    pub open_handles_at_end: u64,
+    /// The figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+    #[serde(skip)]
+    dirty_without: u64,
+    #[serde(skip)]
+    dirty_with: u64,
+    #[serde(skip)]
+    slot: u32,
+}
+
+/// One rule of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReport {
+    /// Rule name (`(default)` for the default action).
+    pub rule: String,
+    /// Its mode.
+    pub mode: &'static str,
+    /// Files reported under it.
+    pub files: u64,
+    /// Figures added up over its files.
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// The engine's own per-rule counters after the replay (GetStats vocabulary:
+    /// writes_seen, writes_governed, write_through_forced, flushes_filter, ...).
+    pub engine_counters: BTreeMap<&'static str, u64>,
+}
+
+/// Row and event counts of the trace.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Data rows read (well-formed and malformed).
+    pub rows: u64,
+    /// Rows that went through the callbacks.
+    pub events_replayed: u64,
+    /// Rows of operations FlushGuard does not see (reads, queries, registry, ...).
+    pub other_rows: u64,
+    /// Rows on paths that are not files (registry keys, empty paths).
+    pub not_a_file: u64,
+    /// Rows on local volumes while the policy does not attach to them.
+    pub local_not_attached: u64,
+    /// Malformed lines.
+    pub malformed: u64,
+    /// Writes/flushes/cleanups with no open handle known (opened before the capture).
+    pub without_known_open: u64,
+    /// Open file objects forgotten to stay within the memory bound.
+    pub handles_evicted: u64,
+    /// Files added up in the "(other files)" row.
+    pub files_folded: u64,
+}
+
+/// The replay report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The trace file.
+    pub trace: String,
+    /// Where the policy came from (file path or `driver`).
+    pub policy: String,
+    /// Its generation in the replay engine.
+    pub policy_generation: u64,
+    /// Whether local volumes were attached.
+    pub attach_local_volumes: bool,
+    /// Row counts.
+    pub counts: Counts,
+    /// The first malformed lines (at most [`MAX_MALFORMED_LISTED`]).
+    pub malformed: Vec<Malformed>,
+    /// Totals over all files.
+    pub totals: Figures,
+    /// Per rule, policy order, then the default action.
+    pub rules: Vec<RuleReport>,
+    /// Per file, in order of first write/flush.
+    pub files: Vec<FileReport>,
+    /// Files beyond `max_files`, added up.
+    pub other_files: Option<FileReport>,
+}
+
+#[derive(Debug, Clone)]
+struct FoState {
+    pid: u32,
+    /// Folded trace path the handle is registered under.
+    key: String,
+    /// Trace path as shown.
+    path: String,
+    name: String,
+    redirector: Option<Redirector>,
+    sync_io: bool,
+    app_write_through: bool,
+    effective_write_through: bool,
+    slot: u32,
+    mode: Mode,
+    file: Option<usize>,
+    cleaned: bool,
+}
+
+#[derive(Debug, Default)]
+struct PathState {
+    open: Vec<FileObjectId>,
+    cleaned: Option<FileObjectId>,
+}
+
+/// Streams a trace through a [`Filter`] and builds the [`Report`].
+pub struct Replayer<'f> {
+    filter: &'f Filter<SimFm>,
+    resolver: PathResolver,
+    attach_local: bool,
+    opts: ReplayOptions,
+    next_fo: FileObjectId,
+    handles: HashMap<(u32, String), Vec<FileObjectId>>,
+    fos: BTreeMap<FileObjectId, FoState>,
+    paths: HashMap<String, PathState>,
+    cleaned_order: VecDeque<String>,
+    file_index: HashMap<String, usize>,
+    files: Vec<FileReport>,
+    other: Option<FileReport>,
+    counts: Counts,
+    malformed: Vec<Malformed>,
+    rule_names: Vec<String>,
+    rule_modes: Vec<Mode>,
+    default_mode: Mode,
+}
+
+impl std::fmt::Debug for Replayer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer")
+            .field("counts", &self.counts)
+            .finish()
+    }
+}
+
+fn utf16(s: &str) -> Vec<u16> {
+    s.encode_utf16().collect()
+}
+
+fn fold_key(path: &str) -> String {
+    flushguard_engine::path::fold(path)
+}
+
+fn provider_name(r: Option<Redirector>) -> &'static str {
+    match r {
+        None => "local",
+        Some(Redirector::Smb) => "smb",
+        Some(Redirector::WebDav) => "webdav",
+        Some(Redirector::Nfs) => "nfs",
+        Some(Redirector::Rdpdr) => "rdpdr",
+    }
+}
+
+fn file_provider(r: Option<Redirector>) -> FileProvider {
+    match r {
+        None => FileProvider::Local,
+        Some(Redirector::Smb) => FileProvider::Smb,
+        Some(Redirector::WebDav) => FileProvider::WebDav,
+        Some(Redirector::Nfs) => FileProvider::Nfs,
+        Some(Redirector::Rdpdr) => FileProvider::Rdpdr,
+    }
+}
+
+/// What a replay needs to know about the result of one callback sequence.
+#[derive(Debug, Default, Clone, Copy)]
+struct Effects {
+    flushes: u64,
+}
+
+impl<'f> Replayer<'f> {
+    /// A replayer over `filter` (whose policy is the one to replay) with drive maps.
+    pub fn new(filter: &'f Filter<SimFm>, resolver: PathResolver, opts: ReplayOptions) -> Self {
+        let policy = filter.state().policy();
+        let p = policy.policy();
+        Self {
+            filter,
+            resolver,
+            attach_local: p.attach_local_volumes,
+            opts,
+            next_fo: 1,
+            handles: HashMap::new(),
+            fos: BTreeMap::new(),
+            paths: HashMap::new(),
+            cleaned_order: VecDeque::new(),
+            file_index: HashMap::new(),
+            files: Vec::new(),
+            other: None,
+            counts: Counts::default(),
+            malformed: Vec::new(),
+            rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
+            rule_modes: p.rules.iter().map(|r| r.action.mode).collect(),
+            default_mode: p.default_action.mode,
+        }
+    }
+
+    fn rule_name(&self, slot: u32) -> String {
+        if slot == DEFAULT_RULE_SLOT {
+            "(default)".into()
+        } else {
+            self.rule_names
+                .get(slot as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("rule {slot}"))
+        }
+    }
+
+    fn rule_mode(&self, slot: u32) -> Mode {
+        self.rule_modes
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(self.default_mode)
+    }
+
+    /// The rule slot the engine's matcher picks for a file (the same lookup the
+    /// callbacks run; used to label handles the callbacks keep no context for).
+    fn lookup_slot(&self, name: &str, redirector: Option<Redirector>, process: &str) -> u32 {
+        let policy = self.filter.state().policy();
+        let parsed = FileName::parse(name).ok();
+        let r = policy.lookup(&FileKey {
+            provider: file_provider(redirector),
+            name: parsed.as_ref(),
+            process_image: process,
+        });
+        r.index.unwrap_or(DEFAULT_RULE_SLOT)
+    }
+
+    /// Reads the whole trace. `progress` is called now and then with the bytes read.
+    ///
+    /// # Errors
+    /// [`TraceError`] when the file cannot be read; `Err(Ok(malformed))`-style strict
+    /// stops are reported as [`ReplayError::Strict`].
+    pub fn run<R: Read>(
+        &mut self,
+        reader: &mut TraceReader<R>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), ReplayError> {
+        let mut n: u64 = 0;
+        while let Some(item) = reader.next_event()? {
+            self.counts.rows += 1;
+            match item {
+                Item::Other => self.counts.other_rows += 1,
+                Item::Malformed(m) => {
+                    self.counts.malformed += 1;
+                    if self.opts.strict {
+                        return Err(ReplayError::Strict(m));
+                    }
+                    if self.malformed.len() < MAX_MALFORMED_LISTED {
+                        self.malformed.push(m);
+                    }
+                }
+                Item::Event(e) => {
+                    let (pid, process, path, result) = (e.pid, e.process, e.path, e.result);
+                    self.event(pid, process, path, e.op, result);
+                }
+            }
+            n += 1;
+            if n % 16_384 == 0 {
+                progress(reader.bytes_read());
+            }
+        }
+        progress(reader.bytes_read());
+        Ok(())
+    }
+
+    fn begin(&self, pid: u32, irql: Irql, top_level_irp: bool) {
+        let fm = self.filter.fm();
+        fm.set_thread(u64::from(pid) + 1);
+        fm.set_irql(irql);
+        fm.set_top_level_irp(top_level_irp);
+    }
+
+    fn event(&mut self, pid: u32, process: &str, path: &str, op: Op<'_>, result: OpResult) {
+        let loc = match &op {
+            Op::Other => {
+                self.counts.other_rows += 1;
+                return;
+            }
+            _ => self.resolver.resolve(path),
+        };
+        let (name, redirector) = match loc {
+            Location::NotAFile => {
+                self.counts.not_a_file += 1;
+                return;
+            }
+            Location::Local { name } => {
+                if !self.attach_local {
+                    self.counts.local_not_attached += 1;
+                    return;
+                }
+                (name, None)
+            }
+            Location::Remote {
+                redirector,
+                device_name,
+            } => (device_name, Some(redirector)),
+        };
+        self.counts.events_replayed += 1;
+        let status = NtStatus(result.status().unwrap_or(match result {
+            OpResult::FastIoDisallowed => 0xC01C_0004_u32 as i32,
+            _ => 0xC000_0001_u32 as i32, // STATUS_UNSUCCESSFUL: unknown or pending
+        }));
+        let key = fold_key(path);
+        match op {
+            Op::Create(d) => self.create(
+                pid, process, path, key, name, redirector, &d, result, status,
+            ),
+            Op::Write { detail, fast_io } => self.write(
+                pid, process, path, &key, name, redirector, &detail, fast_io, result, status,
+            ),
+            Op::Flush => self.flush(pid, process, &key, result, status),
+            Op::Cleanup => self.cleanup(pid, &key),
+            Op::Close => self.close(&key),
+            Op::Rename { new_path } => {
+                if result.is_success() {
+                    self.rename(pid, &key, new_path);
+                }
+            }
+            Op::Other => {}
+        }
+    }
+
+    fn base_data(
+        &self,
+        pid: u32,
+        process: &str,
+        fo: FileObjectId,
+        name: &str,
+        r: Option<Redirector>,
+    ) -> SimData {
+        let file_object_flags = self.fos.get(&fo).map_or(0, |s| {
+            (if s.sync_io { FO_SYNCHRONOUS_IO } else { 0 })
+                | (if s.effective_write_through {
+                    FO_WRITE_THROUGH
+                } else {
+                    0
+                })
+        });
+        SimData {
+            file_object: fo,
+            file_object_flags,
+            name: utf16(name),
+            image: utf16(process),
+            redirector: r,
+            thread: u64::from(pid) + 1,
+            ..SimData::default()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        pid: u32,
+        process: &str,
+        path: &str,
+        key: String,
+        name: String,
+        redirector: Option<Redirector>,
+        d: &crate::trace::CreateDetail,
+        result: OpResult,
+        status: NtStatus,
+    ) {
+        let fo = self.next_fo;
+        self.next_fo += 1;
+        let mut data = self.base_data(pid, process, fo, &name, redirector);
+        data.major = IRP_MJ_CREATE;
+        let disposition = d.disposition.map_or(0, |x| x as u32);
+        data.create_options = d.create_options | (disposition << 24);
+        let app_wt = d.create_options & FILE_WRITE_THROUGH != 0;
+        self.begin(pid, Irql::PASSIVE_LEVEL, false);
+        let pre = self.filter.pre_create(&mut data);
+        let eff_wt = data.create_options & FILE_WRITE_THROUGH != 0;
+        data.status = status;
+        if let Some(ctx) = pre.completion_context() {
+            self.filter
+                .post_create(&mut data, Some(ctx), PostOpFlags(0));
+        }
+        let opened = result.is_success() && status.0 != STATUS_REPARSE;
+        if !opened {
+            return;
+        }
+        let slot = match self.filter.fm().get_stream_handle_context(&data) {
+            Ok(Some(ctx)) => ctx.rule().1,
+            _ => self.lookup_slot(&name, redirector, process),
+        };
+        let state = FoState {
+            pid,
+            key: key.clone(),
+            path: path.to_owned(),
+            name,
+            redirector,
+            sync_io: d.create_options & (FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT)
+                != 0,
+            app_write_through: app_wt,
+            effective_write_through: eff_wt,
+            slot,
+            mode: self.rule_mode(slot),
+            file: None,
+            cleaned: false,
+        };
+        let forced = eff_wt && !app_wt;
+        self.fos.insert(fo, state);
+        self.handles.entry((pid, key.clone())).or_default().push(fo);
+        self.paths.entry(key).or_default().open.push(fo);
+        if forced {
+            let f = self.file_of(fo);
+            if let Some(fig) = self.figures_mut(f) {
+                fig.write_throughs_forced += 1;
+            }
+        }
+        self.bound_handles();
+    }
+
+    fn bound_handles(&mut self) {
+        let cap = self.opts.max_files.saturating_mul(4).max(1024);
+        while self.fos.len() > cap {
+            let Some((&fo, _)) = self.fos.iter().next() else {
+                break;
+            };
+            self.forget(fo);
+            self.counts.handles_evicted += 1;
+        }
+    }
+
+    /// Drops a file object entirely (its context too).
+    fn forget(&mut self, fo: FileObjectId) {
+        let Some(st) = self.fos.remove(&fo) else {
+            return;
+        };
+        if let Some(v) = self.handles.get_mut(&(st.pid, st.key.clone())) {
+            v.retain(|x| *x != fo);
+            if v.is_empty() {
+                self.handles.remove(&(st.pid, st.key.clone()));
+            }
+        }
+        if let Some(p) = self.paths.get_mut(&st.key) {
+            p.open.retain(|x| *x != fo);
+            if p.cleaned == Some(fo) {
+                p.cleaned = None;
+            }
+            if p.open.is_empty() && p.cleaned.is_none() {
+                self.paths.remove(&st.key);
+            }
+        }
+        self.filter.fm().free_file_object(fo);
+    }
+
+    /// The report row of a file object's file (created on first use).
+    fn file_of(&mut self, fo: FileObjectId) -> Option<usize> {
+        let st = self.fos.get(&fo)?;
+        if let Some(i) = st.file {
+            return Some(i);
+        }
+        let (path, name, redirector, slot, mode) = (
+            st.path.clone(),
+            st.name.clone(),
+            st.redirector,
+            st.slot,
+            st.mode,
+        );
+        let idx = self.file_entry(&path, &name, redirector, slot, mode);
+        if let Some(st) = self.fos.get_mut(&fo) {
+            st.file = idx;
+        }
+        idx
+    }
+
+    /// The report row of a file by name, created when missing; `None` = the
+    /// "(other files)" row (created too).
+    fn file_entry(
+        &mut self,
+        path: &str,
+        name: &str,
+        redirector: Option<Redirector>,
+        slot: u32,
+        mode: Mode,
+    ) -> Option<usize> {
+        let name_key = fold_key(name);
+        if let Some(&i) = self.file_index.get(&name_key) {
+            if self.files[i].slot != slot {
+                self.files[i].rule = "(several)".into();
+            }
+            return Some(i);
+        }
+        if self.files.len() < self.opts.max_files {
+            let i = self.files.len();
+            self.files.push(FileReport {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                provider: provider_name(redirector),
+                rule: self.rule_name(slot),
+                mode: mode.name(),
+                open_handles_at_end: 0,
+                figures: Figures::default(),
+                dirty_without: 0,
+                dirty_with: 0,
+                slot,
+            });
+            self.file_index.insert(name_key, i);
+            return Some(i);
+        }
+        self.other.get_or_insert_with(|| FileReport {
+            path: "(other files)".into(),
+            name: String::new(),
+            provider: "",
+            rule: "(several)".into(),
+            mode: "",
+            open_handles_at_end: 0,
+            figures: Figures::default(),
+            dirty_without: 0,
+            dirty_with: 0,
+            slot: DEFAULT_RULE_SLOT,
+        });
+        self.counts.files_folded += 1;
+        None
+    }
+
+    fn file_mut(&mut self, f: Option<usize>) -> Option<&mut FileReport> {
+        match f {
+            Some(i) => self.files.get_mut(i),
+            None => self.other.as_mut(),
+        }
+    }
+
+    fn figures_mut(&mut self, f: Option<usize>) -> Option<&mut Figures> {
+        self.file_mut(f).map(|r| &mut r.figures)
+    }
+
+    /// The file object a write/flush/cleanup by `pid` on `key` uses.
+    fn find_fo(&self, pid: u32, key: &str, paging: bool) -> Option<FileObjectId> {
+        if let Some(fo) = self
+            .handles
+            .get(&(pid, key.to_owned()))
+            .and_then(|v| v.last())
+        {
+            return Some(*fo);
+        }
+        if paging {
+            let p = self.paths.get(key)?;
+            return p.open.first().copied().or(p.cleaned);
+        }
+        None
+    }
+
+    fn anonymous_fo(&mut self) -> FileObjectId {
+        let fo = self.next_fo;
+        self.next_fo += 1;
+        fo
+    }
+
+    fn apply_flushes(&mut self, f: Option<usize>) -> Effects {
+        let flushes = self.filter.fm().take_flushes();
+        let n = flushes.len() as u64;
+        if n > 0 {
+            if let Some(file) = self.file_mut(f) {
+                file.figures.flushes_issued += n;
+                file.figures.extra_round_trips += n;
+                file.dirty_with = 0;
+            }
+        }
+        Effects { flushes: n }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        pid: u32,
+        process: &str,
+        path: &str,
+        key: &str,
+        name: String,
+        redirector: Option<Redirector>,
+        d: &crate::trace::WriteDetail,
+        fast_io: bool,
+        result: OpResult,
+        status: NtStatus,
+    ) {
+        let paging = d.irp_flags & IRP_PAGING_IO != 0;
+        let known = self.find_fo(pid, key, paging);
+        if known.is_none() {
+            self.counts.without_known_open += 1;
+        }
+        let fo = known.unwrap_or_else(|| self.anonymous_fo());
+        let st = self.fos.get(&fo).cloned();
+        let name = st.as_ref().map_or(name, |s| s.name.clone());
+        let mut data = self.base_data(pid, process, fo, &name, redirector);
+        data.major = IRP_MJ_WRITE;
+        data.irp_flags = d.irp_flags;
+        data.operation_flags = d.operation_flags;
+        data.fast_io = fast_io;
+        data.offset = d.offset;
+        data.length = u32::try_from(d.length).unwrap_or(u32::MAX);
+        data.synchronous = if paging {
+            d.irp_flags & IRP_SYNCHRONOUS_PAGING_IO != 0
+        } else {
+            st.as_ref().is_some_and(|s| s.sync_io)
+        };
+        self.begin(pid, Irql::PASSIVE_LEVEL, paging);
+        let pre = self.filter.pre_write(&mut data);
+        // The report row: the handle's file, else (a handle opened before the capture,
+        // or a cache-manager file object) the file of that name, labelled with the rule
+        // the matcher picks; such a handle has no FlushGuard context.
+        let f = match &st {
+            Some(_) => self.file_of(fo),
+            None => {
+                let slot = self.lookup_slot(&name, redirector, process);
+                let mode = self.rule_mode(slot);
+                self.file_entry(path, &name, redirector, slot, mode)
+            }
+        };
+        if pre.status() == PreOpStatus::DisallowFastIo {
+            if let Some(fig) = self.figures_mut(f) {
+                fig.fast_io_disallowed += 1;
+            }
+            return;
+        }
+        if result == OpResult::FastIoDisallowed {
+            // The file system refused the fast I/O path; the IRP follows as its own row.
+            return;
+        }
+        let forced = data.operation_flags & SL_WRITE_THROUGH != 0
+            && d.operation_flags & SL_WRITE_THROUGH == 0;
+        data.status = status;
+        if let Some(ctx) = pre.completion_context() {
+            let irql = if pre.status() == PreOpStatus::Synchronize {
+                Irql::PASSIVE_LEVEL
+            } else {
+                Irql::DISPATCH_LEVEL
+            };
+            self.filter.fm().set_irql(irql);
+            self.filter.post_write(&mut data, Some(ctx), PostOpFlags(0));
+            self.filter.fm().set_irql(Irql::PASSIVE_LEVEL);
+            for mut deferred in self.filter.fm().take_deferred() {
+                self.filter.post_write_when_safe(
+                    &mut deferred.data,
+                    Some(deferred.ctx),
+                    deferred.flags,
+                );
+            }
+        }
+        let effects = self.apply_flushes(f);
+        if !result.is_success() {
+            return;
+        }
+        let len = d.length;
+        let governed = st
+            .as_ref()
+            .is_some_and(|s| s.mode != Mode::Pass && self.filter.fm().has_context(fo));
+        let app_wt = st.as_ref().is_some_and(|s| s.app_write_through)
+            || d.operation_flags & SL_WRITE_THROUGH != 0;
+        let eff_wt = st.as_ref().is_some_and(|s| s.effective_write_through)
+            || data.operation_flags & SL_WRITE_THROUGH != 0;
+        let cached = d.irp_flags & IRP_NOCACHE == 0;
+        let Some(file) = self.file_mut(f) else { return };
+        let fig = &mut file.figures;
+        if paging {
+            fig.paging_writes += 1;
+            fig.paging_bytes += len;
+            return;
+        }
+        fig.writes += 1;
+        fig.write_bytes += len;
+        if governed {
+            fig.writes_governed += 1;
+        }
+        if forced {
+            fig.write_throughs_forced += 1;
+        }
+        if eff_wt && !app_wt && cached {
+            fig.extra_round_trips += 1;
+        }
+        if !app_wt {
+            file.dirty_without += len;
+        }
+        if !eff_wt && effects.flushes == 0 {
+            file.dirty_with += len;
+        }
+    }
+
+    fn flush(&mut self, pid: u32, process: &str, key: &str, result: OpResult, status: NtStatus) {
+        let Some(fo) = self.find_fo(pid, key, false) else {
+            self.counts.without_known_open += 1;
+            return;
+        };
+        let Some(st) = self.fos.get(&fo).cloned() else {
+            return;
+        };
+        let mut data = self.base_data(pid, process, fo, &st.name, st.redirector);
+        data.major = IRP_MJ_FLUSH_BUFFERS;
+        self.begin(pid, Irql::PASSIVE_LEVEL, false);
+        let pre = self.filter.pre_flush(&mut data);
+        let upgraded = data.minor != 0;
+        data.status = status;
+        if let Some(ctx) = pre.completion_context() {
+            self.filter.post_flush(&mut data, Some(ctx), PostOpFlags(0));
+        }
+        let f = self.file_of(fo);
+        self.apply_flushes(f);
+        if !result.is_success() {
+            return;
+        }
+        if let Some(file) = self.file_mut(f) {
+            file.figures.app_flushes += 1;
+            if upgraded {
+                file.figures.app_flushes_upgraded += 1;
+            }
+            file.dirty_without = 0;
+            file.dirty_with = 0;
+        }
+    }
+
+    fn cleanup(&mut self, pid: u32, key: &str) {
+        let handle_key = (pid, key.to_owned());
+        let Some(fo) = self.handles.get_mut(&handle_key).and_then(Vec::pop) else {
+            self.counts.without_known_open += 1;
+            return;
+        };
+        if self.handles.get(&handle_key).is_some_and(Vec::is_empty) {
+            self.handles.remove(&handle_key);
+        }
+        let Some(st) = self.fos.get(&fo).cloned() else {
+            return;
+        };
+        let mut data = self.base_data(pid, "", fo, &st.name, st.redirector);
+        data.major = IRP_MJ_CLEANUP;
+        self.begin(pid, Irql::PASSIVE_LEVEL, false);
+        let _ = self.filter.pre_cleanup(&mut data);
+        if self.filter.fm().has_flushes() {
+            let f = self.file_of(fo);
+            self.apply_flushes(f);
+        }
+        // The file object lives on until IRP_MJ_CLOSE (paging writes may still use
+        // it); keep the newest cleaned one per path.
+        if let Some(s) = self.fos.get_mut(&fo) {
+            s.cleaned = true;
+        }
+        let previous = {
+            let p = self.paths.entry(st.key.clone()).or_default();
+            p.open.retain(|x| *x != fo);
+            p.cleaned.replace(fo)
+        };
+        if let Some(old) = previous {
+            self.forget(old);
+        } else {
+            self.cleaned_order.push_back(st.key.clone());
+            if self.cleaned_order.len() > self.opts.max_files.max(1024) {
+                if let Some(oldest) = self.cleaned_order.pop_front() {
+                    if let Some(old) = self.paths.get(&oldest).and_then(|p| p.cleaned) {
+                        self.forget(old);
+                    }
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, key: &str) {
+        if let Some(old) = self.paths.get(key).and_then(|p| p.cleaned) {
+            self.forget(old);
+        }
+    }
+
+    fn rename(&mut self, pid: u32, key: &str, new_path: &str) {
+        let new_key = fold_key(new_path);
+        let Some(fo) = self
+            .handles
+            .get_mut(&(pid, key.to_owned()))
+            .and_then(Vec::pop)
+        else {
+            return;
+        };
+        if self
+            .handles
+            .get(&(pid, key.to_owned()))
+            .is_some_and(Vec::is_empty)
+        {
+            self.handles.remove(&(pid, key.to_owned()));
+        }
+        if let Some(p) = self.paths.get_mut(key) {
+            p.open.retain(|x| *x != fo);
+        }
+        self.handles
+            .entry((pid, new_key.clone()))
+            .or_default()
+            .push(fo);
+        self.paths.entry(new_key.clone()).or_default().open.push(fo);
+        if let Some(st) = self.fos.get_mut(&fo) {
+            st.key = new_key;
+        }
+    }
+
+    /// Finishes the replay: end-of-trace figures, per-rule totals, engine counters.
+    pub fn finish(mut self, trace: String, policy_source: String) -> Report {
+        for st in self.fos.values() {
+            if !st.cleaned {
+                if let Some(i) = st.file {
+                    self.files[i].open_handles_at_end += 1;
+                }
+            }
+        }
+        let mut finish_file = |f: &mut FileReport| {
+            if f.dirty_without > 0 {
+                f.figures.unflushed_files_without = 1;
+                f.figures.unflushed_bytes_without = f.dirty_without;
+            }
+            if f.dirty_with > 0 {
+                f.figures.unflushed_files_with = 1;
+                f.figures.unflushed_bytes_with = f.dirty_with;
+            }
+        };
+        self.files.iter_mut().for_each(&mut finish_file);
+        if let Some(o) = self.other.as_mut() {
+            finish_file(o);
+        }
+        let policy = self.filter.state().policy();
+        let mut rules: Vec<RuleReport> = Vec::with_capacity(self.rule_names.len() + 1);
+        let engine = |slot: Option<u32>| -> BTreeMap<&'static str, u64> {
+            let snap = policy.counters(slot).snapshot();
+            Counter::ALL
+                .iter()
+                .map(|c| (c.label(), snap[*c as usize]))
+                .collect()
+        };
+        for (i, name) in self.rule_names.iter().enumerate() {
+            rules.push(RuleReport {
+                rule: name.clone(),
+                mode: self.rule_modes[i].name(),
+                files: 0,
+                figures: Figures::default(),
+                engine_counters: engine(Some(i as u32)),
+            });
+        }
+        rules.push(RuleReport {
+            rule: "(default)".into(),
+            mode: self.default_mode.name(),
+            files: 0,
+            figures: Figures::default(),
+            engine_counters: engine(None),
+        });
+        let mut totals = Figures::default();
+        for f in &self.files {
+            let idx = if f.slot == DEFAULT_RULE_SLOT {
+                rules.len() - 1
+            } else {
+                (f.slot as usize).min(rules.len() - 1)
+            };
+            rules[idx].files += 1;
+            rules[idx].figures.add(&f.figures);
+            totals.add(&f.figures);
+        }
+        if let Some(o) = &self.other {
+            totals.add(&o.figures);
+        }
+        Report {
+            trace,
+            policy: policy_source,
+            policy_generation: policy.generation(),
+            attach_local_volumes: self.attach_local,
+            counts: self.counts,
+            malformed: self.malformed,
+            totals,
+            rules,
+            files: self.files,
+            other_files: self.other,
+        }
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The trace could not be read.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// `--strict` and a malformed line.
+    #[error("line {}: {}", .0.line, .0.reason)]
+    Strict(Malformed),
+}

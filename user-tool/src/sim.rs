@@ -1,0 +1,406 @@
+//! A Filter Manager simulated in user mode, for `flushctl replay` and the `--offline`
+//! port: it implements the engine's [`FilterManager`] / [`CallbackData`] traits so that
+//! the driver's very callback logic ([`flushguard_engine::callbacks::Filter`]) runs on
+//! trace events and port messages.
+//!
+//! What it models, and how:
+//! - **File objects** are numbered by the replay ([`FileObjectId`]); stream-handle
+//!   contexts live in a map keyed by them (`FltSetStreamHandleContext` with
+//!   `FLT_SET_CONTEXT_KEEP_IF_EXISTS` semantics). Context references are `Arc`s.
+//! - **Flushes are recorded, not issued**: `FltFlushBuffers2`, `FltFlushBuffers` and
+//!   `ZwFlushBuffersFileEx` append a [`FlushRecord`] and succeed.
+//! - **IRQL**: PASSIVE_LEVEL, except that the replay sets DISPATCH_LEVEL around the
+//!   post-operation of an asynchronous write (as a completion routine may run);
+//!   `FltDoCompletionProcessingWhenSafe` then queues the safe post-write, which the
+//!   replay runs at PASSIVE_LEVEL right after ([`SimFm::take_deferred`]).
+//! - **Top-level IRP**: set for paging I/O (the lazy writer and mapped-page writer run
+//!   with `FSRTL_CACHE_TOP_LEVEL_IRP` / `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`).
+//! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4; local files have none.
+//! - **Registry**: `Parameters\Policy` is a byte vector ([`SimFm::registry_policy`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flushguard_engine::callbacks::{
+    CallbackData, CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+};
+use flushguard_engine::protocol::NtStatus;
+
+use crate::trace::path::Redirector;
+
+/// Identifies one simulated file object.
+pub type FileObjectId = u64;
+
+/// `FO_SYNCHRONOUS_IO` (0x2) in `FILE_OBJECT.Flags`: opened with
+/// `FILE_SYNCHRONOUS_IO_ALERT`/`_NONALERT`. Source: wdm.h.
+pub const FO_SYNCHRONOUS_IO: u32 = 0x0000_0002;
+
+/// `STATUS_FLT_CONTEXT_ALREADY_DEFINED` (0xC01C0016).
+const STATUS_FLT_CONTEXT_ALREADY_DEFINED: NtStatus = NtStatus(0xC01C_0016_u32 as i32);
+
+/// One operation as the callbacks see it (`FLT_CALLBACK_DATA` + related objects).
+#[derive(Debug, Clone)]
+pub struct SimData {
+    /// `IRP_MJ_*`.
+    pub major: u8,
+    /// `IRP_MN_*` (flush type for IRP_MJ_FLUSH_BUFFERS).
+    pub minor: u8,
+    /// `Iopb->IrpFlags`.
+    pub irp_flags: u32,
+    /// `Iopb->OperationFlags`.
+    pub operation_flags: u8,
+    /// `FLT_IS_FASTIO_OPERATION`.
+    pub fast_io: bool,
+    /// `FileObject->Flags` (`FO_SYNCHRONOUS_IO` 0x2, `FO_WRITE_THROUGH` 0x10).
+    pub file_object_flags: u32,
+    /// `Parameters.Create.Options`.
+    pub create_options: u32,
+    /// `Parameters.Write.ByteOffset`, bytes.
+    pub offset: i64,
+    /// `Parameters.Write.Length`, bytes.
+    pub length: u32,
+    /// `IoStatus.Status` (post-operation).
+    pub status: NtStatus,
+    /// `FltIsOperationSynchronous`.
+    pub synchronous: bool,
+    /// The file object.
+    pub file_object: FileObjectId,
+    /// Normalized name (UTF-16) as `FltGetFileNameInformation` returns it.
+    pub name: Vec<u16>,
+    /// Requestor image name (UTF-16).
+    pub image: Vec<u16>,
+    /// Redirector behind the file (`None` = local volume).
+    pub redirector: Option<Redirector>,
+    /// Set by `FltSetCallbackDataDirty`.
+    pub dirty: bool,
+    /// Thread id the operation runs on (non-zero).
+    pub thread: u64,
+}
+
+impl Default for SimData {
+    fn default() -> Self {
+        SimData {
+            major: 0,
+            minor: 0,
+            irp_flags: 0,
+            operation_flags: 0,
+            fast_io: false,
+            file_object_flags: 0,
+            create_options: 0,
+            offset: 0,
+            length: 0,
+            status: NtStatus::SUCCESS,
+            synchronous: true,
+            file_object: 0,
+            name: Vec::new(),
+            image: Vec::new(),
+            redirector: None,
+            dirty: false,
+            thread: 1,
+        }
+    }
+}
+
+impl CallbackData for SimData {
+    fn major_function(&self) -> u8 {
+        self.major
+    }
+    fn minor_function(&self) -> u8 {
+        self.minor
+    }
+    fn set_minor_function(&mut self, minor: u8) {
+        self.minor = minor;
+    }
+    fn irp_flags(&self) -> u32 {
+        self.irp_flags
+    }
+    fn operation_flags(&self) -> u8 {
+        self.operation_flags
+    }
+    fn set_operation_flags(&mut self, flags: u8) {
+        self.operation_flags = flags;
+    }
+    fn is_fast_io(&self) -> bool {
+        self.fast_io
+    }
+    fn file_object_flags(&self) -> u32 {
+        self.file_object_flags
+    }
+    fn requestor_mode_kernel(&self) -> bool {
+        false
+    }
+    fn create_options(&self) -> u32 {
+        self.create_options
+    }
+    fn set_create_options(&mut self, options: u32) {
+        self.create_options = options;
+    }
+    fn write_offset(&self) -> i64 {
+        self.offset
+    }
+    fn write_length(&self) -> u32 {
+        self.length
+    }
+    fn io_status(&self) -> NtStatus {
+        self.status
+    }
+}
+
+/// A flush the callback logic asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushRecord {
+    /// The file object flushed.
+    pub file_object: FileObjectId,
+    /// True for `ZwFlushBuffersFileEx` (flags are `FLUSH_FLAGS_*`), false for
+    /// `FltFlushBuffers(2)` (flags are `FLT_FLUSH_TYPE_*`; 0 = full flush).
+    pub native: bool,
+    /// The flush type / flags passed.
+    pub flags: u32,
+}
+
+/// A safe post-write queued by `FltDoCompletionProcessingWhenSafe`.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    /// The operation (a copy, as Filter Manager keeps the callback data alive).
+    pub data: SimData,
+    /// Its completion context.
+    pub ctx: CompletionContext,
+    /// Its post-operation flags.
+    pub flags: PostOpFlags,
+}
+
+/// The simulated Filter Manager.
+#[derive(Debug, Default)]
+pub struct SimFm {
+    irql: AtomicU8,
+    top_level_irp: AtomicU8,
+    clock_us: AtomicU64,
+    thread: AtomicU64,
+    contexts: Mutex<HashMap<FileObjectId, Arc<StreamContext>>>,
+    flushes: Mutex<Vec<FlushRecord>>,
+    deferred: Mutex<Vec<Deferred>>,
+    registry: Mutex<Option<Vec<u8>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn redirector_id(r: Redirector) -> u32 {
+    match r {
+        Redirector::Smb => 1,
+        Redirector::WebDav => 2,
+        Redirector::Nfs => 3,
+        Redirector::Rdpdr => 4,
+    }
+}
+
+impl SimFm {
+    /// A simulated Filter Manager whose `Parameters\Policy` value is `registry_policy`.
+    pub fn new(registry_policy: Option<Vec<u8>>) -> Self {
+        let fm = SimFm::default();
+        *lock(&fm.registry) = registry_policy;
+        fm.thread.store(1, Ordering::Relaxed);
+        fm
+    }
+
+    /// Sets the IRQL the next callbacks see.
+    pub fn set_irql(&self, irql: Irql) {
+        self.irql.store(irql.0, Ordering::Relaxed);
+    }
+
+    /// Sets whether `IoGetTopLevelIrp() != NULL` for the next callbacks.
+    pub fn set_top_level_irp(&self, set: bool) {
+        self.top_level_irp.store(u8::from(set), Ordering::Relaxed);
+    }
+
+    /// Sets the current thread id (non-zero) and advances the clock by one µs.
+    pub fn set_thread(&self, thread: u64) {
+        self.thread.store(thread.max(1), Ordering::Relaxed);
+        self.clock_us.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Flushes recorded since the last call.
+    pub fn take_flushes(&self) -> Vec<FlushRecord> {
+        std::mem::take(&mut *lock(&self.flushes))
+    }
+
+    /// True when flushes were recorded and not yet taken.
+    pub fn has_flushes(&self) -> bool {
+        !lock(&self.flushes).is_empty()
+    }
+
+    /// Safe post-writes queued since the last call.
+    pub fn take_deferred(&self) -> Vec<Deferred> {
+        std::mem::take(&mut *lock(&self.deferred))
+    }
+
+    /// Drops the stream-handle context of a file object (IRP_MJ_CLOSE).
+    pub fn free_file_object(&self, fo: FileObjectId) {
+        lock(&self.contexts).remove(&fo);
+    }
+
+    /// True when the file object has a stream-handle context (a governed handle).
+    pub fn has_context(&self, fo: FileObjectId) -> bool {
+        lock(&self.contexts).contains_key(&fo)
+    }
+
+    /// Number of live stream-handle contexts.
+    pub fn context_count(&self) -> usize {
+        lock(&self.contexts).len()
+    }
+
+    /// The `Parameters\Policy` value.
+    pub fn registry_policy(&self) -> Option<Vec<u8>> {
+        lock(&self.registry).clone()
+    }
+}
+
+impl FilterManager for SimFm {
+    type Data = SimData;
+    type NameInfo = Vec<u16>;
+    type ImageName = Vec<u16>;
+    type Context = Arc<StreamContext>;
+    type KernelHandle = FileObjectId;
+
+    fn current_irql(&self) -> Irql {
+        Irql(self.irql.load(Ordering::Relaxed))
+    }
+    fn top_level_irp_set(&self) -> bool {
+        self.top_level_irp.load(Ordering::Relaxed) != 0
+    }
+    fn current_thread_id(&self) -> u64 {
+        self.thread.load(Ordering::Relaxed)
+    }
+    fn now_us(&self) -> u64 {
+        self.clock_us.load(Ordering::Relaxed)
+    }
+    fn is_operation_synchronous(&self, data: &SimData) -> bool {
+        data.synchronous
+    }
+    fn set_callback_data_dirty(&self, data: &mut SimData) {
+        data.dirty = true;
+    }
+
+    fn get_file_name_information(&self, data: &SimData) -> Result<Vec<u16>, NtStatus> {
+        Ok(data.name.clone())
+    }
+    fn file_name<'a>(&self, name: &'a Vec<u16>) -> &'a [u16] {
+        name
+    }
+    fn release_file_name_information(&self, _name: Vec<u16>) {}
+
+    fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
+        let r = match device_name {
+            "\\Device\\LanmanRedirector" => Redirector::Smb,
+            "\\Device\\WebDavRedirector" => Redirector::WebDav,
+            "\\Device\\Nfs" => Redirector::Nfs,
+            "\\Device\\RdpDr" => Redirector::Rdpdr,
+            _ => return Err(STATUS_OBJECT_NAME_NOT_FOUND),
+        };
+        Ok(redirector_id(r))
+    }
+    fn mup_provider_id_of_file(&self, data: &SimData) -> Result<Option<u32>, NtStatus> {
+        Ok(data.redirector.map(redirector_id))
+    }
+    fn process_image_name(&self, data: &SimData) -> Result<Vec<u16>, NtStatus> {
+        Ok(data.image.clone())
+    }
+    fn image_name<'a>(&self, image: &'a Vec<u16>) -> &'a [u16] {
+        image
+    }
+    fn release_process_image_name(&self, _image: Vec<u16>) {}
+
+    fn allocate_stream_handle_context(
+        &self,
+        init: StreamContext,
+    ) -> Result<Arc<StreamContext>, NtStatus> {
+        Ok(Arc::new(init))
+    }
+    fn set_stream_handle_context(
+        &self,
+        data: &SimData,
+        ctx: &Arc<StreamContext>,
+    ) -> Result<(), NtStatus> {
+        let mut map = lock(&self.contexts);
+        if map.contains_key(&data.file_object) {
+            return Err(STATUS_FLT_CONTEXT_ALREADY_DEFINED);
+        }
+        map.insert(data.file_object, Arc::clone(ctx));
+        Ok(())
+    }
+    fn get_stream_handle_context(
+        &self,
+        data: &SimData,
+    ) -> Result<Option<Arc<StreamContext>>, NtStatus> {
+        Ok(lock(&self.contexts).get(&data.file_object).cloned())
+    }
+    fn release_context(&self, _ctx: Arc<StreamContext>) {}
+
+    fn do_completion_processing_when_safe(
+        &self,
+        data: &mut SimData,
+        ctx: CompletionContext,
+        flags: PostOpFlags,
+    ) -> Option<PostOpStatus> {
+        if data.fast_io || data.irp_flags & flushguard_engine::protocol::nt::IRP_PAGING_IO != 0 {
+            return None;
+        }
+        lock(&self.deferred).push(Deferred {
+            data: data.clone(),
+            ctx,
+            flags,
+        });
+        Some(PostOpStatus::MoreProcessingRequired)
+    }
+
+    fn has_flt_flush_buffers2(&self) -> bool {
+        true
+    }
+    fn flt_flush_buffers2(&self, data: &SimData, flush_type: u32) -> Result<(), NtStatus> {
+        lock(&self.flushes).push(FlushRecord {
+            file_object: data.file_object,
+            native: false,
+            flags: flush_type,
+        });
+        Ok(())
+    }
+    fn flt_flush_buffers(&self, data: &SimData) -> Result<(), NtStatus> {
+        self.flt_flush_buffers2(data, 0)
+    }
+    fn open_kernel_handle(&self, data: &SimData) -> Result<FileObjectId, NtStatus> {
+        Ok(data.file_object)
+    }
+    fn zw_flush_buffers_file_ex(&self, handle: &FileObjectId, flags: u32) -> Result<(), NtStatus> {
+        lock(&self.flushes).push(FlushRecord {
+            file_object: *handle,
+            native: true,
+            flags,
+        });
+        Ok(())
+    }
+    fn close_kernel_handle(&self, _handle: FileObjectId) -> Result<(), NtStatus> {
+        Ok(())
+    }
+
+    fn read_policy_value(&self, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        out.clear();
+        match &*lock(&self.registry) {
+            Some(v) => {
+                out.extend_from_slice(v);
+                Ok(())
+            }
+            None => Err(STATUS_OBJECT_NAME_NOT_FOUND),
+        }
+    }
+    fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
+        *lock(&self.registry) = Some(value.to_vec());
+        Ok(())
+    }
+
+    fn close_server_port(&self) {}
+    fn unregister_filter(&self) {}
+}
