@@ -19,12 +19,13 @@ use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTE
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltAllocateContext, FltDoCompletionProcessingWhenSafe, FltFlushBuffers,
     FltGetFileNameInformation, FltGetRequestorProcess, FltGetRoutineAddress,
-    FltGetStreamHandleContext, FltIsOperationSynchronous, FltParseFileNameInformation,
-    FltReleaseContext, FltReleaseFileNameInformation, FltSetCallbackDataDirty,
-    FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLT_CALLBACK_DATA,
-    FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
-    FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_STREAMHANDLE_CONTEXT, PFLT_CONTEXT, PFLT_INSTANCE,
+    FltGetStreamHandleContext, FltGetVolumeProperties, FltIsOperationSynchronous,
+    FltParseFileNameInformation, FltReleaseContext, FltReleaseFileNameInformation,
+    FltSetCallbackDataDirty, FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
+    FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED,
+    FLT_FILE_NAME_QUERY_DEFAULT, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_RELATED_OBJECTS,
+    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT,
+    PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
@@ -39,11 +40,10 @@ use windows_sys::Win32::Foundation::{
 };
 
 use flushguard_ntoskrnl_imports as nt;
+use windows_sys::Win32::System::Ioctl::FILE_DEVICE_NETWORK_FILE_SYSTEM;
 
 /// `STATUS_NOT_FOUND` (0xC0000225): `FltGetStreamHandleContext` found no context.
 const STATUS_NOT_FOUND: i32 = 0xC000_0225_u32 as i32;
-/// `STATUS_OBJECT_NAME_NOT_FOUND` (0xC0000034).
-const STATUS_OBJECT_NAME_NOT_FOUND: i32 = 0xC000_0034_u32 as i32;
 /// `STATUS_BUFFER_OVERFLOW` (0x80000005).
 const STATUS_BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
 /// `STATUS_BUFFER_TOO_SMALL` (0xC0000023).
@@ -160,6 +160,30 @@ impl KernelOp {
         // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
         // contract), valid for the callback's duration; any IRQL.
         unsafe { (*self.objects).Instance }
+    }
+
+    /// True when the operation's volume is a network file system (the MUP volume):
+    /// `FltGetVolumeProperties(FltObjects->Volume)->DeviceType ==
+    /// FILE_DEVICE_NETWORK_FILE_SYSTEM`. IRQL <= APC_LEVEL.
+    fn on_network_volume(&self) -> bool {
+        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
+        // contract), owned by Filter Manager for the callback; any IRQL.
+        let volume = unsafe { (*self.objects).Volume };
+        let mut properties = FLT_VOLUME_PROPERTIES::default();
+        let mut returned = 0u32;
+        // SAFETY: `volume` is the operation's volume (referenced by Filter Manager for
+        // the callback); `properties` is a local of the stated size (the fixed part:
+        // the names may not fit, reported as STATUS_BUFFER_OVERFLOW); IRQL <= APC_LEVEL.
+        let raw = unsafe {
+            FltGetVolumeProperties(
+                volume,
+                &mut properties,
+                core::mem::size_of::<FLT_VOLUME_PROPERTIES>() as u32,
+                &mut returned,
+            )
+        };
+        (raw >= 0 || raw == STATUS_BUFFER_OVERFLOW)
+            && properties.DeviceType == FILE_DEVICE_NETWORK_FILE_SYSTEM
     }
 
     fn file_object(&self) -> *const FILE_OBJECT {
@@ -544,6 +568,9 @@ impl FilterManager for KernelFltMgr {
         status(raw).map(|()| id)
     }
     fn mup_provider_id_of_file(&self, data: &KernelOp) -> Result<Option<u32>, NtStatus> {
+        if !data.on_network_volume() {
+            return Ok(None);
+        }
         let mut info = FSRTL_MUP_PROVIDER_INFO_LEVEL_1::default();
         let mut size = core::mem::size_of::<FSRTL_MUP_PROVIDER_INFO_LEVEL_1>() as u32;
         // SAFETY: PASSIVE_LEVEL; the file object is the operation's (alive during the
@@ -556,10 +583,8 @@ impl FilterManager for KernelFltMgr {
                 &mut size,
             )
         };
-        match raw {
-            STATUS_OBJECT_NAME_NOT_FOUND => Ok(None),
-            _ => status(raw).map(|()| Some(info.ProviderId)),
-        }
+        // STATUS_OBJECT_NAME_NOT_FOUND before the create completed: not open yet.
+        status(raw).map(|()| Some(info.ProviderId))
     }
     fn process_image_name(&self, data: &KernelOp) -> Result<KernelImage, NtStatus> {
         // SAFETY: the callback's FLT_CALLBACK_DATA (owned by Filter Manager); returns a

@@ -19,18 +19,32 @@ pub const fn attaches_to(volume_device_type: u32) -> bool {
 /// `InstanceSetupCallback`: called when an instance is about to attach to a volume
 /// (automatically, or by `fltmc attach`).
 ///
-/// Returns `STATUS_SUCCESS` for network file systems and `STATUS_FLT_DO_NOT_ATTACH`
-/// everywhere else. IRQL: PASSIVE_LEVEL. The pointer argument is not dereferenced.
+/// Returns `STATUS_SUCCESS` for network file systems (and for other volumes when the
+/// policy in force sets `attach_local_volumes`), `STATUS_FLT_DO_NOT_ATTACH` elsewhere. IRQL: PASSIVE_LEVEL. The pointer argument is not dereferenced.
 pub extern "system" fn instance_setup(
     _flt_objects: *const FLT_RELATED_OBJECTS,
     _flags: u32,
     volume_device_type: u32,
     _volume_filesystem_type: FLT_FILESYSTEM_TYPE,
 ) -> NTSTATUS {
-    if attaches_to(volume_device_type) {
+    let network = attaches_to(volume_device_type);
+    // The engine adds local volumes when the policy opts them in and counts instances.
+    let attach = crate::callbacks::get().map_or(network, |engine| engine.instance_setup(network));
+    if attach {
         STATUS_SUCCESS
     } else {
         STATUS_FLT_DO_NOT_ATTACH
+    }
+}
+
+/// `InstanceTeardownCompleteCallback`: an instance is gone (volume dismount, detach,
+/// unload); the engine's instance count for GetStatus drops. IRQL: PASSIVE_LEVEL.
+pub extern "system" fn instance_teardown_complete(
+    _flt_objects: *const FLT_RELATED_OBJECTS,
+    _reason: u32,
+) {
+    if let Some(engine) = crate::callbacks::get() {
+        engine.instance_teardown();
     }
 }
 

@@ -110,7 +110,7 @@ pub static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
     InstanceSetupCallback: Some(instance::instance_setup),
     InstanceQueryTeardownCallback: Some(instance::instance_query_teardown),
     InstanceTeardownStartCallback: None,
-    InstanceTeardownCompleteCallback: None,
+    InstanceTeardownCompleteCallback: Some(instance::instance_teardown_complete),
     GenerateFileNameCallback: None,
     NormalizeNameComponentCallback: None,
     NormalizeContextCleanupCallback: None,

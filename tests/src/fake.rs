@@ -159,6 +159,9 @@ pub struct FileObject {
     pub synchronous_io: bool,
     /// Thread holding the file object lock (a synchronous service in progress).
     pub lock_owner: Option<u64>,
+    /// The file system opened the file object (IRP_MJ_CREATE went down); before
+    /// that MUP cannot name its redirector.
+    pub opened: bool,
 }
 
 /// An operation the fake holds for later: an in-flight post-operation or a
@@ -821,7 +824,14 @@ impl FilterManager for Fake {
     fn mup_provider_id_of_file(&self, data: &FakeData) -> Result<Option<u32>, NtStatus> {
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderInfoFromFileObject");
         self.count_and_fail(CallSite::MupProviderOfFile)?;
-        Ok(self.world().files.get(&data.file).and_then(|f| f.provider))
+        match self.world().files.get(&data.file) {
+            Some(f) if f.provider.is_some() && !f.opened => {
+                // "not a fully opened remote file system file object"
+                Err(flushguard_engine::callbacks::STATUS_OBJECT_NAME_NOT_FOUND)
+            }
+            Some(f) => Ok(f.provider),
+            None => Err(NtStatus::FILE_CLOSED),
+        }
     }
     fn process_image_name(&self, data: &FakeData) -> Result<FakeImage, NtStatus> {
         self.check_irql(Irql::PASSIVE_LEVEL, "SeLocateProcessImageName");

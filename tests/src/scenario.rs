@@ -51,11 +51,16 @@ pub fn action(
 /// A policy with one rule for `\\srv\share` on SMB and a pass default, encoded
 /// for `Parameters\Policy`.
 pub fn policy_blob(action: Action) -> Vec<u8> {
+    policy_blob_for(Provider::Smb, action)
+}
+
+/// As [`policy_blob`] with the rule's provider criterion `provider`.
+pub fn policy_blob_for(provider: Provider, action: Action) -> Vec<u8> {
     let policy = Policy {
         rules: vec![Rule {
             name: "share".to_string(),
             matcher: Matcher {
-                provider: Provider::Smb,
+                provider,
                 share: Some("\\\\srv\\share".to_string()),
                 ..Matcher::default()
             },

@@ -218,6 +218,8 @@ impl Harness {
             f.pre_create(d)
         });
         data.status = status;
+        self.fake
+            .with_file(file, |f| f.opened = status.is_success());
         self.post("post-create", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
         if status.is_success() {
             Some(file)
@@ -252,6 +254,7 @@ impl Harness {
         });
         let seen = data.create_options;
         data.status = NtStatus::SUCCESS;
+        self.fake.with_file(file, |f| f.opened = true);
         self.post("post-create", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
         (Some(file), seen)
     }
@@ -416,7 +419,10 @@ impl Harness {
             "recursion guard not cleared"
         );
         let above_apc = self.filter.counters().get(Counter::PolicyAboveApcLevel);
-        assert_eq!(above_apc, 0, "the policy spin lock was needed above APC_LEVEL");
+        assert_eq!(
+            above_apc, 0,
+            "the policy spin lock was needed above APC_LEVEL"
+        );
     }
 
     /// The data `CallbackData` view of a fresh operation (for direct calls).

@@ -2,7 +2,7 @@
 //! must have, and none it must not.
 
 use flushguard_engine::callbacks::{Counter, Irql, FILE_WRITE_THROUGH, SL_WRITE_THROUGH};
-use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_engine::policy::{FlushMethod, Mode, Provider};
 use flushguard_protocol::nt::{IRP_MN_FLUSH_DATA_ONLY, IRP_MN_FLUSH_NO_SYNC};
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
@@ -46,15 +46,17 @@ fn full_script_is_clean_in_every_mode_method_and_flush_routine() {
 
 #[test]
 fn write_through_sets_create_option_and_sl_write_through() {
-    let h = harness(
-        action(
-            Mode::WriteThrough,
-            FlushMethod::Filter,
-            FlushFlags::empty(),
-            None,
-        ),
-        true,
+    // A provider-agnostic rule applies at create time already.
+    let act = action(
+        Mode::WriteThrough,
+        FlushMethod::Filter,
+        FlushFlags::empty(),
+        None,
     );
+    let h = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(scenario::policy_blob_for(Provider::Any, act)),
+    });
     let (file, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
     assert_eq!(
         seen & FILE_WRITE_THROUGH,
@@ -79,6 +81,52 @@ fn write_through_sets_create_option_and_sl_write_through() {
     assert!(h.fake.flushes().is_empty(), "write-through issues no flush");
     assert_eq!(h.filter.counters().get(Counter::CreateWriteThroughSet), 1);
     h.close(file);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn provider_specific_rule_governs_from_post_create() {
+    // MUP names the redirector only once the file object is open: an SMB-only rule
+    // cannot set FILE_WRITE_THROUGH at create, but governs every write after it.
+    let h = harness(
+        action(
+            Mode::WriteThrough,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let (file, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(seen & FILE_WRITE_THROUGH, 0);
+    let file = file.expect("opened");
+    assert!(
+        h.fake.file_context(file).is_some(),
+        "context attached in post-create"
+    );
+    let flags = h.write(file, WriteSpec::default()).expect("write");
+    assert_eq!(flags & SL_WRITE_THROUGH, SL_WRITE_THROUGH);
+    // The same share through NFS is not governed by the SMB rule.
+    let (nfs, _) = h.open_seen(
+        SHARE_FILE,
+        Some(flushguard_tests::fake::PROVIDER_NFS),
+        PROCESS,
+        0,
+    );
+    let nfs = nfs.expect("opened");
+    assert!(h.fake.file_context(nfs).is_none());
+    assert_eq!(
+        h.write(nfs, WriteSpec::default()).expect("write") & SL_WRITE_THROUGH,
+        0
+    );
+    assert_eq!(
+        h.filter.counters().get(Counter::ProviderQueryFailed),
+        0,
+        "pre-create failure is expected, not counted"
+    );
+    h.close(file);
+    h.close(nfs);
     h.unload();
     h.assert_clean();
 }

@@ -65,6 +65,11 @@ impl PolicySnapshot {
         }
     }
 
+    /// The policy asks to attach to local volumes too.
+    pub fn attach_local_volumes(&self) -> bool {
+        self.policy.policy().attach_local_volumes
+    }
+
     /// The per-rule counters of `slot`.
     pub fn counters(&self, slot: u32) -> &Counters {
         self.policy.counters(index(slot))

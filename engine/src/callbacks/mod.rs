@@ -29,7 +29,7 @@ mod guard;
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use flushguard_protocol::NtStatus;
 
@@ -57,6 +57,14 @@ pub const FO_SYNCHRONOUS_IO: u32 = 0x0000_0002;
 pub const STATUS_REPARSE: NtStatus = NtStatus(0x0000_0104);
 /// `STATUS_OBJECT_NAME_NOT_FOUND` (0xC0000034): e.g. no `Parameters\Policy` value.
 pub const STATUS_OBJECT_NAME_NOT_FOUND: NtStatus = NtStatus(0xC000_0034_u32 as i32);
+
+/// A file classified under the policy in force.
+struct Classified {
+    slot: u32,
+    action: crate::policy::Action,
+    provider: crate::policy::FileProvider,
+    provider_known: bool,
+}
 
 /// Result of a pre-operation callback.
 ///
@@ -129,6 +137,7 @@ pub struct Filter<F: FilterManager> {
     own_flushes: OwnFlushSet,
     counters: CallbackCounters,
     phase: AtomicU8,
+    instances: AtomicU32,
 }
 
 /// What [`Filter::load`] found in the registry.
@@ -164,10 +173,17 @@ impl<F: FilterManager> Filter<F> {
                 PolicySource::Invalid(status)
             }
         };
+        let mut caps = flushguard_protocol::Capabilities::empty();
+        caps.set(
+            flushguard_protocol::Capabilities::FLT_FLUSH_BUFFERS2,
+            fm.has_flt_flush_buffers2(),
+        );
+        state.set_capabilities(caps);
         let filter = Filter {
             fm,
             state,
             providers,
+            instances: AtomicU32::new(0),
             own_flushes: OwnFlushSet::new(),
             counters: CallbackCounters::new(),
             phase: AtomicU8::new(LifecyclePhase::Running as u8),
@@ -224,6 +240,30 @@ impl<F: FilterManager> Filter<F> {
         self.fm.unregister_filter();
         self.phase
             .store(LifecyclePhase::Unregistered as u8, Ordering::Release);
+    }
+
+    /// InstanceSetup (PASSIVE_LEVEL): whether to attach to a volume. Network file
+    /// systems (`FILE_DEVICE_NETWORK_FILE_SYSTEM`: MUP) always; other volumes only
+    /// when the policy in force sets `attach_local_volumes` (testing). Counts the
+    /// instance for GetStatus when attaching.
+    pub fn instance_setup(&self, network_file_system: bool) -> bool {
+        let attach = network_file_system || self.policy().is_some_and(|p| p.attach_local_volumes());
+        if attach {
+            let n = self.instances.fetch_add(1, Ordering::AcqRel) + 1;
+            self.state.set_instances(n);
+        }
+        attach
+    }
+
+    /// InstanceTeardownComplete (PASSIVE_LEVEL): one attached instance is gone.
+    pub fn instance_teardown(&self) {
+        let n = self
+            .instances
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .map_or(0, |old| old.saturating_sub(1));
+        self.state.set_instances(n);
     }
 
     fn running(&self) -> bool {
@@ -294,11 +334,17 @@ impl<F: FilterManager> Filter<F> {
     /// Looks up the rule governing the operation's file: normalized name, MUP
     /// provider, requestor image. PASSIVE_LEVEL only. `None` when the name cannot be
     /// had (counted; the operation passes through). Releases every reference it took.
+    ///
+    /// Before a create completes the file object is not open and MUP cannot name its
+    /// redirector (`FsRtlMupGetProviderInfoFromFileObject` fails): with
+    /// `provider_expected == false` that failure is not counted and the provider is
+    /// reported unknown (`FileProvider::Other`; only provider-agnostic rules match).
     fn classify(
         &self,
         data: &F::Data,
         policy: &PolicySnapshot,
-    ) -> Option<(u32, crate::policy::Action, crate::policy::FileProvider)> {
+        provider_expected: bool,
+    ) -> Option<Classified> {
         let fm = &self.fm;
         let name_info = match fm.get_file_name_information(data) {
             Ok(n) => n,
@@ -310,11 +356,13 @@ impl<F: FilterManager> Filter<F> {
         let name = String::from_utf16_lossy(fm.file_name(&name_info));
         fm.release_file_name_information(name_info);
 
-        let provider = match fm.mup_provider_id_of_file(data) {
-            Ok(id) => self.providers.classify(id),
+        let (provider, provider_known) = match fm.mup_provider_id_of_file(data) {
+            Ok(id) => (self.providers.classify(id), true),
             Err(_) => {
-                self.counters.bump(Counter::ProviderQueryFailed);
-                crate::policy::FileProvider::Other
+                if provider_expected {
+                    self.counters.bump(Counter::ProviderQueryFailed);
+                }
+                (crate::policy::FileProvider::Other, false)
             }
         };
         let image = match fm.process_image_name(data) {
@@ -329,7 +377,12 @@ impl<F: FilterManager> Filter<F> {
             }
         };
         let (slot, action) = policy.lookup(provider, &name, &image);
-        Some((slot, action, provider))
+        Some(Classified {
+            slot,
+            action,
+            provider,
+            provider_known,
+        })
     }
 
     /// The rule governing a handle's context: `(slot, action)`, refreshing a rule
@@ -350,7 +403,7 @@ impl<F: FilterManager> Filter<F> {
             self.counters.bump(Counter::StaleRulePassedThrough);
             return None;
         }
-        let (slot, action, _) = self.classify(data, policy)?;
+        let Classified { slot, action, .. } = self.classify(data, policy, true)?;
         ctx.set_rule(policy.generation(), slot);
         self.counters.bump(Counter::RuleRefreshed);
         Some((slot, action))
@@ -372,7 +425,13 @@ impl<F: FilterManager> Filter<F> {
 
     /// Pre-create (PASSIVE_LEVEL): looks up the rule; a write-through rule adds
     /// `FILE_WRITE_THROUGH` to `Parameters.Create.Options` (+ dirty). A handle under a
-    /// rule whose mode is not `pass` gets a post-create that attaches its context.
+    /// rule whose mode is not `pass`, or whose redirector is not known yet, gets a
+    /// post-create.
+    ///
+    /// The MUP provider is known only once the file object is open, so a rule that
+    /// names a provider cannot add `FILE_WRITE_THROUGH` at create time on a network
+    /// volume: it governs the handle from post-create on (`SL_WRITE_THROUGH` on every
+    /// write). Provider-agnostic rules apply at create time too.
     pub fn pre_create(&self, data: &mut F::Data) -> PreOp {
         if !self.running() || self.own_io() || self.fm.current_irql() != Irql::PASSIVE_LEVEL {
             return PreOp::pass();
@@ -380,30 +439,32 @@ impl<F: FilterManager> Filter<F> {
         let Some(policy) = self.policy() else {
             return PreOp::pass();
         };
-        let Some((slot, action, provider)) = self.classify(data, &policy) else {
+        let Some(c) = self.classify(data, &policy, false) else {
             return PreOp::pass();
         };
         let mut view = self.view(data, Phase::Pre);
-        view.provider = provider;
-        let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
+        view.provider = c.provider;
+        let d = crate::decision::decide(&c.action, &view);
+        d.record(glue::stats(&self.state), policy.counters(c.slot));
         if d.set_create_write_through {
             data.set_create_options(data.create_options() | FILE_WRITE_THROUGH);
             self.fm.set_callback_data_dirty(data);
             self.counters.bump(Counter::CreateWriteThroughSet);
         }
-        if action.mode == crate::policy::Mode::Pass {
+        if c.action.mode == crate::policy::Mode::Pass && c.provider_known {
             PreOp::pass()
         } else {
             PreOp::with_callback(CompletionContext::Create {
                 generation: policy.generation(),
-                slot,
+                slot: c.slot,
             })
         }
     }
 
-    /// Post-create (PASSIVE_LEVEL): on success attaches a [`StreamContext`] caching
-    /// the rule and the policy generation. Draining: nothing to clean up.
+    /// Post-create (PASSIVE_LEVEL): on success looks the rule up again now that the
+    /// file object is open (the MUP provider is known) and, unless it is `pass`,
+    /// attaches a [`StreamContext`] caching the rule and the policy generation. If
+    /// that lookup fails the pre-create's rule is kept. Draining: nothing to clean up.
     pub fn post_create(
         &self,
         data: &mut F::Data,
@@ -418,6 +479,18 @@ impl<F: FilterManager> Filter<F> {
         }
         let status = data.io_status();
         if !status.is_success() || status == STATUS_REPARSE {
+            return PostOpStatus::FinishedProcessing;
+        }
+        let Some(policy) = self.policy() else {
+            return PostOpStatus::FinishedProcessing;
+        };
+        let (generation, slot, action) = match self.classify(data, &policy, true) {
+            Some(c) => (policy.generation(), c.slot, Some(c.action)),
+            None if generation == policy.generation() => (generation, slot, policy.action(slot)),
+            None => return PostOpStatus::FinishedProcessing,
+        };
+        drop(policy);
+        if action.is_none_or(|a| a.mode == crate::policy::Mode::Pass) {
             return PostOpStatus::FinishedProcessing;
         }
         let context = match self
