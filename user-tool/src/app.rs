@@ -18,6 +18,7 @@ use crate::cli::{
     Cli, Command, EventsArgs, ExplainArgs, PolicyCommand, ProviderArg, ReplayArgs, StatsArgs,
 };
 use crate::error::{exit, CliError};
+use crate::outln;
 use crate::output::{bytes, kv_table, print_json, TableBuilder};
 use crate::port::{self, Client, PortOptions};
 use crate::replay::{ReplayError, ReplayOptions, Replayer, Report};
@@ -49,12 +50,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Events(args) => events(&opts, &args, json),
         Command::Load => {
             port::load(&opts)?;
-            println!("FlushGuard loaded{}.", offline_note(&opts));
+            outln!("FlushGuard loaded{}.", offline_note(&opts));
             Ok(exit::OK)
         }
         Command::Unload => {
             port::unload(&opts)?;
-            println!("FlushGuard unloaded{}.", offline_note(&opts));
+            outln!("FlushGuard unloaded{}.", offline_note(&opts));
             Ok(exit::OK)
         }
         Command::Replay(args) => replay(&opts, &args, json),
@@ -153,7 +154,7 @@ fn status(opts: &PortOptions, json: bool) -> Result<u8, CliError> {
         return Ok(exit::OK);
     }
     let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
-    println!(
+    outln!(
         "{}",
         kv_table(&[
             ("FlushGuard", format!("loaded ({})", out.port)),
@@ -274,7 +275,7 @@ fn action_summary(a: &Action) -> String {
     s
 }
 
-fn print_policy_table(p: &Policy) {
+fn print_policy_table(p: &Policy) -> Result<(), CliError> {
     let mut t = TableBuilder::new(&[
         "#", "rule", "provider", "share", "path", "process", "ext", "mode", "method", "flush",
         "upgrade",
@@ -316,8 +317,8 @@ fn print_policy_table(p: &Policy) {
         d.upgrade_app_flush
             .map_or("-".into(), |f| f.policy_name().to_owned()),
     ]);
-    println!("{}", t.render());
-    println!(
+    outln!("{}", t.render());
+    outln!(
         "Local volumes: {}",
         if p.attach_local_volumes {
             "attached (attach-local-volumes = true)"
@@ -325,6 +326,7 @@ fn print_policy_table(p: &Policy) {
             "not attached"
         }
     );
+    Ok(())
 }
 
 fn policy_show(opts: &PortOptions, json: bool) -> Result<u8, CliError> {
@@ -335,13 +337,13 @@ fn policy_show(opts: &PortOptions, json: bool) -> Result<u8, CliError> {
     if json {
         print_json(&policy_json(&p, Some(s.generation))).map_err(io_err("stdout"))?;
     } else {
-        println!(
+        outln!(
             "Active policy: generation {}, {} rule(s), first match wins.",
             s.generation,
             p.rules.len()
         );
-        print_policy_table(&p);
-        println!("\nAs a policy file:\n\n{}", p.to_toml_string());
+        print_policy_table(&p)?;
+        outln!("\nAs a policy file:\n\n{}", p.to_toml_string());
     }
     Ok(exit::OK)
 }
@@ -372,12 +374,12 @@ fn policy_check(file: &Path, json: bool) -> Result<u8, CliError> {
     if json {
         print_json(&policy_json(&p, None)).map_err(io_err("stdout"))?;
     } else {
-        println!(
+        outln!(
             "{}: OK, {} rule(s); nothing was applied.",
             file.display(),
             p.rules.len()
         );
-        print_policy_table(&p);
+        print_policy_table(&p)?;
     }
     Ok(exit::OK)
 }
@@ -410,7 +412,7 @@ fn policy_apply(
         })
         .map_err(io_err("stdout"))?;
     } else {
-        println!(
+        outln!(
             "Applied {}: generation {}, {} rule(s){}{}.",
             file.display(),
             r.generation,
@@ -557,31 +559,31 @@ fn policy_explain(opts: &PortOptions, args: &ExplainArgs, json: bool) -> Result<
         print_json(&out).map_err(io_err("stdout"))?;
         return Ok(exit::OK);
     }
-    println!("File:     {}", out.path);
+    outln!("File:     {}", out.path);
     if out.name != out.path {
-        println!("Matched as: {}", out.name);
+        outln!("Matched as: {}", out.name);
     }
-    println!("Provider: {}", out.provider);
+    outln!("Provider: {}", out.provider);
     if !process.is_empty() {
-        println!("Process:  {process}");
+        outln!("Process:  {process}");
     }
-    println!("Policy:   {}", out.policy);
+    outln!("Policy:   {}", out.policy);
     if let Some(e) = &out.name_error {
-        println!("Note:     the name could not be parsed ({e}); only rules without share, path and extension can match.");
+        outln!("Note:     the name could not be parsed ({e}); only rules without share, path and extension can match.");
     }
     match &out.matched_rule {
-        Some(r) => println!(
+        Some(r) => outln!(
             "Result:   rule #{} \"{}\" -> {}",
             out.matched_index.unwrap_or(0),
             r,
             action_summary(&ex.action)
         ),
-        None => println!(
+        None => outln!(
             "Result:   no rule matches -> default action: {}",
             action_summary(&ex.action)
         ),
     }
-    println!(
+    outln!(
         "Action:   method {}, flush {}, upgrade application flushes: {}, count paging I/O: {}",
         out.action.method,
         out.action.flush,
@@ -593,7 +595,7 @@ fn policy_explain(opts: &PortOptions, args: &ExplainArgs, json: bool) -> Result<
         }
     );
     if local_ignored {
-        println!(
+        outln!(
             "Note:     this is a local file and the policy does not attach to local volumes: \
              the driver never sees it."
         );
@@ -603,7 +605,7 @@ fn policy_explain(opts: &PortOptions, args: &ExplainArgs, json: bool) -> Result<
         for r in &out.rejected {
             t.row([r.index.to_string(), r.rule.clone(), r.reason.clone()]);
         }
-        println!("\nRules tried before:\n{}", t.render());
+        outln!("\nRules tried before:\n{}", t.render());
     }
     Ok(exit::OK)
 }
@@ -698,7 +700,7 @@ fn stats_once(c: &mut Client, names: &[String], json: bool) -> Result<(), CliErr
         print_json(&out).map_err(io_err("stdout"))?;
         return Ok(());
     }
-    println!("Counters for policy generation {}:", out.generation);
+    outln!("Counters for policy generation {}:", out.generation);
     let mut headers: Vec<String> = vec!["counter".into(), "total#".into()];
     headers.extend(out.rules.iter().map(|r| format!("{}#", r.rule)));
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
@@ -708,9 +710,9 @@ fn stats_once(c: &mut Client, names: &[String], json: bool) -> Result<(), CliErr
         row.extend(out.rules.iter().map(|r| r.counters[c.label()].to_string()));
         t.row(row);
     }
-    println!("{}", t.render());
+    outln!("{}", t.render());
     if out.flush_latency_us.is_empty() {
-        println!("Flush latency: no flushes yet.");
+        outln!("Flush latency: no flushes yet.");
     } else {
         let mut t = TableBuilder::new(&["flush latency", "count#"]);
         for b in &out.flush_latency_us {
@@ -719,7 +721,7 @@ fn stats_once(c: &mut Client, names: &[String], json: bool) -> Result<(), CliErr
                 b.count.to_string(),
             ]);
         }
-        println!("{}", t.render());
+        outln!("{}", t.render());
     }
     if !out.flush_failures.is_empty() {
         let mut t = TableBuilder::new(&["flush failure status", "count#"]);
@@ -732,7 +734,7 @@ fn stats_once(c: &mut Client, names: &[String], json: bool) -> Result<(), CliErr
                 f.count.to_string(),
             ]);
         }
-        println!("{}", t.render());
+        outln!("{}", t.render());
     }
     Ok(())
 }
@@ -754,13 +756,13 @@ fn stats(opts: &PortOptions, args: &StatsArgs, json: bool) -> Result<u8, CliErro
         std::io::stdout().flush().map_err(io_err("stdout"))?;
         std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
         if !json {
-            println!();
+            outln!();
         }
     }
     if args.reset {
         c.reset_stats()?;
         if !json {
-            println!("Counters reset.");
+            outln!("Counters reset.");
         }
     }
     Ok(exit::OK)
@@ -873,7 +875,7 @@ fn events(opts: &PortOptions, args: &EventsArgs, json: bool) -> Result<u8, CliEr
             if args.follow {
                 // One JSON object per line while following.
                 for e in &list {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::to_string(e)
                             .map_err(|e| CliError::io("json", std::io::Error::other(e)))?
@@ -918,12 +920,12 @@ fn events(opts: &PortOptions, args: &EventsArgs, json: bool) -> Result<u8, CliEr
                 ]);
             }
             if list.is_empty() {
-                println!("No events.");
+                outln!("No events.");
             } else {
-                println!("{}", t.render());
+                outln!("{}", t.render());
             }
             if r.dropped > 0 && !printed_header {
-                println!(
+                outln!(
                     "{} older event(s) were overwritten before being read.",
                     r.dropped
                 );
@@ -1060,7 +1062,7 @@ fn replay(opts: &PortOptions, args: &ReplayArgs, json: bool) -> Result<u8, CliEr
     if json {
         print_json(&report).map_err(io_err("stdout"))?;
     } else {
-        print_report(&report, args.top);
+        print_report(&report, args.top)?;
     }
     if report.counts.malformed > 0 {
         eprintln!(
@@ -1072,10 +1074,10 @@ fn replay(opts: &PortOptions, args: &ReplayArgs, json: bool) -> Result<u8, CliEr
     Ok(exit::OK)
 }
 
-fn print_report(r: &Report, top: usize) {
+fn print_report(r: &Report, top: usize) -> Result<(), CliError> {
     let c = &r.counts;
-    println!("Replay of {}", r.trace);
-    println!(
+    outln!("Replay of {}", r.trace);
+    outln!(
         "Policy:  {} (local volumes {})",
         r.policy,
         if r.attach_local_volumes {
@@ -1084,20 +1086,20 @@ fn print_report(r: &Report, top: usize) {
             "not attached"
         }
     );
-    println!(
+    outln!(
         "Rows:    {} read, {} replayed through the callbacks, {} other operations, {} not files, {} on local volumes not attached, {} malformed",
         c.rows, c.events_replayed, c.other_rows, c.not_a_file, c.local_not_attached, c.malformed
     );
     if c.without_known_open > 0 || c.handles_evicted > 0 || c.files_folded > 0 {
-        println!(
+        outln!(
             "Notes:   {} operation(s) on handles opened before the capture; {} handle(s) forgotten and {} file(s) folded to stay within memory bounds",
             c.without_known_open, c.handles_evicted, c.files_folded
         );
     }
     for m in r.malformed.iter().take(10) {
-        println!("  malformed line {}: {}", m.line, m.reason);
+        outln!("  malformed line {}: {}", m.line, m.reason);
     }
-    println!();
+    outln!();
     let mut t = TableBuilder::new(&[
         "rule",
         "mode",
@@ -1106,6 +1108,7 @@ fn print_report(r: &Report, top: usize) {
         "governed#",
         "WT forced#",
         "FG flushes#",
+        "audit: would",
         "app flushes#",
         "unflushed files#",
         "unflushed bytes#",
@@ -1113,6 +1116,7 @@ fn print_report(r: &Report, top: usize) {
     ]);
     for rule in &r.rules {
         let f = &rule.figures;
+        let would = |k: &str| rule.engine_counters.get(k).copied().unwrap_or(0);
         t.row([
             rule.rule.clone(),
             rule.mode.to_owned(),
@@ -1121,6 +1125,15 @@ fn print_report(r: &Report, top: usize) {
             f.writes_governed.to_string(),
             f.write_throughs_forced.to_string(),
             f.flushes_issued.to_string(),
+            if rule.mode == "audit" {
+                format!(
+                    "{} flush, {} WT",
+                    would("audit_would_flush"),
+                    would("audit_would_write_through")
+                )
+            } else {
+                "-".into()
+            },
             f.app_flushes.to_string(),
             format!(
                 "{} -> {}",
@@ -1134,7 +1147,7 @@ fn print_report(r: &Report, top: usize) {
             f.extra_round_trips.to_string(),
         ]);
     }
-    println!(
+    outln!(
         "Per rule (unflushed: as traced -> with FlushGuard):\n{}",
         t.render()
     );
@@ -1196,9 +1209,9 @@ fn print_report(r: &Report, top: usize) {
         ]);
     }
     if t.is_empty() {
-        println!("No writes or flushes on files the policy attaches to.");
+        outln!("No writes or flushes on files the policy attaches to.");
     } else {
-        println!(
+        outln!(
             "Per file ({} of {}, most unflushed first):\n{}",
             files.len().min(top),
             files.len(),
@@ -1206,15 +1219,16 @@ fn print_report(r: &Report, top: usize) {
         );
     }
     let tot = &r.totals;
-    println!(
+    outln!(
         "\nAt the end of the trace: {} file(s) / {} unflushed as traced; with this policy {} file(s) / {}.",
         tot.unflushed_files_without,
         bytes(tot.unflushed_bytes_without),
         tot.unflushed_files_with,
         bytes(tot.unflushed_bytes_with)
     );
-    println!(
+    outln!(
         "FlushGuard would issue {} flush(es) and force write-through {} time(s): {} extra round trip(s); the applications issued {} flush(es) themselves.",
         tot.flushes_issued, tot.write_throughs_forced, tot.extra_round_trips, tot.app_flushes
     );
+    Ok(())
 }

@@ -249,7 +249,9 @@ impl Generator {
             s.step = 1;
             let detail = match s.kind {
                 Kind::Save => "Desired Access: Generic Write, Read Attributes, Disposition: OverwriteIf, Options: Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Overwritten",
-                Kind::DbWriteThrough => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Write Through, No Buffering, Random Access, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Opened",
+                // Half the database opens ask for write-through themselves.
+                Kind::DbWriteThrough if s.pid % 8 == 0 => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Write Through, No Buffering, Random Access, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Opened",
+                Kind::DbWriteThrough => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Random Access, Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Opened",
                 Kind::DbFlush => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Synchronous IO Non-Alert, Non-Directory File, Random Access, Attributes: N, ShareMode: Read, Write, AllocationSize: 0, OpenResult: Opened",
                 Kind::Logger => "Desired Access: Append Data, Synchronize, Disposition: OpenIf, Options: Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, Write, Delete, AllocationSize: 0, OpenResult: Opened",
                 Kind::Copy => "Desired Access: Generic Write, Read Attributes, Disposition: OverwriteIf, Options: Sequential Access, No Buffering, Synchronous IO Non-Alert, Non-Directory File, Attributes: A, ShareMode: None, AllocationSize: 0, OpenResult: Created",
@@ -291,7 +293,22 @@ impl Generator {
                 }
                 Kind::DbWriteThrough => {
                     let off = 8192 * u64::from(self.rng.u32(0..4096));
-                    self.push(p, pid, "WriteFile", &path, "SUCCESS", format!("Offset: {}, Length: 8,192, I/O Flags: Non-cached, Write Through, Priority: Normal", grouped(off)));
+                    let flags = if s.pid % 8 == 0 {
+                        ", I/O Flags: Non-cached, Write Through"
+                    } else {
+                        ""
+                    };
+                    self.push(
+                        p,
+                        pid,
+                        "WriteFile",
+                        &path,
+                        "SUCCESS",
+                        format!(
+                            "Offset: {}, Length: 8,192{flags}, Priority: Normal",
+                            grouped(off)
+                        ),
+                    );
                 }
                 Kind::DbFlush => {
                     let pages = self.rng.u32(1..4);

@@ -10,6 +10,12 @@ fn main() -> ExitCode {
     let cli = flushctl::cli::Cli::parse();
     match flushctl::app::run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(flushctl::error::CliError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            // The reader went away (`flushctl ... | head`): not an error.
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("flushctl: error: {e}");
             ExitCode::from(e.exit_code())

@@ -70,6 +70,10 @@ pub fn kv_table(rows: &[(&str, String)]) -> String {
         c.set_padding((0, 1));
     }
     t.to_string()
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Bytes in binary units with one decimal (`512 B`, `4.0 KiB`, `1.5 MiB`).
@@ -87,6 +91,27 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// Writes one line to stdout; a closed pipe (`flushctl ... | head`) becomes an
+/// [`std::io::ErrorKind::BrokenPipe`] error that `main` treats as a quiet exit.
+///
+/// # Errors
+/// [`crate::error::CliError::Io`] when stdout cannot be written.
+pub fn write_line(args: std::fmt::Arguments<'_>) -> Result<(), crate::error::CliError> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    out.write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| crate::error::CliError::io("stdout", e))
+}
+
+/// `println!` that returns a [`crate::error::CliError`] instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_line(format_args!(""))? };
+    ($($arg:tt)*) => { $crate::output::write_line(format_args!($($arg)*))? };
+}
+
 /// Prints `value` as pretty JSON on stdout.
 ///
 /// # Errors
@@ -95,8 +120,9 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> std::io::Result<()> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::other)?;
-    writeln!(out)
+    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    out.write_all(&text)
 }
 
 #[cfg(test)]

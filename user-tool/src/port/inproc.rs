@@ -10,11 +10,13 @@
 //! - `loaded`: whether it is loaded (`flushctl --offline load` / `unload`);
 //! - `registry_policy`: the `Parameters\Policy` REG_BINARY value (written by
 //!   `policy apply --persist`, hex);
+//! - `boot_policy`: that value as it was when the engine was last loaded (what its
+//!   DriverEntry read);
 //! - `journal`: the state-changing requests it accepted since it was loaded (SetPolicy,
 //!   ResetStats; hex wire bytes, at most [`MAX_JOURNAL`]).
 //!
 //! Opening the port re-creates the driver exactly as it would be: [`Filter::load`] reads
-//! the registry value (as DriverEntry does), then the journal is handled again in order,
+//! `boot_policy` (as DriverEntry read the registry), then the journal is handled again in order,
 //! so policy generations, the event ring and GetPolicy/GetStatus answers continue where
 //! the last invocation left them. `unload` clears the journal (the registry value stays,
 //! as on Windows). Without a state file every run starts from a freshly loaded engine
@@ -31,6 +33,7 @@
 //!   and the driver's own connect check (`ConnectContext::decode`) refuses it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flushguard_engine::callbacks::{Filter, PolicySource};
 use flushguard_engine::protocol::{
@@ -86,7 +89,18 @@ struct StateFile {
     format: String,
     loaded: bool,
     registry_policy: Option<String>,
-    journal: Vec<String>,
+    #[serde(default)]
+    boot_policy: Option<String>,
+    journal: Vec<JournalEntry>,
+}
+
+/// One accepted state-changing request and when it was handled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JournalEntry {
+    /// 100-ns units since 1601 (the event time it produced).
+    time: u64,
+    /// The request's wire bytes, hex.
+    request: String,
 }
 
 const FORMAT: &str = "flushctl-offline-state/1";
@@ -97,6 +111,7 @@ impl Default for StateFile {
             format: FORMAT.into(),
             loaded: true,
             registry_policy: None,
+            boot_policy: None,
             journal: Vec::new(),
         }
     }
@@ -143,7 +158,20 @@ fn decode_hex(path: &Path, what: &str, s: &str) -> Result<Vec<u8>, PortError> {
     hex::decode(s).map_err(|e| state_err(path, format!("{what}: {e}")))
 }
 
-/// 100-ns units since 1601-01-01 UTC (the driver's `KeQuerySystemTime` clock).
+/// While the journal is handled again, the engine's clock reads the recorded time of the
+/// entry being handled (0 = the real clock), so events keep their original times.
+static CLOCK_OVERRIDE: AtomicU64 = AtomicU64::new(0);
+
+/// The engine's clock: 100-ns units since 1601-01-01 UTC (the driver's
+/// `KeQuerySystemTime`), or the journal time being replayed.
+fn engine_clock() -> u64 {
+    match CLOCK_OVERRIDE.load(Ordering::Relaxed) {
+        0 => system_time_100ns(),
+        t => t,
+    }
+}
+
+/// 100-ns units since 1601-01-01 UTC.
 fn system_time_100ns() -> u64 {
     const EPOCH_DIFF_SECS: u64 = 11_644_473_600;
     let d = std::time::SystemTime::now()
@@ -164,7 +192,7 @@ fn driver_version() -> (u16, u16, u16) {
 /// A fresh in-process driver loaded with `registry_policy` (as DriverEntry would),
 /// and what it made of that value.
 pub fn new_filter(registry_policy: Option<Vec<u8>>) -> (Filter<SimFm>, PolicySource) {
-    let state = State::new(system_time_100ns, driver_version());
+    let state = State::new(engine_clock, driver_version());
     Filter::load(SimFm::new(registry_policy), state)
 }
 
@@ -242,16 +270,29 @@ impl InProcessPort {
         }
         let path = state.map(Path::to_path_buf);
         let p = path.as_deref().unwrap_or(Path::new("(none)"));
-        let registry = file
+        let boot = file
+            .boot_policy
+            .as_deref()
+            .map(|h| decode_hex(p, "boot_policy", h))
+            .transpose()?;
+        let (filter, _) = new_filter(boot);
+        // The registry value may have changed since boot (a persisted SetPolicy).
+        if let Some(current) = file
             .registry_policy
             .as_deref()
             .map(|h| decode_hex(p, "registry_policy", h))
-            .transpose()?;
-        let (filter, _) = new_filter(registry);
+            .transpose()?
+        {
+            use flushguard_engine::callbacks::FilterManager;
+            let _ = filter.fm().write_policy_value(&current);
+        }
         for (i, entry) in file.journal.iter().enumerate() {
-            let request = decode_hex(p, "journal", entry)?;
+            let request = decode_hex(p, "journal", &entry.request)?;
             let mut reply = vec![0u8; 4096];
-            if let Err(status) = filter.handle_message(&request, &mut reply) {
+            CLOCK_OVERRIDE.store(entry.time.max(1), Ordering::Relaxed);
+            let res = filter.handle_message(&request, &mut reply);
+            CLOCK_OVERRIDE.store(0, Ordering::Relaxed);
+            if let Err(status) = res {
                 return Err(state_err(
                     p,
                     format!("journal entry {i} is no longer accepted ({status})"),
@@ -273,7 +314,10 @@ impl InProcessPort {
         let command = RequestHeader::decode(request).map(|(h, _)| h.command);
         match command {
             Ok(Command::SetPolicy) | Ok(Command::ResetStats) => {
-                self.file.journal.push(hex::encode(request));
+                self.file.journal.push(JournalEntry {
+                    time: system_time_100ns(),
+                    request: hex::encode(request),
+                });
                 if self.file.journal.len() > MAX_JOURNAL {
                     // Keep the newest entries; generations restart lower, which a
                     // reloaded driver does too.
@@ -303,7 +347,7 @@ impl Port for InProcessPort {
     }
 
     fn describe(&self) -> &'static str {
-        "in-process engine (--offline)"
+        "in-process engine"
     }
 }
 
@@ -345,8 +389,10 @@ pub fn set_loaded(
         });
     }
     file.loaded = loaded;
-    if !loaded {
-        file.journal.clear();
+    file.journal.clear();
+    if loaded {
+        // DriverEntry reads the registry value as it is now.
+        file.boot_policy = file.registry_policy.clone();
     }
     match state {
         Some(p) => write_state(p, &file),
