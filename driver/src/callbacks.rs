@@ -16,7 +16,10 @@ use core::ffi::c_void;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use flushguard_engine::callbacks::{CompletionContext, Filter, PostOpFlags, PostOpStatus, PreOp};
+use flushguard_engine::callbacks::{
+    CompletionContext, Filter, PolicySource, PostOpFlags, PostOpStatus, PreOp,
+};
+use flushguard_engine::handler::State;
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
@@ -30,12 +33,18 @@ use crate::fltmgr::{KernelFltMgr, KernelOp};
 /// port message can run then). NULL otherwise.
 static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
 
-/// Moves `filter` into pool memory and publishes it. PASSIVE_LEVEL (DriverEntry).
+/// Builds the driver's [`Filter`] in pool memory and publishes it: the engine state
+/// (pass-through), the FFI Filter Manager for the service key `registry_path` (UTF-16),
+/// and the persisted policy from `Parameters\Policy` ([`Filter::load`]). Returns where
+/// the policy came from. PASSIVE_LEVEL (DriverEntry, after `FltRegisterFilter`).
+///
+/// Kept out of line so DriverEntry's frame stays small (no `__chkstk` in unoptimised
+/// builds).
 ///
 /// # Errors
-/// `STATUS_INSUFFICIENT_RESOURCES` if the pool allocation fails (then `filter` is
-/// dropped).
-pub fn install(filter: Filter<KernelFltMgr>) -> Result<(), NtStatus> {
+/// `STATUS_INSUFFICIENT_RESOURCES` if the pool allocation fails.
+#[inline(never)]
+pub fn install(registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
     let layout = Layout::new::<Filter<KernelFltMgr>>();
     // SAFETY: `layout` has a non-zero size; the global allocator is the pool allocator
     // (pool.rs); PASSIVE_LEVEL.
@@ -43,10 +52,15 @@ pub fn install(filter: Filter<KernelFltMgr>) -> Result<(), NtStatus> {
     if p.is_null() {
         return Err(NtStatus::INSUFFICIENT_RESOURCES);
     }
-    // SAFETY: `p` is fresh, suitably aligned memory for one Filter; we own it.
-    unsafe { p.write(filter) };
+    let state = State::new(crate::fltmgr::system_time, crate::fltmgr::DRIVER_VERSION);
+    // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned here
+    // until published below.
+    unsafe { p.write(Filter::new(KernelFltMgr::new(registry_path), state)) };
+    // SAFETY: `p` was initialised just above and is not shared yet.
+    let filter = unsafe { &*p };
+    let source = filter.load_persisted_policy();
     FILTER.store(p, Ordering::Release);
-    Ok(())
+    Ok(source)
 }
 
 /// The installed filter, if any.

@@ -18,10 +18,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
-use flushguard_engine::callbacks::{Filter, PolicySource};
-use flushguard_engine::handler::State;
+use flushguard_engine::callbacks::PolicySource;
 
-use crate::fltmgr::{self, KernelFltMgr};
+use crate::fltmgr;
 use crate::registration::REGISTRATION;
 use crate::{callbacks, pool, port, trace};
 
@@ -71,19 +70,18 @@ fn start(
 
     // SAFETY: `registry_path` is DriverEntry's argument, valid during DriverEntry.
     let key = unsafe { fltmgr::registry_path(registry_path) };
-    let state = State::new(fltmgr::system_time, fltmgr::DRIVER_VERSION);
-    let (engine, source) = Filter::load(KernelFltMgr::new(&key), state);
-    match source {
-        PolicySource::Registry => trace::info(c"policy loaded from Parameters\\Policy"),
-        PolicySource::Absent => trace::info(c"no persisted policy: pass-through"),
-        PolicySource::Invalid(status) => {
+    match callbacks::install(&key) {
+        Ok(PolicySource::Registry) => trace::info(c"policy loaded from Parameters\\Policy"),
+        Ok(PolicySource::Absent) => trace::info(c"no persisted policy: pass-through"),
+        Ok(PolicySource::Invalid(status)) => {
             trace::error_status(c"persisted policy rejected: pass-through", status.0)
         }
+        Err(error) => {
+            unregister();
+            return Err(error);
+        }
     }
-    if let Err(error) = callbacks::install(engine) {
-        unregister();
-        return Err(error);
-    }
+    drop(key);
 
     if let Err(error) = port::create(filter) {
         unregister();

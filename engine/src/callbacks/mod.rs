@@ -154,32 +154,19 @@ pub enum PolicySource {
 
 impl<F: FilterManager> Filter<F> {
     /// Builds the shared state at DriverEntry (PASSIVE_LEVEL) around a fresh engine
-    /// `state` (pass-through): resolves the MUP provider ids, reads
-    /// `Parameters\Policy` (REG_BINARY, wire encoding) and activates it; if the value
-    /// is absent, unreadable or invalid the pass-through policy stays (an unreadable
-    /// or invalid value records a `RegistryPolicyRejected` event). Never fails: a bad
-    /// registry value must not stop the driver loading.
-    pub fn load(fm: F, state: crate::handler::State) -> (Self, PolicySource) {
+    /// `state` (pass-through): resolves the MUP provider ids and reports the
+    /// capabilities. The policy stays pass-through until
+    /// [`Filter::load_persisted_policy`]. (Two steps so the driver can build the value
+    /// in place with a small stack frame.)
+    pub fn new(fm: F, state: crate::handler::State) -> Self {
         let providers = ProviderTable::resolve(&fm);
-        let mut raw = Vec::new();
-        let source = match fm.read_policy_value(&mut raw) {
-            Ok(()) => match state.load_registry_policy(&raw) {
-                Ok(_) => PolicySource::Registry,
-                Err(e) => PolicySource::Invalid(e.ntstatus()),
-            },
-            Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => PolicySource::Absent,
-            Err(status) => {
-                glue::registry_unreadable(&state, status);
-                PolicySource::Invalid(status)
-            }
-        };
         let mut caps = flushguard_protocol::Capabilities::empty();
         caps.set(
             flushguard_protocol::Capabilities::FLT_FLUSH_BUFFERS2,
             fm.has_flt_flush_buffers2(),
         );
         state.set_capabilities(caps);
-        let filter = Filter {
+        Filter {
             fm,
             state,
             providers,
@@ -187,7 +174,33 @@ impl<F: FilterManager> Filter<F> {
             own_flushes: OwnFlushSet::new(),
             counters: CallbackCounters::new(),
             phase: AtomicU8::new(LifecyclePhase::Running as u8),
-        };
+        }
+    }
+
+    /// Reads `Parameters\Policy` (REG_BINARY, wire encoding) and activates it
+    /// (PASSIVE_LEVEL, DriverEntry). If the value is absent, unreadable or invalid the
+    /// pass-through policy stays (an unreadable or invalid value records a
+    /// `RegistryPolicyRejected` event). Never fails: a bad registry value must not
+    /// stop the driver loading.
+    pub fn load_persisted_policy(&self) -> PolicySource {
+        let mut raw = Vec::new();
+        match self.fm.read_policy_value(&mut raw) {
+            Ok(()) => match self.state.load_registry_policy(&raw) {
+                Ok(_) => PolicySource::Registry,
+                Err(e) => PolicySource::Invalid(e.ntstatus()),
+            },
+            Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => PolicySource::Absent,
+            Err(status) => {
+                glue::registry_unreadable(&self.state, status);
+                PolicySource::Invalid(status)
+            }
+        }
+    }
+
+    /// [`Filter::new`] then [`Filter::load_persisted_policy`].
+    pub fn load(fm: F, state: crate::handler::State) -> (Self, PolicySource) {
+        let filter = Self::new(fm, state);
+        let source = filter.load_persisted_policy();
         (filter, source)
     }
 
