@@ -96,6 +96,11 @@ pub fn count_own_flush_passed(state: &State) {
         .add(StatsCounter::OwnFlushesPassed, 1);
 }
 
+/// Counts a flush that was due but not issued (engine `flushes_skipped`).
+pub fn count_flush_skipped(state: &State) {
+    state.stats().global().add(StatsCounter::FlushesSkipped, 1);
+}
+
 /// The flush a decision orders, if any.
 pub fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
     d.flush.map(|f| {

@@ -288,6 +288,13 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
+    /// Counts a flush that was due but not issued, by cause, and in the engine's
+    /// `flushes_skipped` counter (GetStats).
+    fn skip(&self, cause: Counter) {
+        self.counters.bump(cause);
+        glue::count_flush_skipped(&self.state);
+    }
+
     /// True when this thread is inside one of our flushes: the operation is our
     /// own I/O (flush re-entry, its paging writes, the cleanup of our handle).
     fn own_io(&self) -> bool {
@@ -411,8 +418,14 @@ impl<F: FilterManager> Filter<F> {
         if generation == policy.generation() {
             return policy.action(slot).map(|a| (slot, a));
         }
+        // A name query needs PASSIVE_LEVEL, no paging I/O and no file system above us
+        // on this thread (top-level IRP): it may enter the file system.
         let paging = data.irp_flags() & IRP_PAGING_IO != 0;
-        if paging || data.is_fast_io() || self.fm.current_irql() != Irql::PASSIVE_LEVEL {
+        if paging
+            || data.is_fast_io()
+            || self.fm.current_irql() != Irql::PASSIVE_LEVEL
+            || self.fm.top_level_irp_set()
+        {
             self.counters.bump(Counter::StaleRulePassedThrough);
             return None;
         }
@@ -611,7 +624,7 @@ impl<F: FilterManager> Filter<F> {
         };
         if flags.draining() {
             if flush.is_some() {
-                self.counters.bump(Counter::FlushSkippedDraining);
+                self.skip(Counter::FlushSkippedDraining);
             }
             return PostOpStatus::FinishedProcessing;
         }
@@ -644,7 +657,7 @@ impl<F: FilterManager> Filter<F> {
                 status
             }
             None => {
-                self.counters.bump(Counter::FlushSkippedNotDeferrable);
+                self.skip(Counter::FlushSkippedNotDeferrable);
                 PostOpStatus::FinishedProcessing
             }
         }
@@ -665,11 +678,11 @@ impl<F: FilterManager> Filter<F> {
             return PostOpStatus::FinishedProcessing;
         };
         if flags.draining() {
-            self.counters.bump(Counter::FlushSkippedDraining);
+            self.skip(Counter::FlushSkippedDraining);
             return PostOpStatus::FinishedProcessing;
         }
         if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
-            self.counters.bump(Counter::FlushSkippedIrql);
+            self.skip(Counter::FlushSkippedIrql);
             return PostOpStatus::FinishedProcessing;
         }
         let Some(context) = self.handle_context(data) else {
@@ -802,7 +815,7 @@ impl<F: FilterManager> Filter<F> {
             decided.and_then(|(slot, d)| glue::flush_order(&d).map(|o| (slot, o)))
         {
             if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
-                self.counters.bump(Counter::FlushSkippedIrql);
+                self.skip(Counter::FlushSkippedIrql);
             } else {
                 self.flush_now(data, order.0, order.1, slot);
             }
@@ -819,19 +832,19 @@ impl<F: FilterManager> Filter<F> {
     fn flush_now(&self, data: &F::Data, order: FlushOrder, place: FlushPlace, slot: u32) {
         let fm = &self.fm;
         if fm.current_irql() != Irql::PASSIVE_LEVEL {
-            self.counters.bump(Counter::FlushSkippedIrql);
+            self.skip(Counter::FlushSkippedIrql);
             return;
         }
         if fm.top_level_irp_set() {
-            self.counters.bump(Counter::FlushSkippedTopLevelIrp);
+            self.skip(Counter::FlushSkippedTopLevelIrp);
             return;
         }
         if data.irp_flags() & IRP_PAGING_IO != 0 {
-            self.counters.bump(Counter::FlushSkippedPagingIo);
+            self.skip(Counter::FlushSkippedPagingIo);
             return;
         }
         let Some(_token) = self.own_flushes.enter(fm.current_thread_id()) else {
-            self.counters.bump(Counter::FlushSkippedRecursion);
+            self.skip(Counter::FlushSkippedRecursion);
             return;
         };
         let observed = self.handle_context(data).map(|c| {
