@@ -515,6 +515,9 @@ impl FilterManager for KernelFltMgr {
         let t100ns = unsafe { KeQueryInterruptTimePrecise(&mut qpc) };
         t100ns / 10
     }
+    fn system_time(&self) -> u64 {
+        system_time()
+    }
     fn is_operation_synchronous(&self, data: &KernelOp) -> bool {
         // SAFETY: the callback's FLT_CALLBACK_DATA (owned by Filter Manager for the
         // callback); IRQL <= DISPATCH_LEVEL in every callback.

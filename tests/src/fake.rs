@@ -778,6 +778,9 @@ impl FilterManager for Fake {
     fn now_us(&self) -> u64 {
         self.inner.clock_us.fetch_add(7, Ordering::Relaxed)
     }
+    fn system_time(&self) -> u64 {
+        crate::sim::fake_clock()
+    }
     fn is_operation_synchronous(&self, data: &FakeData) -> bool {
         self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
         (data.synchronous || data.fo_flags & FO_SYNCHRONOUS_IO != 0) && !data.fast_io

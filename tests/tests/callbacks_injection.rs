@@ -2,6 +2,7 @@
 //! reference is still released, no rule is broken, and the user's I/O proceeds.
 
 use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_protocol::events::EventKind;
 use flushguard_protocol::FlushFlags;
 use flushguard_tests::fake::CallSite;
 use flushguard_tests::scenario::{self, action, full_script, harness, MODES};
@@ -96,6 +97,16 @@ fn registry_read_failure_starts_pass_through() {
         matches!(source, flushguard_engine::callbacks::PolicySource::Invalid(s) if s == CallSite::ReadPolicy.failure()),
         "{source:?}"
     );
+    let (_, events) = filter.state().events().read(0, 16);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::RegistryPolicyRejected
+                && e.status == CallSite::ReadPolicy.failure()
+                && e.time != 0),
+        "event recorded: {events:?}"
+    );
+    assert_eq!(filter.state().policy().rule_count(), 0, "pass-through");
     drop(filter);
     h.unload();
     h.assert_clean();

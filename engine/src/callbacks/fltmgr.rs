@@ -180,6 +180,11 @@ pub trait FilterManager: Sync {
     /// A monotonic clock in microseconds (interrupt time / 10), for flush latency.
     /// Any IRQL.
     fn now_us(&self) -> u64;
+    /// `KeQuerySystemTimePrecise`: 100-ns units since 1601-01-01 UTC, for events the
+    /// callback layer records itself. Any IRQL. Default: 0 ("unknown").
+    fn system_time(&self) -> u64 {
+        0
+    }
     /// `FltIsOperationSynchronous(Data)`. IRQL <= DISPATCH_LEVEL.
     fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
     /// `FltSetCallbackDataDirty(Data)`: the logic changed `data`. IRQL <= DISPATCH_LEVEL.

@@ -151,14 +151,13 @@ pub fn record_flush<F: FilterManager>(
     );
 }
 
-/// Records that `Parameters\Policy` could not be read at DriverEntry.
-pub fn registry_unreadable(state: &State, status: NtStatus) {
+/// Records that `Parameters\Policy` could not be read at DriverEntry
+/// (`RegistryPolicyRejected` with the read's status).
+pub fn registry_unreadable<F: FilterManager>(fm: &F, state: &State, status: NtStatus) {
     let generation = state.policy().generation();
-    // The ring stamps time through the state's clock when the handler pushes; here
-    // the event carries generation and status, time 0 means "at load".
     state.events().push(
         EventRecord::new(EventKind::RegistryPolicyRejected, status, generation, 0),
-        0,
+        fm.system_time(),
     );
 }
 

@@ -191,7 +191,7 @@ impl<F: FilterManager> Filter<F> {
             },
             Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => PolicySource::Absent,
             Err(status) => {
-                glue::registry_unreadable(&self.state, status);
+                glue::registry_unreadable(&self.fm, &self.state, status);
                 PolicySource::Invalid(status)
             }
         }
