@@ -23,7 +23,7 @@ use flushguard_engine::handler::State;
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
-    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS,
+    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS, PFLT_FILTER,
 };
 
 use crate::fltmgr::{KernelFltMgr, KernelOp};
@@ -34,7 +34,8 @@ use crate::fltmgr::{KernelFltMgr, KernelOp};
 static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
 
 /// Builds the driver's [`Filter`] in pool memory and publishes it: the engine state
-/// (pass-through), the FFI Filter Manager for the service key `registry_path` (UTF-16),
+/// (pass-through), the FFI Filter Manager for the registered `filter` and the service
+/// key `registry_path` (UTF-16),
 /// and the persisted policy from `Parameters\Policy` ([`Filter::load`]). Returns where
 /// the policy came from. PASSIVE_LEVEL (DriverEntry, after `FltRegisterFilter`).
 ///
@@ -44,7 +45,7 @@ static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
 /// # Errors
 /// `STATUS_INSUFFICIENT_RESOURCES` if the pool allocation fails.
 #[inline(never)]
-pub fn install(registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
+pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
     let layout = Layout::new::<Filter<KernelFltMgr>>();
     // SAFETY: `layout` has a non-zero size; the global allocator is the pool allocator
     // (pool.rs); PASSIVE_LEVEL.
@@ -55,7 +56,7 @@ pub fn install(registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
     let state = State::new(crate::fltmgr::system_time, crate::fltmgr::DRIVER_VERSION);
     // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned here
     // until published below.
-    unsafe { p.write(Filter::new(KernelFltMgr::new(registry_path), state)) };
+    unsafe { p.write(Filter::new(KernelFltMgr::new(filter, registry_path), state)) };
     // SAFETY: `p` was initialised just above and is not shared yet.
     let filter = unsafe { &*p };
     let source = filter.load_persisted_policy();

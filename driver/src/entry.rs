@@ -70,7 +70,7 @@ fn start(
 
     // SAFETY: `registry_path` is DriverEntry's argument, valid during DriverEntry.
     let key = unsafe { fltmgr::registry_path(registry_path) };
-    match callbacks::install(&key) {
+    match callbacks::install(filter, &key) {
         Ok(PolicySource::Registry) => trace::info(c"policy loaded from Parameters\\Policy"),
         Ok(PolicySource::Absent) => trace::info(c"no persisted policy: pass-through"),
         Ok(PolicySource::Invalid(status)) => {
@@ -104,13 +104,17 @@ fn start(
 }
 
 /// Unregisters the filter, if registered. Waits for outstanding callbacks and detaches
-/// every instance. IRQL: PASSIVE_LEVEL.
+/// every instance. The handle stays readable through [`filter`] until
+/// `FltUnregisterFilter` returns: callbacks still draining (disconnect notifications,
+/// post-operations) may use it. Called once (unload, or a failed DriverEntry).
+/// IRQL: PASSIVE_LEVEL.
 pub(crate) fn unregister() {
-    let filter = FILTER.swap(0, Ordering::AcqRel);
+    let filter = FILTER.load(Ordering::Acquire);
     if filter != 0 {
-        // SAFETY: `filter` came from FltRegisterFilter; the swap makes this its only
-        // unregistration.
+        // SAFETY: `filter` came from FltRegisterFilter; unload and DriverEntry's unwind
+        // are mutually exclusive, so this is its only unregistration.
         unsafe { FltUnregisterFilter(filter) };
+        FILTER.store(0, Ordering::Release);
     }
 }
 

@@ -25,7 +25,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED,
     FLT_FILE_NAME_QUERY_DEFAULT, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_RELATED_OBJECTS,
     FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT,
-    PFLT_INSTANCE,
+    PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
@@ -336,28 +336,32 @@ fn unicode(s: &[u16]) -> UNICODE_STRING {
 
 /// The Filter Manager as the driver sees it.
 pub struct KernelFltMgr {
+    /// The registered filter (`FltRegisterFilter`), valid for this value's life: it
+    /// is freed only after `FltUnregisterFilter` returned.
+    filter: PFLT_FILTER,
     /// `FltFlushBuffers2` as resolved by `FltGetRoutineAddress`, or 0.
     flush2: AtomicUsize,
     /// `<RegistryPath>\Parameters`, UTF-16 without terminator.
     parameters_key: Vec<u16>,
 }
 
-// SAFETY: the fields are an atomic and an immutable Vec; all kernel services called
+// SAFETY: the fields are a filter handle, an atomic and an immutable Vec; all kernel services called
 // through them are thread-safe.
 unsafe impl Sync for KernelFltMgr {}
 // SAFETY: as above; the value is created in DriverEntry and freed in FilterUnload.
 unsafe impl Send for KernelFltMgr {}
 
 impl KernelFltMgr {
-    /// Resolves `FltFlushBuffers2` and records the service key. PASSIVE_LEVEL
-    /// (DriverEntry). `registry_path` is DriverEntry's argument.
-    pub fn new(registry_path: &[u16]) -> Self {
+    /// Resolves `FltFlushBuffers2` and records the filter handle and the service key.
+    /// PASSIVE_LEVEL (DriverEntry). `registry_path` is DriverEntry's argument.
+    pub fn new(filter: PFLT_FILTER, registry_path: &[u16]) -> Self {
         // SAFETY: PASSIVE_LEVEL in DriverEntry; the name is a NUL-terminated static.
         let routine = unsafe { FltGetRoutineAddress(c"FltFlushBuffers2".as_ptr().cast()) };
         let mut key = Vec::with_capacity(registry_path.len() + 11);
         key.extend_from_slice(registry_path);
         key.extend("\\Parameters".encode_utf16());
         KernelFltMgr {
+            filter,
             flush2: AtomicUsize::new(routine as usize),
             parameters_key: key,
         }
@@ -619,11 +623,12 @@ impl FilterManager for KernelFltMgr {
         init: StreamContext,
     ) -> Result<KernelContext, NtStatus> {
         let mut ctx: PFLT_CONTEXT = core::ptr::null_mut();
-        // SAFETY: IRQL <= APC_LEVEL (post-create); the filter handle is registered while
-        // callbacks run; the reference returned in `ctx` is owned by KernelContext.
+        // SAFETY: IRQL <= APC_LEVEL (post-create); `self.filter` stays registered while
+        // this KernelFltMgr exists; the reference returned in `ctx` is owned by
+        // KernelContext.
         let raw = unsafe {
             FltAllocateContext(
-                crate::entry::filter(),
+                self.filter,
                 FLT_STREAMHANDLE_CONTEXT as u16,
                 core::mem::size_of::<StreamContext>(),
                 NonPagedPoolNx,
