@@ -1,7 +1,8 @@
 //! The minifilter's callback logic, generic over the Filter Manager.
 //!
-//! [`Filter`] holds everything the callbacks share (the engine [`State`], the MUP
-//! provider table, the recursion guard, the callback counters, the lifecycle phase)
+//! [`Filter`] holds everything the callbacks share (the engine
+//! [`State`](crate::handler::State), the MUP provider table, the recursion guard, the
+//! callback counters, the lifecycle phase)
 //! and has one method per Filter Manager callback. The driver's `extern "system"`
 //! callbacks only turn pointers into a [`FilterManager::Data`] and call these; the
 //! host harness (`tests/`) and `flushctl replay` call the very same methods.
