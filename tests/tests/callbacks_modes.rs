@@ -458,3 +458,53 @@ fn registry_policy_absent_or_invalid_starts_pass_through() {
         h.assert_clean();
     }
 }
+
+#[test]
+fn process_rule_uses_the_requestor_image() {
+    use flushguard_engine::policy::{Action, Matcher, Policy, Rule};
+    let policy = Policy {
+        rules: vec![Rule {
+            name: "app".to_string(),
+            matcher: Matcher {
+                process: Some("app.exe".to_string()),
+                ..Matcher::default()
+            },
+            action: action(
+                Mode::WriteThrough,
+                FlushMethod::Filter,
+                FlushFlags::empty(),
+                None,
+            ),
+        }],
+        default_action: Action::PASS,
+        attach_local_volumes: false,
+    };
+    let h = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(policy.encode().expect("valid")),
+    });
+    let (app, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(
+        seen & FILE_WRITE_THROUGH,
+        FILE_WRITE_THROUGH,
+        "{PROCESS} matches app.exe"
+    );
+    let (other, seen) = h.open_seen(
+        SHARE_FILE,
+        Some(PROVIDER_SMB),
+        "\\Device\\HarddiskVolume2\\Windows\\notepad.exe",
+        0,
+    );
+    assert_eq!(seen & FILE_WRITE_THROUGH, 0);
+    // An image lookup failure matches with an empty image: not governed, counted.
+    h.fake
+        .inject(flushguard_tests::fake::CallSite::ProcessImageName, 0);
+    let (failed, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
+    assert_eq!(seen & FILE_WRITE_THROUGH, 0);
+    assert_eq!(h.filter.counters().get(Counter::ProcessQueryFailed), 1);
+    for f in [app, other, failed] {
+        h.close(f.expect("opened"));
+    }
+    h.unload();
+    h.assert_clean();
+}
