@@ -36,6 +36,7 @@ fn every_call_site_failing_at_every_call_leaves_nothing_behind() {
             }
         }
     }
+    eprintln!("{injected} runs, each with one injected failure");
     assert!(
         injected > 100,
         "only {injected} injected failures exercised"
