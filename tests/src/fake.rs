@@ -910,7 +910,13 @@ impl FilterManager for Fake {
             self.violation("FltDoCompletionProcessingWhenSafe for paging I/O");
             return None;
         }
-        if data.fast_io || self.count_and_fail(CallSite::CompletionWhenSafe).is_err() {
+        // Posting to a worker fails for fast I/O, with a top-level IRP on this thread,
+        // and for a draining instance (DDI "Pending an I/O Operation in a
+        // Postoperation Callback Routine").
+        let cannot_post =
+            irql() > Irql::APC_LEVEL && (TOP_LEVEL.with(|c| c.get()) || flags.draining());
+        if data.fast_io || cannot_post || self.count_and_fail(CallSite::CompletionWhenSafe).is_err()
+        {
             return None;
         }
         if irql() <= Irql::APC_LEVEL {
