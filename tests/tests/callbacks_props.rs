@@ -5,7 +5,7 @@ use flushguard_tests::scenario::{self, any_action, harness, step};
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn any_sequence_keeps_every_filter_manager_rule(
