@@ -124,7 +124,10 @@ fn semantic_errors_point_at_the_field() {
     let src = "[[rule]]\nname = \"a\"\nmode = \"flush-after-write\"\nmethod = \"native\"\nflush = \"flush-and-purge\"\n";
     let (line, _, field, msg) = syntax_err(src);
     assert_eq!((line, field.as_str()), (1, "rule[0].action"), "{msg}");
-    assert!(msg.contains("PurgeWithNativeMethod"), "{msg}");
+    assert!(
+        msg.contains("flush-and-purge with the native method"),
+        "{msg}"
+    );
 
     let src = "[[rule]]\nname = \"a\"\nmode = \"pass\"\n[[rule]]\nname = \"a\"\nmode = \"pass\"\n";
     let (line, _, field, msg) = syntax_err(src);
@@ -274,4 +277,24 @@ proptest! {
     fn toml_parser_never_panics(s in "\\PC{0,200}") {
         let _ = Policy::from_toml_str(&s);
     }
+}
+
+#[test]
+fn error_messages_read_well() {
+    let src = "[[rule]]\nname = \"a\"\nshare = 'C:\\data'\nmode = \"write-through\"\n";
+    let e = Policy::from_toml_str(src).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "line 3, column 9, field `rule[0].share`: share: not a share (\\\\server\\share) \
+         (expected \\\\server\\share, \\Device\\Mup\\server\\share or \\\\?\\UNC\\server\\share)"
+    );
+    let e = Policy::from_toml_str("[[rule]]\nname = \"a\"\nmode = \"write-thru\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "line 3, column 8, field `rule[0].mode`: unknown variant `write-thru`, expected one of"
+        ),
+        "{e}"
+    );
 }

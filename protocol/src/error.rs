@@ -64,6 +64,39 @@ pub enum Contradiction {
     ProviderShareMismatch,
 }
 
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameProblem::DotDotComponent => "a `..` component (no escapes above the share root)",
+            NameProblem::DotComponent => "a `.` component",
+            NameProblem::EmptyComponent => "an empty name or component",
+            NameProblem::NotAShare => "not a share (\\\\server\\share)",
+            NameProblem::IllegalCharacter => "a character Windows forbids here",
+            NameProblem::BadExtension => "not a plain extension",
+            NameProblem::BadRecursiveWildcard => "`**` must be a whole component",
+        })
+    }
+}
+
+impl fmt::Display for Contradiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Contradiction::MultipleFlushTypes => {
+                "more than one flush type (FltFlushBuffers2 and ZwFlushBuffersFileEx take one)"
+            }
+            Contradiction::PurgeWithNativeMethod => {
+                "flush-and-purge with the native method (ZwFlushBuffersFileEx has no purge)"
+            }
+            Contradiction::SettingsOnPassMode => "flush settings on a pass action",
+            Contradiction::BadAuditTarget => {
+                "audit-mode must name an enforcing mode, and only with mode audit"
+            }
+            Contradiction::DuplicateRuleName => "two rules with the same name",
+            Contradiction::ProviderShareMismatch => "a share on a provider without shares",
+        })
+    }
+}
+
 /// A malformed message, connect context or policy blob.
 ///
 /// Every variant maps to one `NTSTATUS` via [`DecodeError::ntstatus`]; decoding a
@@ -245,8 +278,8 @@ impl fmt::Display for DecodeError {
                     write!(f, "{field}: {got} UTF-16 code units, at most {max}")
                 }
             },
-            DecodeError::Name { field, problem } => write!(f, "{field}: {problem:?}"),
-            DecodeError::Contradictory(c) => write!(f, "contradictory policy: {c:?}"),
+            DecodeError::Name { field, problem } => write!(f, "{field}: {problem}"),
+            DecodeError::Contradictory(c) => write!(f, "contradictory policy: {c}"),
             DecodeError::LimitExceeded { what, max, got } => {
                 write!(f, "{what}: {got} exceeds the limit of {max}")
             }
