@@ -7,8 +7,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flushguard_engine::{
-    decide, Action, CompiledPolicy, FileKey, FileName, FileProvider, MajorFunction, Matcher, Mode, OperationView,
-    Phase, Policy, Provider, Rule,
+    decide, Action, CompiledPolicy, FileKey, FileName, FileProvider, MajorFunction, Matcher, Mode,
+    OperationView, Phase, Policy, Provider, Rule,
 };
 use std::hint::black_box;
 
@@ -22,21 +22,43 @@ fn policy(n: usize) -> CompiledPolicy {
                 path: Some("**/*.db".into()),
                 ..Default::default()
             },
-            action: Action::with_mode(if i % 2 == 0 { Mode::WriteThrough } else { Mode::FlushAfterWrite }),
+            action: Action::with_mode(if i % 2 == 0 {
+                Mode::WriteThrough
+            } else {
+                Mode::FlushAfterWrite
+            }),
         })
         .collect();
-    CompiledPolicy::new(Policy { rules, ..Policy::pass_through() }, 1).expect("valid policy")
+    CompiledPolicy::new(
+        Policy {
+            rules,
+            ..Policy::pass_through()
+        },
+        1,
+    )
+    .expect("valid policy")
 }
 
 fn bench(c: &mut Criterion) {
-    let view = OperationView { length: 4096, ..OperationView::new(MajorFunction::Write, Phase::Pre) };
+    let view = OperationView {
+        length: 4096,
+        ..OperationView::new(MajorFunction::Write, Phase::Pre)
+    };
     let mut g = c.benchmark_group("decision");
     for n in [1usize, 100, 10_000] {
         let p = policy(n);
         let last = n - 1;
-        let name = FileName::parse(&format!("\\Device\\Mup\\srv{}\\share{}\\dir\\sub\\data.db", last % 100, last))
-            .expect("valid name");
-        let key = FileKey { provider: FileProvider::Smb, name: Some(&name), process_image: "app.exe" };
+        let name = FileName::parse(&format!(
+            "\\Device\\Mup\\srv{}\\share{}\\dir\\sub\\data.db",
+            last % 100,
+            last
+        ))
+        .expect("valid name");
+        let key = FileKey {
+            provider: FileProvider::Smb,
+            name: Some(&name),
+            process_image: "app.exe",
+        };
         assert_eq!(p.lookup(&key).index, Some(last as u32));
         assert_eq!(p.lookup_linear(&key).index, Some(last as u32));
         g.bench_with_input(BenchmarkId::new("uncached", n), &n, |b, _| {
@@ -49,7 +71,11 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("cached", n), &n, |b, _| {
             b.iter(|| {
                 let c = black_box(&cached);
-                let action = if c.is_current(&p) { c.rule.action } else { p.lookup(&key).action };
+                let action = if c.is_current(&p) {
+                    c.rule.action
+                } else {
+                    p.lookup(&key).action
+                };
                 decide(&action, black_box(&view))
             })
         });
@@ -62,7 +88,11 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     c.bench_function("name_parse", |b| {
-        b.iter(|| FileName::parse(black_box("\\Device\\Mup\\srv7\\share1957\\dir\\sub\\data.db")))
+        b.iter(|| {
+            FileName::parse(black_box(
+                "\\Device\\Mup\\srv7\\share1957\\dir\\sub\\data.db",
+            ))
+        })
     });
 }
 

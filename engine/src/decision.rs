@@ -241,7 +241,8 @@ impl Decision {
 
 /// Decides what to do for one callback under `action`.
 ///
-/// Pure and total: never panics, never allocates; O(1).
+/// Pure and total: never panics, never allocates, takes no lock; O(1). Callable
+/// at any IRQL, including post-operation callbacks at DISPATCH_LEVEL.
 pub fn decide(action: &Action, view: &OperationView) -> Decision {
     let mut d = enforce(action, action.effective_mode(), view);
     if action.mode == Mode::Audit {

@@ -135,7 +135,8 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
-    /// Validates and compiles `policy` under `generation`.
+    /// Validates and compiles `policy` under `generation`. Allocates: call at
+    /// PASSIVE_LEVEL.
     ///
     /// Errors: any [`Policy::validate`] / [`Policy::encode`] error.
     pub fn new(policy: Policy, generation: u64) -> Result<CompiledPolicy, PolicyError> {
@@ -377,7 +378,9 @@ impl CompiledPolicy {
     }
 
     /// First matching rule (or the default) using the share index.
-    /// No allocation; visits only the file's share bucket and share-less rules.
+    /// No allocation, no locks; visits only the file's share bucket and the
+    /// share-less rules, in rule order. Callable at any IRQL (non-paged data in
+    /// the driver); O(log S + k) for S distinct shares and k candidates.
     pub fn lookup(&self, key: &FileKey<'_>) -> RuleRef {
         let bucket: &[u32] = key
             .name

@@ -555,6 +555,15 @@ mod tests {
     }
 
     #[test]
+    fn redirector_prefixes() {
+        let f = fname("\\Device\\Mup\\;WebDavRedirector\\dav.example@SSL\\DavWWWRoot\\a.db");
+        assert_eq!(f.share(), Some("\\\\dav.example@ssl\\davwwwroot"));
+        let f = fname("\\Device\\Mup\\;RdpDr\\;:1\\tsclient\\C\\Users\\x.txt");
+        assert_eq!(f.share(), Some("\\\\tsclient\\c"));
+        assert_eq!(f.relative(), "users\\x.txt");
+    }
+
+    #[test]
     fn share_errors() {
         let not = Err(DecodeError::Name {
             field: "share",

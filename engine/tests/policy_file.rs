@@ -270,6 +270,8 @@ proptest! {
         blob[i] = val;
         if let Ok(q) = Policy::decode(&blob) {
             prop_assert!(q.validate().is_ok());
+            // Decoding is strict: an accepted blob is the canonical encoding.
+            prop_assert_eq!(q.encode().unwrap(), blob);
         }
     }
 
