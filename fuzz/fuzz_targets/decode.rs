@@ -8,7 +8,8 @@ use flushguard_protocol::codec::Reader;
 use flushguard_protocol::events::{EventRecord, EventsReplyHeader};
 use flushguard_protocol::policy::PolicyBlob;
 use flushguard_protocol::{
-    ConnectContext, EventsRequest, FlushFlags, ReplyHeader, RequestHeader, StatsRequest, StatusInfo, VersionInfo,
+    ConnectContext, EventsRequest, FlushFlags, ReplyHeader, RequestHeader, StatsRequest,
+    StatusInfo, VersionInfo,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -27,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(b) = PolicyBlob::parse(data) {
         for rule in b.rules() {
-            assert!(rule.is_ok(), "parse accepted a blob whose rules do not iterate");
+            assert!(
+                rule.is_ok(),
+                "parse accepted a blob whose rules do not iterate"
+            );
         }
     }
     if let Ok(p) = Policy::decode(data) {

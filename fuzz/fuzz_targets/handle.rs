@@ -40,7 +40,9 @@ fn blob() -> &'static [u8] {
 fuzz_target!(|data: &[u8]| {
     let st = State::with_event_capacity(clock, (0, 1, 0), 4);
     st.load_registry_policy(blob()).unwrap();
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let cap = [0usize, 8, 16, 20, 32, 56, 64, 300, 4096, 65536][usize::from(sel % 10)];
     // Half the inputs get a valid header around the rest (deeper coverage).
     let req = if sel & 0x80 != 0 {
@@ -54,12 +56,20 @@ fuzz_target!(|data: &[u8]| {
     } else {
         rest.to_vec()
     };
-    let before = (st.policy().generation(), st.policy().blob().to_vec(), st.snapshot(0, 16));
+    let before = (
+        st.policy().generation(),
+        st.policy().blob().to_vec(),
+        st.snapshot(0, 16),
+    );
     let mut reply = vec![0u8; cap];
     match handle(&st, &req, &mut reply) {
         Ok(out) => assert!(out.reply_len <= cap),
         Err(_) => {
-            let after = (st.policy().generation(), st.policy().blob().to_vec(), st.snapshot(0, 16));
+            let after = (
+                st.policy().generation(),
+                st.policy().blob().to_vec(),
+                st.snapshot(0, 16),
+            );
             assert_eq!(before, after, "failed request changed state");
         }
     }
