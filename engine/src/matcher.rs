@@ -98,6 +98,52 @@ pub enum Mismatch {
     NoName,
 }
 
+impl core::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Mismatch::Provider { rule, file } => {
+                write!(
+                    f,
+                    "provider: rule wants {}, file is on {}",
+                    rule.name(),
+                    file.name()
+                )
+            }
+            Mismatch::Share {
+                rule,
+                file: Some(file),
+            } => {
+                write!(f, "share: rule wants {rule}, file is on {file}")
+            }
+            Mismatch::Share { rule, file: None } => {
+                write!(f, "share: rule wants {rule}, file is not on a share")
+            }
+            Mismatch::Path { glob, file } => write!(f, "path: {file} does not match {glob}"),
+            Mismatch::Process { pattern, image } => {
+                write!(f, "process: {image} does not match {pattern}")
+            }
+            Mismatch::Extension { rule, file } => {
+                write!(f, "extension: ")?;
+                match file {
+                    Some(e) => write!(f, "{e}")?,
+                    None => write!(f, "(none)")?,
+                }
+                write!(f, " is not one of ")?;
+                for (i, e) in rule.iter().enumerate() {
+                    write!(f, "{}{e}", if i == 0 { "" } else { ", " })?;
+                }
+                Ok(())
+            }
+            Mismatch::NoName => {
+                write!(
+                    f,
+                    "the rule needs a file name and this name could not be parsed"
+                )
+            }
+        }
+    }
+}
+
 /// The outcome of [`CompiledPolicy::explain`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {

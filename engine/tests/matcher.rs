@@ -148,6 +148,10 @@ fn explain_gives_reasons_for_every_earlier_rule() {
     );
     assert_eq!(e.rejected[1].0, 1);
 
+    assert_eq!(
+        e.rejected[0].1.to_string(),
+        "share: rule wants \\\\fs1\\sql, file is on \\\\fs2\\data"
+    );
     let (e, _) = c.explain("\\\\fs1\\sql\\x.mdf", "notepad.exe", FileProvider::Smb);
     assert_eq!(e.matched, Some(1));
     assert_eq!(

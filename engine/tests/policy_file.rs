@@ -300,3 +300,13 @@ fn error_messages_read_well() {
         "{e}"
     );
 }
+
+#[test]
+fn to_toml_string_reads_like_a_policy_file() {
+    let src = "[[rule]]\nname = \"a\"\nshare = '\\\\fs1\\x'\nmode = \"flush-on-close\"\nflush = \"no-sync\"\n";
+    let p = Policy::from_toml_str(src).unwrap();
+    assert_eq!(
+        p.to_toml_string(),
+        "[default]\nmode = \"pass\"\n\n[[rule]]\nname = \"a\"\nshare = '\\\\fs1\\x'\nmode = \"flush-on-close\"\nflush = \"no-sync\"\n"
+    );
+}
