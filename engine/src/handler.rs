@@ -95,7 +95,12 @@ impl State {
         }
     }
 
-    /// The active policy (a cheap `Arc` clone).
+    /// The active policy (a cheap `Arc` clone under the policy lock).
+    ///
+    /// IRQL: <= APC_LEVEL, outside any special kernel APC that could interrupt a
+    /// SetPolicy on the same thread (the spin lock does not raise IRQL). Post-op
+    /// callbacks at DISPATCH_LEVEL use the per-file [`crate::matcher::CachedRule`]
+    /// or an `Arc` taken in the pre-op instead.
     pub fn policy(&self) -> Arc<CompiledPolicy> {
         self.policy.read().clone()
     }
@@ -142,6 +147,8 @@ impl State {
     }
 
     /// Validates, compiles and activates a policy blob (all or nothing).
+    /// Concurrent SetPolicy requests are serialized by `set_lock`; compilation
+    /// runs outside the policy lock, which is held only for the `Arc` swap.
     fn install(
         &self,
         blob: &[u8],
