@@ -57,6 +57,10 @@ pub enum Phase {
 
 /// What the driver knows at a callback. Plain data; build it with
 /// [`OperationView::new`] and struct update syntax.
+///
+/// The normalized file name parts and the requestor's process image go into a
+/// [`crate::matcher::FileKey`] for the rule lookup (once per file, cached per
+/// policy generation); `decide` then needs only the looked-up action and this view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OperationView {
     /// Major function.

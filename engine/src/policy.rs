@@ -643,8 +643,8 @@ impl Policy {
 
     /// Encodes the policy as a blob (SetPolicy body / registry `REG_BINARY`).
     ///
-    /// Errors: any [`validate`](Self::validate) error; `Wire(TooLong)` above
-    /// `MAX_POLICY_BYTES`.
+    /// Errors: any [`validate`](Self::validate) error; `Invalid { field: "rules",
+    /// LimitExceeded }` (`STATUS_IMPLEMENTATION_LIMIT`) above `MAX_POLICY_BYTES`.
     pub fn encode(&self) -> Result<Vec<u8>, PolicyError> {
         self.validate()?;
         let mut total = PolicyHeader::SIZE;
@@ -671,10 +671,16 @@ impl Policy {
             joined.push(ext);
         }
         if total > MAX_POLICY_BYTES as usize {
-            return Err(PolicyError::Wire(DecodeError::TooLong {
-                max: MAX_POLICY_BYTES,
-                got: u32::try_from(total).unwrap_or(u32::MAX),
-            }));
+            return Err(PolicyError::invalid(
+                None,
+                None,
+                "rules",
+                DecodeError::LimitExceeded {
+                    what: "encoded policy bytes",
+                    max: MAX_POLICY_BYTES,
+                    got: u32::try_from(total).unwrap_or(u32::MAX),
+                },
+            ));
         }
         let mut buf = vec![0u8; total];
         let mut w = Writer::new(&mut buf);

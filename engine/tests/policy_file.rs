@@ -310,3 +310,26 @@ fn to_toml_string_reads_like_a_policy_file() {
         "[default]\nmode = \"pass\"\n\n[[rule]]\nname = \"a\"\nshare = '\\\\fs1\\x'\nmode = \"flush-on-close\"\nflush = \"no-sync\"\n"
     );
 }
+
+#[test]
+fn encoded_size_limit_is_enforced() {
+    // 16 384 rules with maximal globs exceed the 4 MiB blob limit.
+    let glob = format!("{}/*.db", "d".repeat(1000));
+    let rules = (0..5000)
+        .map(|i| flushguard_engine::Rule {
+            name: format!("r{i}"),
+            matcher: flushguard_engine::Matcher {
+                path: Some(glob.clone()),
+                ..Default::default()
+            },
+            action: Action::with_mode(Mode::WriteThrough),
+        })
+        .collect();
+    let e = Policy {
+        rules,
+        ..Policy::pass_through()
+    }
+    .encode()
+    .unwrap_err();
+    assert_eq!(e.ntstatus(), NtStatus::IMPLEMENTATION_LIMIT, "{e}");
+}
