@@ -14,8 +14,9 @@
 //! - **database** (`sqlservr.exe` / `sqlite3.exe`): either write-through + no buffering
 //!   opens with non-cached write-through writes, or cached page writes each followed by
 //!   `FlushBuffersFile` and the flush's synchronous paging write;
-//! - **logger** (`logagent.exe`): small appends, rarely flushed, never closed — the files
-//!   a durability policy is for;
+//! - **logger** (`logagent.exe`): small appends, rarely flushed, the file kept open for
+//!   hundreds of writes and closed only at rotation — the files a durability policy is
+//!   for;
 //! - **copy** (`robocopy.exe`): 1 MiB non-cached sequential writes, then close.
 
 use std::io::Write;
@@ -355,8 +356,10 @@ impl Generator {
             return true;
         }
         match (s.kind, s.step) {
-            // Loggers never close: their tail is what a crash loses.
-            (Kind::Logger, _) => {
+            // Loggers keep their file open for a long time (their unflushed tail is what
+            // a crash loses) and close it only when they rotate, after a few rounds.
+            (Kind::Logger, round) if round < 6 => {
+                s.step += 1;
                 s.writes_left = self.rng.u32(5..50);
                 true
             }

@@ -39,8 +39,11 @@
 //! file object, and at most `4 * max_files` open file objects are tracked (the oldest
 //! is forgotten beyond that, counted in `handles_evicted`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
     Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, DEFAULT_RULE_SLOT,
@@ -235,12 +238,14 @@ pub struct Report {
 
 #[derive(Debug, Clone)]
 struct FoState {
-    pid: u32,
     /// Folded trace path the handle is registered under.
-    key: String,
+    key: Arc<str>,
     /// Trace path as shown.
-    path: String,
-    name: String,
+    path: Arc<str>,
+    /// The name the driver sees.
+    name: Arc<str>,
+    /// `name` in UTF-16, as `FltGetFileNameInformation` returns it.
+    name16: Arc<[u16]>,
     redirector: Option<Redirector>,
     sync_io: bool,
     app_write_through: bool,
@@ -251,9 +256,11 @@ struct FoState {
     cleaned: bool,
 }
 
+/// The file objects of one path: open handles `(PID, file object)` in open order, and
+/// the newest cleaned-up one.
 #[derive(Debug, Default)]
 struct PathState {
-    open: Vec<FileObjectId>,
+    open: Vec<(u32, FileObjectId)>,
     cleaned: Option<FileObjectId>,
 }
 
@@ -264,10 +271,9 @@ pub struct Replayer<'f> {
     attach_local: bool,
     opts: ReplayOptions,
     next_fo: FileObjectId,
-    handles: HashMap<(u32, String), Vec<FileObjectId>>,
     fos: BTreeMap<FileObjectId, FoState>,
-    paths: HashMap<String, PathState>,
-    cleaned_order: VecDeque<String>,
+    paths: HashMap<Arc<str>, PathState>,
+    cleaned_order: VecDeque<Arc<str>>,
     file_index: HashMap<String, usize>,
     files: Vec<FileReport>,
     other: Option<FileReport>,
@@ -331,11 +337,10 @@ impl<'f> Replayer<'f> {
             attach_local: p.attach_local_volumes,
             opts,
             next_fo: 1,
-            handles: HashMap::new(),
             fos: BTreeMap::new(),
-            paths: HashMap::new(),
+            paths: HashMap::default(),
             cleaned_order: VecDeque::new(),
-            file_index: HashMap::new(),
+            file_index: HashMap::default(),
             files: Vec::new(),
             other: None,
             counts: Counts::default(),
@@ -452,13 +457,13 @@ impl<'f> Replayer<'f> {
             OpResult::FastIoDisallowed => 0xC01C_0004_u32 as i32,
             _ => 0xC000_0001_u32 as i32, // STATUS_UNSUCCESSFUL: unknown or pending
         }));
-        let key = fold_key(path);
+        let key: Arc<str> = fold_key(path).into();
         match op {
             Op::Create(d) => self.create(
-                pid, process, path, key, name, redirector, &d, result, status,
+                pid, process, path, key, &name, redirector, &d, result, status,
             ),
             Op::Write { detail, fast_io } => self.write(
-                pid, process, path, &key, name, redirector, &detail, fast_io, result, status,
+                pid, process, path, &key, &name, redirector, &detail, fast_io, result, status,
             ),
             Op::Flush => self.flush(pid, process, &key, result, status),
             Op::Cleanup => self.cleanup(pid, &key),
@@ -477,7 +482,7 @@ impl<'f> Replayer<'f> {
         pid: u32,
         process: &str,
         fo: FileObjectId,
-        name: &str,
+        name16: Arc<[u16]>,
         r: Option<Redirector>,
     ) -> SimData {
         let file_object_flags = self.fos.get(&fo).map_or(0, |s| {
@@ -491,7 +496,7 @@ impl<'f> Replayer<'f> {
         SimData {
             file_object: fo,
             file_object_flags,
-            name: utf16(name),
+            name: name16,
             image: utf16(process),
             redirector: r,
             thread: u64::from(pid) + 1,
@@ -505,8 +510,8 @@ impl<'f> Replayer<'f> {
         pid: u32,
         process: &str,
         path: &str,
-        key: String,
-        name: String,
+        key: Arc<str>,
+        name: &str,
         redirector: Option<Redirector>,
         d: &crate::trace::CreateDetail,
         result: OpResult,
@@ -514,7 +519,8 @@ impl<'f> Replayer<'f> {
     ) {
         let fo = self.next_fo;
         self.next_fo += 1;
-        let mut data = self.base_data(pid, process, fo, &name, redirector);
+        let name16: Arc<[u16]> = utf16(name).into();
+        let mut data = self.base_data(pid, process, fo, Arc::clone(&name16), redirector);
         data.major = IRP_MJ_CREATE;
         let disposition = d.disposition.map_or(0, |x| x as u32);
         data.create_options = d.create_options | (disposition << 24);
@@ -533,13 +539,13 @@ impl<'f> Replayer<'f> {
         }
         let slot = match self.filter.fm().get_stream_handle_context(&data) {
             Ok(Some(ctx)) => ctx.rule().1,
-            _ => self.lookup_slot(&name, redirector, process),
+            _ => self.lookup_slot(name, redirector, process),
         };
         let state = FoState {
-            pid,
-            key: key.clone(),
-            path: path.to_owned(),
-            name,
+            key: Arc::clone(&key),
+            path: path.into(),
+            name: name.into(),
+            name16,
             redirector,
             sync_io: d.create_options & (FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT)
                 != 0,
@@ -552,8 +558,7 @@ impl<'f> Replayer<'f> {
         };
         let forced = eff_wt && !app_wt;
         self.fos.insert(fo, state);
-        self.handles.entry((pid, key.clone())).or_default().push(fo);
-        self.paths.entry(key).or_default().open.push(fo);
+        self.paths.entry(key).or_default().open.push((pid, fo));
         if forced {
             let f = self.file_of(fo);
             if let Some(fig) = self.figures_mut(f) {
@@ -579,14 +584,8 @@ impl<'f> Replayer<'f> {
         let Some(st) = self.fos.remove(&fo) else {
             return;
         };
-        if let Some(v) = self.handles.get_mut(&(st.pid, st.key.clone())) {
-            v.retain(|x| *x != fo);
-            if v.is_empty() {
-                self.handles.remove(&(st.pid, st.key.clone()));
-            }
-        }
         if let Some(p) = self.paths.get_mut(&st.key) {
-            p.open.retain(|x| *x != fo);
+            p.open.retain(|&(_, x)| x != fo);
             if p.cleaned == Some(fo) {
                 p.cleaned = None;
             }
@@ -678,18 +677,15 @@ impl<'f> Replayer<'f> {
         self.file_mut(f).map(|r| &mut r.figures)
     }
 
-    /// The file object a write/flush/cleanup by `pid` on `key` uses.
+    /// The file object a write/flush/cleanup by `pid` on `key` uses: that process's
+    /// newest open handle; for paging I/O any open one, else the last cleaned-up one.
     fn find_fo(&self, pid: u32, key: &str, paging: bool) -> Option<FileObjectId> {
-        if let Some(fo) = self
-            .handles
-            .get(&(pid, key.to_owned()))
-            .and_then(|v| v.last())
-        {
-            return Some(*fo);
+        let p = self.paths.get(key)?;
+        if let Some(&(_, fo)) = p.open.iter().rev().find(|(owner, _)| *owner == pid) {
+            return Some(fo);
         }
         if paging {
-            let p = self.paths.get(key)?;
-            return p.open.first().copied().or(p.cleaned);
+            return p.open.first().map(|&(_, fo)| fo).or(p.cleaned);
         }
         None
     }
@@ -720,7 +716,7 @@ impl<'f> Replayer<'f> {
         process: &str,
         path: &str,
         key: &str,
-        name: String,
+        name: &str,
         redirector: Option<Redirector>,
         d: &crate::trace::WriteDetail,
         fast_io: bool,
@@ -734,8 +730,10 @@ impl<'f> Replayer<'f> {
         }
         let fo = known.unwrap_or_else(|| self.anonymous_fo());
         let st = self.fos.get(&fo).cloned();
-        let name = st.as_ref().map_or(name, |s| s.name.clone());
-        let mut data = self.base_data(pid, process, fo, &name, redirector);
+        let name16 = st
+            .as_ref()
+            .map_or_else(|| utf16(name).into(), |s| Arc::clone(&s.name16));
+        let mut data = self.base_data(pid, process, fo, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
         data.operation_flags = d.operation_flags;
@@ -755,9 +753,9 @@ impl<'f> Replayer<'f> {
         let f = match &st {
             Some(_) => self.file_of(fo),
             None => {
-                let slot = self.lookup_slot(&name, redirector, process);
+                let slot = self.lookup_slot(name, redirector, process);
                 let mode = self.rule_mode(slot);
-                self.file_entry(path, &name, redirector, slot, mode)
+                self.file_entry(path, name, redirector, slot, mode)
             }
         };
         if pre.status() == PreOpStatus::DisallowFastIo {
@@ -837,7 +835,7 @@ impl<'f> Replayer<'f> {
         let Some(st) = self.fos.get(&fo).cloned() else {
             return;
         };
-        let mut data = self.base_data(pid, process, fo, &st.name, st.redirector);
+        let mut data = self.base_data(pid, process, fo, Arc::clone(&st.name16), st.redirector);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
@@ -861,19 +859,22 @@ impl<'f> Replayer<'f> {
         }
     }
 
+    /// Takes `pid`'s newest open handle of `key` out of the open list.
+    fn take_open(&mut self, pid: u32, key: &str) -> Option<FileObjectId> {
+        let p = self.paths.get_mut(key)?;
+        let i = p.open.iter().rposition(|(owner, _)| *owner == pid)?;
+        Some(p.open.remove(i).1)
+    }
+
     fn cleanup(&mut self, pid: u32, key: &str) {
-        let handle_key = (pid, key.to_owned());
-        let Some(fo) = self.handles.get_mut(&handle_key).and_then(Vec::pop) else {
+        let Some(fo) = self.take_open(pid, key) else {
             self.counts.without_known_open += 1;
             return;
         };
-        if self.handles.get(&handle_key).is_some_and(Vec::is_empty) {
-            self.handles.remove(&handle_key);
-        }
         let Some(st) = self.fos.get(&fo).cloned() else {
             return;
         };
-        let mut data = self.base_data(pid, "", fo, &st.name, st.redirector);
+        let mut data = self.base_data(pid, "", fo, Arc::clone(&st.name16), st.redirector);
         data.major = IRP_MJ_CLEANUP;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let _ = self.filter.pre_cleanup(&mut data);
@@ -886,15 +887,16 @@ impl<'f> Replayer<'f> {
         if let Some(s) = self.fos.get_mut(&fo) {
             s.cleaned = true;
         }
-        let previous = {
-            let p = self.paths.entry(st.key.clone()).or_default();
-            p.open.retain(|x| *x != fo);
-            p.cleaned.replace(fo)
-        };
+        let previous = self
+            .paths
+            .entry(Arc::clone(&st.key))
+            .or_default()
+            .cleaned
+            .replace(fo);
         if let Some(old) = previous {
             self.forget(old);
         } else {
-            self.cleaned_order.push_back(st.key.clone());
+            self.cleaned_order.push_back(Arc::clone(&st.key));
             if self.cleaned_order.len() > self.opts.max_files.max(1024) {
                 if let Some(oldest) = self.cleaned_order.pop_front() {
                     if let Some(old) = self.paths.get(&oldest).and_then(|p| p.cleaned) {
@@ -912,29 +914,20 @@ impl<'f> Replayer<'f> {
     }
 
     fn rename(&mut self, pid: u32, key: &str, new_path: &str) {
-        let new_key = fold_key(new_path);
-        let Some(fo) = self
-            .handles
-            .get_mut(&(pid, key.to_owned()))
-            .and_then(Vec::pop)
-        else {
+        let new_key: Arc<str> = fold_key(new_path).into();
+        let Some(fo) = self.take_open(pid, key) else {
             return;
         };
-        if self
-            .handles
-            .get(&(pid, key.to_owned()))
-            .is_some_and(Vec::is_empty)
-        {
-            self.handles.remove(&(pid, key.to_owned()));
+        if let Some(p) = self.paths.get(key) {
+            if p.open.is_empty() && p.cleaned.is_none() {
+                self.paths.remove(key);
+            }
         }
-        if let Some(p) = self.paths.get_mut(key) {
-            p.open.retain(|x| *x != fo);
-        }
-        self.handles
-            .entry((pid, new_key.clone()))
+        self.paths
+            .entry(Arc::clone(&new_key))
             .or_default()
-            .push(fo);
-        self.paths.entry(new_key.clone()).or_default().open.push(fo);
+            .open
+            .push((pid, fo));
         if let Some(st) = self.fos.get_mut(&fo) {
             st.key = new_key;
         }

@@ -18,7 +18,7 @@
 //! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4; local files have none.
 //! - **Registry**: `Parameters\Policy` is a byte vector ([`SimFm::registry_policy`]).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -68,7 +68,7 @@ pub struct SimData {
     /// The file object.
     pub file_object: FileObjectId,
     /// Normalized name (UTF-16) as `FltGetFileNameInformation` returns it.
-    pub name: Vec<u16>,
+    pub name: Arc<[u16]>,
     /// Requestor image name (UTF-16).
     pub image: Vec<u16>,
     /// Redirector behind the file (`None` = local volume).
@@ -94,7 +94,7 @@ impl Default for SimData {
             status: NtStatus::SUCCESS,
             synchronous: true,
             file_object: 0,
-            name: Vec::new(),
+            name: Arc::from(Vec::new()),
             image: Vec::new(),
             redirector: None,
             dirty: false,
@@ -178,7 +178,7 @@ pub struct SimFm {
     top_level_irp: AtomicU8,
     clock_us: AtomicU64,
     thread: AtomicU64,
-    contexts: Mutex<HashMap<FileObjectId, Arc<StreamContext>>>,
+    contexts: Mutex<FxHashMap<FileObjectId, Arc<StreamContext>>>,
     flushes: Mutex<Vec<FlushRecord>>,
     deferred: Mutex<Vec<Deferred>>,
     registry: Mutex<Option<Vec<u8>>>,
@@ -261,7 +261,7 @@ impl SimFm {
 
 impl FilterManager for SimFm {
     type Data = SimData;
-    type NameInfo = Vec<u16>;
+    type NameInfo = Arc<[u16]>;
     type ImageName = Vec<u16>;
     type Context = Arc<StreamContext>;
     type KernelHandle = FileObjectId;
@@ -285,13 +285,13 @@ impl FilterManager for SimFm {
         data.dirty = true;
     }
 
-    fn get_file_name_information(&self, data: &SimData) -> Result<Vec<u16>, NtStatus> {
-        Ok(data.name.clone())
+    fn get_file_name_information(&self, data: &SimData) -> Result<Arc<[u16]>, NtStatus> {
+        Ok(Arc::clone(&data.name))
     }
-    fn file_name<'a>(&self, name: &'a Vec<u16>) -> &'a [u16] {
+    fn file_name<'a>(&self, name: &'a Arc<[u16]>) -> &'a [u16] {
         name
     }
-    fn release_file_name_information(&self, _name: Vec<u16>) {}
+    fn release_file_name_information(&self, _name: Arc<[u16]>) {}
 
     fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
         let r = match device_name {

@@ -16,10 +16,7 @@ use thiserror::Error;
 /// `IrpSp->Parameters.Create.Options`). Source: Microsoft DDI page "ZwCreateFile function
 /// (wdm.h)", CreateOptions table.
 pub mod create_options {
-    /// `FILE_DIRECTORY_FILE`.
-    pub const FILE_DIRECTORY_FILE: u32 = 0x0000_0001;
-    /// `FILE_WRITE_THROUGH`: every write on this handle is written through to media.
-    pub const FILE_WRITE_THROUGH: u32 = 0x0000_0002;
+    pub use flushguard_engine::protocol::nt::{FILE_DIRECTORY_FILE, FILE_WRITE_THROUGH};
     /// `FILE_SEQUENTIAL_ONLY`.
     pub const FILE_SEQUENTIAL_ONLY: u32 = 0x0000_0004;
     /// `FILE_NO_INTERMEDIATE_BUFFERING` (ProcMon: "No Buffering").
@@ -64,20 +61,18 @@ pub mod create_options {
     pub const FILE_OPEN_FOR_FREE_SPACE_QUERY: u32 = 0x0080_0000;
 }
 
-/// `Irp->Flags` bits that Process Monitor shows as "I/O Flags". Source: wdm.h `IRP_*`
-/// flags, as documented on the Microsoft DDI page "IRP structure (wdm.h)".
+/// `Irp->Flags` bits that Process Monitor shows as "I/O Flags": `IRP_NOCACHE`
+/// ("Non-cached"), `IRP_PAGING_IO` ("Paging I/O"), `IRP_SYNCHRONOUS_PAGING_IO`
+/// ("Synchronous Paging I/O"); defined once in `flushguard-protocol`.
 pub mod irp_flags {
-    /// `IRP_NOCACHE` (ProcMon: "Non-cached").
-    pub const IRP_NOCACHE: u32 = 0x0000_0001;
-    /// `IRP_PAGING_IO` (ProcMon: "Paging I/O").
-    pub const IRP_PAGING_IO: u32 = 0x0000_0002;
-    /// `IRP_SYNCHRONOUS_PAGING_IO` (ProcMon: "Synchronous Paging I/O").
-    pub const IRP_SYNCHRONOUS_PAGING_IO: u32 = 0x0000_0040;
+    pub use flushguard_engine::protocol::nt::{
+        IRP_NOCACHE, IRP_PAGING_IO, IRP_SYNCHRONOUS_PAGING_IO,
+    };
 }
 
 /// `SL_WRITE_THROUGH` in `IrpSp->Flags` / `Iopb->OperationFlags` (ProcMon: I/O flag
-/// "Write Through"). Source: "IRP_MJ_WRITE (IFS)" DDI page.
-pub const SL_WRITE_THROUGH: u8 = 0x04;
+/// "Write Through"); defined once in `flushguard-protocol`.
+pub use flushguard_engine::protocol::nt::SL_WRITE_THROUGH;
 
 /// A Detail string that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -107,28 +102,24 @@ pub fn split_known_keys<'a>(
 ) -> Vec<(&'static str, &'a str)> {
     // (start of key, start of value, key)
     let mut marks: Vec<(usize, usize, &'static str)> = Vec::new();
-    for &key in keys {
-        let mut from = 0;
-        while let Some(rel) = detail[from..].find(key) {
-            let at = from + rel;
-            from = at + key.len();
-            let boundary = at == 0 || detail[..at].ends_with(", ");
-            let rest = &detail[at + key.len()..];
-            if !boundary {
-                continue;
-            }
-            if let Some(stripped) = rest.strip_prefix(": ") {
-                marks.push((at, detail.len() - stripped.len(), key));
-            } else if rest == ":" {
-                marks.push((at, detail.len(), key));
-            }
+    let key_before = |colon: usize| -> Option<(usize, &'static str)> {
+        let start = detail[..colon].rfind(", ").map_or(0, |p| p + 2);
+        let text = &detail[start..colon];
+        keys.iter().find(|k| **k == text).map(|k| (start, *k))
+    };
+    // One pass over the `": "` separators; the text between the previous `", "` (or the
+    // start) and a separator is a key candidate.
+    for colon in memchr::memmem::find_iter(detail.as_bytes(), b": ") {
+        if let Some((start, key)) = key_before(colon) {
+            marks.push((start, colon + 2, key));
         }
     }
-    marks.sort_unstable_by_key(|m| m.0);
-    // A key text found inside an earlier key's value (e.g. "Length" inside "AllocationSize"
-    // cannot happen because of the boundary rule, but overlapping matches of keys that are
-    // prefixes of each other can): keep the first mark at each position, longest key.
-    marks.dedup_by(|b, a| a.0 == b.0);
+    if detail.ends_with(':') {
+        let colon = detail.len() - 1;
+        if let Some((start, key)) = key_before(colon) {
+            marks.push((start, detail.len(), key));
+        }
+    }
     let mut out = Vec::with_capacity(marks.len());
     for (i, &(_, vstart, key)) in marks.iter().enumerate() {
         let vend = match marks.get(i + 1) {
