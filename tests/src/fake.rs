@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use flushguard_engine::callbacks::{
     CallbackData, CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus,
-    PreOpStatus, StreamContext, FLTFL_POST_OPERATION_DRAINING, FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP,
-    IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+    PreOpStatus, StreamContext, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE,
+    FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
 };
 use flushguard_protocol::NtStatus;
 
@@ -214,6 +214,7 @@ thread_local! {
     static THREAD_ID: Cell<u64> = const { Cell::new(0) };
     static HELD: Cell<i64> = const { Cell::new(0) };
     static FLUSH_DEPTH: Cell<u32> = const { Cell::new(0) };
+    static DEFERRED_BY_THIS_THREAD: Cell<u64> = const { Cell::new(0) };
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(0x100);
@@ -230,6 +231,11 @@ pub fn irql() -> Irql {
 pub fn set_top_level(set: bool) {
     TOP_LEVEL.with(|c| c.set(set));
 }
+/// How many completions this thread has posted to the worker queue so far.
+pub fn deferred_by_this_thread() -> u64 {
+    DEFERRED_BY_THIS_THREAD.with(|c| c.get())
+}
+
 /// Gives the current thread a fresh simulated thread id (a worker thread).
 pub fn new_thread_id() -> u64 {
     let id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
@@ -409,11 +415,21 @@ impl Fake {
             .and_then(|f| f.context.clone())
     }
 
-    /// `FileObject->Flags` of `file` (`FO_SYNCHRONOUS_IO` when opened so).
+    /// `FileObject->Flags` of `file` now (`FO_SYNCHRONOUS_IO` when opened so,
+    /// `FO_CLEANUP_COMPLETE` once its user handle closed).
     pub fn fo_flags(&self, file: u64) -> u32 {
         match self.world().files.get(&file) {
-            Some(f) if f.synchronous_io => FO_SYNCHRONOUS_IO,
-            _ => 0,
+            Some(f) => {
+                let mut flags = 0;
+                if f.synchronous_io {
+                    flags |= FO_SYNCHRONOUS_IO;
+                }
+                if !f.user_handle_open {
+                    flags |= FO_CLEANUP_COMPLETE;
+                }
+                flags
+            }
+            None => FO_CLEANUP_COMPLETE,
         }
     }
 
@@ -928,6 +944,7 @@ impl FilterManager for Fake {
             ctx: Some(ctx),
             safe_callback: true,
         });
+        DEFERRED_BY_THIS_THREAD.with(|c| c.set(c.get() + 1));
         Some(PostOpStatus::MoreProcessingRequired)
     }
 

@@ -183,12 +183,14 @@ impl Harness {
             return;
         }
         fake::set_irql(irql);
+        let deferred_before = fake::deferred_by_this_thread();
         let g = self.fake.enter_callback(what);
         let status = dispatch_post(&self.filter, data, pre.completion_context(), PostOpFlags(0));
         drop(g);
-        if status == PostOpStatus::MoreProcessingRequired && self.fake.pending_len() == 0 {
+        let deferred = fake::deferred_by_this_thread() > deferred_before;
+        if (status == PostOpStatus::MoreProcessingRequired) != deferred {
             self.fake.violation(format!(
-                "{what}: MORE_PROCESSING_REQUIRED without deferred work"
+                "{what}: MORE_PROCESSING_REQUIRED iff work was deferred, got {status:?}"
             ));
         }
         fake::set_irql(Irql::PASSIVE_LEVEL);
@@ -338,6 +340,13 @@ impl Harness {
 
     /// Closes the user handle: IRP_MJ_CLEANUP, then the file object goes away.
     pub fn close(&self, file: u64) {
+        self.cleanup(file);
+        self.fake.close_file(file);
+    }
+
+    /// Closes the last user handle (IRP_MJ_CLEANUP) while I/O still references the
+    /// file object, which stays until [`Fake::close_file`] (IRP_MJ_CLOSE).
+    pub fn cleanup(&self, file: u64) {
         let Some(_op) = self.fake.begin_operation() else {
             return;
         };
@@ -354,7 +363,6 @@ impl Harness {
             self.fake
                 .violation("more than one IRP_MJ_CLEANUP for one file object");
         }
-        self.fake.close_file(file);
     }
 
     /// Completes the oldest in-flight post-operation or deferred safe callback (a
@@ -366,6 +374,8 @@ impl Harness {
         let Some(mut p) = self.fake.pop_pending() else {
             return false;
         };
+        // FileObject->Flags are read live: the handle may have closed meanwhile.
+        p.data.fo_flags = self.fake.fo_flags(p.data.file);
         if p.safe_callback {
             fake::set_irql(Irql::PASSIVE_LEVEL);
             let g = self.fake.enter_callback("safe post-write (worker)");

@@ -187,8 +187,9 @@ fn unload_with_a_connected_client_and_operations_in_flight() {
         }));
     }
     // The client: GetVersion requests until the port closes under it.
+    let client_sent = Arc::new(AtomicUsize::new(0));
     let client = {
-        let (h, stop) = (h.clone(), stop.clone());
+        let (h, stop, client_sent) = (h.clone(), stop.clone(), client_sent.clone());
         thread::spawn(move || {
             flushguard_tests::fake::new_thread_id();
             let mut sent = 0u32;
@@ -199,11 +200,13 @@ fn unload_with_a_connected_client_and_operations_in_flight() {
                     break;
                 }
                 sent += 1;
+                client_sent.fetch_add(1, Ordering::SeqCst);
             }
             sent
         })
     };
-    while started.load(Ordering::SeqCst) < 2 {
+    // Unload only with both writers running and the client connected and talking.
+    while started.load(Ordering::SeqCst) < 2 || client_sent.load(Ordering::SeqCst) == 0 {
         thread::yield_now();
     }
     thread::sleep(Duration::from_millis(50));

@@ -508,3 +508,49 @@ fn process_rule_uses_the_requestor_image() {
     h.unload();
     h.assert_clean();
 }
+
+#[test]
+fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Native,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let file = open(&h);
+    // An asynchronous write completes at DISPATCH_LEVEL: its flush is deferred ...
+    h.write(
+        file,
+        WriteSpec {
+            synchronous: false,
+            post_irql: Irql::DISPATCH_LEVEL,
+            ..WriteSpec::default()
+        },
+    );
+    assert_eq!(h.fake.pending_len(), 1);
+    // ... and the application closes its last handle before the worker runs.
+    h.cleanup(file);
+    assert!(h.complete_one(Irql::PASSIVE_LEVEL));
+    let violations = h.fake.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    // The cleanup flushed the written handle; the deferred flush ran after it. Both
+    // went through FltFlushBuffers2: no kernel handle is opened at or after cleanup.
+    let flushes = h.fake.flushes();
+    assert_eq!(flushes.len(), 2, "{flushes:?}");
+    assert!(
+        flushes.iter().all(|f| f.routine == "FltFlushBuffers2"),
+        "{flushes:?}"
+    );
+    assert_eq!(
+        h.fake
+            .calls(flushguard_tests::fake::CallSite::OpenKernelHandle),
+        0
+    );
+    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 2);
+    h.fake.close_file(file);
+    h.unload();
+    h.assert_clean();
+}

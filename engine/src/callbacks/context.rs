@@ -95,6 +95,10 @@ pub enum CompletionContext {
         record_write: bool,
         /// Issue a flush once the write succeeded.
         flush: Option<FlushOrder>,
+        /// The pre-write returned `FLT_PREOP_SYNCHRONIZE`: the post-write runs in the
+        /// issuing thread before the write's system service returns (a user handle
+        /// to the file object exists unless another thread closes it concurrently).
+        synchronized: bool,
     },
     /// Post-flush of an application flush on a governed handle.
     Flush {
@@ -129,10 +133,14 @@ impl CompletionContext {
             CompletionContext::Write {
                 record_write,
                 flush,
+                synchronized,
             } => {
                 let mut v = TAG_WRITE;
                 if record_write {
                     v |= 1 << 4;
+                }
+                if synchronized {
+                    v |= 1 << 7;
                 }
                 if let Some(f) = flush {
                     v |= 1 << 5;
@@ -165,6 +173,7 @@ impl CompletionContext {
             }
             TAG_WRITE => Some(CompletionContext::Write {
                 record_write: v & (1 << 4) != 0,
+                synchronized: v & (1 << 7) != 0,
                 flush: (v & (1 << 5) != 0).then_some(FlushOrder {
                     native: v & (1 << 6) != 0,
                     flags: FlushFlags::from_bits_retain((v >> 8) as u16),
@@ -196,9 +205,11 @@ mod tests {
             CompletionContext::Write {
                 record_write: true,
                 flush: None,
+                synchronized: false,
             },
             CompletionContext::Write {
                 record_write: false,
+                synchronized: true,
                 flush: Some(FlushOrder {
                     native: true,
                     flags: FlushFlags::FLUSH_AND_PURGE,

@@ -46,10 +46,10 @@ counters! {
     FlushFailedPermanent,
     /// `FltFlushBuffers2` missing: a typed flush ran as a full `FltFlushBuffers`.
     FlushTypeWidened,
-    /// A native flush ran through `FltFlushBuffers(2)` instead: at cleanup (a kernel
-    /// handle closed inside IRP_MJ_CLEANUP would send a second IRP_MJ_CLEANUP), or on a
-    /// `FO_SYNCHRONOUS_IO` file object (`NtFlushBuffersFileEx` would wait for the file
-    /// object lock the I/O manager holds for the write in progress on this thread).
+    /// A native flush ran through `FltFlushBuffers(2)` instead: at cleanup, after
+    /// cleanup, outside the issuing thread of a synchronized write, or on a
+    /// `FO_SYNCHRONOUS_IO` file object (see `Filter` flush rules: a second
+    /// IRP_MJ_CLEANUP or a file object lock self-deadlock would follow).
     NativeFlushViaFilter,
     /// Flush flags with no `FLUSH_FLAGS_*` equivalent (purge) for the native method.
     FlushFlagsUnsupported,

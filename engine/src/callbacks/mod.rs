@@ -54,6 +54,9 @@ pub use flushguard_protocol::nt::{
 /// on the file object with its file object lock, held for the whole system service.
 /// Source: wdm.h, "FILE_OBJECT" DDI page.
 pub const FO_SYNCHRONOUS_IO: u32 = 0x0000_0002;
+/// `FO_CLEANUP_COMPLETE` (0x4000) in `FILE_OBJECT::Flags`: IRP_MJ_CLEANUP completed
+/// (the last handle is closed). Source: wdm.h, "FILE_OBJECT" DDI page.
+pub const FO_CLEANUP_COMPLETE: u32 = 0x0000_4000;
 /// `STATUS_REPARSE` (0x104): a create that did not open a file object.
 pub const STATUS_REPARSE: NtStatus = NtStatus(0x0000_0104);
 /// `STATUS_OBJECT_NAME_NOT_FOUND` (0xC0000034): e.g. no `Parameters\Policy` value.
@@ -586,17 +589,18 @@ impl<F: FilterManager> Filter<F> {
         // The post-write records the write only once it succeeded (its data is then
         // in the cache) and, when the engine asked for a post-write, asks it again
         // with the completion status (the rule's flush travels along as a marker).
+        let synchronize = d.pre_op == EnginePreOp::Synchronize
+            && !data.is_fast_io()
+            && self.fm.is_operation_synchronous(data);
         let completion = CompletionContext::Write {
             record_write: d.mark_written_since_flush,
             flush: wants_post.then_some(FlushOrder {
                 native: action.method == crate::policy::FlushMethod::Native,
                 flags: action.flags,
             }),
+            synchronized: synchronize,
         };
-        if d.pre_op == EnginePreOp::Synchronize
-            && !data.is_fast_io()
-            && self.fm.is_operation_synchronous(data)
-        {
+        if synchronize {
             self.counters.bump(Counter::WriteSynchronized);
             PreOp::synchronize(completion)
         } else {
@@ -619,6 +623,7 @@ impl<F: FilterManager> Filter<F> {
         let Some(CompletionContext::Write {
             record_write,
             flush,
+            synchronized,
         }) = ctx
         else {
             return PostOpStatus::FinishedProcessing;
@@ -645,9 +650,15 @@ impl<F: FilterManager> Filter<F> {
         let deferred = CompletionContext::Write {
             record_write: false,
             flush: Some(order),
+            synchronized: false,
         };
         if self.fm.current_irql() <= Irql::APC_LEVEL {
-            return self.post_write_when_safe(data, Some(deferred), flags);
+            let inline = CompletionContext::Write {
+                record_write: false,
+                flush: Some(order),
+                synchronized,
+            };
+            return self.post_write_when_safe(data, Some(inline), flags);
         }
         match self
             .fm
@@ -675,7 +686,12 @@ impl<F: FilterManager> Filter<F> {
         ctx: Option<CompletionContext>,
         flags: PostOpFlags,
     ) -> PostOpStatus {
-        let Some(CompletionContext::Write { flush: Some(_), .. }) = ctx else {
+        let Some(CompletionContext::Write {
+            flush: Some(_),
+            synchronized,
+            ..
+        }) = ctx
+        else {
             return PostOpStatus::FinishedProcessing;
         };
         if flags.draining() {
@@ -710,7 +726,7 @@ impl<F: FilterManager> Filter<F> {
         d.record(glue::stats(&self.state), policy.counters(slot));
         drop(policy);
         if let Some((order, place)) = glue::flush_order(&d) {
-            self.flush_now(data, order, place, slot);
+            self.flush_now(data, order, place, slot, synchronized);
         }
         PostOpStatus::FinishedProcessing
     }
@@ -818,7 +834,7 @@ impl<F: FilterManager> Filter<F> {
             if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
                 self.skip(Counter::FlushSkippedIrql);
             } else {
-                self.flush_now(data, order.0, order.1, slot);
+                self.flush_now(data, order.0, order.1, slot, false);
             }
         }
         PreOp::pass()
@@ -830,7 +846,14 @@ impl<F: FilterManager> Filter<F> {
     /// lock and no context reference, with this thread marked in the recursion
     /// guard. Records it (latency, failures by status) in the engine stats and an
     /// event on failure; never fails the user's operation.
-    fn flush_now(&self, data: &F::Data, order: FlushOrder, place: FlushPlace, slot: u32) {
+    fn flush_now(
+        &self,
+        data: &F::Data,
+        order: FlushOrder,
+        place: FlushPlace,
+        slot: u32,
+        issuing_thread: bool,
+    ) {
         let fm = &self.fm;
         if fm.current_irql() != Irql::PASSIVE_LEVEL {
             self.skip(Counter::FlushSkippedIrql);
@@ -853,16 +876,21 @@ impl<F: FilterManager> Filter<F> {
             fm.release_context(c);
             seq
         });
-        // The native method re-enters the stack at the top through the I/O manager:
-        // - at IRP_MJ_CLEANUP, closing our kernel handle would drop the handle count to
-        //   zero again and send a second IRP_MJ_CLEANUP for this file object;
-        // - on a FO_SYNCHRONOUS_IO file object, NtFlushBuffersFileEx waits for the file
-        //   object lock, which the I/O manager holds for the write still in progress on
-        //   this thread (FLT_PREOP_SYNCHRONIZE): a self-deadlock.
-        // Both go to the instances below through FltFlushBuffers(2) instead.
+        // The native method opens a kernel handle to the caller's file object and
+        // re-enters the stack at the top through the I/O manager. It is used only in
+        // the issuing thread of a synchronized write (FLT_PREOP_SYNCHRONIZE), while the
+        // caller's system service is still in progress, and never:
+        // - at IRP_MJ_CLEANUP, or after it (FO_CLEANUP_COMPLETE; a deferred completion
+        //   can run after the last user handle closed): closing our handle would drop
+        //   the handle count to zero again and send a second IRP_MJ_CLEANUP;
+        // - on a FO_SYNCHRONOUS_IO file object: NtFlushBuffersFileEx waits for the file
+        //   object lock the I/O manager holds for the write in progress on this thread.
+        // Otherwise the flush goes to the instances below through FltFlushBuffers(2).
+        let fo_flags = data.file_object_flags();
         let native = order.native
             && place == FlushPlace::AfterWrite
-            && data.file_object_flags() & FO_SYNCHRONOUS_IO == 0;
+            && issuing_thread
+            && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0;
         if order.native && !native {
             self.counters.bump(Counter::NativeFlushViaFilter);
         }
