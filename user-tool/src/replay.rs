@@ -234,6 +234,9 @@ pub struct Report {
     pub files: Vec<FileReport>,
     /// Files beyond `max_files`, added up.
     pub other_files: Option<FileReport>,
+    /// The callback layer's own counters after the replay (non-zero ones), e.g.
+    /// `WriteSynchronized`, `FlushDeferred`, `FlushSkippedPagingIo`, `ContextAttached`.
+    pub callback_counters: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -995,7 +998,14 @@ impl<'f> Replayer<'f> {
         if let Some(o) = &self.other {
             totals.add(&o.figures);
         }
+        let callbacks = self.filter.counters();
+        let callback_counters = flushguard_engine::callbacks::Counter::ALL
+            .iter()
+            .map(|c| (c.name(), callbacks.get(*c)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         Report {
+            callback_counters,
             trace,
             policy: policy_source,
             policy_generation: policy.generation(),

@@ -1,0 +1,175 @@
+//! How replay turns trace rows into callback calls: advanced-output operation names, fast
+//! I/O, asynchronous handles, handles opened before the capture, IRP_MJ_CLOSE. Small
+//! hand-written traces (generated here, not captures).
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const HEADER: &str =
+    "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n";
+const FILE: &str = "\\\\fs1\\data\\f.txt";
+
+fn row(op: &str, result: &str, detail: &str) -> String {
+    format!("\"10:00:00.0000000 AM\",\"app.exe\",\"42\",\"{op}\",\"{FILE}\",\"{result}\",\"{detail}\"\r\n")
+}
+
+fn replay(rows: &[String], mode: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    std::fs::write(&trace, format!("{HEADER}{}", rows.concat())).unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        format!("[[rule]]\nname = \"data\"\nshare = '\\\\fs1\\data'\nmode = \"{mode}\"\n"),
+    )
+    .unwrap();
+    let out = Command::cargo_bin("flushctl")
+        .unwrap()
+        .args(["--json", "replay", "--strict", "--trace"])
+        .arg(&trace)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const SYNC_OPEN: &str = "Desired Access: Generic Write, Disposition: OverwriteIf, Options: Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Created";
+const ASYNC_OPEN: &str = "Desired Access: Generic Write, Disposition: OverwriteIf, Options: Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Created";
+
+fn the_file(r: &Value) -> &Value {
+    &r["files"][0]
+}
+
+#[test]
+fn advanced_output_names_and_fast_io() {
+    // ProcMon's advanced output: IRP names; a fast I/O write on a governed handle is
+    // sent back as an IRP (FLT_PREOP_DISALLOW_FASTIO), then the IRP write follows.
+    let rows = [
+        row("IRP_MJ_CREATE", "SUCCESS", SYNC_OPEN),
+        row(
+            "FASTIO_WRITE",
+            "FAST IO DISALLOWED",
+            "Offset: 0, Length: 100",
+        ),
+        row("IRP_MJ_WRITE", "SUCCESS", "Offset: 0, Length: 100"),
+        row("IRP_MJ_CLEANUP", "SUCCESS", ""),
+        row("IRP_MJ_CLOSE", "SUCCESS", ""),
+    ];
+    let r = replay(&rows, "flush-on-close");
+    let f = the_file(&r);
+    assert_eq!(f["fast_io_disallowed"], 1);
+    assert_eq!(f["writes"], 1);
+    assert_eq!(f["flushes_issued"], 1);
+    assert_eq!(f["unflushed_bytes_without"], 100);
+    assert_eq!(f["unflushed_bytes_with"], 0);
+    assert_eq!(f["name"], "\\Device\\Mup\\fs1\\data\\f.txt");
+    assert_eq!(r["counts"]["events_replayed"], 5);
+}
+
+#[test]
+fn asynchronous_handle_flushes_through_the_deferred_path() {
+    // No Synchronous IO option: the write is asynchronous, its post-write runs at
+    // DISPATCH_LEVEL and the flush goes through FltDoCompletionProcessingWhenSafe.
+    for (open, path) in [
+        (SYNC_OPEN, "WriteSynchronized"),
+        (ASYNC_OPEN, "FlushDeferred"),
+    ] {
+        let rows = [
+            row("CreateFile", "SUCCESS", open),
+            row("WriteFile", "SUCCESS", "Offset: 0, Length: 10"),
+            row("WriteFile", "SUCCESS", "Offset: 10, Length: 10"),
+        ];
+        let r = replay(&rows, "flush-after-write");
+        let f = the_file(&r);
+        assert_eq!(f["flushes_issued"], 2, "{open}");
+        assert_eq!(f["unflushed_bytes_with"], 0, "{open}");
+        assert_eq!(f["unflushed_bytes_without"], 20, "{open}");
+        assert_eq!(f["open_handles_at_end"], 1, "{open}");
+        // Which path the callback logic took, from its own counters.
+        assert_eq!(r["callback_counters"][path], 2, "{open}");
+        assert_eq!(r["callback_counters"]["FlushOk"], 2, "{open}");
+    }
+}
+
+#[test]
+fn write_through_forces_create_and_write_flags() {
+    let rows = [
+        row("CreateFile", "SUCCESS", SYNC_OPEN),
+        row("WriteFile", "SUCCESS", "Offset: 0, Length: 4,096"),
+        row(
+            "WriteFile",
+            "SUCCESS",
+            "Offset: 4,096, Length: 4,096, I/O Flags: Non-cached",
+        ),
+        row("CloseFile", "SUCCESS", ""),
+    ];
+    let r = replay(&rows, "write-through");
+    let f = the_file(&r);
+    assert_eq!(f["flushes_issued"], 0);
+    assert_eq!(f["unflushed_bytes_with"], 0);
+    assert_eq!(f["unflushed_bytes_without"], 8192);
+    // Only the cached write costs a round trip of its own.
+    assert_eq!(f["extra_round_trips"], 1);
+    assert!(f["write_throughs_forced"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn handles_opened_before_the_capture_are_reported_not_governed() {
+    let rows = [
+        row("WriteFile", "SUCCESS", "Offset: 0, Length: 5"),
+        row("FlushBuffersFile", "SUCCESS", ""),
+        row("CloseFile", "SUCCESS", ""),
+    ];
+    let r = replay(&rows, "flush-after-write");
+    assert_eq!(r["counts"]["without_known_open"], 3);
+    let f = the_file(&r);
+    assert_eq!(f["writes"], 1);
+    assert_eq!(f["writes_governed"], 0);
+    assert_eq!(f["flushes_issued"], 0);
+    assert_eq!(f["rule"], "data");
+}
+
+#[test]
+fn failed_and_pending_writes_are_not_counted() {
+    let rows = [
+        row("CreateFile", "SUCCESS", SYNC_OPEN),
+        row("WriteFile", "DISK FULL", "Offset: 0, Length: 5"),
+        row("WriteFile", "", "Offset: 5, Length: 5"),
+        row("CloseFile", "SUCCESS", ""),
+    ];
+    let r = replay(&rows, "flush-on-close");
+    let f = the_file(&r);
+    assert_eq!(f["writes"], 0);
+    assert_eq!(f["flushes_issued"], 0);
+    assert_eq!(r["counts"]["malformed"], 0);
+}
+
+#[test]
+fn paging_write_after_close_uses_the_cleaned_file_object() {
+    // The lazy writer (System, PID 4) writes the pages after CloseFile: the file object
+    // lives until IRP_MJ_CLOSE; after it, the paging write has no known file object.
+    let lazy = |len: &str| {
+        format!(
+            "\"10:00:01.0000000 AM\",\"System\",\"4\",\"WriteFile\",\"{FILE}\",\"SUCCESS\",\"Offset: 0, Length: {len}, I/O Flags: Non-cached, Paging I/O\"\r\n"
+        )
+    };
+    let rows = [
+        row("CreateFile", "SUCCESS", SYNC_OPEN),
+        row("WriteFile", "SUCCESS", "Offset: 0, Length: 100"),
+        row("CloseFile", "SUCCESS", ""),
+        lazy("4,096"),
+        row("IRP_MJ_CLOSE", "SUCCESS", ""),
+        lazy("4,096"),
+    ];
+    let r = replay(&rows, "flush-on-close");
+    let f = the_file(&r);
+    assert_eq!(f["paging_writes"], 2);
+    assert_eq!(f["paging_bytes"], 8192);
+    assert_eq!(r["counts"]["without_known_open"], 1);
+}
