@@ -31,6 +31,14 @@ use crate::trace::TraceReader;
 /// # Errors
 /// Every [`CliError`]; the caller prints it and exits with [`CliError::exit_code`].
 pub fn run(cli: Cli) -> Result<u8, CliError> {
+    if let Some(s) = &cli.simulate {
+        port::inproc::Simulation::parse(s).map_err(CliError::Usage)?;
+        if !cli.offline {
+            return Err(CliError::Usage(
+                "--simulate / FLUSHCTL_SIMULATE only applies to --offline".into(),
+            ));
+        }
+    }
     let opts = PortOptions {
         offline: cli.offline,
         state: cli.state.clone(),

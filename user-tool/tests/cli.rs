@@ -410,6 +410,23 @@ fn version_mismatch_names_both_versions() {
 }
 
 #[test]
+fn the_test_hook_is_checked() {
+    let e = Env::new();
+    e.offline()
+        .args(["--simulate", "bogus", "status"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "not-loaded, access-denied, client-version=N",
+        ));
+    flushctl()
+        .args(["--simulate", "access-denied", "status"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("only applies to --offline"));
+}
+
+#[test]
 fn driver_not_loaded_says_how_to_load_it() {
     let e = Env::new();
     e.offline()

@@ -63,8 +63,8 @@ impl Simulation {
     /// Parses `not-loaded`, `access-denied` or `client-version=N`.
     ///
     /// # Errors
-    /// [`PortError::State`] naming the accepted values.
-    pub fn parse(s: &str) -> Result<Self, PortError> {
+    /// A message naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "not-loaded" => Ok(Self::NotLoaded),
             "access-denied" => Ok(Self::AccessDenied),
@@ -72,13 +72,22 @@ impl Simulation {
                 .strip_prefix("client-version=")
                 .and_then(|v| v.parse().ok())
                 .map(Self::ClientVersion)
-                .ok_or_else(|| PortError::State {
-                    path: "--simulate".into(),
-                    detail: format!(
-                        "unknown simulation `{s}` (not-loaded, access-denied, client-version=N)"
-                    ),
+                .ok_or_else(|| {
+                    format!(
+                        "unknown --simulate value `{s}` (not-loaded, access-denied, \
+                         client-version=N)"
+                    )
                 }),
         }
+    }
+
+    fn parse_opt(s: Option<&str>) -> Result<Option<Self>, PortError> {
+        s.map(Self::parse)
+            .transpose()
+            .map_err(|detail| PortError::State {
+                path: "--simulate".into(),
+                detail,
+            })
     }
 }
 
@@ -221,7 +230,7 @@ impl InProcessPort {
     /// [`PortError::AccessDenied`] / [`PortError::NotLoaded`] as simulated,
     /// [`PortError::State`] for an unreadable state file.
     pub fn open(state: Option<&Path>, simulate: Option<&str>) -> Result<Self, PortError> {
-        let sim = simulate.map(Simulation::parse).transpose()?;
+        let sim = Simulation::parse_opt(simulate)?;
         let mut ctx = ConnectContext::current();
         match sim {
             Some(Simulation::NotLoaded) => {
@@ -366,7 +375,7 @@ pub fn set_loaded(
     } else {
         FltlibCall::Unload
     };
-    match simulate.map(Simulation::parse).transpose()? {
+    match Simulation::parse_opt(simulate)? {
         Some(Simulation::AccessDenied) => {
             return Err(classify_hresult(call, 0x8007_0522, PROTOCOL_VERSION))
         }

@@ -76,9 +76,10 @@ pub enum PortError {
          the driver: `flushctl unload`, install the matching package, `flushctl load`).",
         match driver {
             Some(d) => format!("the driver speaks protocol version {d}"),
-            None => "the driver refused it (STATUS_REVISION_MISMATCH) without saying its own \
-                     version; `fltmc filters` and the driver's file version identify it"
-                .to_owned(),
+            None => format!(
+                "the driver refused it (STATUS_REVISION_MISMATCH) and accepts no version \
+                 from 1 to {PROBE_MAX_VERSION}"
+            ),
         }
     )]
     VersionMismatch {
@@ -272,7 +273,19 @@ pub fn open(opts: &PortOptions) -> Result<Client, PortError> {
             opts.simulate.as_deref(),
         )?)
     } else {
-        imp::connect(&ConnectContext::current(), &opts.command)?
+        match imp::connect(&ConnectContext::current(), &opts.command) {
+            Ok(p) => p,
+            Err(PortError::VersionMismatch {
+                client,
+                driver: None,
+            }) => {
+                return Err(PortError::VersionMismatch {
+                    client,
+                    driver: probe_driver_version(&opts.command),
+                })
+            }
+            Err(e) => return Err(e),
+        }
     };
     let mut client = Client { port };
     let v = client.version()?;
@@ -283,6 +296,28 @@ pub fn open(opts: &PortOptions) -> Result<Client, PortError> {
         });
     }
     Ok(client)
+}
+
+/// Highest protocol version [`probe_driver_version`] tries.
+const PROBE_MAX_VERSION: u32 = PROTOCOL_VERSION + 16;
+
+/// After the driver refused our connect context with `STATUS_REVISION_MISMATCH`, finds
+/// the version it accepts by connecting with each other version (1 ..=
+/// [`PROBE_MAX_VERSION`]) and closing the connection at once: the connect context is the
+/// only thing checked, and no request is sent. `None` when no version is accepted.
+fn probe_driver_version(command: &str) -> Option<u32> {
+    (1..=PROBE_MAX_VERSION)
+        .filter(|v| *v != PROTOCOL_VERSION)
+        .find(|&version| {
+            imp::connect(
+                &ConnectContext {
+                    magic: flushguard_protocol::CONNECT_MAGIC,
+                    version,
+                },
+                command,
+            )
+            .is_ok()
+        })
 }
 
 /// `FilterLoad` of the FlushGuard service (or the offline engine's "loaded" flag).
