@@ -656,7 +656,14 @@ fn counter_map(v: &[u64]) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
-fn stats_once(c: &mut Client, names: &[String], json: bool) -> Result<(), CliError> {
+/// One stats round; with `json_lines`, one compact JSON object on one line (for
+/// `--watch --json`).
+fn stats_once(
+    c: &mut Client,
+    names: &[String],
+    json: bool,
+    json_lines: bool,
+) -> Result<(), CliError> {
     let s = c.stats()?;
     let mut rules = Vec::with_capacity(s.rules.len() + 1);
     for (i, r) in s.rules.iter().enumerate() {
@@ -704,6 +711,12 @@ fn stats_once(c: &mut Client, names: &[String], json: bool) -> Result<(), CliErr
         flush_latency_us: latency,
         flush_failures: failures,
     };
+    if json && json_lines {
+        let line = serde_json::to_string(&out)
+            .map_err(|e| CliError::io("json", std::io::Error::other(e)))?;
+        outln!("{line}");
+        return Ok(());
+    }
     if json {
         print_json(&out).map_err(io_err("stdout"))?;
         return Ok(());
@@ -755,7 +768,7 @@ fn stats(opts: &PortOptions, args: &StatsArgs, json: bool) -> Result<u8, CliErro
         .unwrap_or_default();
     let mut round = 0u64;
     loop {
-        stats_once(&mut c, &names, json)?;
+        stats_once(&mut c, &names, json, args.watch.is_some())?;
         round += 1;
         let Some(secs) = args.watch else { break };
         if args.count.is_some_and(|n| round >= n) {

@@ -149,7 +149,8 @@ pub struct ExplainArgs {
 /// `stats` arguments.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Print again every SECS seconds until interrupted.
+    /// Print again every SECS seconds until interrupted (with --json: one JSON object
+    /// per line).
     #[arg(long, value_name = "SECS")]
     pub watch: Option<u64>,
     /// Reset the counters after reading them.

@@ -329,6 +329,18 @@ fn stats_watch_reset_and_events() {
         2,
         "{text}"
     );
+    let out = e
+        .offline()
+        .args(["--json", "stats", "--watch", "1", "--count", "2"])
+        .output()
+        .unwrap();
+    let rounds: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[1]["generation"], 1);
     e.offline()
         .args(["stats", "--reset"])
         .assert()
