@@ -105,6 +105,15 @@ pub enum PortError {
         /// The reply's NTSTATUS.
         status: NtStatus,
     },
+    /// `FilterSendMessage` failed: the driver's message callback returned an error
+    /// status (fltlib reports it as a Win32 HRESULT).
+    #[error("the driver rejected {command}: {detail}")]
+    Rejected {
+        /// The command.
+        command: &'static str,
+        /// The HRESULT text.
+        detail: String,
+    },
     /// The reply could not be decoded (a driver/CLI mismatch the version check missed).
     #[error("malformed reply to {command}: {error}")]
     BadReply {
@@ -140,6 +149,7 @@ impl PortError {
             PortError::VersionMismatch { .. } => exit::VERSION_MISMATCH,
             PortError::Unsupported { .. } => exit::UNSUPPORTED,
             PortError::Driver { .. }
+            | PortError::Rejected { .. }
             | PortError::BadReply { .. }
             | PortError::Os { .. }
             | PortError::State { .. } => exit::FAILED,
@@ -441,7 +451,27 @@ impl Client {
         let mut storage = vec![0u8; ReplyHeader::SIZE + reply_capacity + align];
         let off = storage.as_ptr().align_offset(align).min(align);
         let reply = &mut storage[off..off + ReplyHeader::SIZE + reply_capacity];
-        let n = self.port.send(&request, reply)?;
+        let n = self.port.send(&request, reply).map_err(|e| match e {
+            // The driver's message callback failed the request: name the command.
+            PortError::Driver { status, .. } if status == NtStatus::REVISION_MISMATCH => {
+                PortError::VersionMismatch {
+                    client: PROTOCOL_VERSION,
+                    driver: None,
+                }
+            }
+            PortError::Driver { status, .. } => PortError::Driver {
+                command: name,
+                status,
+            },
+            PortError::Os {
+                call: "FilterSendMessage",
+                detail,
+            } => PortError::Rejected {
+                command: name,
+                detail,
+            },
+            e => e,
+        })?;
         let reply = reply.get(..n).ok_or_else(|| {
             bad(DecodeError::TooLong {
                 max: u32::try_from(reply.len()).unwrap_or(u32::MAX),
@@ -665,6 +695,116 @@ fn decode_stats(body: &[u8]) -> Result<(StatsReply, u32), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A port that answers every request with `reply` (or fails with `error`).
+    struct FakePort {
+        reply: Vec<u8>,
+        error: Option<NtStatus>,
+    }
+
+    impl Port for FakePort {
+        fn send(&mut self, _request: &[u8], reply: &mut [u8]) -> Result<usize, PortError> {
+            if let Some(status) = self.error {
+                return Err(PortError::Driver {
+                    command: "request",
+                    status,
+                });
+            }
+            reply[..self.reply.len()].copy_from_slice(&self.reply);
+            Ok(self.reply.len())
+        }
+        fn describe(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    fn client(reply: Vec<u8>, error: Option<NtStatus>) -> Client {
+        Client {
+            port: Box::new(FakePort { reply, error }),
+        }
+    }
+
+    fn reply_with(version: u32, status: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&version.to_le_bytes());
+        v.extend_from_slice(&status.to_le_bytes());
+        v.extend_from_slice(&((ReplyHeader::SIZE + body.len()) as u32).to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn driver_errors_name_the_command() {
+        let e = client(Vec::new(), Some(NtStatus::INVALID_PARAMETER))
+            .status()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PortError::Driver {
+                    command: "GetStatus",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("0xC000000D"), "{e}");
+        let e = client(Vec::new(), Some(NtStatus::REVISION_MISMATCH))
+            .version()
+            .unwrap_err();
+        assert!(matches!(e, PortError::VersionMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_reply_of_another_version_names_both() {
+        let e = client(reply_with(PROTOCOL_VERSION + 1, 0, &[0; 16]), None)
+            .version()
+            .unwrap_err();
+        match e {
+            PortError::VersionMismatch { client, driver } => {
+                assert_eq!(
+                    (client, driver),
+                    (PROTOCOL_VERSION, Some(PROTOCOL_VERSION + 1))
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn malformed_replies_are_rejected() {
+        // Declared length differs from the bytes returned.
+        let mut r = reply_with(PROTOCOL_VERSION, 0, &[0; 16]);
+        r.truncate(20);
+        assert!(matches!(
+            client(r, None).version().unwrap_err(),
+            PortError::BadReply {
+                command: "GetVersion",
+                ..
+            }
+        ));
+        // A body of the wrong size for the command.
+        assert!(matches!(
+            client(reply_with(PROTOCOL_VERSION, 0, &[0; 8]), None)
+                .status()
+                .unwrap_err(),
+            PortError::BadReply {
+                command: "GetStatus",
+                ..
+            }
+        ));
+        // A failure status in the reply header.
+        assert!(matches!(
+            client(reply_with(PROTOCOL_VERSION, 0xC000_0022, &[]), None)
+                .status()
+                .unwrap_err(),
+            PortError::Driver {
+                command: "GetStatus",
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn hresults_are_classified() {
