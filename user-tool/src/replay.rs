@@ -456,10 +456,12 @@ impl<'f> Replayer<'f> {
             } => (device_name, Some(redirector)),
         };
         self.counts.events_replayed += 1;
-        let status = NtStatus(result.status().unwrap_or(match result {
-            OpResult::FastIoDisallowed => 0xC01C_0004_u32 as i32,
-            _ => 0xC000_0001_u32 as i32, // STATUS_UNSUCCESSFUL: unknown or pending
-        }));
+        // The post-operation status: the Result column's NTSTATUS; a refused fast I/O
+        // path, an unknown Result or one that never completed (empty Result) is not a
+        // success, so post-operations do nothing for them.
+        let status = result
+            .status()
+            .map_or(NtStatus::UNSUCCESSFUL, NtStatus);
         let key: Arc<str> = fold_key(path).into();
         match op {
             Op::Create(d) => self.create(
