@@ -459,9 +459,7 @@ impl<'f> Replayer<'f> {
         // The post-operation status: the Result column's NTSTATUS; a refused fast I/O
         // path, an unknown Result or one that never completed (empty Result) is not a
         // success, so post-operations do nothing for them.
-        let status = result
-            .status()
-            .map_or(NtStatus::UNSUCCESSFUL, NtStatus);
+        let status = result.status().map_or(NtStatus::UNSUCCESSFUL, NtStatus);
         let key: Arc<str> = fold_key(path).into();
         match op {
             Op::Create(d) => self.create(
