@@ -56,14 +56,33 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Policy(PolicyCommand::Explain(args)) => policy_explain(&opts, &args, json),
         Command::Stats(args) => stats(&opts, &args, json),
         Command::Events(args) => events(&opts, &args, json),
-        Command::Load => {
-            port::load(&opts)?;
-            outln!("FlushGuard loaded{}.", offline_note(&opts));
-            Ok(exit::OK)
-        }
-        Command::Unload => {
-            port::unload(&opts)?;
-            outln!("FlushGuard unloaded{}.", offline_note(&opts));
+        Command::Load | Command::Unload => {
+            let loading = matches!(cli.command, Command::Load);
+            if loading {
+                port::load(&opts)?;
+            } else {
+                port::unload(&opts)?;
+            }
+            if json {
+                #[derive(Serialize)]
+                struct LoadJson {
+                    service: &'static str,
+                    loaded: bool,
+                    offline: bool,
+                }
+                print_json(&LoadJson {
+                    service: flushguard_engine::protocol::SERVICE_NAME,
+                    loaded: loading,
+                    offline: opts.offline,
+                })
+                .map_err(io_err("stdout"))?;
+            } else {
+                outln!(
+                    "FlushGuard {}{}.",
+                    if loading { "loaded" } else { "unloaded" },
+                    offline_note(&opts)
+                );
+            }
             Ok(exit::OK)
         }
         Command::Replay(args) => replay(&opts, &args, json),
@@ -520,7 +539,10 @@ fn policy_explain(opts: &PortOptions, args: &ExplainArgs, json: bool) -> Result<
             (c, f.display().to_string())
         }
         None => {
-            let mut c = port::open(opts)?;
+            let mut c = port::open(opts).map_err(|source| CliError::PortWithHint {
+                source,
+                hint: "Or explain against a policy file: --policy FILE.",
+            })?;
             let blob = c.get_policy()?;
             let gen = c.status()?.generation;
             let compiled = CompiledPolicy::from_blob(&blob, gen)
@@ -1059,7 +1081,10 @@ fn replay(opts: &PortOptions, args: &ReplayArgs, json: bool) -> Result<u8, CliEr
             (blob, f.display().to_string())
         }
         None => {
-            let mut c = port::open(opts)?;
+            let mut c = port::open(opts).map_err(|source| CliError::PortWithHint {
+                source,
+                hint: "Or replay under a policy file: --policy FILE.",
+            })?;
             let gen = c.status()?.generation;
             (
                 c.get_policy()?,

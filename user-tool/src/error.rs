@@ -32,6 +32,14 @@ pub enum CliError {
     /// Talking to the driver failed.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// Talking to the driver failed, for a command that can also work without it.
+    #[error("{source}\n  {hint}")]
+    PortWithHint {
+        /// Why.
+        source: PortError,
+        /// What else works.
+        hint: &'static str,
+    },
     /// A policy file could not be read or was rejected.
     #[error("policy file {}: {message}", path.display())]
     Policy {
@@ -78,7 +86,7 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Port(p) => p.exit_code(),
+            CliError::Port(p) | CliError::PortWithHint { source: p, .. } => p.exit_code(),
             CliError::Policy { .. } | CliError::MalformedTrace { .. } => exit::INVALID_INPUT,
             CliError::Usage(_) => exit::USAGE,
             CliError::PolicyDecode(_) | CliError::Trace { .. } | CliError::Io { .. } => {

@@ -201,7 +201,16 @@ fn apply_show_persist_unload_load_round_trip() {
         (r["generation"].as_u64(), r["persisted"].as_bool()),
         (Some(2), Some(true))
     );
-    e.offline().arg("unload").assert().success();
+    let u = e.json(&["unload"]);
+    assert_eq!(
+        (u["loaded"].as_bool(), u["offline"].as_bool()),
+        (Some(false), Some(true))
+    );
+    e.offline()
+        .args(["replay", "--trace", "x.csv"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("--policy FILE"));
     e.offline()
         .arg("status")
         .assert()
