@@ -6,8 +6,9 @@
 //! keeps one reusable record buffer: memory does not grow with the trace.
 //!
 //! A line is *malformed* when it does not have as many fields as the header, when a field
-//! this reader needs is not UTF-8, when the PID of a file operation is not a number, or
-//! when a WriteFile Detail lacks its Offset/Length. Malformed lines are reported with the
+//! this reader needs is not UTF-8, when the PID of a file operation is not a number, when
+//! a successful (or pending) WriteFile Detail lacks a valid Offset/Length, or when a
+//! successful rename has no `FileName:`. Malformed lines are reported with the
 //! physical line number at which the record starts (records may span lines: `Process
 //! Start` details contain bare CRs).
 
