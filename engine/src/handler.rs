@@ -7,6 +7,7 @@
 //! does a command run. Every error leaves policy, generation, counters and the
 //! event ring unchanged; SetPolicy is all or nothing.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -227,24 +228,24 @@ impl State {
     /// A GetStats snapshot of per-rule counters `first..first+max`.
     pub fn snapshot(&self, first_rule: u32, max_rules: u32) -> StatsSnapshot {
         let p = self.policy();
-        let failures_counts = self.stats.failures();
-        let mut failures = [(NtStatus::SUCCESS, 0u64); STATUS_SLOTS];
+        let counts = self.stats.failures();
+        let mut failures = Box::new([(NtStatus::SUCCESS, 0u64); STATUS_SLOTS]);
         for (i, slot) in failures.iter_mut().enumerate() {
             *slot = (
                 FAILURE_STATUSES
                     .get(i)
                     .copied()
                     .unwrap_or(NtStatus::SUCCESS),
-                failures_counts.get(i).copied().unwrap_or(0),
+                counts.get(i).copied().unwrap_or(0),
             );
         }
         StatsSnapshot {
             generation: p.generation(),
             total_rules: p.rule_count() as u32,
             first_rule,
-            global: self.stats.global().snapshot(),
-            default_rule: p.counters(None).snapshot(),
-            latency: self.stats.latency(),
+            global: Box::new(self.stats.global().snapshot()),
+            default_rule: Box::new(p.counters(None).snapshot()),
+            latency: Box::new(self.stats.latency()),
             failures,
             rules: p.rule_counter_window(first_rule, max_rules),
         }

@@ -556,6 +556,84 @@ fn check_units(field: &'static str, s: &str, max: u32) -> Result<(), DecodeError
     Ok(())
 }
 
+/// A rule problem: the field and the specific error (converted to
+/// [`PolicyError::Invalid`] by [`Policy::validate`]).
+type RuleProblem = (&'static str, DecodeError);
+
+/// Checks one rule: name (unique within `names`), matcher, action.
+///
+/// The checks are split over small functions on purpose: in unoptimised kernel
+/// builds every `?` temporary gets its own stack slot, and one function holding all
+/// of them needed a frame over 4 KiB (a `__chkstk` call, which a driver cannot link).
+fn check_rule<'a>(r: &'a Rule, names: &mut BTreeSet<&'a str>) -> Result<(), RuleProblem> {
+    check_rule_name(&r.name, names)?;
+    check_matcher(&r.matcher)?;
+    r.action.validate().map_err(|e| ("action", e))
+}
+
+fn check_rule_name<'a>(name: &'a str, names: &mut BTreeSet<&'a str>) -> Result<(), RuleProblem> {
+    check_units("name", name, MAX_RULE_NAME_UNITS).map_err(|e| ("name", e))?;
+    if name.is_empty() {
+        return Err((
+            "name",
+            DecodeError::Name {
+                field: "name",
+                problem: NameProblem::EmptyComponent,
+            },
+        ));
+    }
+    if !names.insert(name) {
+        return Err((
+            "name",
+            DecodeError::Contradictory(Contradiction::DuplicateRuleName),
+        ));
+    }
+    Ok(())
+}
+
+fn check_matcher(m: &Matcher) -> Result<(), RuleProblem> {
+    if let Some(s) = &m.share {
+        check_share(s).map_err(|e| ("share", e))?;
+    }
+    if let Some(p) = &m.path {
+        check_path(p).map_err(|e| ("path", e))?;
+    }
+    if let Some(p) = &m.process {
+        check_process(p).map_err(|e| ("process", e))?;
+    }
+    check_extensions(&m.extensions).map_err(|e| ("extensions", e))
+}
+
+fn check_share(s: &str) -> Result<(), DecodeError> {
+    check_units("share", s, MAX_SHARE_UNITS)?;
+    path::normalize_share(s).map(drop)
+}
+
+fn check_path(p: &str) -> Result<(), DecodeError> {
+    check_units("path", p, MAX_PATH_GLOB_UNITS)?;
+    path::PathGlob::new(p).map(drop)
+}
+
+fn check_process(p: &str) -> Result<(), DecodeError> {
+    check_units("process", p, MAX_PROCESS_UNITS)?;
+    path::normalize_process(p).map(drop)
+}
+
+fn check_extensions(extensions: &[String]) -> Result<(), DecodeError> {
+    if extensions.len() > MAX_EXTENSIONS as usize {
+        return Err(DecodeError::LimitExceeded {
+            what: "extensions",
+            max: MAX_EXTENSIONS,
+            got: u32::try_from(extensions.len()).unwrap_or(u32::MAX),
+        });
+    }
+    for e in extensions {
+        check_units("extensions", e, MAX_EXTENSION_UNITS)?;
+        path::normalize_extension(e)?;
+    }
+    Ok(())
+}
+
 impl Policy {
     /// No rules; everything passes. What the driver runs before any policy is
     /// loaded.
@@ -591,52 +669,9 @@ impl Policy {
             .map_err(|e| PolicyError::invalid(None, None, "default", e))?;
         let mut names = BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
-            let inv = |field, e| PolicyError::invalid(Some(i), Some(&r.name), field, e);
-            check_units("name", &r.name, MAX_RULE_NAME_UNITS).map_err(|e| inv("name", e))?;
-            if r.name.is_empty() {
-                return Err(inv(
-                    "name",
-                    DecodeError::Name {
-                        field: "name",
-                        problem: NameProblem::EmptyComponent,
-                    },
-                ));
+            if let Err((field, e)) = check_rule(r, &mut names) {
+                return Err(PolicyError::invalid(Some(i), Some(&r.name), field, e));
             }
-            if !names.insert(r.name.as_str()) {
-                return Err(inv(
-                    "name",
-                    DecodeError::Contradictory(Contradiction::DuplicateRuleName),
-                ));
-            }
-            let m = &r.matcher;
-            if let Some(s) = &m.share {
-                check_units("share", s, MAX_SHARE_UNITS).map_err(|e| inv("share", e))?;
-                path::normalize_share(s).map_err(|e| inv("share", e))?;
-            }
-            if let Some(p) = &m.path {
-                check_units("path", p, MAX_PATH_GLOB_UNITS).map_err(|e| inv("path", e))?;
-                path::PathGlob::new(p).map_err(|e| inv("path", e))?;
-            }
-            if let Some(p) = &m.process {
-                check_units("process", p, MAX_PROCESS_UNITS).map_err(|e| inv("process", e))?;
-                path::normalize_process(p).map_err(|e| inv("process", e))?;
-            }
-            if m.extensions.len() > MAX_EXTENSIONS as usize {
-                return Err(inv(
-                    "extensions",
-                    DecodeError::LimitExceeded {
-                        what: "extensions",
-                        max: MAX_EXTENSIONS,
-                        got: u32::try_from(m.extensions.len()).unwrap_or(u32::MAX),
-                    },
-                ));
-            }
-            for e in &m.extensions {
-                check_units("extensions", e, MAX_EXTENSION_UNITS)
-                    .map_err(|er| inv("extensions", er))?;
-                path::normalize_extension(e).map_err(|er| inv("extensions", er))?;
-            }
-            r.action.validate().map_err(|e| inv("action", e))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! IRQL (the memory is non-paged in the driver), never blocks, never allocates.
 //! A snapshot is not atomic across counters (each value is exact on its own).
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -150,6 +151,11 @@ impl Stats {
 }
 
 /// A decoded (or captured) GetStats reply.
+///
+/// The fixed-size arrays are boxed: the snapshot is built and decoded in kernel
+/// code too (GetStats), where a 700-byte value copied through unoptimised frames
+/// would push them past the 4 KiB that needs `__chkstk` (kernel stacks are 12-24
+/// KiB). Indexing and iteration work as on arrays (`Box<[T; N]>` derefs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Policy generation of the per-rule counters.
@@ -159,13 +165,13 @@ pub struct StatsSnapshot {
     /// Index of `rules[0]`.
     pub first_rule: u32,
     /// Global counters ([`Counter`] order).
-    pub global: [u64; COUNTER_COUNT],
+    pub global: Box<[u64; COUNTER_COUNT]>,
     /// Default-action counters.
-    pub default_rule: [u64; COUNTER_COUNT],
+    pub default_rule: Box<[u64; COUNTER_COUNT]>,
     /// Flush latency histogram, [`LATENCY_BUCKETS`] buckets (µs, log2).
-    pub latency: [u64; LATENCY_BUCKETS],
+    pub latency: Box<[u64; LATENCY_BUCKETS]>,
     /// Flush failures: (status, count); the last slot has status 0 = other.
-    pub failures: [(NtStatus, u64); STATUS_SLOTS],
+    pub failures: Box<[(NtStatus, u64); STATUS_SLOTS]>,
     /// Per-rule counters for rules `first_rule..`.
     pub rules: Vec<[u64; COUNTER_COUNT]>,
 }
@@ -190,12 +196,12 @@ impl StatsSnapshot {
         for v in self
             .global
             .iter()
-            .chain(&self.default_rule)
-            .chain(&self.latency)
+            .chain(self.default_rule.iter())
+            .chain(self.latency.iter())
         {
             w.u64(*v)?;
         }
-        for (s, n) in &self.failures {
+        for (s, n) in self.failures.iter() {
             w.u32(s.to_bits())?;
             w.u32(0)?;
             w.u64(*n)?;
@@ -230,53 +236,60 @@ impl StatsSnapshot {
                 got: buf.len() as u32,
             });
         }
-        let arr = |r: &mut Reader<'_>| -> Result<[u64; COUNTER_COUNT], DecodeError> {
-            let mut a = [0u64; COUNTER_COUNT];
-            for v in &mut a {
-                *v = r.u64()?;
-            }
-            Ok(a)
-        };
-        let global = arr(&mut r)?;
-        let default_rule = arr(&mut r)?;
-        let mut latency = [0u64; LATENCY_BUCKETS];
-        for v in &mut latency {
-            *v = r.u64()?;
-        }
-        let mut failures = [(NtStatus::SUCCESS, 0u64); STATUS_SLOTS];
-        for (i, slot) in failures.iter_mut().enumerate() {
-            let s = NtStatus::from_bits(r.u32()?);
-            r.reserved32("StatsReply.failure.reserved")?;
-            let expected = FAILURE_STATUSES
-                .get(i)
-                .copied()
-                .unwrap_or(NtStatus::SUCCESS);
-            if s != expected {
-                return Err(DecodeError::BadValue {
-                    field: "StatsReply.failure.status",
-                    value: s.to_bits(),
-                });
-            }
-            *slot = (s, r.u64()?);
-        }
-        let mut rules = Vec::with_capacity(h.returned_rules as usize);
-        for _ in 0..h.returned_rules {
-            rules.push(arr(&mut r)?);
-        }
-        Ok(StatsSnapshot {
+        let mut snap = StatsSnapshot {
             generation: h.generation,
             total_rules: h.total_rules,
             first_rule: h.first_rule,
-            global,
-            default_rule,
-            latency,
-            failures,
-            rules,
-        })
+            global: Box::new([0; COUNTER_COUNT]),
+            default_rule: Box::new([0; COUNTER_COUNT]),
+            latency: Box::new([0; LATENCY_BUCKETS]),
+            failures: Box::new([(NtStatus::SUCCESS, 0); STATUS_SLOTS]),
+            rules: Vec::with_capacity(h.returned_rules as usize),
+        };
+        read_u64s(&mut r, &mut snap.global[..])?;
+        read_u64s(&mut r, &mut snap.default_rule[..])?;
+        read_u64s(&mut r, &mut snap.latency[..])?;
+        read_failures(&mut r, &mut snap.failures[..])?;
+        for _ in 0..h.returned_rules {
+            let mut set = [0u64; COUNTER_COUNT];
+            read_u64s(&mut r, &mut set)?;
+            snap.rules.push(set);
+        }
+        Ok(snap)
     }
 
     /// Value of counter `c` in the global set.
     pub fn global(&self, c: Counter) -> u64 {
         self.global.get(c as usize).copied().unwrap_or(0)
     }
+}
+
+/// Reads `out.len()` little-endian u64 values in place. Error: `TooShort`.
+fn read_u64s(r: &mut Reader<'_>, out: &mut [u64]) -> Result<(), DecodeError> {
+    for v in out {
+        *v = r.u64()?;
+    }
+    Ok(())
+}
+
+/// Reads the failure slots in place: each slot's status must be the one
+/// [`FAILURE_STATUSES`] puts there (0 for the last, "other"), reserved zero.
+/// Errors: `TooShort`, `NonZeroReserved`, `BadValue`.
+fn read_failures(r: &mut Reader<'_>, out: &mut [(NtStatus, u64)]) -> Result<(), DecodeError> {
+    for (i, slot) in out.iter_mut().enumerate() {
+        let s = NtStatus::from_bits(r.u32()?);
+        r.reserved32("StatsReply.failure.reserved")?;
+        let expected = FAILURE_STATUSES
+            .get(i)
+            .copied()
+            .unwrap_or(NtStatus::SUCCESS);
+        if s != expected {
+            return Err(DecodeError::BadValue {
+                field: "StatsReply.failure.status",
+                value: s.to_bits(),
+            });
+        }
+        *slot = (s, r.u64()?);
+    }
+    Ok(())
 }
