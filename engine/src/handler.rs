@@ -18,13 +18,16 @@ use flushguard_protocol::events::{
     EventKind, EventRecord, EventsReplyHeader, EVENT_FLAG_PERSISTED, NO_RULE,
 };
 use flushguard_protocol::message::check_output_buffer;
-use flushguard_protocol::stats::{StatsReplyHeader, FAILURE_STATUSES, STATUS_SLOTS};
+use flushguard_protocol::stats::{
+    StatsReplyHeader, CALLBACK_COUNTER_COUNT, FAILURE_STATUSES, STATUS_SLOTS,
+};
 use flushguard_protocol::{
     Capabilities, Command, DecodeError, EventsRequest, NtStatus, ReplyHeader, RequestFlags,
     RequestHeader, SetPolicyResult, StatsRequest, StatusFlags, StatusInfo, VersionInfo,
     PROTOCOL_VERSION,
 };
 
+use crate::callbacks::CallbackCounters;
 use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
 use crate::matcher::CompiledPolicy;
 use crate::policy::FlushMethod;
@@ -41,6 +44,7 @@ pub struct State {
     set_lock: spin::Mutex<()>,
     next_generation: AtomicU64,
     stats: Stats,
+    callback_counters: CallbackCounters,
     events: EventRing,
     clock: fn() -> u64,
     version: (u16, u16, u16),
@@ -87,6 +91,7 @@ impl State {
             set_lock: spin::Mutex::new(()),
             next_generation: AtomicU64::new(1),
             stats: Stats::new(),
+            callback_counters: CallbackCounters::new(),
             events: EventRing::new(capacity),
             clock,
             version,
@@ -109,6 +114,12 @@ impl State {
     /// Global statistics.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The callback layer's per-cause counters ([`crate::callbacks::Counter`]),
+    /// reported by GetStats with `RequestFlags::CALLBACK_COUNTERS`.
+    pub fn callback_counters(&self) -> &CallbackCounters {
+        &self.callback_counters
     }
 
     /// The event ring.
@@ -225,7 +236,9 @@ impl State {
         }
     }
 
-    /// A GetStats snapshot of per-rule counters `first..first+max`.
+    /// A GetStats snapshot of per-rule counters `first..first+max`, with the
+    /// callback-layer counters (`callbacks` is always `Some`; the handler drops
+    /// them for a request without `RequestFlags::CALLBACK_COUNTERS`).
     pub fn snapshot(&self, first_rule: u32, max_rules: u32) -> StatsSnapshot {
         let p = self.policy();
         let counts = self.stats.failures();
@@ -247,6 +260,7 @@ impl State {
             default_rule: Box::new(p.counters(None).snapshot()),
             latency: Box::new(self.stats.latency()),
             failures,
+            callbacks: Some(Box::new(self.callback_counters.snapshot())),
             rules: p.rule_counter_window(first_rule, max_rules),
         }
     }
@@ -337,11 +351,18 @@ pub fn handle(state: &State, request: &[u8], reply: &mut [u8]) -> Result<Outcome
             }
             Command::GetStats => {
                 let req = StatsRequest::decode(body).map_err(|e| e.ntstatus())?;
+                let with_callbacks = hdr.flags.contains(RequestFlags::CALLBACK_COUNTERS);
                 let p = state.policy();
                 let available = (p.rule_count() as u32)
                     .saturating_sub(req.first_rule)
                     .min(req.max_rules);
-                let need = StatsReplyHeader::body_len(available).unwrap_or(usize::MAX);
+                let callback_counters = if with_callbacks {
+                    CALLBACK_COUNTER_COUNT as u32
+                } else {
+                    0
+                };
+                let need = StatsReplyHeader::body_len_with(available, callback_counters)
+                    .unwrap_or(usize::MAX);
                 if room < need {
                     return Err(too_small(
                         ReplyHeader::SIZE.saturating_add(need),
@@ -349,10 +370,15 @@ pub fn handle(state: &State, request: &[u8], reply: &mut [u8]) -> Result<Outcome
                     ));
                 }
                 drop(p);
-                state.snapshot(req.first_rule, available).write(&mut w)
+                let mut snap = state.snapshot(req.first_rule, available);
+                if !with_callbacks {
+                    snap.callbacks = None;
+                }
+                snap.write(&mut w)
             }
             Command::ResetStats => {
                 state.stats.reset();
+                state.callback_counters.reset();
                 state.policy().reset_counters();
                 let gen = state.policy().generation();
                 state.events.push(
@@ -425,7 +451,11 @@ pub fn handle_vec(
             Command::GetPolicy => ReplyHeader::SIZE + state.policy().blob().len(),
             Command::GetStats => {
                 ReplyHeader::SIZE
-                    + StatsReplyHeader::body_len(state.policy().rule_count() as u32).unwrap_or(0)
+                    + StatsReplyHeader::body_len_with(
+                        state.policy().rule_count() as u32,
+                        CALLBACK_COUNTER_COUNT as u32,
+                    )
+                    .unwrap_or(0)
             }
             Command::GetEvents => {
                 ReplyHeader::SIZE

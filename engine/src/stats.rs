@@ -11,8 +11,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use flushguard_protocol::codec::{Reader, Writer};
 use flushguard_protocol::stats::{
-    failure_slot, latency_bucket, Counter, StatsReplyHeader, COUNTER_COUNT, FAILURE_STATUSES,
-    LATENCY_BUCKETS, STATUS_SLOTS,
+    failure_slot, latency_bucket, CallbackCounter, Counter, StatsReplyHeader,
+    CALLBACK_COUNTER_COUNT, COUNTER_COUNT, FAILURE_STATUSES, LATENCY_BUCKETS, STATUS_SLOTS,
 };
 use flushguard_protocol::{DecodeError, NtStatus, StatusClass};
 
@@ -172,6 +172,10 @@ pub struct StatsSnapshot {
     pub latency: Box<[u64; LATENCY_BUCKETS]>,
     /// Flush failures: (status, count); the last slot has status 0 = other.
     pub failures: Box<[(NtStatus, u64); STATUS_SLOTS]>,
+    /// Callback-layer counters in [`CallbackCounter`] order (every fail-open and
+    /// skip cause); `None` when the GetStats request did not set
+    /// `RequestFlags::CALLBACK_COUNTERS` (the reply then has no such section).
+    pub callbacks: Option<Box<[u64; CALLBACK_COUNTER_COUNT]>>,
     /// Per-rule counters for rules `first_rule..`.
     pub rules: Vec<[u64; COUNTER_COUNT]>,
 }
@@ -179,7 +183,18 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// Encoded body length in bytes; `None` on overflow.
     pub fn encoded_len(&self) -> Option<usize> {
-        StatsReplyHeader::body_len(u32::try_from(self.rules.len()).ok()?)
+        StatsReplyHeader::body_len_with(
+            u32::try_from(self.rules.len()).ok()?,
+            self.callback_counter_count(),
+        )
+    }
+
+    fn callback_counter_count(&self) -> u32 {
+        if self.callbacks.is_some() {
+            CALLBACK_COUNTER_COUNT as u32
+        } else {
+            0
+        }
     }
 
     /// Writes the GetStats reply body (layout in [`flushguard_protocol::stats`]).
@@ -191,6 +206,7 @@ impl StatsSnapshot {
             first_rule: self.first_rule,
             returned_rules: u32::try_from(self.rules.len())
                 .map_err(|_| DecodeError::Overflow { field: "rules" })?,
+            callback_counters: self.callback_counter_count(),
         }
         .write(w)?;
         for v in self
@@ -206,6 +222,9 @@ impl StatsSnapshot {
             w.u32(0)?;
             w.u64(*n)?;
         }
+        for v in self.callbacks.iter().flat_map(|c| c.iter()) {
+            w.u64(*v)?;
+        }
         for r in &self.rules {
             for v in r {
                 w.u64(*v)?;
@@ -214,14 +233,16 @@ impl StatsSnapshot {
         Ok(())
     }
 
-    /// Decodes a GetStats reply body.
+    /// Decodes a GetStats reply body, with or without the callback section (the
+    /// header's `callback_counter_count` says which). The arrays are filled in
+    /// place on the heap (small stack frame, see the type's docs).
     ///
     /// Errors: `TooShort`, `TooLong` (trailing bytes), `BadValue`,
     /// `NonZeroReserved`, `Overflow`.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let h = StatsReplyHeader::read(&mut r)?;
-        let need = StatsReplyHeader::body_len(h.returned_rules).ok_or(DecodeError::Overflow {
+        let need = h.announced_body_len().ok_or(DecodeError::Overflow {
             field: "returned_rules",
         })?;
         if buf.len() < need {
@@ -244,12 +265,18 @@ impl StatsSnapshot {
             default_rule: Box::new([0; COUNTER_COUNT]),
             latency: Box::new([0; LATENCY_BUCKETS]),
             failures: Box::new([(NtStatus::SUCCESS, 0); STATUS_SLOTS]),
+            callbacks: None,
             rules: Vec::with_capacity(h.returned_rules as usize),
         };
         read_u64s(&mut r, &mut snap.global[..])?;
         read_u64s(&mut r, &mut snap.default_rule[..])?;
         read_u64s(&mut r, &mut snap.latency[..])?;
         read_failures(&mut r, &mut snap.failures[..])?;
+        if h.callback_counters != 0 {
+            let mut callbacks = Box::new([0; CALLBACK_COUNTER_COUNT]);
+            read_u64s(&mut r, &mut callbacks[..])?;
+            snap.callbacks = Some(callbacks);
+        }
         for _ in 0..h.returned_rules {
             let mut set = [0u64; COUNTER_COUNT];
             read_u64s(&mut r, &mut set)?;
@@ -261,6 +288,14 @@ impl StatsSnapshot {
     /// Value of counter `c` in the global set.
     pub fn global(&self, c: Counter) -> u64 {
         self.global.get(c as usize).copied().unwrap_or(0)
+    }
+
+    /// Value of callback-layer counter `c`; `None` when the reply had no callback
+    /// section.
+    pub fn callback(&self, c: CallbackCounter) -> Option<u64> {
+        self.callbacks
+            .as_ref()
+            .and_then(|v| v.get(c as usize).copied())
     }
 }
 

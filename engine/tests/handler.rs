@@ -575,3 +575,63 @@ proptest! {
         prop_assert_eq!(Policy::decode(&got).unwrap(), p);
     }
 }
+
+#[test]
+fn get_stats_callback_section_is_opt_in_and_sized() {
+    use flushguard_engine::callbacks::Counter as Cb;
+    use flushguard_engine::protocol::stats::{StatsReplyHeader, CALLBACK_COUNTER_COUNT};
+    let st = state();
+    st.callback_counters().bump(Cb::NameQueryFailed);
+    st.callback_counters().bump(Cb::NameQueryFailed);
+    st.callback_counters().bump(Cb::PolicyAboveApcLevel);
+    let sr = body::<8>(|w| {
+        w.u32(0).unwrap();
+        w.u32(10).unwrap();
+    });
+    let with = req(Command::GetStats, RequestFlags::CALLBACK_COUNTERS, &sr);
+    let b = ok(&st, &with);
+    let snap = StatsSnapshot::decode(&b).unwrap();
+    assert_eq!(snap.callback(Cb::NameQueryFailed), Some(2));
+    assert_eq!(snap.callback(Cb::PolicyAboveApcLevel), Some(1));
+    assert_eq!(snap.callback(Cb::FlushOk), Some(0));
+    assert_eq!(
+        b.len(),
+        StatsReplyHeader::body_len_with(0, CALLBACK_COUNTER_COUNT as u32).unwrap()
+    );
+    // Re-encoding the decoded snapshot gives the same bytes.
+    let mut again = vec![0u8; snap.encoded_len().unwrap()];
+    snap.write(&mut Writer::new(&mut again)).unwrap();
+    assert_eq!(again, b);
+    // The section sits after the failure slots, index = Counter order.
+    let at = b.len() - CALLBACK_COUNTER_COUNT * 8 + Cb::NameQueryFailed as usize * 8;
+    assert_eq!(b[at..at + 8], 2u64.to_le_bytes());
+
+    let without = ok(&st, &req(Command::GetStats, RequestFlags::empty(), &sr));
+    assert_eq!(without.len(), StatsReplyHeader::body_len(0).unwrap());
+    assert_eq!(
+        StatsSnapshot::decode(&without)
+            .unwrap()
+            .callback(Cb::NameQueryFailed),
+        None
+    );
+
+    // A reply buffer that holds the plain reply but not the section.
+    let mut reply = vec![0u8; ReplyHeader::SIZE + without.len()];
+    let before = observe(&st);
+    assert_eq!(
+        handle(&st, &with, &mut reply).unwrap_err(),
+        NtStatus::BUFFER_TOO_SMALL
+    );
+    assert_eq!(observe(&st), before);
+    // Truncated or extended sections are rejected.
+    assert!(StatsSnapshot::decode(&b[..b.len() - 8]).is_err());
+    let mut long = b.clone();
+    long.extend_from_slice(&[0; 8]);
+    assert!(StatsSnapshot::decode(&long).is_err());
+
+    // ResetStats zeroes them.
+    ok(&st, &req(Command::ResetStats, RequestFlags::empty(), &[]));
+    assert_eq!(st.callback_counters().get(Cb::NameQueryFailed), 0);
+    let snap = StatsSnapshot::decode(&ok(&st, &with)).unwrap();
+    assert!(snap.callbacks.unwrap().iter().all(|&v| v == 0));
+}

@@ -22,7 +22,8 @@ pub enum Command {
     /// 3: replace the policy with the blob in the body, all or nothing;
     /// [`RequestFlags::PERSIST`] also stores it in the registry ([`SetPolicyResult`]).
     SetPolicy,
-    /// 4: counters ([`StatsRequest`] -> [`crate::stats::StatsReplyHeader`] + arrays).
+    /// 4: counters ([`StatsRequest`] -> [`crate::stats::StatsReplyHeader`] + arrays);
+    /// [`RequestFlags::CALLBACK_COUNTERS`] adds the callback-layer counters.
     GetStats,
     /// 5: zero all counters.
     ResetStats,
@@ -73,6 +74,7 @@ impl Command {
     pub const fn allowed_flags(self) -> RequestFlags {
         match self {
             Command::SetPolicy => RequestFlags::PERSIST,
+            Command::GetStats => RequestFlags::CALLBACK_COUNTERS,
             _ => RequestFlags::empty(),
         }
     }
@@ -98,6 +100,12 @@ bitflags::bitflags! {
         /// SetPolicy: after validation, also write the blob to the registry value
         /// [`crate::REGISTRY_POLICY_VALUE`] so it is loaded at boot.
         const PERSIST = 0x0001;
+        /// GetStats: also return the callback-layer counters (every fail-open and
+        /// skip cause, [`crate::stats::CallbackCounter`]) after the failure slots.
+        /// Opt-in so that the reply of a request without it keeps the version-1
+        /// layout byte for byte (no protocol version change); a driver that predates
+        /// the flag refuses it with `STATUS_INVALID_PARAMETER` (undefined flag bits).
+        const CALLBACK_COUNTERS = 0x0002;
     }
 }
 

@@ -5,14 +5,22 @@
 //!   generation u64 @0       total_rules u32 @8     first_rule u32 @12
 //!   returned_rules u32 @16  counter_count u32 @20 (= COUNTER_COUNT)
 //!   histogram_buckets u32 @24 (= LATENCY_BUCKETS)  status_slots u32 @28 (= STATUS_SLOTS)
-//!   reserved u64 @32 = 0
+//!   callback_counter_count u32 @32 (0, or CALLBACK_COUNTER_COUNT when the request
+//!     set RequestFlags::CALLBACK_COUNTERS)        reserved u32 @36 = 0
 //! global counters:        counter_count x u64
 //! default-rule counters:  counter_count x u64
 //! flush latency histogram: histogram_buckets x u64 (bucket i: see latency_bucket)
 //! flush failures by status: status_slots x { status u32, reserved u32 = 0, count u64 }
 //!   (slot order = FAILURE_STATUSES, last slot status 0 = "any other status")
+//! callback-layer counters: callback_counter_count x u64 (CallbackCounter order)
 //! per-rule counters: returned_rules x counter_count x u64 (rules first_rule..)
 //! ```
+//!
+//! Compatibility: bytes 32..40 were a reserved u64 in the first layout. Without
+//! `CALLBACK_COUNTERS` the driver writes 0 there and no callback section, so the
+//! reply is byte for byte the original one and [`crate::PROTOCOL_VERSION`] stays 1;
+//! a client sets the flag to opt in. The section sits before the per-rule
+//! counters so every fixed-size part precedes the variable one.
 
 use crate::codec::{Reader, Writer};
 use crate::{DecodeError, NtStatus};
@@ -78,6 +86,108 @@ counters! {
     FlushFailuresRetryable = 16, "flush_failures_retryable";
 }
 
+macro_rules! callback_counters {
+    ($( $(#[$m:meta])* $name:ident = $idx:expr, $label:expr; )*) => {
+        /// Index of a callback-layer counter in the GetStats callback section: why
+        /// the driver's callbacks did, skipped or failed something (every fail-open
+        /// cause has its own counter). Wire order = index; new counters are only
+        /// ever appended.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum CallbackCounter { $( $(#[$m])* $name = $idx, )* }
+
+        impl CallbackCounter {
+            /// All callback counters in index (= wire) order.
+            pub const ALL: [CallbackCounter; CALLBACK_COUNTER_COUNT] =
+                [ $( CallbackCounter::$name ),* ];
+
+            /// Stable snake_case label (CLI output, JSON keys).
+            pub const fn label(self) -> &'static str {
+                match self { $( CallbackCounter::$name => $label, )* }
+            }
+
+            /// The Rust name (`NameQueryFailed`), as `flushctl replay` reports it.
+            pub const fn name(self) -> &'static str {
+                match self { $( CallbackCounter::$name => stringify!($name), )* }
+            }
+        }
+    };
+}
+
+/// Number of callback-layer counters ([`CallbackCounter`]).
+pub const CALLBACK_COUNTER_COUNT: usize = 32;
+
+callback_counters! {
+    /// A pre-create set `FILE_WRITE_THROUGH`.
+    CreateWriteThroughSet = 0, "create_write_through_set";
+    /// A post-create attached a stream-handle context.
+    ContextAttached = 1, "context_attached";
+    /// A pre-write set `SL_WRITE_THROUGH`.
+    WriteThroughSet = 2, "write_through_set";
+    /// A pre-write returned `FLT_PREOP_DISALLOW_FASTIO`.
+    FastIoDisallowed = 3, "fast_io_disallowed";
+    /// A pre-write returned `FLT_PREOP_SYNCHRONIZE` for flush-after-write.
+    WriteSynchronized = 4, "write_synchronized";
+    /// A post-write deferred its flush with `FltDoCompletionProcessingWhenSafe`.
+    FlushDeferred = 5, "flush_deferred";
+    /// An application flush type was upgraded.
+    AppFlushUpgraded = 6, "app_flush_upgraded";
+    /// A flush FlushGuard issued succeeded.
+    FlushOk = 7, "flush_ok";
+    /// A flush FlushGuard issued failed with a benign status.
+    FlushFailedBenign = 8, "flush_failed_benign";
+    /// A flush FlushGuard issued failed with a retryable status.
+    FlushFailedRetryable = 9, "flush_failed_retryable";
+    /// A flush FlushGuard issued failed with a permanent status.
+    FlushFailedPermanent = 10, "flush_failed_permanent";
+    /// `FltFlushBuffers2` missing: a typed flush ran as a full `FltFlushBuffers`.
+    FlushTypeWidened = 11, "flush_type_widened";
+    /// A native flush ran through `FltFlushBuffers(2)` instead: at cleanup, after
+    /// cleanup, outside the issuing thread of a synchronized write, or on a
+    /// `FO_SYNCHRONOUS_IO` file object (a second IRP_MJ_CLEANUP or a file object
+    /// lock self-deadlock would follow otherwise).
+    NativeFlushViaFilter = 12, "native_flush_via_filter";
+    /// Flush flags with no `FLUSH_FLAGS_*` equivalent (purge) for the native method.
+    FlushFlagsUnsupported = 13, "flush_flags_unsupported";
+    /// Flush skipped: paging I/O.
+    FlushSkippedPagingIo = 14, "flush_skipped_paging_io";
+    /// Flush skipped: a top-level IRP is set on this thread.
+    FlushSkippedTopLevelIrp = 15, "flush_skipped_top_level_irp";
+    /// Flush skipped: IRQL above PASSIVE_LEVEL where it had to run.
+    FlushSkippedIrql = 16, "flush_skipped_irql";
+    /// Flush skipped: `FltDoCompletionProcessingWhenSafe` returned FALSE.
+    FlushSkippedNotDeferrable = 17, "flush_skipped_not_deferrable";
+    /// Flush skipped: the thread is already inside one of our flushes, or every
+    /// recursion-guard slot is taken.
+    FlushSkippedRecursion = 18, "flush_skipped_recursion";
+    /// Flush skipped: the operation is draining (instance teardown).
+    FlushSkippedDraining = 19, "flush_skipped_draining";
+    /// The user's write failed; nothing done after it.
+    WriteFailed = 20, "write_failed";
+    /// Our own flush (or its paging writes / cleanup) re-entered and passed through.
+    OwnIoPassedThrough = 21, "own_io_passed_through";
+    /// `FltGetFileNameInformation` / parse failed: operation passed through.
+    NameQueryFailed = 22, "name_query_failed";
+    /// MUP provider lookup failed: treated as not on a share.
+    ProviderQueryFailed = 23, "provider_query_failed";
+    /// Requestor image lookup failed: matched with an empty image name.
+    ProcessQueryFailed = 24, "process_query_failed";
+    /// A stream-handle context could not be allocated, set or read.
+    ContextFailed = 25, "context_failed";
+    /// `ObOpenObjectByPointer` failed: native flush not issued.
+    HandleOpenFailed = 26, "handle_open_failed";
+    /// `ZwClose` of our kernel handle failed.
+    HandleCloseFailed = 27, "handle_close_failed";
+    /// A cached rule was stale (policy changed) and could not be refreshed here.
+    StaleRulePassedThrough = 28, "stale_rule_passed_through";
+    /// A cached rule was refreshed after a policy change.
+    RuleRefreshed = 29, "rule_refreshed";
+    /// A callback arrived while unloading and passed through.
+    CallbackDuringUnload = 30, "callback_during_unload";
+    /// The policy was needed above APC_LEVEL (never expected; passed through).
+    PolicyAboveApcLevel = 31, "policy_above_apc_level";
+}
+
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot
 /// (status 0) counts every other failure.
 pub const FAILURE_STATUSES: [NtStatus; 9] = [
@@ -137,19 +247,35 @@ pub struct StatsReplyHeader {
     pub first_rule: u32,
     /// Per-rule entries in this reply.
     pub returned_rules: u32,
+    /// Callback-layer counters in this reply: 0, or [`CALLBACK_COUNTER_COUNT`]
+    /// when the request set `RequestFlags::CALLBACK_COUNTERS`.
+    pub callback_counters: u32,
 }
 
 impl StatsReplyHeader {
     /// Encoded size in bytes.
     pub const SIZE: usize = 40;
 
-    /// Body size in bytes for `returned_rules` entries; `None` on overflow.
+    /// Body size in bytes for `returned_rules` entries without the callback
+    /// section (a request without `CALLBACK_COUNTERS`); `None` on overflow.
     pub fn body_len(returned_rules: u32) -> Option<usize> {
+        Self::body_len_with(returned_rules, 0)
+    }
+
+    /// Body size in bytes for `returned_rules` per-rule entries and
+    /// `callback_counters` callback-layer counters; `None` on overflow.
+    pub fn body_len_with(returned_rules: u32, callback_counters: u32) -> Option<usize> {
         let set = COUNTER_COUNT * 8;
         let fixed = Self::SIZE + 2 * set + LATENCY_BUCKETS * 8 + STATUS_SLOTS * 16;
         (returned_rules as usize)
             .checked_mul(set)?
+            .checked_add((callback_counters as usize).checked_mul(8)?)?
             .checked_add(fixed)
+    }
+
+    /// Body size in bytes this header announces; `None` on overflow.
+    pub fn announced_body_len(&self) -> Option<usize> {
+        Self::body_len_with(self.returned_rules, self.callback_counters)
     }
 
     /// Writes the header.
@@ -161,11 +287,14 @@ impl StatsReplyHeader {
         w.u32(COUNTER_COUNT as u32)?;
         w.u32(LATENCY_BUCKETS as u32)?;
         w.u32(STATUS_SLOTS as u32)?;
-        w.u64(0)
+        w.u32(self.callback_counters)?;
+        w.u32(0)
     }
 
     /// Reads the header. Errors: `TooShort`, `BadValue` (array sizes differ from
-    /// this build), `NonZeroReserved`, `Overflow` (first_rule + returned_rules).
+    /// this build; `callback_counter_count` neither 0 nor
+    /// [`CALLBACK_COUNTER_COUNT`]), `NonZeroReserved`, `Overflow` (first_rule +
+    /// returned_rules).
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let generation = r.u64()?;
         let total_rules = r.u32()?;
@@ -181,11 +310,14 @@ impl StatsReplyHeader {
                 return Err(DecodeError::BadValue { field, value: v });
             }
         }
-        if r.u64()? != 0 {
-            return Err(DecodeError::NonZeroReserved {
-                field: "StatsReplyHeader.reserved",
+        let callback_counters = r.u32()?;
+        if callback_counters != 0 && callback_counters as usize != CALLBACK_COUNTER_COUNT {
+            return Err(DecodeError::BadValue {
+                field: "StatsReplyHeader.callback_counter_count",
+                value: callback_counters,
             });
         }
+        r.reserved32("StatsReplyHeader.reserved")?;
         if first_rule.checked_add(returned_rules).is_none() {
             return Err(DecodeError::Overflow {
                 field: "StatsReplyHeader.first_rule+returned_rules",
@@ -196,11 +328,15 @@ impl StatsReplyHeader {
             total_rules,
             first_rule,
             returned_rules,
+            callback_counters,
         })
     }
 }
 
-const_assert_eq!(StatsReplyHeader::SIZE, 8 + 4 * 6 + 8);
+const_assert_eq!(StatsReplyHeader::SIZE, 8 + 4 * 8);
+const_assert_eq!(CallbackCounter::ALL.len(), CALLBACK_COUNTER_COUNT);
+// Every fixed part of the reply keeps the u64 arrays 8-byte aligned.
+const_assert_eq!(StatsReplyHeader::SIZE % 8, 0);
 const_assert_eq!(Counter::ALL.len(), COUNTER_COUNT);
 
 #[cfg(test)]
@@ -227,6 +363,39 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }
+    }
+
+    #[test]
+    fn callback_counter_indices_are_dense_and_labels_unique() {
+        for (i, c) in CallbackCounter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert!(c
+                .label()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        for (i, a) in CallbackCounter::ALL.iter().enumerate() {
+            for b in &CallbackCounter::ALL[i + 1..] {
+                assert_ne!(a.label(), b.label());
+                assert_ne!(a.name(), b.name());
+            }
+        }
+        assert_eq!(CallbackCounter::NameQueryFailed.name(), "NameQueryFailed");
+        assert_eq!(
+            CallbackCounter::NameQueryFailed.label(),
+            "name_query_failed"
+        );
+    }
+
+    #[test]
+    fn body_lengths() {
+        let fixed = 40 + 2 * 17 * 8 + 32 * 8 + 10 * 16;
+        assert_eq!(StatsReplyHeader::body_len(0), Some(fixed));
+        assert_eq!(StatsReplyHeader::body_len(2), Some(fixed + 2 * 17 * 8));
+        assert_eq!(
+            StatsReplyHeader::body_len_with(2, CALLBACK_COUNTER_COUNT as u32),
+            Some(fixed + 2 * 17 * 8 + CALLBACK_COUNTER_COUNT * 8)
+        );
     }
 
     #[test]

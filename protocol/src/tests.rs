@@ -473,6 +473,7 @@ fn events_and_stats_layouts_round_trip() {
         total_rules: 10,
         first_rule: 2,
         returned_rules: 4,
+        callback_counters: 0,
     };
     let mut sb = [0u8; StatsReplyHeader::SIZE];
     s.write(&mut Writer::new(&mut sb)).unwrap();
@@ -548,4 +549,87 @@ proptest! {
         prop_assert_eq!(h.flags, flags);
         prop_assert_eq!(b, &body[..]);
     }
+}
+
+/// GetStats reply header, golden bytes: without the callback section bytes 32..40
+/// are zero (the version-1 layout, where they were one reserved u64); with it the
+/// count sits at 32 and 36..40 stay reserved.
+#[test]
+fn golden_stats_reply_header() {
+    use crate::stats::CALLBACK_COUNTER_COUNT;
+    let mut h = StatsReplyHeader {
+        generation: 0x0102_0304_0506_0708,
+        total_rules: 5,
+        first_rule: 1,
+        returned_rules: 2,
+        callback_counters: 0,
+    };
+    let mut b = [0u8; StatsReplyHeader::SIZE];
+    h.write(&mut Writer::new(&mut b)).unwrap();
+    #[rustfmt::skip]
+    let v1: [u8; 40] = [
+        8, 7, 6, 5, 4, 3, 2, 1,   // generation
+        5, 0, 0, 0, 1, 0, 0, 0,   // total_rules, first_rule
+        2, 0, 0, 0, 17, 0, 0, 0,  // returned_rules, counter_count
+        32, 0, 0, 0, 10, 0, 0, 0, // histogram_buckets, status_slots
+        0, 0, 0, 0, 0, 0, 0, 0,   // callback_counter_count = 0, reserved
+    ];
+    assert_eq!(b, v1);
+    h.callback_counters = CALLBACK_COUNTER_COUNT as u32;
+    h.write(&mut Writer::new(&mut b)).unwrap();
+    assert_eq!(b[..32], v1[..32]);
+    assert_eq!(b[32..], [32, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(StatsReplyHeader::read(&mut Reader::new(&b)), Ok(h));
+    assert_eq!(
+        h.announced_body_len(),
+        Some(40 + 2 * 17 * 8 + 32 * 8 + 10 * 16 + 2 * 17 * 8 + 32 * 8)
+    );
+    // A count other than 0 or CALLBACK_COUNTER_COUNT, or a non-zero reserved field.
+    let mut bad = b;
+    bad[32] = 31;
+    assert_eq!(
+        StatsReplyHeader::read(&mut Reader::new(&bad)),
+        Err(DecodeError::BadValue {
+            field: "StatsReplyHeader.callback_counter_count",
+            value: 31
+        })
+    );
+    let mut bad = b;
+    bad[39] = 1;
+    assert_eq!(
+        StatsReplyHeader::read(&mut Reader::new(&bad)),
+        Err(DecodeError::NonZeroReserved {
+            field: "StatsReplyHeader.reserved"
+        })
+    );
+}
+
+/// `CALLBACK_COUNTERS` is a GetStats flag only.
+#[test]
+fn callback_counters_flag_only_for_get_stats() {
+    let body = [0u8; StatsRequest::SIZE];
+    let mut out = [0u8; 64];
+    let n = encode_request(
+        Command::GetStats,
+        RequestFlags::CALLBACK_COUNTERS,
+        &body,
+        &mut out,
+    )
+    .unwrap();
+    let (h, _) = RequestHeader::decode(&out[..n]).unwrap();
+    assert_eq!(h.flags, RequestFlags::CALLBACK_COUNTERS);
+    let n = encode_request(
+        Command::GetStatus,
+        RequestFlags::CALLBACK_COUNTERS,
+        &[],
+        &mut out,
+    )
+    .unwrap();
+    assert!(matches!(
+        RequestHeader::decode(&out[..n]),
+        Err(DecodeError::UndefinedFlags {
+            field: "RequestHeader.flags",
+            ..
+        })
+    ));
 }

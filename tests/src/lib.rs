@@ -34,3 +34,33 @@ pub fn port_request_set_policy(blob: &[u8], persist: bool) -> Vec<u8> {
     out.truncate(n);
     out
 }
+
+/// A GetStats request for rules `first_rule..` (at most `max_rules`), asking for the
+/// callback-layer counters if `callback_counters`.
+pub fn port_request_get_stats(first_rule: u32, max_rules: u32, callback_counters: bool) -> Vec<u8> {
+    let mut body = [0u8; flushguard_protocol::StatsRequest::SIZE];
+    flushguard_protocol::StatsRequest {
+        first_rule,
+        max_rules,
+    }
+    .write(&mut flushguard_protocol::codec::Writer::new(&mut body))
+    .expect("fits");
+    let flags = if callback_counters {
+        RequestFlags::CALLBACK_COUNTERS
+    } else {
+        RequestFlags::empty()
+    };
+    let mut out = vec![0u8; 64];
+    let n = encode_request(Command::GetStats, flags, &body, &mut out).expect("fits");
+    out.truncate(n);
+    out
+}
+
+/// A ResetStats request.
+pub fn port_request_reset_stats() -> Vec<u8> {
+    let mut out = vec![0u8; 64];
+    let n =
+        encode_request(Command::ResetStats, RequestFlags::empty(), &[], &mut out).expect("fits");
+    out.truncate(n);
+    out
+}

@@ -7,7 +7,10 @@ use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::{CallSite, FakeOptions};
 use flushguard_tests::scenario::{action, policy_blob};
 use flushguard_tests::sim::Harness;
-use flushguard_tests::{port_request_get_version, port_request_set_policy};
+use flushguard_tests::{
+    port_request_get_stats, port_request_get_version, port_request_reset_stats,
+    port_request_set_policy,
+};
 
 fn reply() -> Vec<u8> {
     vec![0u8; 4096]
@@ -116,6 +119,79 @@ fn registry_write_failure_is_reported() {
     assert_eq!(r, Err(CallSite::WritePolicy.failure()));
     assert_eq!(h.fake.registry(), None);
     assert_ne!(CallSite::WritePolicy.failure(), NtStatus::SUCCESS);
+    h.unload();
+    h.assert_clean();
+}
+
+/// GetStats with `CALLBACK_COUNTERS` carries every callback-layer counter, equal to
+/// the driver's own; without the flag the reply keeps the original layout; ResetStats
+/// zeroes them.
+#[test]
+fn get_stats_reports_callback_counters_by_cause() {
+    use flushguard_engine::callbacks::Counter;
+    use flushguard_engine::StatsSnapshot;
+    use flushguard_protocol::stats::{StatsReplyHeader, CALLBACK_COUNTER_COUNT};
+    use flushguard_protocol::ReplyHeader;
+    use flushguard_tests::scenario::{self, full_script, harness};
+
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Native,
+            FlushFlags::empty(),
+            Some(FlushFlags::empty()),
+        ),
+        true,
+    );
+    // Fail-open causes: a failed name query, a failed kernel-handle open.
+    h.fake.inject(CallSite::GetFileNameInformation, 0);
+    scenario::run(&h, &full_script());
+    h.fake.inject(CallSite::OpenKernelHandle, 0);
+    scenario::run(&h, &full_script());
+    let counters = h.filter.counters();
+    assert!(counters.get(Counter::NameQueryFailed) >= 1);
+    assert!(counters.get(Counter::HandleOpenFailed) >= 1);
+
+    let get = |with: bool| {
+        let mut out = reply();
+        let n = h
+            .message(&port_request_get_stats(0, 16, with), &mut out)
+            .expect("port open")
+            .expect("GetStats succeeds");
+        out.truncate(n);
+        out.split_off(ReplyHeader::SIZE)
+    };
+    let body = get(true);
+    let snap = StatsSnapshot::decode(&body).expect("decodes");
+    let wire = snap.callbacks.as_deref().expect("callback section present");
+    assert_eq!(wire.len(), CALLBACK_COUNTER_COUNT);
+    for c in Counter::ALL {
+        assert_eq!(
+            snap.callback(c),
+            Some(counters.get(c)),
+            "{} on the wire",
+            c.label()
+        );
+    }
+    assert!(wire.iter().filter(|&&v| v > 0).count() >= 5, "{wire:?}");
+
+    let plain = get(false);
+    assert_eq!(
+        plain.len(),
+        StatsReplyHeader::body_len(snap.rules.len() as u32).unwrap(),
+        "without the flag: the original layout"
+    );
+    assert_eq!(plain[32..40], [0; 8], "bytes 32..40 stay zero");
+    assert_eq!(body.len() - plain.len(), CALLBACK_COUNTER_COUNT * 8);
+    assert_eq!(StatsSnapshot::decode(&plain).unwrap().callbacks, None);
+
+    let mut out = reply();
+    h.message(&port_request_reset_stats(), &mut out)
+        .expect("port open")
+        .expect("ResetStats succeeds");
+    let snap = StatsSnapshot::decode(&get(true)).unwrap();
+    assert!(snap.callbacks.unwrap().iter().all(|&v| v == 0));
+    assert_eq!(counters.get(Counter::NameQueryFailed), 0);
     h.unload();
     h.assert_clean();
 }

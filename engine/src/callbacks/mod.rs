@@ -139,7 +139,6 @@ pub struct Filter<F: FilterManager> {
     state: crate::handler::State,
     providers: ProviderTable,
     own_flushes: OwnFlushSet,
-    counters: CallbackCounters,
     phase: AtomicU8,
     instances: AtomicU32,
 }
@@ -176,7 +175,6 @@ impl<F: FilterManager> Filter<F> {
             providers,
             instances: AtomicU32::new(0),
             own_flushes: OwnFlushSet::new(),
-            counters: CallbackCounters::new(),
             phase: AtomicU8::new(LifecyclePhase::Running as u8),
         }
     }
@@ -216,9 +214,10 @@ impl<F: FilterManager> Filter<F> {
     pub fn state(&self) -> &crate::handler::State {
         &self.state
     }
-    /// The callback-layer counters.
+    /// The callback-layer counters (held by the engine state: GetStats reports
+    /// them, ResetStats zeroes them).
     pub fn counters(&self) -> &CallbackCounters {
-        &self.counters
+        self.state.callback_counters()
     }
     /// The recursion guard (threads inside one of our flushes).
     pub fn own_flushes(&self) -> &OwnFlushSet {
@@ -287,7 +286,7 @@ impl<F: FilterManager> Filter<F> {
         if self.phase() == LifecyclePhase::Running {
             true
         } else {
-            self.counters.bump(Counter::CallbackDuringUnload);
+            self.counters().bump(Counter::CallbackDuringUnload);
             false
         }
     }
@@ -295,7 +294,7 @@ impl<F: FilterManager> Filter<F> {
     /// Counts a flush that was due but not issued, by cause, and in the engine's
     /// `flushes_skipped` counter (GetStats).
     fn skip(&self, cause: Counter) {
-        self.counters.bump(cause);
+        self.counters().bump(cause);
         glue::count_flush_skipped(&self.state);
     }
 
@@ -303,7 +302,7 @@ impl<F: FilterManager> Filter<F> {
     /// own I/O (flush re-entry, its paging writes, the cleanup of our handle).
     fn own_io(&self) -> bool {
         if self.own_flushes.contains(self.fm.current_thread_id()) {
-            self.counters.bump(Counter::OwnIoPassedThrough);
+            self.counters().bump(Counter::OwnIoPassedThrough);
             glue::count_own_flush_passed(&self.state);
             true
         } else {
@@ -317,7 +316,7 @@ impl<F: FilterManager> Filter<F> {
     /// callbacks only ask at IRQL <= APC_LEVEL.
     fn policy(&self) -> Option<PolicySnapshot> {
         if self.fm.current_irql() > Irql::APC_LEVEL {
-            self.counters.bump(Counter::PolicyAboveApcLevel);
+            self.counters().bump(Counter::PolicyAboveApcLevel);
             return None;
         }
         Some(glue::snapshot(&self.state))
@@ -373,7 +372,7 @@ impl<F: FilterManager> Filter<F> {
         let name_info = match fm.get_file_name_information(data) {
             Ok(n) => n,
             Err(_) => {
-                self.counters.bump(Counter::NameQueryFailed);
+                self.counters().bump(Counter::NameQueryFailed);
                 return None;
             }
         };
@@ -384,7 +383,7 @@ impl<F: FilterManager> Filter<F> {
             Ok(id) => (self.providers.classify(id), true),
             Err(_) => {
                 if provider_expected {
-                    self.counters.bump(Counter::ProviderQueryFailed);
+                    self.counters().bump(Counter::ProviderQueryFailed);
                 }
                 (crate::policy::FileProvider::Other, false)
             }
@@ -396,7 +395,7 @@ impl<F: FilterManager> Filter<F> {
                 s
             }
             Err(_) => {
-                self.counters.bump(Counter::ProcessQueryFailed);
+                self.counters().bump(Counter::ProcessQueryFailed);
                 String::new()
             }
         };
@@ -430,12 +429,12 @@ impl<F: FilterManager> Filter<F> {
             || self.fm.current_irql() != Irql::PASSIVE_LEVEL
             || self.fm.top_level_irp_set()
         {
-            self.counters.bump(Counter::StaleRulePassedThrough);
+            self.counters().bump(Counter::StaleRulePassedThrough);
             return None;
         }
         let Classified { slot, action, .. } = self.classify(data, policy, true)?;
         ctx.set_rule(policy.generation(), slot);
-        self.counters.bump(Counter::RuleRefreshed);
+        self.counters().bump(Counter::RuleRefreshed);
         Some((slot, action))
     }
 
@@ -445,7 +444,7 @@ impl<F: FilterManager> Filter<F> {
         match self.fm.get_stream_handle_context(data) {
             Ok(c) => c,
             Err(_) => {
-                self.counters.bump(Counter::ContextFailed);
+                self.counters().bump(Counter::ContextFailed);
                 None
             }
         }
@@ -479,7 +478,7 @@ impl<F: FilterManager> Filter<F> {
         if d.set_create_write_through {
             data.set_create_options(data.create_options() | FILE_WRITE_THROUGH);
             self.fm.set_callback_data_dirty(data);
-            self.counters.bump(Counter::CreateWriteThroughSet);
+            self.counters().bump(Counter::CreateWriteThroughSet);
         }
         if c.action.mode == crate::policy::Mode::Pass && c.provider_known {
             PreOp::pass()
@@ -529,13 +528,13 @@ impl<F: FilterManager> Filter<F> {
         {
             Ok(c) => c,
             Err(_) => {
-                self.counters.bump(Counter::ContextFailed);
+                self.counters().bump(Counter::ContextFailed);
                 return PostOpStatus::FinishedProcessing;
             }
         };
         match self.fm.set_stream_handle_context(data, &context) {
-            Ok(()) => self.counters.bump(Counter::ContextAttached),
-            Err(_) => self.counters.bump(Counter::ContextFailed),
+            Ok(()) => self.counters().bump(Counter::ContextAttached),
+            Err(_) => self.counters().bump(Counter::ContextFailed),
         }
         self.fm.release_context(context);
         PostOpStatus::FinishedProcessing
@@ -571,13 +570,13 @@ impl<F: FilterManager> Filter<F> {
         let d = crate::decision::decide(&action, &view);
         d.record(glue::stats(&self.state), policy.counters(slot));
         if d.pre_op == EnginePreOp::DisallowFastIo && data.is_fast_io() {
-            self.counters.bump(Counter::FastIoDisallowed);
+            self.counters().bump(Counter::FastIoDisallowed);
             return PreOp::disallow_fast_io();
         }
         if d.set_sl_write_through && data.operation_flags() & SL_WRITE_THROUGH == 0 {
             data.set_operation_flags(data.operation_flags() | SL_WRITE_THROUGH);
             self.fm.set_callback_data_dirty(data);
-            self.counters.bump(Counter::WriteThroughSet);
+            self.counters().bump(Counter::WriteThroughSet);
         }
         let wants_post = matches!(
             d.pre_op,
@@ -601,7 +600,7 @@ impl<F: FilterManager> Filter<F> {
             synchronized: synchronize,
         };
         if synchronize {
-            self.counters.bump(Counter::WriteSynchronized);
+            self.counters().bump(Counter::WriteSynchronized);
             PreOp::synchronize(completion)
         } else {
             PreOp::with_callback(completion)
@@ -635,7 +634,7 @@ impl<F: FilterManager> Filter<F> {
             return PostOpStatus::FinishedProcessing;
         }
         if !data.io_status().is_success() {
-            self.counters.bump(Counter::WriteFailed);
+            self.counters().bump(Counter::WriteFailed);
             return PostOpStatus::FinishedProcessing;
         }
         if record_write {
@@ -665,7 +664,7 @@ impl<F: FilterManager> Filter<F> {
             .do_completion_processing_when_safe(data, deferred, flags)
         {
             Some(status) => {
-                self.counters.bump(Counter::FlushDeferred);
+                self.counters().bump(Counter::FlushDeferred);
                 status
             }
             None => {
@@ -714,7 +713,7 @@ impl<F: FilterManager> Filter<F> {
         // A rule cached under an older policy is not re-looked-up after the write: the
         // changed policy applies from the next operation on.
         if generation != policy.generation() {
-            self.counters.bump(Counter::StaleRulePassedThrough);
+            self.counters().bump(Counter::StaleRulePassedThrough);
             return PostOpStatus::FinishedProcessing;
         }
         let Some(action) = policy.action(slot) else {
@@ -765,7 +764,7 @@ impl<F: FilterManager> Filter<F> {
             if data.minor_function() != minor {
                 data.set_minor_function(minor);
                 self.fm.set_callback_data_dirty(data);
-                self.counters.bump(Counter::AppFlushUpgraded);
+                self.counters().bump(Counter::AppFlushUpgraded);
             }
         }
         if matches!(
@@ -892,7 +891,7 @@ impl<F: FilterManager> Filter<F> {
             && issuing_thread
             && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0;
         if order.native && !native {
-            self.counters.bump(Counter::NativeFlushViaFilter);
+            self.counters().bump(Counter::NativeFlushViaFilter);
         }
         let started = fm.now_us();
         let result = self.issue(data, native, order.flags);
@@ -904,7 +903,7 @@ impl<F: FilterManager> Filter<F> {
         glue::record_flush(&self.state, fm, slot, native, status, elapsed, data);
         match result {
             Ok(()) => {
-                self.counters.bump(Counter::FlushOk);
+                self.counters().bump(Counter::FlushOk);
                 if let Some(seq) = observed {
                     if let Some(c) = self.handle_context(data) {
                         c.record_flush(seq);
@@ -912,7 +911,7 @@ impl<F: FilterManager> Filter<F> {
                     }
                 }
             }
-            Err(status) => self.counters.bump(match status.class() {
+            Err(status) => self.counters().bump(match status.class() {
                 flushguard_protocol::StatusClass::Benign => Counter::FlushFailedBenign,
                 flushguard_protocol::StatusClass::Retryable => Counter::FlushFailedRetryable,
                 flushguard_protocol::StatusClass::Permanent => Counter::FlushFailedPermanent,
@@ -932,25 +931,25 @@ impl<F: FilterManager> Filter<F> {
                 fm.flt_flush_buffers2(data, flags.to_flt_flush_type())
             } else {
                 if flags.to_flt_flush_type() != 0 {
-                    self.counters.bump(Counter::FlushTypeWidened);
+                    self.counters().bump(Counter::FlushTypeWidened);
                 }
                 fm.flt_flush_buffers(data)
             };
         }
         let Ok(flags) = flags.to_flush_flags_ex() else {
-            self.counters.bump(Counter::FlushFlagsUnsupported);
+            self.counters().bump(Counter::FlushFlagsUnsupported);
             return Err(NtStatus::INVALID_PARAMETER_MIX);
         };
         let handle = match fm.open_kernel_handle(data) {
             Ok(h) => h,
             Err(status) => {
-                self.counters.bump(Counter::HandleOpenFailed);
+                self.counters().bump(Counter::HandleOpenFailed);
                 return Err(status);
             }
         };
         let result = fm.zw_flush_buffers_file_ex(&handle, flags);
         if fm.close_kernel_handle(handle).is_err() {
-            self.counters.bump(Counter::HandleCloseFailed);
+            self.counters().bump(Counter::HandleCloseFailed);
         }
         result
     }
