@@ -22,9 +22,14 @@ cargo fmt --all -- --check
 step "lint host: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "lint Windows: cargo clippy --target x86_64-pc-windows-msvc (driver, ntoskrnl imports, flushctl) -- -D warnings"
+# Two invocations: in one, cargo would unify the engine's features across the driver
+# (no_std) and flushctl (std), and the driver would link std.
+step "lint Windows driver: cargo clippy --target x86_64-pc-windows-msvc -p flushguard -p flushguard-ntoskrnl-imports -- -D warnings"
 cargo clippy --target x86_64-pc-windows-msvc \
-    -p flushguard -p flushguard-ntoskrnl-imports -p flushctl -- -D warnings
+    -p flushguard -p flushguard-ntoskrnl-imports -- -D warnings
+
+step "lint Windows CLI: cargo clippy --target x86_64-pc-windows-msvc -p flushctl -- -D warnings (lib and binaries; tests run on the host)"
+cargo clippy --target x86_64-pc-windows-msvc -p flushctl -- -D warnings
 
 step "test: cargo test --workspace (unit, integration: fake Filter Manager, CLI, wire vectors, INF consistency, PE gate)"
 cargo test --workspace

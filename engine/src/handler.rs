@@ -15,11 +15,12 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use flushguard_protocol::codec::Writer;
 use flushguard_protocol::events::{
-    EventKind, EventRecord, EventsReplyHeader, EVENT_FLAG_PERSISTED, NO_RULE,
+    EventKind, EventRecord, EventsReplyHeader, EVENT_FLAG_PERSISTED, NO_RULE, REGISTRY_LOAD,
+    REGISTRY_STORE,
 };
 use flushguard_protocol::message::check_output_buffer;
 use flushguard_protocol::stats::{
-    StatsReplyHeader, CALLBACK_COUNTER_COUNT, FAILURE_STATUSES, STATUS_SLOTS,
+    CallbackCounter, StatsReplyHeader, CALLBACK_COUNTER_COUNT, FAILURE_STATUSES, STATUS_SLOTS,
 };
 use flushguard_protocol::{
     Capabilities, Command, DecodeError, EventsRequest, NtStatus, ReplyHeader, RequestFlags,
@@ -66,10 +67,34 @@ impl core::fmt::Debug for State {
 pub struct Outcome {
     /// Bytes written to the reply buffer (`ReturnOutputBufferLength`).
     pub reply_len: usize,
-    /// SetPolicy with [`RequestFlags::PERSIST`] succeeded: write this policy's
-    /// [`CompiledPolicy::blob`] to the registry value
-    /// (`flushguard_protocol::REGISTRY_POLICY_VALUE`) at PASSIVE_LEVEL.
+    /// SetPolicy with [`RequestFlags::PERSIST`] succeeded: the policy now in force.
+    /// [`handle_persisting`] has already stored its [`CompiledPolicy::blob`] (before
+    /// publishing it); after [`handle`] the caller still has to store it
+    /// (`flushguard_protocol::REGISTRY_POLICY_VALUE`, PASSIVE_LEVEL), and a failure
+    /// then can no longer undo the change.
     pub persist: Option<Arc<CompiledPolicy>>,
+}
+
+/// Stores an accepted persisted policy blob: the driver writes the registry value
+/// `<service key>\Parameters\Policy` (REG_BINARY, PASSIVE_LEVEL). Returns the
+/// write's status on failure.
+pub type PolicyStore<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), NtStatus>;
+
+/// Why [`State::install`] refused a policy.
+enum InstallError {
+    /// Not a valid policy (nothing stored, nothing changed).
+    Policy(crate::policy::PolicyError),
+    /// Valid, but the store failed with this status (nothing changed).
+    Store(NtStatus),
+}
+
+impl InstallError {
+    fn ntstatus(&self) -> NtStatus {
+        match self {
+            InstallError::Policy(e) => e.ntstatus(),
+            InstallError::Store(status) => *status,
+        }
+    }
 }
 
 impl State {
@@ -141,39 +166,70 @@ impl State {
     /// pass-through, a `RegistryPolicyRejected` event is recorded and the error
     /// returned.
     pub fn load_registry_policy(&self, blob: &[u8]) -> Result<u64, crate::policy::PolicyError> {
-        match self.install(blob, false) {
+        let compiled = {
+            let _g = self.set_lock.lock();
+            self.compile(blob).map(|c| self.activate(c, false))
+        };
+        match compiled {
             Ok(p) => {
                 self.status_flags
                     .fetch_or(StatusFlags::FROM_REGISTRY.bits(), Ordering::Relaxed);
                 Ok(p.generation())
             }
             Err(e) => {
-                let gen = self.policy().generation();
-                self.events.push(
-                    EventRecord::new(EventKind::RegistryPolicyRejected, e.ntstatus(), gen, 0),
-                    (self.clock)(),
-                );
+                self.registry_rejected(e.ntstatus(), REGISTRY_LOAD);
                 Err(e)
             }
         }
     }
 
-    /// Validates, compiles and activates a policy blob (all or nothing).
-    /// Concurrent SetPolicy requests are serialized by `set_lock`; compilation
-    /// runs outside the policy lock, which is held only for the `Arc` swap.
+    /// Records a `RegistryPolicyRejected` event (`value` = [`REGISTRY_LOAD`] or
+    /// [`REGISTRY_STORE`]) with the generation in force.
+    fn registry_rejected(&self, status: NtStatus, when: u64) {
+        let gen = self.policy().generation();
+        self.events.push(
+            EventRecord::new(EventKind::RegistryPolicyRejected, status, gen, when),
+            (self.clock)(),
+        );
+    }
+
+    /// Validates and compiles a blob under the next generation (nothing changes).
+    fn compile(&self, blob: &[u8]) -> Result<Arc<CompiledPolicy>, crate::policy::PolicyError> {
+        let generation = self.next_generation.load(Ordering::Relaxed);
+        Ok(Arc::new(CompiledPolicy::from_blob(blob, generation)?))
+    }
+
+    /// SetPolicy, all or nothing: validates and compiles `blob`; with `store`
+    /// (a persisted SetPolicy whose caller stores it here) writes it; only then
+    /// publishes it, bumps the generation and records `PolicyChanged`.
+    ///
+    /// A store failure changes nothing (policy, generation, status flags), records
+    /// a `RegistryPolicyRejected` event with `value` = [`REGISTRY_STORE`] and counts
+    /// `CallbackCounter::PolicyStoreFailed`. Concurrent SetPolicy requests are
+    /// serialized by `set_lock`, held across the store so the registry and the
+    /// policy in force end in the same order (it is a spin lock that does not raise
+    /// IRQL: a second SetPolicy waits, preemptible, at PASSIVE_LEVEL); the policy
+    /// lock is held only for the `Arc` swap.
     fn install(
         &self,
         blob: &[u8],
         persist: bool,
-    ) -> Result<Arc<CompiledPolicy>, crate::policy::PolicyError> {
+        store: Option<PolicyStore<'_>>,
+    ) -> Result<Arc<CompiledPolicy>, InstallError> {
         let _g = self.set_lock.lock();
-        let generation = self.next_generation.load(Ordering::Relaxed);
-        let compiled = Arc::new(CompiledPolicy::from_blob(blob, generation)?);
-        self.activate(compiled.clone(), persist);
-        Ok(compiled)
+        let compiled = self.compile(blob).map_err(InstallError::Policy)?;
+        if let Some(store) = store {
+            if let Err(status) = store(compiled.blob()) {
+                self.callback_counters
+                    .bump(CallbackCounter::PolicyStoreFailed);
+                self.registry_rejected(status, REGISTRY_STORE);
+                return Err(InstallError::Store(status));
+            }
+        }
+        Ok(self.activate(compiled, persist))
     }
 
-    fn activate(&self, compiled: Arc<CompiledPolicy>, persist: bool) {
+    fn activate(&self, compiled: Arc<CompiledPolicy>, persist: bool) -> Arc<CompiledPolicy> {
         self.next_generation
             .store(compiled.generation() + 1, Ordering::Relaxed);
         let mut ev = EventRecord::new(
@@ -191,8 +247,9 @@ impl State {
             compiled.policy().attach_local_volumes,
         );
         self.status_flags.store(flags.bits(), Ordering::Relaxed);
-        *self.policy.write() = compiled;
+        *self.policy.write() = compiled.clone();
         self.events.push(ev, (self.clock)());
+        compiled
     }
 
     /// Records a flush FlushGuard issued: counters, histogram and, on failure, a
@@ -276,11 +333,42 @@ fn too_small(needed: usize, got: usize) -> NtStatus {
 
 /// Handles one request. `reply` is the (kernel copy of the) output buffer.
 ///
+/// Stores nothing: for a persisted SetPolicy the new policy is in force on return
+/// and [`Outcome::persist`] is what the caller must store. The driver uses
+/// [`handle_persisting`] instead, which stores first and publishes only then.
+///
 /// Returns the reply length and, for a persisted SetPolicy, the policy to store.
 /// Errors (state unchanged): every [`DecodeError`] class of the request via
 /// [`DecodeError::ntstatus`]; `STATUS_BUFFER_TOO_SMALL` when `reply` cannot hold
 /// the reply; any policy error status for SetPolicy. IRQL: PASSIVE_LEVEL.
 pub fn handle(state: &State, request: &[u8], reply: &mut [u8]) -> Result<Outcome, NtStatus> {
+    handle_inner(state, request, reply, None)
+}
+
+/// [`handle`], with a persisted SetPolicy made all or nothing: after validation
+/// the blob goes to `store` (the driver's registry write), and only if that
+/// succeeds does the new policy take effect (generation bumped, `PolicyChanged`
+/// event). `store` is called for nothing else.
+///
+/// Errors: as [`handle`]; and the status `store` returns, in which case the policy,
+/// generation and reply buffer are unchanged, a `RegistryPolicyRejected` event
+/// (`value` = [`REGISTRY_STORE`]) is recorded and
+/// `CallbackCounter::PolicyStoreFailed` counted. IRQL: PASSIVE_LEVEL.
+pub fn handle_persisting(
+    state: &State,
+    request: &[u8],
+    reply: &mut [u8],
+    store: PolicyStore<'_>,
+) -> Result<Outcome, NtStatus> {
+    handle_inner(state, request, reply, Some(store))
+}
+
+fn handle_inner(
+    state: &State,
+    request: &[u8],
+    reply: &mut [u8],
+    store: Option<PolicyStore<'_>>,
+) -> Result<Outcome, NtStatus> {
     let (hdr, body) = RequestHeader::decode(request).map_err(|e| e.ntstatus())?;
     if reply.len() < ReplyHeader::SIZE {
         return Err(too_small(ReplyHeader::SIZE, reply.len()));
@@ -336,8 +424,9 @@ pub fn handle(state: &State, request: &[u8], reply: &mut [u8]) -> Result<Outcome
                     ));
                 }
                 let want_persist = hdr.flags.contains(RequestFlags::PERSIST);
+                let store = if want_persist { store } else { None };
                 let compiled = state
-                    .install(body, want_persist)
+                    .install(body, want_persist, store)
                     .map_err(|e| e.ntstatus())?;
                 if want_persist {
                     persist = Some(compiled.clone());

@@ -26,7 +26,7 @@ pub use flushguard_protocol as protocol;
 pub use decision::{
     decide, Decision, FlushPoint, FlushRequest, MajorFunction, OperationView, Phase, PreOp,
 };
-pub use handler::{handle, handle_at, handle_vec, Outcome, State};
+pub use handler::{handle, handle_at, handle_persisting, handle_vec, Outcome, PolicyStore, State};
 pub use matcher::{CachedRule, CompiledPolicy, Explanation, FileKey, Mismatch, RuleRef};
 pub use path::FileName;
 pub use policy::{

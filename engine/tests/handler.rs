@@ -635,3 +635,84 @@ fn get_stats_callback_section_is_opt_in_and_sized() {
     let snap = StatsSnapshot::decode(&ok(&st, &with)).unwrap();
     assert!(snap.callbacks.unwrap().iter().all(|&v| v == 0));
 }
+
+#[test]
+fn persisted_set_policy_stores_before_it_publishes_and_a_failed_store_changes_nothing() {
+    use flushguard_engine::callbacks::Counter as Cb;
+    use flushguard_engine::handle_persisting;
+    use flushguard_engine::protocol::events::REGISTRY_STORE;
+    let st = state();
+    let blob = sample_policy();
+    let persist = req(Command::SetPolicy, RequestFlags::PERSIST, &blob);
+
+    // Failing store: its status comes back, nothing else changes but the event
+    // ring (one RegistryPolicyRejected) and the PolicyStoreFailed counter.
+    let before = observe(&st);
+    let mut calls = 0;
+    let mut failing = |b: &[u8]| {
+        calls += 1;
+        assert_eq!(b, &blob[..], "the validated blob is stored");
+        Err(NtStatus::ACCESS_DENIED)
+    };
+    let mut reply = vec![0u8; 64];
+    assert_eq!(
+        handle_persisting(&st, &persist, &mut reply, &mut failing).unwrap_err(),
+        NtStatus::ACCESS_DENIED
+    );
+    assert_eq!(calls, 1);
+    assert!(reply.iter().all(|&b| b == 0), "no reply written");
+    let after = observe(&st);
+    assert_eq!(after.blob, before.blob);
+    assert_eq!(after.status.generation, before.status.generation);
+    assert_eq!(after.status.rule_count, before.status.rule_count);
+    assert_eq!(
+        after.status.next_event_seq,
+        before.status.next_event_seq + 1
+    );
+    assert_eq!(st.callback_counters().get(Cb::PolicyStoreFailed), 1);
+    let (_, evs) = st.events().read(before.status.next_event_seq - 1, 8);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].kind, EventKind::RegistryPolicyRejected);
+    assert_eq!(evs[0].status, NtStatus::ACCESS_DENIED);
+    assert_eq!(evs[0].value, REGISTRY_STORE);
+    assert_eq!(evs[0].generation, 0);
+
+    // Invalid policy or no persist flag: the store is never called.
+    let mut never = |_: &[u8]| -> Result<(), NtStatus> { panic!("store called") };
+    let mut bad = blob.clone();
+    bad.truncate(bad.len() - 4);
+    assert!(handle_persisting(
+        &st,
+        &req(Command::SetPolicy, RequestFlags::PERSIST, &bad),
+        &mut reply,
+        &mut never
+    )
+    .is_err());
+    let out = handle_persisting(
+        &st,
+        &req(Command::SetPolicy, RequestFlags::empty(), &blob),
+        &mut reply,
+        &mut never,
+    )
+    .unwrap();
+    assert!(out.persist.is_none());
+    assert_eq!(st.policy().generation(), 1);
+
+    // Success: at store time the previous policy is still in force; afterwards
+    // the stored one is, with the next generation and a persisted PolicyChanged.
+    let st2 = state();
+    let mut seen_generation = None;
+    let mut ok_store = |b: &[u8]| {
+        assert_eq!(b, &blob[..]);
+        seen_generation = Some(st2.policy().generation());
+        Ok(())
+    };
+    let out = handle_persisting(&st2, &persist, &mut reply, &mut ok_store).unwrap();
+    assert_eq!(seen_generation, Some(0), "stored before it was published");
+    assert_eq!(out.persist.unwrap().generation(), 1);
+    assert_eq!(st2.policy().generation(), 1);
+    let (_, evs) = st2.events().read(0, 8);
+    assert_eq!(evs.last().unwrap().kind, EventKind::PolicyChanged);
+    assert_ne!(evs.last().unwrap().flags & EVENT_FLAG_PERSISTED, 0);
+    assert_eq!(st2.callback_counters().get(Cb::PolicyStoreFailed), 0);
+}

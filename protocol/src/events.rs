@@ -32,8 +32,12 @@ pub enum EventKind {
     /// 2: a new policy became active. `generation`, `value` = rule count,
     /// `flags` bit 1 = persisted.
     PolicyChanged,
-    /// 3: the registry policy value could not be loaded at DriverEntry; the driver
-    /// runs pass-through. `status` = the decode error status.
+    /// 3: the registry policy value `Parameters\Policy` was rejected. `value` says
+    /// when: [`REGISTRY_LOAD`] (0) at DriverEntry, the value could not be read or
+    /// decoded and the driver runs pass-through (`status` = the read or decode
+    /// error status); [`REGISTRY_STORE`] (1) a SetPolicy with
+    /// `RequestFlags::PERSIST` could not write it, so the request failed with that
+    /// `status` and the policy in force (`generation`) did not change.
     RegistryPolicyRejected,
     /// 4: counters were reset.
     StatsReset,
@@ -66,6 +70,13 @@ impl EventKind {
         })
     }
 }
+
+/// `EventRecord.value` of a [`EventKind::RegistryPolicyRejected`] event: reading
+/// the value at DriverEntry failed.
+pub const REGISTRY_LOAD: u64 = 0;
+/// `EventRecord.value` of a [`EventKind::RegistryPolicyRejected`] event: writing the
+/// value for a persisted SetPolicy failed (nothing changed).
+pub const REGISTRY_STORE: u64 = 1;
 
 /// `EventRecord.flags` bit: the name was cut to its last [`EVENT_NAME_UNITS`] units.
 pub const EVENT_FLAG_NAME_TRUNCATED: u16 = 0x0001;

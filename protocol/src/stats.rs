@@ -115,7 +115,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 32;
+pub const CALLBACK_COUNTER_COUNT: usize = 33;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -186,6 +186,10 @@ callback_counters! {
     CallbackDuringUnload = 30, "callback_during_unload";
     /// The policy was needed above APC_LEVEL (never expected; passed through).
     PolicyAboveApcLevel = 31, "policy_above_apc_level";
+    /// A SetPolicy with `RequestFlags::PERSIST` failed because writing
+    /// `Parameters\Policy` failed; the policy in force did not change (a
+    /// `RegistryPolicyRejected` event with `value` = `REGISTRY_STORE` names the status).
+    PolicyStoreFailed = 32, "policy_store_failed";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

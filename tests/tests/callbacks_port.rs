@@ -102,9 +102,29 @@ fn set_policy_without_persist_or_invalid_leaves_the_registry_alone() {
     h.assert_clean();
 }
 
+/// A persisted SetPolicy whose registry write fails changes nothing: the status goes
+/// back to the client, the policy and generation in force stay, an event and a
+/// counter record it; the same request succeeds once the registry accepts it.
 #[test]
-fn registry_write_failure_is_reported() {
-    let h = Harness::new(FakeOptions::default());
+fn registry_write_failure_changes_nothing() {
+    use flushguard_engine::callbacks::Counter;
+    use flushguard_protocol::events::{EventKind, REGISTRY_STORE};
+
+    let original = policy_blob(action(
+        Mode::FlushOnClose,
+        FlushMethod::Filter,
+        FlushFlags::empty(),
+        None,
+    ));
+    let h = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(original.clone()),
+    });
+    assert_eq!(h.source, PolicySource::Registry);
+    let state = h.filter.state();
+    let before = state.policy();
+    let (next_seq_before, _) = state.events().state();
+
     h.fake.inject(CallSite::WritePolicy, 0);
     let blob = policy_blob(action(
         Mode::WriteThrough,
@@ -112,13 +132,52 @@ fn registry_write_failure_is_reported() {
         FlushFlags::empty(),
         None,
     ));
+    assert_ne!(blob, original);
     let mut out = reply();
     let r = h
         .message(&port_request_set_policy(&blob, true), &mut out)
         .expect("port open");
     assert_eq!(r, Err(CallSite::WritePolicy.failure()));
-    assert_eq!(h.fake.registry(), None);
     assert_ne!(CallSite::WritePolicy.failure(), NtStatus::SUCCESS);
+    assert_eq!(
+        h.fake.calls(CallSite::WritePolicy),
+        1,
+        "the write was tried"
+    );
+    assert_eq!(
+        h.fake.registry().as_deref(),
+        Some(original.as_slice()),
+        "registry unchanged"
+    );
+    let after = state.policy();
+    assert_eq!(
+        after.generation(),
+        before.generation(),
+        "no generation bump"
+    );
+    assert_eq!(
+        after.blob(),
+        before.blob(),
+        "the previous policy stays in force"
+    );
+    assert_eq!(h.filter.counters().get(Counter::PolicyStoreFailed), 1);
+    // Events with seq >= next_seq_before (read takes "after").
+    let (_, new) = state.events().read(next_seq_before.saturating_sub(1), 16);
+    assert_eq!(new.len(), 1, "exactly one event: {new:?}");
+    assert_eq!(new[0].kind, EventKind::RegistryPolicyRejected);
+    assert_eq!(new[0].status, CallSite::WritePolicy.failure());
+    assert_eq!(new[0].value, REGISTRY_STORE);
+    assert_eq!(new[0].generation, before.generation());
+
+    // Retry: the registry accepts it now; the policy takes effect with the next
+    // generation (no generation was used up by the failed attempt).
+    h.message(&port_request_set_policy(&blob, true), &mut out)
+        .expect("port open")
+        .expect("SetPolicy accepted");
+    assert_eq!(h.fake.registry().as_deref(), Some(blob.as_slice()));
+    let now = state.policy();
+    assert_eq!(now.generation(), before.generation() + 1);
+    assert_eq!(now.blob(), blob.as_slice());
     h.unload();
     h.assert_clean();
 }

@@ -156,23 +156,27 @@ pub fn record_flush<F: FilterManager>(
 pub fn registry_unreadable<F: FilterManager>(fm: &F, state: &State, status: NtStatus) {
     let generation = state.policy().generation();
     state.events().push(
-        EventRecord::new(EventKind::RegistryPolicyRejected, status, generation, 0),
+        EventRecord::new(
+            EventKind::RegistryPolicyRejected,
+            status,
+            generation,
+            flushguard_protocol::events::REGISTRY_LOAD,
+        ),
         fm.system_time(),
     );
 }
 
-/// Runs the engine handler; persists an accepted SetPolicy that asked for it.
+/// Runs the engine handler; a SetPolicy that asked to be persisted is written to
+/// `Parameters\Policy` after validation and takes effect only if the write
+/// succeeded ([`crate::handler::handle_persisting`]).
 pub fn handle_message<F: FilterManager>(
     fm: &F,
     state: &State,
     request: &[u8],
     reply: &mut [u8],
 ) -> Result<usize, NtStatus> {
-    let outcome = crate::handler::handle(state, request, reply)?;
-    if let Some(policy) = outcome.persist {
-        fm.write_policy_value(policy.blob())?;
-    }
-    Ok(outcome.reply_len)
+    let mut store = |blob: &[u8]| fm.write_policy_value(blob);
+    crate::handler::handle_persisting(state, request, reply, &mut store).map(|o| o.reply_len)
 }
 
 /// MUP provider ids of the redirectors policy can name, resolved once at load.

@@ -232,15 +232,17 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// Handles one port message: the engine handler, then, for a SetPolicy with the
-    /// persist flag that the handler accepted, writes the validated policy to
-    /// `Parameters\Policy`. PASSIVE_LEVEL. `request` and `reply` are kernel copies
-    /// (the driver captured them under SEH). Returns the reply length in bytes.
+    /// Handles one port message: the engine handler; a SetPolicy with the persist
+    /// flag is all or nothing: validated, written to `Parameters\Policy`, and only
+    /// then put in force ([`crate::handler::handle_persisting`]). PASSIVE_LEVEL.
+    /// `request` and `reply` are kernel copies (the driver captured them under
+    /// SEH). Returns the reply length in bytes.
     ///
     /// # Errors
     /// Every error of the engine handler (see [`crate::handler`]); a failed registry
-    /// write after an accepted SetPolicy returns that write's NTSTATUS (the new
-    /// policy stays in force; an event records it).
+    /// write returns that write's NTSTATUS and changes nothing (policy and
+    /// generation stay; a `RegistryPolicyRejected` event with `value` =
+    /// `REGISTRY_STORE` records it and `Counter::PolicyStoreFailed` counts it).
     pub fn handle_message(&self, request: &[u8], reply: &mut [u8]) -> Result<usize, NtStatus> {
         glue::handle_message(&self.fm, &self.state, request, reply)
     }
