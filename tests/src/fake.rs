@@ -187,6 +187,7 @@ struct World {
     pending: VecDeque<Pending>,
     port_closed: bool,
     events: Vec<&'static str>,
+    write_back_on_worker: bool,
 }
 
 struct Inner {
@@ -531,9 +532,35 @@ impl Fake {
         HELD.with(|c| c.set(c.get() - 1));
     }
 
+    /// Makes the cache write-back of FlushGuard's own flushes run on a worker thread
+    /// (as a file system that posts its flush would) instead of the flushing thread:
+    /// the recursion guard then does not see it, and the paging writes reach the
+    /// write callbacks as anyone else's would. The flushing thread waits for them.
+    pub fn set_write_back_on_worker(&self, on: bool) {
+        self.world().write_back_on_worker = on;
+    }
+
     /// Simulates what a flush of `file` does above us: the cache manager's paging
-    /// writes come through our pre-write with a top-level IRP set.
+    /// writes come through our pre-write with a top-level IRP set, on this thread or
+    /// (see [`Fake::set_write_back_on_worker`]) on a worker thread it waits for.
     fn simulate_paging_writes(&self, file: u64) {
+        if self.world().write_back_on_worker {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    new_thread_id();
+                    set_irql(Irql::APC_LEVEL);
+                    self.simulate_paging_writes_here(file);
+                    set_irql(Irql::PASSIVE_LEVEL);
+                })
+                .join()
+                .expect("write-back worker");
+            });
+        } else {
+            self.simulate_paging_writes_here(file);
+        }
+    }
+
+    fn simulate_paging_writes_here(&self, file: u64) {
         let Some(filter) = self.filter() else { return };
         let was_top = TOP_LEVEL.with(|c| c.replace(true));
         let mut data = FakeData::write(file, IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO, 0, 4096);

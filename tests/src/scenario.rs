@@ -134,6 +134,7 @@ pub fn step() -> impl Strategy<Value = Step> {
         Just(WriteKind::Cached),
         Just(WriteKind::NonCached),
         Just(WriteKind::Paging),
+        Just(WriteKind::WriteBack),
         Just(WriteKind::FastIo)
     ];
     prop_oneof![

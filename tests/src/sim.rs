@@ -13,7 +13,7 @@ use flushguard_protocol::NtStatus;
 
 use flushguard_engine::callbacks::{Counter, FilterManager, FO_SYNCHRONOUS_IO};
 
-use crate::fake::{self, Fake, FakeData, FakeOptions, Pending};
+use crate::fake::{self, Fake, FakeData, FakeOptions, Pending, IRP_SYNCHRONOUS_PAGING_IO};
 
 /// `FILE_SYNCHRONOUS_IO_ALERT` (0x10) | `FILE_SYNCHRONOUS_IO_NONALERT` (0x20).
 pub const FILE_SYNCHRONOUS_IO_ANY: u32 = 0x30;
@@ -47,10 +47,21 @@ pub enum WriteKind {
     Cached,
     /// Non-cached IRP write (`IRP_NOCACHE`).
     NonCached,
-    /// Paging write (`IRP_PAGING_IO`): lazy writer / mapped page writer.
+    /// Asynchronous paging write (`IRP_PAGING_IO`): the mapped / modified page
+    /// writer.
     Paging,
+    /// Synchronous paging write (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`): the
+    /// cache write-back `CcFlushCache` issues (a flush's own, or the lazy writer's).
+    WriteBack,
     /// Fast I/O write (reissued as an IRP when disallowed).
     FastIo,
+}
+
+impl WriteKind {
+    /// `IRP_PAGING_IO` is set.
+    pub const fn is_paging(self) -> bool {
+        matches!(self, WriteKind::Paging | WriteKind::WriteBack)
+    }
 }
 
 /// One simulated write.
@@ -269,13 +280,13 @@ impl Harness {
             WriteKind::Cached | WriteKind::FastIo => 0,
             WriteKind::NonCached => 0x1,
             WriteKind::Paging => IRP_PAGING_IO | 0x1,
+            WriteKind::WriteBack => IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO | 0x1,
         };
         let mut data = FakeData::write(file, irp_flags, 0, 512);
         data.fast_io = spec.kind == WriteKind::FastIo;
         data.synchronous = spec.synchronous;
         let mut spec = spec;
-        let sync_fo =
-            spec.kind != WriteKind::Paging && self.fake.fo_flags(file) & FO_SYNCHRONOUS_IO != 0;
+        let sync_fo = !spec.kind.is_paging() && self.fake.fo_flags(file) & FO_SYNCHRONOUS_IO != 0;
         if sync_fo {
             // The I/O manager serializes the whole service under the file object lock
             // and waits for completion: the write is synchronous.
@@ -285,8 +296,8 @@ impl Harness {
             let me = self.fake.current_thread_id();
             self.fake.with_file(file, |f| f.lock_owner = Some(me));
         }
-        fake::set_top_level(spec.top_level || spec.kind == WriteKind::Paging);
-        let pre_irql = if spec.kind == WriteKind::Paging {
+        fake::set_top_level(spec.top_level || spec.kind.is_paging());
+        let pre_irql = if spec.kind.is_paging() {
             Irql::APC_LEVEL
         } else {
             Irql::PASSIVE_LEVEL
@@ -333,6 +344,32 @@ impl Harness {
             f.pre_flush(d)
         });
         let seen = data.minor;
+        data.status = status;
+        self.post("post-flush", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
+        Some(seen)
+    }
+
+    /// An application IRP_MJ_FLUSH_BUFFERS that is still in progress while `inside`
+    /// runs: the pre-flush, then `inside` (the flush's cache write-back — use
+    /// [`WriteKind::WriteBack`] writes — or any other I/O that completes while the
+    /// flush is under way), then the post-flush with `status`. Returns the minor
+    /// function the file system saw.
+    pub fn flush_around(
+        &self,
+        file: u64,
+        minor: u8,
+        status: NtStatus,
+        inside: impl FnOnce(),
+    ) -> Option<u8> {
+        let _op = self.fake.begin_operation()?;
+        let mut data = FakeData::new(file, IRP_MJ_FLUSH_BUFFERS);
+        data.minor = minor;
+        data.fo_flags = self.fake.fo_flags(file);
+        let pre = self.pre("pre-flush", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_flush(d)
+        });
+        let seen = data.minor;
+        inside();
         data.status = status;
         self.post("post-flush", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
         Some(seen)

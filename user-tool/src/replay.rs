@@ -20,6 +20,22 @@
 //! when the policy sets `attach-local-volumes` (InstanceSetup declines local volumes
 //! otherwise).
 //!
+//! # Flushes and their cache write-back
+//!
+//! A flush writes the cache back inside itself: the file system calls `CcFlushCache`
+//! in its flush dispatch, which issues synchronous paging writes in the flushing thread
+//! before the flush completes. Process Monitor lists operations in the order they
+//! started, so that write-back appears as `WriteFile` rows with `Paging I/O,
+//! Synchronous Paging I/O` of the same file by the same process right *after* the
+//! `FlushBuffersFile` row. The replay keeps the flush in progress over those rows:
+//! it runs the pre-flush at the `FlushBuffersFile` row, the write-back rows through
+//! the write callbacks, and the post-flush before the first row of any other kind
+//! (or at the end of the trace). The engine then sees what the kernel sees: paging
+//! writes that complete inside a successful flush are covered by it (see the
+//! engine's `StreamContext`). The captures have no thread or duration column, so
+//! anything else closes the window: a later paging write is not covered (the
+//! conservative side, at worst one flush more at close).
+//!
 //! # Durability bookkeeping
 //!
 //! For each file, bytes of successful non-paging writes count as *unflushed* until a
@@ -46,7 +62,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
-    Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, DEFAULT_RULE_SLOT,
+    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, DEFAULT_RULE_SLOT,
 };
 use flushguard_engine::protocol::nt::{
     FILE_WRITE_THROUGH, FO_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS,
@@ -267,8 +283,22 @@ struct PathState {
     cleaned: Option<FileObjectId>,
 }
 
+/// An application flush between its pre-flush and its post-flush (see "Flushes and
+/// their cache write-back" in the module docs).
+#[derive(Debug)]
+struct PendingFlush {
+    pid: u32,
+    key: Arc<str>,
+    fo: FileObjectId,
+    data: SimData,
+    ctx: Option<CompletionContext>,
+    result: OpResult,
+    upgraded: bool,
+}
+
 /// Streams a trace through a [`Filter`] and builds the [`Report`].
 pub struct Replayer<'f> {
+    pending_flush: Option<PendingFlush>,
     filter: &'f Filter<SimFm>,
     resolver: PathResolver,
     attach_local: bool,
@@ -335,6 +365,7 @@ impl<'f> Replayer<'f> {
         let policy = filter.state().policy();
         let p = policy.policy();
         Self {
+            pending_flush: None,
             filter,
             resolver,
             attach_local: p.attach_local_volumes,
@@ -398,6 +429,9 @@ impl<'f> Replayer<'f> {
         let mut n: u64 = 0;
         while let Some(item) = reader.next_event()? {
             self.counts.rows += 1;
+            if !self.continues_flush(&item) {
+                self.finish_flush();
+            }
             match item {
                 Item::Other => self.counts.other_rows += 1,
                 Item::Malformed(m) => {
@@ -419,8 +453,22 @@ impl<'f> Replayer<'f> {
                 progress(reader.bytes_read());
             }
         }
+        self.finish_flush();
         progress(reader.bytes_read());
         Ok(())
+    }
+
+    /// True when `item` is cache write-back of the application flush in progress:
+    /// a successful synchronous paging `WriteFile` of the same path by the same process.
+    fn continues_flush(&self, item: &Item<'_>) -> bool {
+        let (Some(p), Item::Event(e)) = (&self.pending_flush, item) else {
+            return false;
+        };
+        const WRITE_BACK: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO;
+        matches!(&e.op, Op::Write { detail, fast_io: false } if detail.irp_flags & WRITE_BACK == WRITE_BACK)
+            && e.pid == p.pid
+            && e.result.is_success()
+            && *fold_key(e.path) == *p.key
     }
 
     fn begin(&self, pid: u32, irql: Irql, top_level_irp: bool) {
@@ -830,6 +878,8 @@ impl<'f> Replayer<'f> {
         }
     }
 
+    /// An application flush: the pre-flush now, the post-flush when its cache
+    /// write-back rows are over ([`Replayer::finish_flush`]).
     fn flush(&mut self, pid: u32, process: &str, key: &str, result: OpResult, status: NtStatus) {
         let Some(fo) = self.find_fo(pid, key, false) else {
             self.counts.without_known_open += 1;
@@ -844,7 +894,33 @@ impl<'f> Replayer<'f> {
         let pre = self.filter.pre_flush(&mut data);
         let upgraded = data.minor != 0;
         data.status = status;
-        if let Some(ctx) = pre.completion_context() {
+        self.pending_flush = Some(PendingFlush {
+            pid,
+            key: Arc::clone(&st.key),
+            fo,
+            data,
+            ctx: pre.completion_context(),
+            result,
+            upgraded,
+        });
+    }
+
+    /// Completes the application flush in progress, if any: post-flush, figures.
+    fn finish_flush(&mut self) {
+        let Some(PendingFlush {
+            pid,
+            fo,
+            mut data,
+            ctx,
+            result,
+            upgraded,
+            ..
+        }) = self.pending_flush.take()
+        else {
+            return;
+        };
+        self.begin(pid, Irql::PASSIVE_LEVEL, false);
+        if let Some(ctx) = ctx {
             self.filter.post_flush(&mut data, Some(ctx), PostOpFlags(0));
         }
         let f = self.file_of(fo);

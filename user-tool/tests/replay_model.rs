@@ -173,3 +173,79 @@ fn paging_write_after_close_uses_the_cleaned_file_object() {
     assert_eq!(f["paging_bytes"], 8192);
     assert_eq!(r["counts"]["without_known_open"], 1);
 }
+
+const WRITE_BACK: &str =
+    "Offset: 0, Length: 4,096, I/O Flags: Non-cached, Paging I/O, Synchronous Paging I/O, Priority: Normal";
+
+#[test]
+fn a_flush_covers_its_own_write_back_but_nothing_after_it() {
+    // The cache write-back of a FlushBuffersFile (synchronous paging writes of that
+    // file by that process, listed right after it) happens inside the flush: the close
+    // needs no flush. Two write-back rows in a row are both inside.
+    let covered = [
+        row("CreateFile", "SUCCESS", SYNC_OPEN),
+        row("WriteFile", "SUCCESS", "Offset: 0, Length: 5000"),
+        row("FlushBuffersFile", "SUCCESS", ""),
+        row("WriteFile", "SUCCESS", WRITE_BACK),
+        row("WriteFile", "SUCCESS", WRITE_BACK),
+        row("CloseFile", "SUCCESS", ""),
+    ];
+    let r = replay(&covered, "flush-on-close");
+    let f = the_file(&r);
+    assert_eq!(
+        (f["writes"].as_u64(), f["paging_writes"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(f["app_flushes"], 1);
+    assert_eq!(f["flushes_issued"], 0);
+    assert_eq!(f["unflushed_bytes_with"], 0);
+
+    // A user write after the flush, a failed flush, or a paging write that does not
+    // directly follow the flush (another operation in between: the flush returned)
+    // leaves the handle written since its last flush: one flush at close.
+    for (case, middle) in [
+        (
+            "user write after the flush",
+            vec![
+                row("FlushBuffersFile", "SUCCESS", ""),
+                row("WriteFile", "SUCCESS", WRITE_BACK),
+                row("WriteFile", "SUCCESS", "Offset: 5000, Length: 10"),
+            ],
+        ),
+        (
+            "failed flush",
+            vec![
+                row("FlushBuffersFile", "ACCESS DENIED", ""),
+                row("WriteFile", "SUCCESS", WRITE_BACK),
+            ],
+        ),
+        (
+            "paging write after the flush returned",
+            vec![
+                row("FlushBuffersFile", "SUCCESS", ""),
+                row("SetEndOfFileInformationFile", "SUCCESS", "EndOfFile: 5,000"),
+                row("WriteFile", "SUCCESS", WRITE_BACK),
+            ],
+        ),
+        (
+            "asynchronous paging write (mapped page writer) inside the window",
+            vec![
+                row("FlushBuffersFile", "SUCCESS", ""),
+                row(
+                    "WriteFile",
+                    "SUCCESS",
+                    "Offset: 0, Length: 4,096, I/O Flags: Non-cached, Paging I/O, Priority: Normal",
+                ),
+            ],
+        ),
+    ] {
+        let mut rows = vec![
+            row("CreateFile", "SUCCESS", SYNC_OPEN),
+            row("WriteFile", "SUCCESS", "Offset: 0, Length: 5000"),
+        ];
+        rows.extend(middle);
+        rows.push(row("CloseFile", "SUCCESS", ""));
+        let r = replay(&rows, "flush-on-close");
+        assert_eq!(the_file(&r)["flushes_issued"], 1, "{case}");
+    }
+}

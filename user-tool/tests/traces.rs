@@ -8,6 +8,11 @@
 //! bytes, successful FlushBuffersFile rows; and, replaying CreateFile/CloseFile/rename
 //! per (PID, path), the handles closed after a write with no flush in between — the
 //! flushes of flush-on-close — and the bytes written after a file's last flush).
+//! In that count a flush's cache write-back — the successful `WriteFile` rows with
+//! `Paging I/O, Synchronous Paging I/O` of the same path by the same PID directly
+//! after its `FlushBuffersFile` row — is covered by the flush; any other paging write
+//! marks the PID's newest open handle of the path (else the path's oldest one). The
+//! same count gives the flush-on-close figures asserted for 05, 07, 09, 11 and 13.
 
 use std::path::PathBuf;
 
@@ -142,6 +147,12 @@ fn explorer_jumplist_flush_then_paging_write_06() {
     assert_eq!((u(f, "paging_writes"), u(f, "paging_bytes")), (1, 4096));
     assert_eq!(u(f, "app_flushes"), 1);
     assert_eq!(u(f, "unflushed_bytes_without"), 0);
+    // The paging write is the flush's own write-back (it follows the FlushBuffersFile
+    // row): the flush covers it, so flush-on-close has nothing left to flush at the
+    // CloseFile (independent count: 0 flushes).
+    assert_eq!(u(f, "flushes_issued"), 0);
+    assert_eq!(u(&r["totals"], "flushes_issued"), 0);
+    assert_eq!(u(f, "unflushed_bytes_with"), 0);
     // The engine's own counters agree with the per-file view.
     let default = r["rules"].as_array().unwrap().last().unwrap();
     assert_eq!(u(&default["engine_counters"], "app_flushes_seen"), 1);
@@ -223,7 +234,12 @@ fn rarsfx_write_flush_paging_10() {
         );
         assert_eq!(u(f, "app_flushes"), 1, "{n}");
         assert_eq!(u(f, "unflushed_bytes_without"), 0, "{n}");
+        // Each paging write is the write-back of the flush right before it: covered,
+        // so the CloseFile needs no flush (independent count: 0 per file).
+        assert_eq!(u(f, "flushes_issued"), 0, "{n}");
+        assert_eq!(u(f, "unflushed_bytes_with"), 0, "{n}");
     }
+    assert_eq!(u(&r["totals"], "flushes_issued"), 0);
     assert_eq!(u(&r["totals"], "app_flushes"), 7);
     assert_eq!(u(&r["totals"], "writes"), 7);
     // 9226 rows, mostly registry noise: 8301 rows are operations FlushGuard never sees.

@@ -3,27 +3,122 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use flushguard_protocol::nt::{IRP_PAGING_IO, IRP_SYNCHRONOUS_PAGING_IO};
 use flushguard_protocol::FlushFlags;
 
 /// Rule slot meaning "the policy's default action" (no rule matched).
 pub const DEFAULT_RULE_SLOT: u32 = u32::MAX;
 
+/// How a flush covers a completed write: which of the flush's two moments the write
+/// must have completed before. See [`StreamContext`] for the reasoning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteClass {
+    /// Every write except a synchronous paging write: user writes (cached,
+    /// non-cached, write-through, fast I/O reissued as an IRP) and asynchronous
+    /// paging writes (`IRP_PAGING_IO` without `IRP_SYNCHRONOUS_PAGING_IO`: the
+    /// modified / mapped page writer, `IoAsynchronousPageWrite`). Covered by a
+    /// successful flush only if the write completed before the flush **began**.
+    User,
+    /// A synchronous paging write (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`:
+    /// `IoSynchronousPageWrite`, what `CcFlushCache` / `MmFlushSection` issue). The
+    /// cache write-back a flush performs inside its own dispatch is of this kind.
+    /// Covered by a successful flush if the write completed before the flush
+    /// **completed**.
+    WriteBack,
+}
+
+impl WriteClass {
+    /// The class of a write with `Iopb->IrpFlags == irp_flags` (`IRP_PAGING_IO` 0x2,
+    /// `IRP_SYNCHRONOUS_PAGING_IO` 0x40; wdm.h, "IRP" DDI page). Any IRQL.
+    pub const fn of_irp_flags(irp_flags: u32) -> Self {
+        const SYNC_PAGING: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO;
+        if irp_flags & SYNC_PAGING == SYNC_PAGING {
+            WriteClass::WriteBack
+        } else {
+            WriteClass::User
+        }
+    }
+}
+
 /// The stream-handle context FlushGuard attaches in post-create to every governed
 /// handle (`FLT_STREAMHANDLE_CONTEXT`, non-paged: read at DISPATCH_LEVEL).
 ///
 /// It caches which rule governs the handle, tagged with the policy generation it
-/// was computed under, and tracks writes against flushes with two sequence numbers
-/// so that "written since the last flush" is race-free without a lock:
-/// a successful write bumps `write_seq`; a flush that began after observing
-/// `write_seq == n` and succeeded raises `flushed_seq` to at least `n`.
+/// was computed under, and tracks writes against flushes with lock-free sequence
+/// numbers, one pair per [`WriteClass`]:
+///
+/// - a write is recorded when it **completed successfully** (its post-write), in
+///   its class's sequence (`user_seq` or `writeback_seq`, monotonic);
+/// - a flush (the application's `IRP_MJ_FLUSH_BUFFERS` observed at pre- and
+///   post-flush, or one FlushGuard issues, observed before the call and after it
+///   returns) reads `user_seq` when it **begins** and, once it **succeeded**, raises
+///   `user_flushed` to that value and `writeback_flushed` to the `writeback_seq` it
+///   reads then ([`StreamContext::record_flush`]);
+/// - the handle is *written since its last flush* while either sequence is ahead
+///   of its flushed mark ([`StreamContext::written_since_flush`]).
+///
+/// # Why two classes
+///
+/// Paging writes are recorded so that memory-mapped writes (visible to a filter
+/// only as paging writes) are flushed at close. But a flush writes the cache back
+/// *inside itself*: the file system or redirector calls `CcFlushCache` in its flush
+/// dispatch, which issues synchronous paging writes in the flushing thread, waits
+/// for them, and only then asks the storage (disk cache flush) or the server
+/// (SMB2 FLUSH) to make the data durable, then completes the flush. Those paging
+/// writes complete after the flush began; counting them like user writes re-marked
+/// every flushed file, and flush-on-close then issued a flush nobody needed (seen
+/// replaying real captures: `FlushBuffersFile` followed by its `Paging I/O,
+/// Synchronous Paging I/O` write-back). FlushGuard's own flushes cause the same
+/// write-back; in the flushing thread it passes through untouched (recursion
+/// guard) and is not recorded at all.
+///
+/// # What is guaranteed
+///
+/// - A user write (or asynchronous paging write) that completed after a flush
+///   began is never covered by that flush: it may have reached the cache after
+///   `CcFlushCache` passed its range, or the server after the SMB2 FLUSH. The handle
+///   stays written-since-flush until a later flush covers it, so it is flushed at
+///   cleanup under flush-on-close. A failed or drained flush covers nothing.
+/// - A synchronous paging write that completed before the flush completed is
+///   covered. This is exact for the flush's own write-back (it completes before
+///   the durability request is sent) and for every write that completed before the
+///   flush began.
+/// - Races between writers, flushes and readers need no lock: each sequence and
+///   each mark is a single atomic, marks are raised with `fetch_max` to values read
+///   from their own sequence (so `flushed <= seq` always holds), and a write whose
+///   increment is not yet visible to a flush is simply not covered by it.
+///
+/// # The remaining approximation
+///
+/// A synchronous paging write that is **not** this flush's write-back — the lazy
+/// writer's `CcFlushCache` in a system worker thread, or another thread's flush
+/// write-back, running concurrently — and that completes after this flush's
+/// durability request was sent but before the flush completes is treated as
+/// covered although its data may only be in the server's or disk's volatile
+/// cache. The window is at most the flush's own duration; the data at risk is page
+/// data dirtied before the flush began (mapped-page writes, or cached user writes
+/// completed before the flush began: later user writes keep the handle marked on
+/// their own). Filter Manager gives no per-IRP link from a paging write to the
+/// flush that caused it, so telling the two apart would need the top-level IRP
+/// value (`FSRTL_CACHE_TOP_LEVEL_IRP` for the lazy writer) on every paging write.
+///
+/// The context is per handle (file object): paging writes arrive on the file
+/// object the cache was initialised with, so with several governed handles of one
+/// file they may mark a handle other than the one the application flushed. That
+/// costs at most one extra flush at that handle's cleanup, never a lost one.
 #[derive(Debug)]
 pub struct StreamContext {
     /// `generation << 32 | rule slot` ([`DEFAULT_RULE_SLOT`] = default action).
     rule: AtomicU64,
-    /// Successful writes through this handle (monotonic).
-    write_seq: AtomicU64,
-    /// Highest `write_seq` covered by a successful flush (monotonic).
-    flushed_seq: AtomicU64,
+    /// Successful [`WriteClass::User`] writes through this handle (monotonic).
+    user_seq: AtomicU64,
+    /// Highest `user_seq` covered by a successful flush (monotonic, `<= user_seq`).
+    user_flushed: AtomicU64,
+    /// Successful [`WriteClass::WriteBack`] writes on this handle (monotonic).
+    writeback_seq: AtomicU64,
+    /// Highest `writeback_seq` covered by a successful flush (monotonic,
+    /// `<= writeback_seq`).
+    writeback_flushed: AtomicU64,
 }
 
 impl StreamContext {
@@ -31,8 +126,10 @@ impl StreamContext {
     pub fn new(generation: u32, slot: u32) -> Self {
         StreamContext {
             rule: AtomicU64::new(pack(generation, slot)),
-            write_seq: AtomicU64::new(0),
-            flushed_seq: AtomicU64::new(0),
+            user_seq: AtomicU64::new(0),
+            user_flushed: AtomicU64::new(0),
+            writeback_seq: AtomicU64::new(0),
+            writeback_flushed: AtomicU64::new(0),
         }
     }
 
@@ -46,24 +143,46 @@ impl StreamContext {
         self.rule.store(pack(generation, slot), Ordering::Release);
     }
 
-    /// Records one successful write; returns the new write sequence number.
-    pub fn record_write(&self) -> u64 {
-        self.write_seq.fetch_add(1, Ordering::AcqRel) + 1
+    /// Records one write of `class` that completed successfully (call from the
+    /// post-write, any IRQL <= DISPATCH_LEVEL); returns that class's new sequence
+    /// number.
+    pub fn record_write(&self, class: WriteClass) -> u64 {
+        let seq = match class {
+            WriteClass::User => &self.user_seq,
+            WriteClass::WriteBack => &self.writeback_seq,
+        };
+        seq.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// The current write sequence number (observe before starting a flush).
+    /// The current [`WriteClass::User`] sequence number: read it when a flush
+    /// **begins** (pre-flush, or before issuing one) and pass it to
+    /// [`StreamContext::record_flush`].
     pub fn write_seq(&self) -> u64 {
-        self.write_seq.load(Ordering::Acquire)
+        self.user_seq.load(Ordering::Acquire)
     }
 
-    /// Records that a flush which started after write `observed` succeeded.
-    pub fn record_flush(&self, observed: u64) {
-        self.flushed_seq.fetch_max(observed, Ordering::AcqRel);
+    /// Records that a flush which began after observing `observed_at_start`
+    /// ([`StreamContext::write_seq`]) has **just completed successfully**: it covers
+    /// user writes up to `observed_at_start` and every write-back write completed by
+    /// now. Call it at post-flush or right after the flush call returned, never for
+    /// a failed or drained flush. Any IRQL <= DISPATCH_LEVEL.
+    pub fn record_flush(&self, observed_at_start: u64) {
+        let writeback = self.writeback_seq.load(Ordering::Acquire);
+        self.user_flushed
+            .fetch_max(observed_at_start, Ordering::AcqRel);
+        self.writeback_flushed
+            .fetch_max(writeback, Ordering::AcqRel);
     }
 
-    /// True when a successful write is not yet covered by a successful flush.
+    /// True when a successful write is not yet covered by a successful flush (see
+    /// the type's docs for what "covered" means).
     pub fn written_since_flush(&self) -> bool {
-        self.write_seq.load(Ordering::Acquire) > self.flushed_seq.load(Ordering::Acquire)
+        // Each mark is read before its sequence: a write racing with this call can
+        // only make the answer `true` (the conservative side).
+        let user_flushed = self.user_flushed.load(Ordering::Acquire);
+        let writeback_flushed = self.writeback_flushed.load(Ordering::Acquire);
+        self.user_seq.load(Ordering::Acquire) > user_flushed
+            || self.writeback_seq.load(Ordering::Acquire) > writeback_flushed
     }
 }
 
@@ -102,7 +221,8 @@ pub enum CompletionContext {
     },
     /// Post-flush of an application flush on a governed handle.
     Flush {
-        /// `write_seq` observed before the flush went down (at most 2^56 - 1).
+        /// [`StreamContext::write_seq`] observed before the flush went down (at most
+        /// 2^56 - 1).
         observed_write_seq: u64,
     },
 }
@@ -231,13 +351,105 @@ mod tests {
     fn written_since_flush_tracks_sequences() {
         let c = StreamContext::new(1, 0);
         assert!(!c.written_since_flush());
-        let seen = c.record_write();
-        c.record_write();
+        let seen = c.record_write(WriteClass::User);
+        c.record_write(WriteClass::User);
         c.record_flush(seen);
         assert!(c.written_since_flush(), "second write not covered");
         c.record_flush(c.write_seq());
         assert!(!c.written_since_flush());
         c.record_flush(0);
-        assert!(!c.written_since_flush(), "flushed_seq never goes back");
+        assert!(!c.written_since_flush(), "flushed marks never go back");
+    }
+
+    #[test]
+    fn write_class_from_irp_flags() {
+        use flushguard_protocol::nt::IRP_NOCACHE;
+        assert_eq!(WriteClass::of_irp_flags(0), WriteClass::User);
+        assert_eq!(WriteClass::of_irp_flags(IRP_NOCACHE), WriteClass::User);
+        // The modified / mapped page writer: asynchronous paging I/O.
+        assert_eq!(
+            WriteClass::of_irp_flags(IRP_PAGING_IO | IRP_NOCACHE),
+            WriteClass::User
+        );
+        // IRP_SYNCHRONOUS_PAGING_IO alone is not paging I/O.
+        assert_eq!(
+            WriteClass::of_irp_flags(IRP_SYNCHRONOUS_PAGING_IO),
+            WriteClass::User
+        );
+        assert_eq!(
+            WriteClass::of_irp_flags(IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO | IRP_NOCACHE),
+            WriteClass::WriteBack
+        );
+    }
+
+    #[test]
+    fn a_flush_covers_its_own_write_back() {
+        // Cached write, then an application flush whose write-back (a synchronous
+        // paging write) completes inside it.
+        let c = StreamContext::new(1, 0);
+        c.record_write(WriteClass::User);
+        let at_start = c.write_seq();
+        c.record_write(WriteClass::WriteBack);
+        c.record_flush(at_start);
+        assert!(
+            !c.written_since_flush(),
+            "write-back inside the flush covered"
+        );
+        // A later lazy-writer / write-back write is not covered by that flush.
+        c.record_write(WriteClass::WriteBack);
+        assert!(c.written_since_flush());
+        c.record_flush(c.write_seq());
+        assert!(!c.written_since_flush());
+    }
+
+    #[test]
+    fn user_and_mapped_writes_completed_during_a_flush_stay_unflushed() {
+        for class in [WriteClass::User, WriteClass::of_irp_flags(IRP_PAGING_IO)] {
+            let c = StreamContext::new(1, 0);
+            let at_start = c.write_seq();
+            // Completes after the flush began (concurrent writer, or the mapped
+            // page writer's asynchronous paging write).
+            c.record_write(class);
+            c.record_write(WriteClass::WriteBack);
+            c.record_flush(at_start);
+            assert!(c.written_since_flush(), "{class:?} after the flush began");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    fn concurrent_writers_and_flushers_never_lose_a_user_write() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let c = Arc::new(StreamContext::new(1, 0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flushers: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, stop) = (Arc::clone(&c), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let at_start = c.write_seq();
+                        c.record_write(WriteClass::WriteBack);
+                        c.record_flush(at_start);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..20_000 {
+            // Every user write completing while flushes run is either seen as
+            // unflushed right after it completed, or a flush that began after it
+            // covered it already; covered means a flush observed it at its start.
+            let seq = c.record_write(WriteClass::User);
+            if !c.written_since_flush() {
+                assert!(c.user_flushed.load(Ordering::Acquire) >= seq);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for f in flushers {
+            f.join().unwrap();
+        }
+        let at_start = c.write_seq();
+        c.record_flush(at_start);
+        assert!(!c.written_since_flush());
     }
 }

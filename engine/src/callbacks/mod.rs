@@ -34,7 +34,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use flushguard_protocol::NtStatus;
 
-pub use context::{CompletionContext, FlushOrder, StreamContext, DEFAULT_RULE_SLOT};
+pub use context::{CompletionContext, FlushOrder, StreamContext, WriteClass, DEFAULT_RULE_SLOT};
 pub use counters::{CallbackCounters, Counter};
 pub use fltmgr::{
     CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
@@ -641,7 +641,9 @@ impl<F: FilterManager> Filter<F> {
         }
         if record_write {
             if let Some(c) = self.handle_context(data) {
-                c.record_write();
+                // A synchronous paging write may be the write-back of a flush in
+                // progress: a flush covers it if it completes first (StreamContext).
+                c.record_write(WriteClass::of_irp_flags(data.irp_flags()));
                 self.fm.release_context(c);
             }
         }
@@ -782,9 +784,11 @@ impl<F: FilterManager> Filter<F> {
     }
 
     /// Post-flush (<= DISPATCH_LEVEL): a successful application flush on a handle
-    /// under a flushing rule (the pre-flush asked for this callback) covers the
-    /// writes observed before it. Context atomics only (no policy lock). Draining:
-    /// nothing to clean up.
+    /// under a flushing rule (the pre-flush asked for this callback) covers the user
+    /// writes completed before it began and the write-back (synchronous paging)
+    /// writes completed by now, its own write-back included
+    /// ([`StreamContext::record_flush`]). Context atomics only (no policy lock).
+    /// Draining or failed: covers nothing, nothing to clean up.
     pub fn post_flush(
         &self,
         data: &mut F::Data,
@@ -906,6 +910,10 @@ impl<F: FilterManager> Filter<F> {
         match result {
             Ok(()) => {
                 self.counters().bump(Counter::FlushOk);
+                // Covers the user writes completed before the flush began and the
+                // write-back completed by now: in this thread the flush's own paging
+                // writes passed through unrecorded (recursion guard); written back by
+                // another thread, they completed before the flush call returned.
                 if let Some(seq) = observed {
                     if let Some(c) = self.handle_context(data) {
                         c.record_flush(seq);

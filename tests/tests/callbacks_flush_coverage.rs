@@ -1,0 +1,271 @@
+//! Which writes a flush covers (the per-handle written-since-flush state of the
+//! engine's `StreamContext`), on the fake Filter Manager:
+//! - a flush covers its own cache write-back (synchronous paging writes completing
+//!   inside it), whether the application issued it or FlushGuard did, so
+//!   flush-on-close issues no flush nobody needed;
+//! - a user write, or a mapped page writer's asynchronous paging write, that
+//!   completes while a flush is in progress is never covered by it: it is flushed
+//!   at close;
+//! - a failed flush covers nothing.
+//!
+//! The property test checks the engine against an independent model that keeps
+//! every write with its completion time and every successful flush with its start
+//! and end times.
+
+use flushguard_engine::callbacks::Counter;
+use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_protocol::stats::Counter as StatsCounter;
+use flushguard_protocol::{FlushFlags, NtStatus};
+use flushguard_tests::fake::PROVIDER_SMB;
+use flushguard_tests::scenario::{action, harness, PROCESS, SHARE_FILE};
+use flushguard_tests::sim::{Harness, WriteKind, WriteSpec};
+use proptest::prelude::*;
+
+fn open(h: &Harness) -> u64 {
+    h.open(
+        SHARE_FILE,
+        Some(PROVIDER_SMB),
+        PROCESS,
+        0,
+        NtStatus::SUCCESS,
+    )
+    .expect("create succeeds")
+}
+
+fn write(h: &Harness, file: u64, kind: WriteKind) {
+    h.write(
+        file,
+        WriteSpec {
+            kind,
+            ..WriteSpec::default()
+        },
+    )
+    .expect("write reaches the file system");
+}
+
+fn flush_on_close(method: FlushMethod) -> Harness {
+    harness(
+        action(Mode::FlushOnClose, method, FlushFlags::empty(), None),
+        true,
+    )
+}
+
+/// Flushes FlushGuard issued at the close of `file`.
+fn flushes_at_close(h: &Harness, file: u64) -> usize {
+    let before = h.fake.flushes().len();
+    h.close(file);
+    h.fake.flushes().len() - before
+}
+
+#[test]
+fn application_flush_covers_its_own_write_back() {
+    for method in [FlushMethod::Filter, FlushMethod::Native] {
+        let h = flush_on_close(method);
+        let file = open(&h);
+        write(&h, file, WriteKind::Cached);
+        write(&h, file, WriteKind::Cached);
+        // FlushFileBuffers: the file system writes the cache back inside the flush.
+        h.flush_around(file, 0, NtStatus::SUCCESS, || {
+            write(&h, file, WriteKind::WriteBack);
+            write(&h, file, WriteKind::WriteBack);
+        });
+        assert_eq!(flushes_at_close(&h, file), 0, "{method:?}: nothing left");
+
+        // The same write-back after the flush completed (the lazy writer, say) is not
+        // covered by it.
+        let file = open(&h);
+        write(&h, file, WriteKind::Cached);
+        h.flush_around(file, 0, NtStatus::SUCCESS, || {});
+        write(&h, file, WriteKind::WriteBack);
+        assert_eq!(
+            flushes_at_close(&h, file),
+            1,
+            "{method:?}: later write-back"
+        );
+        h.unload();
+        h.assert_clean();
+    }
+}
+
+#[test]
+fn writes_completing_during_a_flush_are_flushed_at_close() {
+    for (kind, what) in [
+        (WriteKind::Cached, "cached user write"),
+        (WriteKind::NonCached, "non-cached user write"),
+        (
+            WriteKind::Paging,
+            "mapped page writer (asynchronous paging write)",
+        ),
+    ] {
+        let h = flush_on_close(FlushMethod::Filter);
+        let file = open(&h);
+        write(&h, file, WriteKind::Cached);
+        h.flush_around(file, 0, NtStatus::SUCCESS, || {
+            write(&h, file, WriteKind::WriteBack);
+            // Another thread's write completes while the flush is in progress.
+            write(&h, file, kind);
+            write(&h, file, WriteKind::WriteBack);
+        });
+        assert_eq!(flushes_at_close(&h, file), 1, "{what}");
+        h.unload();
+        h.assert_clean();
+    }
+}
+
+#[test]
+fn a_failed_application_flush_covers_nothing() {
+    let h = flush_on_close(FlushMethod::Filter);
+    let file = open(&h);
+    write(&h, file, WriteKind::Cached);
+    h.flush_around(file, 0, NtStatus::INSUFFICIENT_RESOURCES, || {
+        write(&h, file, WriteKind::WriteBack);
+    });
+    assert_eq!(flushes_at_close(&h, file), 1);
+    h.unload();
+    h.assert_clean();
+}
+
+#[test]
+fn own_flush_write_back_does_not_re_mark_the_handle() {
+    // Flush-after-write: FlushGuard's flush after each write writes the cache back.
+    // In the flushing thread that write-back passes through (recursion guard); posted
+    // to a worker thread it is recorded, but it completed before our flush returned,
+    // so the flush covers it. Either way the close needs no second flush.
+    for method in [FlushMethod::Filter, FlushMethod::Native] {
+        for on_worker in [false, true] {
+            let h = harness(
+                action(Mode::FlushAfterWrite, method, FlushFlags::empty(), None),
+                true,
+            );
+            h.fake.set_write_back_on_worker(on_worker);
+            let file = open(&h);
+            write(&h, file, WriteKind::Cached);
+            write(&h, file, WriteKind::Cached);
+            assert_eq!(h.fake.flushes().len(), 2, "{method:?}/{on_worker}");
+            assert_eq!(
+                flushes_at_close(&h, file),
+                0,
+                "{method:?}, write-back on a worker: {on_worker}"
+            );
+            // On a worker, each flush's write-back went through the write callbacks
+            // (and was recorded); in the flushing thread it passed through as ours.
+            let paging_seen = h
+                .filter
+                .state()
+                .stats()
+                .global()
+                .get(StatsCounter::PagingIoPassed);
+            if on_worker {
+                assert_eq!(paging_seen, 2, "{method:?}");
+            } else {
+                assert_eq!(paging_seen, 0, "{method:?}");
+                assert!(h.filter.counters().get(Counter::OwnIoPassedThrough) >= 2);
+            }
+            h.unload();
+            h.assert_clean();
+        }
+    }
+}
+
+/// One operation of the generated sequences.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// A completed write of this kind.
+    Write(WriteKind),
+    /// An application flush with this status, in progress while the writes complete.
+    Flush {
+        ok: bool,
+        inside: [Option<WriteKind>; 3],
+    },
+}
+
+fn write_kind() -> impl Strategy<Value = WriteKind> {
+    prop_oneof![
+        Just(WriteKind::Cached),
+        Just(WriteKind::NonCached),
+        Just(WriteKind::Paging),
+        Just(WriteKind::WriteBack),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        write_kind().prop_map(Op::Write),
+        (
+            any::<bool>(),
+            prop::array::uniform3(prop::option::of(write_kind()))
+        )
+            .prop_map(|(ok, inside)| Op::Flush { ok, inside }),
+    ]
+}
+
+/// The independent model: every write with its completion time, every successful
+/// flush with its start and end times. A synchronous paging write is covered by a
+/// flush that ended after it; every other write by a flush that began after it.
+#[derive(Default)]
+struct Model {
+    clock: u64,
+    writes: Vec<(u64, WriteKind)>,
+    flushes: Vec<(u64, u64)>,
+}
+
+impl Model {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+    fn covered(&self, at: u64, kind: WriteKind) -> bool {
+        self.flushes.iter().any(|&(start, end)| match kind {
+            WriteKind::WriteBack => end > at,
+            _ => start > at,
+        })
+    }
+    fn must_flush_at_close(&self) -> bool {
+        self.writes.iter().any(|&(at, k)| !self.covered(at, k))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn close_flushes_exactly_when_a_write_is_not_covered(
+        ops in prop::collection::vec(op(), 0..12),
+    ) {
+        let h = flush_on_close(FlushMethod::Filter);
+        let file = open(&h);
+        let mut m = Model::default();
+        for o in &ops {
+            match *o {
+                Op::Write(kind) => {
+                    write(&h, file, kind);
+                    let at = m.tick();
+                    m.writes.push((at, kind));
+                }
+                Op::Flush { ok, inside } => {
+                    let status = if ok { NtStatus::SUCCESS } else { NtStatus::VOLUME_DISMOUNTED };
+                    let start = m.tick();
+                    let mut done = Vec::new();
+                    h.flush_around(file, 0, status, || {
+                        for kind in inside.iter().flatten() {
+                            write(&h, file, *kind);
+                            done.push(*kind);
+                        }
+                    });
+                    for kind in done {
+                        let at = m.tick();
+                        m.writes.push((at, kind));
+                    }
+                    let end = m.tick();
+                    if ok {
+                        m.flushes.push((start, end));
+                    }
+                }
+            }
+        }
+        let expected = usize::from(m.must_flush_at_close());
+        prop_assert_eq!(flushes_at_close(&h, file), expected, "ops: {:?}", ops);
+        h.unload();
+        h.assert_clean();
+    }
+}
