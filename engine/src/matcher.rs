@@ -180,6 +180,44 @@ pub struct CompiledPolicy {
     default_counters: Counters,
 }
 
+/// Compiles one rule's matcher: normalized share, path glob, process, extensions.
+/// Error: the field and its problem. (Its own function so that the unoptimised
+/// kernel build keeps [`CompiledPolicy`]'s compile frame small: kernel stacks are
+/// 12-24 KiB.)
+fn compile_rule(
+    r: &crate::policy::Rule,
+) -> Result<CompiledRule, (&'static str, flushguard_protocol::DecodeError)> {
+    let m = &r.matcher;
+    Ok(CompiledRule {
+        provider: m.provider,
+        share: m
+            .share
+            .as_deref()
+            .map(path::normalize_share)
+            .transpose()
+            .map_err(|e| ("share", e))?,
+        path: m
+            .path
+            .as_deref()
+            .map(PathGlob::new)
+            .transpose()
+            .map_err(|e| ("path", e))?,
+        process: m
+            .process
+            .as_deref()
+            .map(path::normalize_process)
+            .transpose()
+            .map_err(|e| ("process", e))?,
+        extensions: m
+            .extensions
+            .iter()
+            .map(|e| path::normalize_extension(e))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ("extensions", e))?,
+        action: r.action,
+    })
+}
+
 impl CompiledPolicy {
     /// Validates and compiles `policy` under `generation`. Allocates: call at
     /// PASSIVE_LEVEL.
@@ -208,45 +246,15 @@ impl CompiledPolicy {
         let mut by_share: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         let mut shareless = Vec::new();
         for (i, r) in policy.rules.iter().enumerate() {
-            let inv = |field, error| PolicyError::Invalid {
+            let cr = compile_rule(r).map_err(|(field, error)| PolicyError::Invalid {
                 rule: Some(i),
                 name: Some(r.name.clone()),
                 field,
                 error,
-            };
-            let m = &r.matcher;
-            let share = m
-                .share
-                .as_deref()
-                .map(path::normalize_share)
-                .transpose()
-                .map_err(|e| inv("share", e))?;
-            let cr = CompiledRule {
-                provider: m.provider,
-                share: share.clone(),
-                path: m
-                    .path
-                    .as_deref()
-                    .map(PathGlob::new)
-                    .transpose()
-                    .map_err(|e| inv("path", e))?,
-                process: m
-                    .process
-                    .as_deref()
-                    .map(path::normalize_process)
-                    .transpose()
-                    .map_err(|e| inv("process", e))?,
-                extensions: m
-                    .extensions
-                    .iter()
-                    .map(|e| path::normalize_extension(e))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| inv("extensions", e))?,
-                action: r.action,
-            };
+            })?;
             let idx = i as u32;
-            match share {
-                Some(s) => by_share.entry(s).or_default().push(idx),
+            match &cr.share {
+                Some(s) => by_share.entry(s.clone()).or_default().push(idx),
                 None => shareless.push(idx),
             }
             rules.push(cr);

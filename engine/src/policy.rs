@@ -556,6 +556,30 @@ fn check_units(field: &'static str, s: &str, max: u32) -> Result<(), DecodeError
     Ok(())
 }
 
+/// The model of one decoded wire rule. Errors: `BadValue` (provider or action
+/// codes). (Its own function to keep [`Policy::decode`]'s frame small in the
+/// unoptimised kernel build.)
+fn rule_from_wire(rw: &RuleWire<'_>) -> Result<Rule, DecodeError> {
+    let s = |u: &Utf16Str<'_>| -> String { u.chars().collect() };
+    let opt = |u: &Utf16Str<'_>| if u.is_empty() { None } else { Some(s(u)) };
+    let ext = s(&rw.extensions);
+    Ok(Rule {
+        name: s(&rw.name),
+        matcher: Matcher {
+            provider: Provider::from_code(rw.provider)?,
+            share: opt(&rw.share),
+            path: opt(&rw.path),
+            process: opt(&rw.process),
+            extensions: if ext.is_empty() {
+                Vec::new()
+            } else {
+                ext.split('|').map(String::from).collect()
+            },
+        },
+        action: Action::from_wire(&rw.action)?,
+    })
+}
+
 /// A rule problem: the field and the specific error (converted to
 /// [`PolicyError::Invalid`] by [`Policy::validate`]).
 type RuleProblem = (&'static str, DecodeError);
@@ -767,25 +791,7 @@ impl Policy {
         let h = parsed.header;
         let mut rules = Vec::with_capacity(h.rule_count as usize);
         for rw in parsed.rules() {
-            let rw = rw?;
-            let s = |u: &Utf16Str<'_>| -> String { u.chars().collect() };
-            let opt = |u: &Utf16Str<'_>| if u.is_empty() { None } else { Some(s(u)) };
-            let ext = s(&rw.extensions);
-            rules.push(Rule {
-                name: s(&rw.name),
-                matcher: Matcher {
-                    provider: Provider::from_code(rw.provider)?,
-                    share: opt(&rw.share),
-                    path: opt(&rw.path),
-                    process: opt(&rw.process),
-                    extensions: if ext.is_empty() {
-                        Vec::new()
-                    } else {
-                        ext.split('|').map(String::from).collect()
-                    },
-                },
-                action: Action::from_wire(&rw.action)?,
-            });
+            rules.push(rule_from_wire(&rw?)?);
         }
         let p = Policy {
             rules,

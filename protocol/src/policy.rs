@@ -471,18 +471,7 @@ fn parse_rule(buf: &[u8]) -> Result<(RuleWire<'_>, usize), DecodeError> {
             actual: clamp_u32(needed),
         });
     }
-    let [ln, ls, lp, lpr, le] = lens;
-    let name = Utf16Str::new("rule.name", r.bytes(ln)?, MAX_RULE_NAME_UNITS)?;
-    if name.is_empty() {
-        return Err(DecodeError::Name {
-            field: "rule.name",
-            problem: crate::NameProblem::EmptyComponent,
-        });
-    }
-    let share = Utf16Str::new("rule.share", r.bytes(ls)?, MAX_SHARE_UNITS)?;
-    let path = Utf16Str::new("rule.path", r.bytes(lp)?, MAX_PATH_GLOB_UNITS)?;
-    let process = Utf16Str::new("rule.process", r.bytes(lpr)?, MAX_PROCESS_UNITS)?;
-    let extensions = Utf16Str::new("rule.extensions", r.bytes(le)?, MAX_EXTENSIONS_UNITS)?;
+    let [name, share, path, process, extensions] = read_rule_strings(&mut r, lens)?;
     let pad = r.bytes(rule_length - r.position())?;
     if pad.iter().any(|&b| b != 0) {
         return Err(DecodeError::NonZeroReserved {
@@ -501,6 +490,31 @@ fn parse_rule(buf: &[u8]) -> Result<(RuleWire<'_>, usize), DecodeError> {
         },
         rule_length,
     ))
+}
+
+/// The five strings of a rule (name, share, path, process, extensions), `lens` bytes
+/// each. Errors: `TooShort`, `Utf16 { .. }`, `Name { EmptyComponent }` (empty name).
+/// (Its own function to keep `parse_rule`'s frame small in the unoptimised kernel
+/// build.)
+fn read_rule_strings<'a>(
+    r: &mut Reader<'a>,
+    lens: [usize; 5],
+) -> Result<[Utf16Str<'a>; 5], DecodeError> {
+    let [ln, ls, lp, lpr, le] = lens;
+    let name = Utf16Str::new("rule.name", r.bytes(ln)?, MAX_RULE_NAME_UNITS)?;
+    if name.is_empty() {
+        return Err(DecodeError::Name {
+            field: "rule.name",
+            problem: crate::NameProblem::EmptyComponent,
+        });
+    }
+    Ok([
+        name,
+        Utf16Str::new("rule.share", r.bytes(ls)?, MAX_SHARE_UNITS)?,
+        Utf16Str::new("rule.path", r.bytes(lp)?, MAX_PATH_GLOB_UNITS)?,
+        Utf16Str::new("rule.process", r.bytes(lpr)?, MAX_PROCESS_UNITS)?,
+        Utf16Str::new("rule.extensions", r.bytes(le)?, MAX_EXTENSIONS_UNITS)?,
+    ])
 }
 
 const_assert_eq!(ActionWire::SIZE, 2 * 6 + 4);

@@ -34,41 +34,68 @@ fn output_of(command: &mut Command) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// `sub rsp, N` frame reservations in an Intel-syntax disassembly: (bytes, function).
-fn frames(disassembly: &str) -> Vec<(u64, String)> {
-    let mut function = String::new();
-    let mut out = Vec::new();
-    for line in disassembly.lines() {
-        if let Some(name) = line
-            .strip_suffix(">:")
-            .and_then(|l| l.split_once(" <"))
-            .map(|(_, n)| n)
-        {
-            function = name.to_owned();
-            continue;
-        }
-        let Some(rest) = line.split("sub").nth(1) else {
-            continue;
-        };
-        let rest = rest.trim_start();
-        if let Some(imm) = rest.strip_prefix("rsp, ") {
-            if let Ok(bytes) = imm.trim().parse::<u64>() {
-                out.push((bytes, function.clone()));
+/// `sub rsp, N` frame reservations in an Intel-syntax disassembly without raw
+/// bytes: (bytes, instruction address).
+fn frames(disassembly: &str) -> Vec<(u64, u64)> {
+    disassembly
+        .lines()
+        .filter_map(|line| {
+            let (address, instruction) = line.split_once(':')?;
+            let address = u64::from_str_radix(address.trim(), 16).ok()?;
+            let mut words = instruction.split_whitespace();
+            if words.next()? != "sub" || words.next()? != "rsp," {
+                return None;
             }
-        }
-    }
+            Some((words.next()?.parse().ok()?, address))
+        })
+        .collect()
+}
+
+/// Code symbols of an lld-link `/MAP` file: (virtual address, mangled name), sorted.
+/// Lines look like ` 0001:00000100   _ZN...E   0000000180001100   lib:object`.
+fn code_symbols(map: &str) -> Vec<(u64, String)> {
+    let mut out: Vec<(u64, String)> = map
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if !words.next()?.starts_with("0001:") {
+                return None;
+            }
+            let name = words.next()?;
+            let va = u64::from_str_radix(words.next()?, 16).ok()?;
+            Some((va, name.to_owned()))
+        })
+        .collect();
+    out.sort();
     out
 }
 
+/// The symbol containing address `at` (the closest one at or below it).
+fn symbol_at(symbols: &[(u64, String)], at: u64) -> &str {
+    let i = symbols.partition_point(|(va, _)| *va <= at);
+    i.checked_sub(1)
+        .and_then(|i| symbols.get(i))
+        .map_or("?", |(_, name)| name.as_str())
+}
+
 #[test]
-fn frame_parser_reads_llvm_objdump_intel_output() {
-    let sample = "0000000180001000 <f>:\n180001000: \tsub\trsp, 4120\n\
-                  0000000180002000 <g>:\n180002000: \tsub\trsp, 40\n\
+fn frame_and_map_parsers_read_llvm_output() {
+    let sample = "0000000180001000 <.text>:\n180001000: \tsub\trsp, 4120\n\
+                  180001007: \tmov\trax, 1\n180002000: \tsub\trsp, 40\n\
                   180002004: \tsub\trax, 99999\n";
     assert_eq!(
         frames(sample),
-        vec![(4120, "f".to_owned()), (40, "g".to_owned())]
+        vec![(4120, 0x1_8000_1000), (40, 0x1_8000_2000)]
     );
+    let map = "  Address  Publics by Value  Rva+Base  Lib:Object\n\n \
+               0001:00000000       f_a 0000000180001000     a.o\n \
+               0001:00001000       f_b 0000000180002000     b.o\n \
+               0002:00000000       data 0000000180060000     c.o\n";
+    let symbols = code_symbols(map);
+    assert_eq!(symbols.len(), 2);
+    assert_eq!(symbol_at(&symbols, 0x1_8000_1800), "f_a");
+    assert_eq!(symbol_at(&symbols, 0x1_8000_2000), "f_b");
+    assert_eq!(symbol_at(&symbols, 0x1_7000_0000), "?");
 }
 
 #[test]
@@ -102,26 +129,21 @@ fn debug_kernel_build_links_without_chkstk() {
 
     // The linker map (build.rs passes /MAP) must not define __chkstk either.
     let build = debug.join("build");
-    let maps: Vec<PathBuf> = std::fs::read_dir(&build)
+    let map = std::fs::read_dir(&build)
         .unwrap()
         .filter_map(|e| {
             let p = e.ok()?.path().join("out").join("flushguard.map");
             p.is_file().then_some(p)
         })
-        .collect();
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| panic!("no flushguard.map under {}", build.display()));
+    let map = std::fs::read_to_string(&map).unwrap();
     assert!(
-        !maps.is_empty(),
-        "no flushguard.map under {}",
-        build.display()
+        !map.contains("__chkstk"),
+        "the map defines or imports __chkstk"
     );
-    for map in maps {
-        let text = std::fs::read_to_string(&map).unwrap();
-        assert!(
-            !text.contains("__chkstk"),
-            "{} defines or imports __chkstk",
-            map.display()
-        );
-    }
+    let symbols = code_symbols(&map);
+    assert!(symbols.len() > 100, "the map lists too few code symbols");
 
     let (ok, disassembly) = output_of(
         Command::new("llvm-objdump")
@@ -129,16 +151,27 @@ fn debug_kernel_build_links_without_chkstk() {
             .arg(&image),
     );
     assert!(ok, "llvm-objdump failed: {disassembly}");
-    let frames = frames(&disassembly);
+    let mut frames = frames(&disassembly);
     assert!(
         frames.len() > 100,
         "disassembly has too few frames to be the driver"
     );
-    let (largest, _) = frames.iter().max().cloned().unwrap();
+    frames.sort_by_key(|&(bytes, _)| std::cmp::Reverse(bytes));
+    let named = |(bytes, at): &(u64, u64)| format!("{bytes} {}", symbol_at(&symbols, *at));
     eprintln!(
-        "{} frames, largest {largest} bytes (limit {PAGE})",
-        frames.len()
+        "{} frames; largest (bytes, function):\n  {}",
+        frames.len(),
+        frames
+            .iter()
+            .take(8)
+            .map(named)
+            .collect::<Vec<_>>()
+            .join("\n  ")
     );
-    let big: Vec<_> = frames.iter().filter(|(b, _)| *b >= PAGE).collect();
-    assert!(big.is_empty(), "frames of 4 KiB or more: {big:?}");
+    let big: Vec<_> = frames
+        .iter()
+        .filter(|(b, _)| *b >= PAGE)
+        .map(named)
+        .collect();
+    assert!(big.is_empty(), "frames of 4 KiB or more: {big:#?}");
 }
