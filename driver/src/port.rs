@@ -280,12 +280,14 @@ fn handle_message(
 }
 
 /// Runs one captured request through the engine (`Filter::handle_message`: the
-/// engine handler, then the registry write of a persisted SetPolicy) and writes the
-/// reply into `reply`; returns its length in bytes.
+/// engine handler; a persisted SetPolicy is validated, written to
+/// `Parameters\Policy`, and put in force only if the write succeeded) and writes
+/// the reply into `reply`; returns its length in bytes.
 ///
 /// # Errors
 /// `STATUS_INVALID_DEVICE_STATE` before the engine is installed; otherwise every
-/// status of `flushguard_engine::handler::handle` and of the registry write.
+/// status of `flushguard_engine::handler::handle_persisting`, including the
+/// registry write's (the policy in force is then unchanged).
 fn dispatch(request: &[u8], reply: &mut [u8]) -> Result<usize, NtStatus> {
     let engine = crate::callbacks::get().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
     engine.handle_message(request, reply)
