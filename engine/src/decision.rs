@@ -375,17 +375,22 @@ fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
                 return d;
             }
             d.count(Counter::AppFlushesSeen);
-            if let Some(target) = action.upgrade_app_flush {
-                // An undefined minor function is left alone.
-                if let Ok(current) = FlushFlags::from_flush_minor(v.minor_function) {
-                    let joined = current.join(target);
-                    if joined != current {
-                        d.upgrade_flush = Some(joined);
-                        d.count(Counter::AppFlushesUpgraded);
-                    }
+            // An undefined minor function is left alone (and covers nothing).
+            let requested = FlushFlags::from_flush_minor(v.minor_function).ok();
+            if let (Some(target), Some(current)) = (action.upgrade_app_flush, requested) {
+                let joined = current.join(target);
+                if joined != current {
+                    d.upgrade_flush = Some(joined);
+                    d.count(Counter::AppFlushesUpgraded);
                 }
             }
-            if flushing {
+            // The post-flush of a successful application flush clears the written-
+            // since-flush mark, but only if that flush (as upgraded) is at least as
+            // strong as the rule's own flush type: a NO_SYNC or FILE_DATA_ONLY flush
+            // writes the cache back without asking the storage to make it durable, so
+            // under a `full` rule the close flush is still due.
+            let effective = d.upgrade_flush.or(requested);
+            if flushing && effective.is_some_and(|e| e.covers(action.flags)) {
                 d.pre_op = PreOp::SuccessWithCallback;
             }
         }

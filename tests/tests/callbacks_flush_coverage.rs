@@ -6,7 +6,9 @@
 //! - a user write, or a mapped page writer's asynchronous paging write, that
 //!   completes while a flush is in progress is never covered by it: it is flushed
 //!   at close;
-//! - a failed flush covers nothing.
+//! - a failed flush covers nothing, and neither does one weaker than the rule's
+//!   flush type (a NO_SYNC or FILE_DATA_ONLY flush under a `full` rule) unless
+//!   FlushGuard upgraded it.
 //!
 //! The property test checks the engine against an independent model that keeps
 //! every write with its completion time and every successful flush with its start
@@ -14,6 +16,10 @@
 
 use flushguard_engine::callbacks::Counter;
 use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_protocol::nt::{
+    IRP_MN_FLUSH_AND_PURGE, IRP_MN_FLUSH_DATA_ONLY, IRP_MN_FLUSH_DATA_SYNC_ONLY,
+    IRP_MN_FLUSH_NO_SYNC,
+};
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::PROVIDER_SMB;
@@ -123,6 +129,53 @@ fn a_failed_application_flush_covers_nothing() {
     assert_eq!(flushes_at_close(&h, file), 1);
     h.unload();
     h.assert_clean();
+}
+
+#[test]
+fn a_weaker_application_flush_leaves_the_close_flush_due() {
+    // (rule flush type, upgrade-app-flush, application IRP_MN_FLUSH_*, close flushes)
+    let cases = [
+        (FlushFlags::empty(), None, 0, 0),
+        (FlushFlags::empty(), None, IRP_MN_FLUSH_NO_SYNC, 1),
+        (FlushFlags::empty(), None, IRP_MN_FLUSH_DATA_ONLY, 1),
+        (FlushFlags::empty(), None, IRP_MN_FLUSH_DATA_SYNC_ONLY, 1),
+        // Upgraded to a full flush before it goes down: it covers the rule.
+        (
+            FlushFlags::empty(),
+            Some(FlushFlags::empty()),
+            IRP_MN_FLUSH_NO_SYNC,
+            0,
+        ),
+        (
+            FlushFlags::DATA_SYNC_ONLY,
+            None,
+            IRP_MN_FLUSH_DATA_SYNC_ONLY,
+            0,
+        ),
+        (FlushFlags::DATA_SYNC_ONLY, None, IRP_MN_FLUSH_NO_SYNC, 1),
+        (FlushFlags::FLUSH_AND_PURGE, None, 0, 1),
+        (FlushFlags::FLUSH_AND_PURGE, None, IRP_MN_FLUSH_AND_PURGE, 0),
+        // An undefined minor function covers nothing.
+        (FlushFlags::empty(), None, 9, 1),
+    ];
+    for (flags, upgrade, minor, expected) in cases {
+        let h = harness(
+            action(Mode::FlushOnClose, FlushMethod::Filter, flags, upgrade),
+            true,
+        );
+        let file = open(&h);
+        write(&h, file, WriteKind::Cached);
+        h.flush_around(file, minor, NtStatus::SUCCESS, || {
+            write(&h, file, WriteKind::WriteBack);
+        });
+        assert_eq!(
+            flushes_at_close(&h, file),
+            expected,
+            "rule {flags:?}, upgrade {upgrade:?}, application minor {minor}"
+        );
+        h.unload();
+        h.assert_clean();
+    }
 }
 
 #[test]
