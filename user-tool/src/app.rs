@@ -8,8 +8,10 @@ use std::path::Path;
 use clap::CommandFactory;
 use flushguard_engine::callbacks::{Filter, PolicySource};
 use flushguard_engine::matcher::Mismatch;
-use flushguard_engine::protocol::events::{EventKind, EventRecord, NO_RULE};
-use flushguard_engine::protocol::stats::{bucket_floor_us, Counter};
+use flushguard_engine::protocol::events::{
+    EventKind, EventRecord, NO_RULE, REGISTRY_LOAD, REGISTRY_STORE,
+};
+use flushguard_engine::protocol::stats::{bucket_floor_us, CallbackCounter, Counter};
 use flushguard_engine::protocol::{NtStatus, StatusFlags, PROTOCOL_VERSION};
 use flushguard_engine::{Action, CompiledPolicy, FileProvider, Policy};
 use serde::Serialize;
@@ -649,6 +651,30 @@ struct StatsJson {
     rules: Vec<RuleStatsJson>,
     flush_latency_us: Vec<LatencyBucketJson>,
     flush_failures: Vec<FailureJson>,
+    /// Every callback-layer counter by label, in wire order; `null` when the driver
+    /// did not report them.
+    callback_counters: Option<CallbackCountersJson>,
+}
+
+/// The callback-layer counters as one JSON object, `label: count` for every
+/// [`CallbackCounter`] in wire (index) order.
+struct CallbackCountersJson(Vec<u64>);
+
+impl CallbackCountersJson {
+    fn get(&self, c: CallbackCounter) -> u64 {
+        self.0.get(c as usize).copied().unwrap_or(0)
+    }
+}
+
+impl Serialize for CallbackCountersJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(CallbackCounter::ALL.len()))?;
+        for c in CallbackCounter::ALL {
+            m.serialize_entry(c.label(), &self.get(c))?;
+        }
+        m.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -683,6 +709,7 @@ fn counter_map(v: &[u64]) -> BTreeMap<&'static str, u64> {
 fn stats_once(
     c: &mut Client,
     names: &[String],
+    args: &StatsArgs,
     json: bool,
     json_lines: bool,
 ) -> Result<(), CliError> {
@@ -732,6 +759,7 @@ fn stats_once(
         rules,
         flush_latency_us: latency,
         flush_failures: failures,
+        callback_counters: s.callbacks.map(CallbackCountersJson),
     };
     if json && json_lines {
         let line = serde_json::to_string(&out)
@@ -779,6 +807,34 @@ fn stats_once(
         }
         outln!("{}", t.render());
     }
+    print_callback_counters(out.callback_counters.as_ref(), args.all_causes)
+}
+
+/// The "fail-open and skip causes" section: the callback-layer counters that are
+/// not zero (every one with `all`), in wire order.
+fn print_callback_counters(
+    counters: Option<&CallbackCountersJson>,
+    all: bool,
+) -> Result<(), CliError> {
+    let Some(counters) = counters else {
+        outln!(
+            "Fail-open and skip causes: not reported (the driver predates the \
+             callback-layer counters)."
+        );
+        return Ok(());
+    };
+    let mut t = TableBuilder::new(&["fail-open and skip causes", "count#"]);
+    for c in CallbackCounter::ALL {
+        let n = counters.get(c);
+        if all || n != 0 {
+            t.row([c.label().to_owned(), n.to_string()]);
+        }
+    }
+    if t.is_empty() {
+        outln!("Fail-open and skip causes: none counted (--all-causes lists every counter).");
+    } else {
+        outln!("{}", t.render());
+    }
     Ok(())
 }
 
@@ -790,7 +846,7 @@ fn stats(opts: &PortOptions, args: &StatsArgs, json: bool) -> Result<u8, CliErro
         .unwrap_or_default();
     let mut round = 0u64;
     loop {
-        stats_once(&mut c, &names, json, args.watch.is_some())?;
+        stats_once(&mut c, &names, args, json, args.watch.is_some())?;
         round += 1;
         let Some(secs) = args.watch else { break };
         if args.count.is_some_and(|n| round >= n) {
@@ -824,9 +880,23 @@ struct EventJson {
     rule: Option<u32>,
     method: Option<&'static str>,
     value: u64,
+    /// `registry-policy-rejected` only: `load` (`value` = REGISTRY_LOAD, reading
+    /// `Parameters\Policy` at driver load) or `store` (`value` = REGISTRY_STORE, writing
+    /// it for a persisted SetPolicy); absent for other kinds and unknown values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry_op: Option<&'static str>,
     name: String,
     name_truncated: bool,
     persisted: bool,
+}
+
+/// `load` / `store` for a `RegistryPolicyRejected` event's `value`.
+fn registry_op(value: u64) -> Option<&'static str> {
+    match value {
+        REGISTRY_LOAD => Some("load"),
+        REGISTRY_STORE => Some("store"),
+        _ => None,
+    }
 }
 
 fn kind_name(k: EventKind) -> &'static str {
@@ -879,6 +949,9 @@ fn event_json(e: &EventRecord) -> EventJson {
             "filter"
         }),
         value: e.value,
+        registry_op: (e.kind == EventKind::RegistryPolicyRejected)
+            .then(|| registry_op(e.value))
+            .flatten(),
         name: e.name_chars().collect(),
         name_truncated: e.flags & EVENT_FLAG_NAME_TRUNCATED != 0,
         persisted: e.flags & EVENT_FLAG_PERSISTED != 0,
@@ -899,6 +972,15 @@ fn event_detail(e: &EventJson) -> String {
             e.value,
             if e.persisted { ", persisted" } else { "" }
         ),
+        "registry-policy-rejected" => match e.registry_op {
+            Some("load") => "load: Parameters\\Policy could not be read or decoded at driver load \
+                 (running pass-through)"
+                .into(),
+            Some(op) => format!(
+                "{op}: persisted SetPolicy could not write Parameters\\Policy (policy unchanged)"
+            ),
+            None => format!("value {} (unknown registry operation)", e.value),
+        },
         _ => String::new(),
     }
 }

@@ -32,7 +32,8 @@ pub struct Cli {
     pub json: bool,
 
     /// Test hook: make the --offline port fail the way the driver's port fails
-    /// (access-denied, version-mismatch=N). Hidden; see the README's testing section.
+    /// (not-loaded, access-denied, client-version=N, registry-store-fails[=STATUS]).
+    /// Hidden; see the README's testing section.
     #[arg(
         long,
         global = true,
@@ -156,6 +157,10 @@ pub struct StatsArgs {
     /// Reset the counters after reading them.
     #[arg(long)]
     pub reset: bool,
+    /// List every callback-layer counter (fail-open and skip causes) in the table,
+    /// zeros included; by default only the non-zero ones. --json always has all.
+    #[arg(long)]
+    pub all_causes: bool,
     /// With --watch: stop after N rounds (default: until interrupted).
     #[arg(long, hide = true, value_name = "N")]
     pub count: Option<u64>,

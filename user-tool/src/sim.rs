@@ -16,7 +16,10 @@
 //! - **Top-level IRP**: set for paging I/O (the lazy writer and mapped-page writer run
 //!   with `FSRTL_CACHE_TOP_LEVEL_IRP` / `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`).
 //! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4; local files have none.
-//! - **Registry**: `Parameters\Policy` is a byte vector ([`SimFm::registry_policy`]).
+//! - **Registry**: `Parameters\Policy` is a byte vector ([`SimFm::registry_policy`]);
+//!   writes can be made to fail with a chosen NTSTATUS
+//!   ([`SimFm::set_registry_write_failure`], the `--offline` port's
+//!   `--simulate registry-store-fails`).
 
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -182,6 +185,10 @@ pub struct SimFm {
     flushes: Mutex<Vec<FlushRecord>>,
     deferred: Mutex<Vec<Deferred>>,
     registry: Mutex<Option<Vec<u8>>>,
+    /// Status every `write_policy_value` fails with (a simulated registry fault).
+    registry_write_failure: Mutex<Option<NtStatus>>,
+    /// `write_policy_value` calls refused because of `registry_write_failure`.
+    registry_writes_refused: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -256,6 +263,19 @@ impl SimFm {
     /// The `Parameters\Policy` value.
     pub fn registry_policy(&self) -> Option<Vec<u8>> {
         lock(&self.registry).clone()
+    }
+
+    /// Makes every following `write_policy_value` (`ZwSetValueKey` of
+    /// `Parameters\Policy`) fail with `status` and leave the value unchanged;
+    /// `None` lets writes succeed again.
+    pub fn set_registry_write_failure(&self, status: Option<NtStatus>) {
+        *lock(&self.registry_write_failure) = status;
+    }
+
+    /// Number of `write_policy_value` calls refused by
+    /// [`SimFm::set_registry_write_failure`] so far.
+    pub fn registry_writes_refused(&self) -> u64 {
+        self.registry_writes_refused.load(Ordering::Relaxed)
     }
 }
 
@@ -397,6 +417,10 @@ impl FilterManager for SimFm {
         }
     }
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
+        if let Some(status) = *lock(&self.registry_write_failure) {
+            self.registry_writes_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(status);
+        }
         *lock(&self.registry) = Some(value.to_vec());
         Ok(())
     }

@@ -445,6 +445,214 @@ fn the_test_hook_is_checked() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("only applies to --offline"));
+    // A store fault must name a failure status: a success code, an unknown name or
+    // bad hex is a usage error.
+    for bad in [
+        "registry-store-fails=0x00000000",
+        "registry-store-fails=NO_SUCH_STATUS",
+        "registry-store-fails=0xZZ",
+    ] {
+        e.offline()
+            .args(["--simulate", bad, "status"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!("`{bad}`")))
+            .stderr(predicate::str::contains("registry-store-fails[=STATUS]"));
+    }
+}
+
+/// Labels of every callback-layer counter, in wire order.
+fn callback_labels() -> Vec<&'static str> {
+    flushguard_protocol::stats::CallbackCounter::ALL
+        .iter()
+        .map(|c| c.label())
+        .collect()
+}
+
+/// The `callback_counters` object of `stats --json`: every label once, no other
+/// key; returns the non-zero ones.
+fn nonzero_callback_counters(stats: &Value) -> Vec<(String, u64)> {
+    let m = stats["callback_counters"]
+        .as_object()
+        .expect("callback_counters");
+    let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    let mut labels = callback_labels();
+    keys.sort_unstable();
+    labels.sort_unstable();
+    assert_eq!(keys, labels);
+    assert_eq!(keys.len(), 33);
+    m.iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .filter(|(_, v)| *v != 0)
+        .collect()
+}
+
+#[test]
+fn stats_show_fail_open_causes_and_a_failed_registry_store() {
+    let e = Env::new();
+    let sql = e.file("sql.toml", SQL_POLICY);
+    e.json(&["policy", "apply", p(&sql)]);
+    let s = e.json(&["stats"]);
+    assert_eq!(nonzero_callback_counters(&s), []);
+    // --json lists the section in wire order.
+    let out = e.offline().args(["--json", "stats"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    // (After the section's key: `fast_io_disallowed` is also a rule counter.)
+    let section = &text[text.find("\"callback_counters\"").unwrap()..];
+    let positions: Vec<usize> = callback_labels()
+        .iter()
+        .map(|l| {
+            section
+                .find(&format!("\"{l}\": 0"))
+                .unwrap_or_else(|| panic!("{l}"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{section}");
+    e.offline()
+        .arg("stats")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "Fail-open and skip causes: none counted (--all-causes lists every counter).",
+        ));
+
+    // The registry write of a persisted SetPolicy fails: the request fails with that
+    // status and nothing changes, but the engine counts it and records an event.
+    e.offline()
+        .args([
+            "--simulate",
+            "registry-store-fails=INSUFFICIENT_RESOURCES",
+            "policy",
+            "apply",
+            "--persist",
+            p(&sql),
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "the driver rejected SetPolicy: 0xC000009A (INSUFFICIENT_RESOURCES)",
+        ));
+    let s = e.json(&["stats"]);
+    assert_eq!(s["generation"], 1);
+    assert_eq!(
+        nonzero_callback_counters(&s),
+        [("policy_store_failed".to_owned(), 1)]
+    );
+    e.offline()
+        .arg("stats")
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"\| fail-open and skip causes +\| count \|").unwrap())
+        .stdout(predicate::str::is_match(r"\| policy_store_failed +\| +1 \|").unwrap())
+        .stdout(predicate::str::contains("name_query_failed").not());
+    // --all-causes: every counter has a row, zeros included.
+    let out = e
+        .offline()
+        .args(["stats", "--all-causes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for l in callback_labels() {
+        let want = if l == "policy_store_failed" { 1 } else { 0 };
+        let row = regex_row(l, want);
+        assert!(row.eval(text.as_str()), "{l} = {want}:\n{text}");
+    }
+    let ev = e.json(&["events"]);
+    let last = ev["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "registry-policy-rejected");
+    assert_eq!(last["registry_op"], "store");
+    assert_eq!(last["value"], 1);
+    assert_eq!(last["status"], "0xC000009A");
+    assert_eq!(last["status_name"], "INSUFFICIENT_RESOURCES");
+    assert_eq!(last["generation"], 1);
+    assert!(ev["events"][0].get("registry_op").is_none());
+    e.offline()
+        .arg("events")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "store: persisted SetPolicy could not write Parameters\\Policy (policy unchanged)",
+        ));
+    // Nothing was stored: the next driver load runs pass-through.
+    e.offline().arg("unload").assert().success();
+    e.offline().arg("load").assert().success();
+    let st = e.json(&["status"]);
+    assert_eq!(st["policy_generation"], 0);
+    assert_eq!(st["policy_loaded"], false);
+    // Without the fault the same persisted apply succeeds.
+    e.json(&["policy", "apply", "--persist", p(&sql)]);
+    let s = e.json(&["stats"]);
+    assert_eq!(nonzero_callback_counters(&s), []);
+
+    // --watch --json: each round carries the whole section; --reset zeroes it.
+    e.offline()
+        .args([
+            "--simulate",
+            "registry-store-fails",
+            "policy",
+            "apply",
+            "--persist",
+            p(&sql),
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("0xC0000022 (ACCESS_DENIED)"));
+    let out = e
+        .offline()
+        .args(["--json", "stats", "--watch", "1", "--count", "2", "--reset"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rounds: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 2);
+    for r in &rounds {
+        assert_eq!(
+            nonzero_callback_counters(r),
+            [("policy_store_failed".to_owned(), 1)]
+        );
+    }
+    assert_eq!(nonzero_callback_counters(&e.json(&["stats"])), []);
+}
+
+/// A table row `| label | n |` (label padded, count right-aligned).
+fn regex_row(label: &str, n: u64) -> predicates::str::RegexPredicate {
+    predicate::str::is_match(format!(r"(?m)^\| {label} +\| +{n} \|$")).unwrap()
+}
+
+#[test]
+fn an_unreadable_registry_policy_at_load_is_a_load_event() {
+    let e = Env::new();
+    let sql = e.file("sql.toml", SQL_POLICY);
+    e.json(&["policy", "apply", "--persist", p(&sql)]);
+    // Corrupt the stored Parameters\Policy value (as a damaged registry would be),
+    // then reload: DriverEntry rejects it and runs pass-through.
+    let mut st: Value = serde_json::from_slice(&std::fs::read(e.state()).unwrap()).unwrap();
+    st["registry_policy"] = Value::from("deadbeef");
+    std::fs::write(e.state(), serde_json::to_vec(&st).unwrap()).unwrap();
+    e.offline().arg("unload").assert().success();
+    e.offline().arg("load").assert().success();
+    let ev = e.json(&["events"]);
+    let events = ev["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{ev}");
+    assert_eq!(events[0]["kind"], "registry-policy-rejected");
+    assert_eq!(events[0]["registry_op"], "load");
+    assert_eq!(events[0]["value"], 0);
+    assert_eq!(events[0]["generation"], 0);
+    assert_ne!(events[0]["status"], "0x00000000");
+    e.offline()
+        .arg("events")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "load: Parameters\\Policy could not be read or decoded at driver load \
+             (running pass-through)",
+        ));
+    assert_eq!(nonzero_callback_counters(&e.json(&["stats"])), []);
 }
 
 #[test]

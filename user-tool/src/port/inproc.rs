@@ -31,13 +31,22 @@
 //!   (HRESULT 0x80070005); `FilterLoad` lacks SeLoadDriverPrivilege (0x80070522);
 //! - `client-version=N`: this flushctl sends protocol version N in its connect context,
 //!   and the driver's own connect check (`ConnectContext::decode`) refuses it.
+//! - `registry-store-fails[=STATUS]`: the registry write of `Parameters\Policy`
+//!   (`ZwSetValueKey` in the driver, [`SimFm::set_registry_write_failure`] here) fails
+//!   with STATUS (hex `0xC000009A` or a name such as `INSUFFICIENT_RESOURCES`; default
+//!   `STATUS_ACCESS_DENIED`). A persisted SetPolicy then fails with that status and
+//!   changes nothing, and the engine records a `RegistryPolicyRejected` event
+//!   (`value` = `REGISTRY_STORE`) and counts `policy_store_failed`, exactly as the
+//!   driver does. Such a refused request is journaled with its status and refused
+//!   again when the journal is handled again, so later invocations still see that
+//!   event and counter.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flushguard_engine::callbacks::{Filter, PolicySource};
 use flushguard_engine::protocol::{
-    Command, ConnectContext, DecodeError, RequestHeader, CONNECT_MAGIC, PROTOCOL_VERSION,
+    Command, ConnectContext, DecodeError, NtStatus, RequestHeader, CONNECT_MAGIC, PROTOCOL_VERSION,
 };
 use flushguard_engine::State;
 use serde::{Deserialize, Serialize};
@@ -57,28 +66,52 @@ pub enum Simulation {
     AccessDenied,
     /// flushctl sends this protocol version.
     ClientVersion(u32),
+    /// Writing `Parameters\Policy` fails with this status.
+    RegistryStoreFails(NtStatus),
+}
+
+/// Parses an NTSTATUS given as hex (`0xC0000022`) or by name (`ACCESS_DENIED`,
+/// `STATUS_ACCESS_DENIED`); only failure statuses (`NT_SUCCESS` false) are accepted.
+fn parse_failure_status(s: &str) -> Option<NtStatus> {
+    let status = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => NtStatus::from_bits(u32::from_str_radix(hex, 16).ok()?),
+        None => {
+            let name = s.strip_prefix("STATUS_").unwrap_or(s);
+            *NtStatus::ALL_NAMED
+                .iter()
+                .find(|st| st.name().is_some_and(|n| n.eq_ignore_ascii_case(name)))?
+        }
+    };
+    (!status.is_success()).then_some(status)
 }
 
 impl Simulation {
-    /// Parses `not-loaded`, `access-denied` or `client-version=N`.
+    /// Parses `not-loaded`, `access-denied`, `client-version=N` or
+    /// `registry-store-fails[=STATUS]`.
     ///
     /// # Errors
     /// A message naming the accepted values.
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "not-loaded" => Ok(Self::NotLoaded),
-            "access-denied" => Ok(Self::AccessDenied),
-            _ => s
-                .strip_prefix("client-version=")
-                .and_then(|v| v.parse().ok())
-                .map(Self::ClientVersion)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown --simulate value `{s}` (not-loaded, access-denied, \
-                         client-version=N)"
-                    )
-                }),
-        }
+        let parsed = match s {
+            "not-loaded" => Some(Self::NotLoaded),
+            "access-denied" => Some(Self::AccessDenied),
+            "registry-store-fails" => Some(Self::RegistryStoreFails(NtStatus::ACCESS_DENIED)),
+            _ => {
+                if let Some(v) = s.strip_prefix("client-version=") {
+                    v.parse().ok().map(Self::ClientVersion)
+                } else if let Some(v) = s.strip_prefix("registry-store-fails=") {
+                    parse_failure_status(v).map(Self::RegistryStoreFails)
+                } else {
+                    None
+                }
+            }
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "unknown --simulate value `{s}` (not-loaded, access-denied, client-version=N, \
+                 registry-store-fails[=STATUS], STATUS a failure NTSTATUS in hex or by name)"
+            )
+        })
     }
 
     fn parse_opt(s: Option<&str>) -> Result<Option<Self>, PortError> {
@@ -110,6 +143,11 @@ struct JournalEntry {
     time: u64,
     /// The request's wire bytes, hex.
     request: String,
+    /// Set when the request failed because the registry write was made to fail
+    /// (`--simulate registry-store-fails`): that NTSTATUS. Handling the entry again
+    /// makes the write fail the same way and expects the same status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store_failed: Option<u32>,
 }
 
 const FORMAT: &str = "flushctl-offline-state/1";
@@ -248,7 +286,7 @@ impl InProcessPort {
                 ))
             }
             Some(Simulation::ClientVersion(v)) => ctx.version = v,
-            None => {}
+            Some(Simulation::RegistryStoreFails(_)) | None => {}
         }
         let file = read_state(state)?;
         if !file.loaded {
@@ -298,15 +336,31 @@ impl InProcessPort {
         for (i, entry) in file.journal.iter().enumerate() {
             let request = decode_hex(p, "journal", &entry.request)?;
             let mut reply = vec![0u8; 4096];
+            let store_failed = entry.store_failed.map(NtStatus::from_bits);
+            filter.fm().set_registry_write_failure(store_failed);
             CLOCK_OVERRIDE.store(entry.time.max(1), Ordering::Relaxed);
             let res = filter.handle_message(&request, &mut reply);
             CLOCK_OVERRIDE.store(0, Ordering::Relaxed);
-            if let Err(status) = res {
-                return Err(state_err(
-                    p,
-                    format!("journal entry {i} is no longer accepted ({status})"),
-                ));
+            filter.fm().set_registry_write_failure(None);
+            match (res, store_failed) {
+                (Ok(_), None) => {}
+                (Err(got), Some(want)) if got == want => {}
+                (Ok(_), Some(want)) => {
+                    return Err(state_err(
+                        p,
+                        format!("journal entry {i} no longer fails with {want}"),
+                    ))
+                }
+                (Err(status), _) => {
+                    return Err(state_err(
+                        p,
+                        format!("journal entry {i} is no longer accepted ({status})"),
+                    ))
+                }
             }
+        }
+        if let Some(Simulation::RegistryStoreFails(status)) = sim {
+            filter.fm().set_registry_write_failure(Some(status));
         }
         Ok(Self { filter, path, file })
     }
@@ -316,7 +370,10 @@ impl InProcessPort {
         &self.filter
     }
 
-    fn journal(&mut self, request: &[u8]) -> Result<(), PortError> {
+    /// Journals `request` if it changed state (with a state file): an accepted
+    /// SetPolicy or ResetStats, or (`store_failed`) a persisted SetPolicy refused
+    /// because the simulated registry write failed with that status.
+    fn journal(&mut self, request: &[u8], store_failed: Option<NtStatus>) -> Result<(), PortError> {
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
@@ -326,6 +383,7 @@ impl InProcessPort {
                 self.file.journal.push(JournalEntry {
                     time: system_time_100ns(),
                     request: hex::encode(request),
+                    store_failed: store_failed.map(NtStatus::to_bits),
                 });
                 if self.file.journal.len() > MAX_JOURNAL {
                     // Keep the newest entries; generations restart lower, which a
@@ -343,15 +401,23 @@ impl InProcessPort {
 
 impl Port for InProcessPort {
     fn send(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, PortError> {
+        let refused_before = self.filter.fm().registry_writes_refused();
         match self.filter.handle_message(request, reply) {
             Ok(n) => {
-                self.journal(request)?;
+                self.journal(request, None)?;
                 Ok(n)
             }
-            Err(status) => Err(PortError::Driver {
-                command: "request",
-                status,
-            }),
+            Err(status) => {
+                if self.filter.fm().registry_writes_refused() != refused_before {
+                    // The simulated registry fault refused it: the engine recorded an
+                    // event and counted it, which later invocations must see too.
+                    self.journal(request, Some(status))?;
+                }
+                Err(PortError::Driver {
+                    command: "request",
+                    status,
+                })
+            }
         }
     }
 

@@ -23,10 +23,11 @@ use unsupported as imp;
 #[cfg(windows)]
 use win as imp;
 
+use flushguard_engine::StatsSnapshot;
 use flushguard_protocol::codec::{Reader, Writer};
 use flushguard_protocol::events::{EventRecord, EventsReplyHeader};
 use flushguard_protocol::stats::{
-    StatsReplyHeader, COUNTER_COUNT, FAILURE_STATUSES, LATENCY_BUCKETS, STATUS_SLOTS,
+    StatsReplyHeader, CALLBACK_COUNTER_COUNT, COUNTER_COUNT, LATENCY_BUCKETS,
 };
 use flushguard_protocol::{
     Command, ConnectContext, DecodeError, EventsRequest, NtStatus, ReplyHeader, RequestFlags,
@@ -368,6 +369,11 @@ pub struct StatsReply {
     pub latency: Vec<u64>,
     /// Flush failures by status: `(NTSTATUS bits, count)`; status 0 = any other status.
     pub failures: Vec<(u32, u64)>,
+    /// Callback-layer counters (every fail-open and skip cause), indexed by
+    /// [`flushguard_protocol::stats::CallbackCounter`]; `None` when the driver did
+    /// not return the section although flushctl asked for it
+    /// (`RequestFlags::CALLBACK_COUNTERS`), i.e. a driver built before it existed.
+    pub callbacks: Option<Vec<u64>>,
     /// Per-rule counters, rule order.
     pub rules: Vec<Vec<u64>>,
 }
@@ -409,6 +415,10 @@ fn command_name(c: Command) -> &'static str {
 }
 
 impl Client {
+    /// How often [`Client::stats`] starts over when the policy changes while it
+    /// pages through the per-rule counters.
+    pub const STATS_RESTARTS: u32 = 3;
+
     /// What the client talks to.
     pub fn describe(&self) -> &'static str {
         self.port.describe()
@@ -576,14 +586,22 @@ impl Client {
             .map(drop)
     }
 
-    /// GetStats for every rule (several requests when there are many rules).
+    /// GetStats for every rule (several requests when there are many rules). The
+    /// first request sets `RequestFlags::CALLBACK_COUNTERS`, so the reply carries the
+    /// callback-layer counters ([`StatsReply::callbacks`]); later pages only add
+    /// per-rule counters.
     ///
     /// # Errors
-    /// [`PortError`] as the exchange fails.
+    /// [`PortError`] as the exchange fails; [`PortError::BadReply`] when a reply
+    /// does not decode ([`StatsSnapshot::decode`]). When a later page answers for
+    /// another policy generation than the first (the policy changed between the
+    /// requests) it starts over, at most [`Self::STATS_RESTARTS`] times, and then
+    /// fails with [`PortError::BadReply`] (`BadValue` naming the generation field).
     pub fn stats(&mut self) -> Result<StatsReply, PortError> {
         const PAGE: u32 = 256;
         let mut out: Option<StatsReply> = None;
         let mut first = 0u32;
+        let mut restarts = 0u32;
         loop {
             let mut req = [0u8; StatsRequest::SIZE];
             let bad = |error| PortError::BadReply {
@@ -596,12 +614,34 @@ impl Client {
             }
             .write(&mut Writer::new(&mut req))
             .map_err(bad)?;
-            let cap = StatsReplyHeader::body_len(PAGE).unwrap_or(usize::MAX / 2);
-            let body = self.call(Command::GetStats, RequestFlags::empty(), &req, cap)?;
-            let (page, total) = decode_stats(&body).map_err(bad)?;
+            let (flags, callbacks) = if out.is_none() {
+                (
+                    RequestFlags::CALLBACK_COUNTERS,
+                    CALLBACK_COUNTER_COUNT as u32,
+                )
+            } else {
+                (RequestFlags::empty(), 0)
+            };
+            let cap = StatsReplyHeader::body_len_with(PAGE, callbacks).unwrap_or(usize::MAX / 2);
+            let body = self.call(Command::GetStats, flags, &req, cap)?;
+            let snap = StatsSnapshot::decode(&body).map_err(bad)?;
+            let total = snap.total_rules;
+            let page = StatsReply::from(snap);
             let returned = page.rules.len() as u32;
             match &mut out {
                 None => out = Some(page),
+                Some(acc) if acc.generation != page.generation => {
+                    if restarts == Self::STATS_RESTARTS {
+                        return Err(bad(DecodeError::BadValue {
+                            field: "StatsReplyHeader.generation (changed between pages)",
+                            value: u32::try_from(page.generation).unwrap_or(u32::MAX),
+                        }));
+                    }
+                    restarts += 1;
+                    out = None;
+                    first = 0;
+                    continue;
+                }
                 Some(acc) => acc.rules.extend(page.rules),
             }
             first = first.saturating_add(returned);
@@ -615,6 +655,7 @@ impl Client {
             default_rule: vec![0; COUNTER_COUNT],
             latency: vec![0; LATENCY_BUCKETS],
             failures: Vec::new(),
+            callbacks: None,
             rules: Vec::new(),
         }))
     }
@@ -652,44 +693,24 @@ impl Client {
     }
 }
 
-/// Decodes one GetStats reply body; returns it and the total rule count.
-fn decode_stats(body: &[u8]) -> Result<(StatsReply, u32), DecodeError> {
-    let mut r = Reader::new(body);
-    let h = StatsReplyHeader::read(&mut r)?;
-    let set = |r: &mut Reader<'_>, n: usize| -> Result<Vec<u64>, DecodeError> {
-        (0..n).map(|_| r.u64()).collect()
-    };
-    let global = set(&mut r, COUNTER_COUNT)?;
-    let default_rule = set(&mut r, COUNTER_COUNT)?;
-    let latency = set(&mut r, LATENCY_BUCKETS)?;
-    let mut failures = Vec::with_capacity(STATUS_SLOTS);
-    for _ in 0..STATUS_SLOTS {
-        let status = r.u32()?;
-        r.reserved32("StatusSlot.reserved")?;
-        failures.push((status, r.u64()?));
-    }
-    debug_assert_eq!(failures.len(), FAILURE_STATUSES.len() + 1);
-    let mut rules = Vec::with_capacity(h.returned_rules as usize);
-    for _ in 0..h.returned_rules {
-        rules.push(set(&mut r, COUNTER_COUNT)?);
-    }
-    if r.remaining() != 0 {
-        return Err(DecodeError::TooLong {
-            max: u32::try_from(r.position()).unwrap_or(u32::MAX),
-            got: u32::try_from(body.len()).unwrap_or(u32::MAX),
-        });
-    }
-    Ok((
+impl From<StatsSnapshot> for StatsReply {
+    /// One decoded GetStats page ([`StatsSnapshot::decode`], the engine's own decoder
+    /// of the layout in [`flushguard_protocol::stats`]) in flushctl's form.
+    fn from(s: StatsSnapshot) -> Self {
         StatsReply {
-            generation: h.generation,
-            global,
-            default_rule,
-            latency,
-            failures,
-            rules,
-        },
-        h.total_rules,
-    ))
+            generation: s.generation,
+            global: s.global.to_vec(),
+            default_rule: s.default_rule.to_vec(),
+            latency: s.latency.to_vec(),
+            failures: s
+                .failures
+                .iter()
+                .map(|(st, n)| (st.to_bits(), *n))
+                .collect(),
+            callbacks: s.callbacks.map(|c| c.to_vec()),
+            rules: s.rules.iter().map(|r| r.to_vec()).collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -802,6 +823,154 @@ mod tests {
             PortError::Driver {
                 command: "GetStatus",
                 ..
+            }
+        ));
+    }
+
+    /// A port that answers each request with `answer(request header, request body)`.
+    struct ScriptedPort<F>(F);
+
+    impl<F: FnMut(RequestHeader, &[u8]) -> Vec<u8>> Port for ScriptedPort<F> {
+        fn send(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, PortError> {
+            let (h, body) = RequestHeader::decode(request).unwrap();
+            let r = (self.0)(h, body);
+            reply[..r.len()].copy_from_slice(&r);
+            Ok(r.len())
+        }
+        fn describe(&self) -> &'static str {
+            "scripted"
+        }
+    }
+
+    /// A GetStats reply body for rules `first..first+n` of `total`, every per-rule
+    /// counter set to its rule index, callback counter i = 100 + i when `callbacks`.
+    fn stats_body(generation: u64, total: u32, first: u32, n: u32, callbacks: bool) -> Vec<u8> {
+        use flushguard_protocol::stats::{FAILURE_STATUSES, STATUS_SLOTS};
+        let mut failures = Box::new([(NtStatus::SUCCESS, 0u64); STATUS_SLOTS]);
+        for (slot, st) in failures.iter_mut().zip(FAILURE_STATUSES) {
+            slot.0 = st;
+        }
+        let snap = StatsSnapshot {
+            generation,
+            total_rules: total,
+            first_rule: first,
+            global: Box::new([7; COUNTER_COUNT]),
+            default_rule: Box::new([0; COUNTER_COUNT]),
+            latency: Box::new([0; LATENCY_BUCKETS]),
+            failures,
+            callbacks: callbacks.then(|| Box::new(std::array::from_fn(|i| 100 + i as u64))),
+            rules: (first..first + n)
+                .map(|i| [u64::from(i); COUNTER_COUNT])
+                .collect(),
+        };
+        let mut body = vec![0u8; snap.encoded_len().unwrap()];
+        snap.write(&mut Writer::new(&mut body)).unwrap();
+        reply_with(PROTOCOL_VERSION, 0, &body)
+    }
+
+    fn stats_request(h: RequestHeader, body: &[u8]) -> StatsRequest {
+        assert_eq!(h.command, Command::GetStats);
+        StatsRequest::decode(body).unwrap()
+    }
+
+    #[test]
+    fn stats_asks_for_the_callback_counters_on_the_first_page_only() {
+        let flags_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = flags_seen.clone();
+        let mut c = Client {
+            port: Box::new(ScriptedPort(move |h: RequestHeader, body: &[u8]| {
+                let req = stats_request(h, body);
+                seen.lock().unwrap().push((req.first_rule, h.flags));
+                let n = 300u32.saturating_sub(req.first_rule).min(req.max_rules);
+                let with = h.flags.contains(RequestFlags::CALLBACK_COUNTERS);
+                stats_body(4, 300, req.first_rule, n, with)
+            })),
+        };
+        let s = c.stats().unwrap();
+        assert_eq!(
+            *flags_seen.lock().unwrap(),
+            [
+                (0, RequestFlags::CALLBACK_COUNTERS),
+                (256, RequestFlags::empty())
+            ]
+        );
+        assert_eq!(s.generation, 4);
+        assert_eq!(s.rules.len(), 300);
+        assert_eq!(s.rules[299][0], 299);
+        let cb = s.callbacks.unwrap();
+        assert_eq!(cb.len(), CALLBACK_COUNTER_COUNT);
+        assert_eq!(cb[32], 132);
+    }
+
+    #[test]
+    fn stats_from_a_driver_without_the_section_has_no_callback_counters() {
+        let mut c = Client {
+            port: Box::new(ScriptedPort(|h: RequestHeader, body: &[u8]| {
+                let req = stats_request(h, body);
+                stats_body(1, 2, req.first_rule, 2, false)
+            })),
+        };
+        let s = c.stats().unwrap();
+        assert!(s.callbacks.is_none());
+        assert_eq!(s.global[0], 7);
+        assert_eq!(s.rules, [vec![0; COUNTER_COUNT], vec![1; COUNTER_COUNT]]);
+    }
+
+    #[test]
+    fn stats_starts_over_when_the_generation_changes_between_pages() {
+        let mut calls = 0u32;
+        let mut c = Client {
+            port: Box::new(ScriptedPort(move |h: RequestHeader, body: &[u8]| {
+                let req = stats_request(h, body);
+                calls += 1;
+                // The second request answers for generation 6: the policy changed.
+                let generation = if calls == 1 { 5 } else { 6 };
+                let n = 300u32.saturating_sub(req.first_rule).min(req.max_rules);
+                let with = h.flags.contains(RequestFlags::CALLBACK_COUNTERS);
+                stats_body(generation, 300, req.first_rule, n, with)
+            })),
+        };
+        let s = c.stats().unwrap();
+        assert_eq!(s.generation, 6);
+        assert_eq!(s.rules.len(), 300);
+        // A policy that keeps changing fails after STATS_RESTARTS attempts.
+        let mut generation = 0u64;
+        let mut c = Client {
+            port: Box::new(ScriptedPort(move |h: RequestHeader, body: &[u8]| {
+                let req = stats_request(h, body);
+                generation += 1;
+                let n = 300u32.saturating_sub(req.first_rule).min(req.max_rules);
+                let with = h.flags.contains(RequestFlags::CALLBACK_COUNTERS);
+                stats_body(generation, 300, req.first_rule, n, with)
+            })),
+        };
+        assert!(matches!(
+            c.stats().unwrap_err(),
+            PortError::BadReply {
+                command: "GetStats",
+                error: DecodeError::BadValue { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn stats_replies_that_do_not_decode_are_rejected() {
+        // The callback section announced but missing (body cut after the failures).
+        let mut c = Client {
+            port: Box::new(ScriptedPort(|h: RequestHeader, body: &[u8]| {
+                let req = stats_request(h, body);
+                let mut r = stats_body(1, 0, req.first_rule, 0, true);
+                r.truncate(r.len() - 8);
+                let len = r.len() as u32;
+                r[8..12].copy_from_slice(&len.to_le_bytes());
+                r
+            })),
+        };
+        assert!(matches!(
+            c.stats().unwrap_err(),
+            PortError::BadReply {
+                command: "GetStats",
+                error: DecodeError::TooShort { .. }
             }
         ));
     }
