@@ -432,7 +432,27 @@ fn policy_apply(
         message: e.to_string(),
     })?;
     let mut c = port::open(opts)?;
-    let r = c.set_policy(&blob, persist)?;
+    // Events from here on tell a failed registry write apart from a rejected policy.
+    let events_before = if persist {
+        c.status().ok().map(|s| s.next_event_seq.saturating_sub(1))
+    } else {
+        None
+    };
+    let r = match c.set_policy(&blob, persist) {
+        Ok(r) => r,
+        Err(source) => {
+            return Err(match events_before {
+                Some(after) if store_failed_since(&mut c, after) => CliError::PortWithHint {
+                    source,
+                    hint: "The driver could not write the policy to the registry \
+                           (HKLM\\SYSTEM\\CurrentControlSet\\Services\\FlushGuard\\Parameters\\Policy), \
+                           so nothing changed: the policy in force is still the previous one \
+                           (`flushctl events` shows the registry-policy-rejected `store` event).",
+                },
+                _ => source.into(),
+            })
+        }
+    };
     if json {
         print_json(&ApplyJson {
             generation: r.generation,
@@ -455,6 +475,17 @@ fn policy_apply(
         );
     }
     Ok(exit::OK)
+}
+
+/// True when the driver recorded a `RegistryPolicyRejected` event with `value` =
+/// `REGISTRY_STORE` after event sequence number `after` (a persisted SetPolicy whose
+/// registry write failed). False also when the events cannot be read.
+fn store_failed_since(c: &mut Client, after: u64) -> bool {
+    c.events(after).is_ok_and(|r| {
+        r.events
+            .iter()
+            .any(|e| e.kind == EventKind::RegistryPolicyRejected && e.value == REGISTRY_STORE)
+    })
 }
 
 fn provider_of(arg: Option<ProviderArg>, loc: &Location) -> FileProvider {

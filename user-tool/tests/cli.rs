@@ -531,6 +531,12 @@ fn stats_show_fail_open_causes_and_a_failed_registry_store() {
         .code(1)
         .stderr(predicate::str::contains(
             "the driver rejected SetPolicy: 0xC000009A (INSUFFICIENT_RESOURCES)",
+        ))
+        .stderr(predicate::str::contains(
+            "The driver could not write the policy to the registry",
+        ))
+        .stderr(predicate::str::contains(
+            "the policy in force is still the previous one",
         ));
     let s = e.json(&["stats"]);
     assert_eq!(s["generation"], 1);
