@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # FlushGuard's full test command (README, second command; .ci/run calls it):
 # prerequisites, formatting, lints for the host and the Windows driver target, every
-# workspace test, the packaged and test-signed driver with its PE gate, and the SEH copy
-# shim under wine. Stops at the first failure.
+# workspace test, the main job (scripts/run.sh: the packaged and test-signed driver with
+# its PE gate, then the replay of the generated sample), and the SEH copy shim under
+# wine. Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +35,8 @@ cargo clippy --target x86_64-pc-windows-msvc -p flushctl -- -D warnings
 step "test: cargo test --workspace (unit, integration: fake Filter Manager, CLI, wire vectors, INF consistency, PE gate)"
 cargo test --workspace
 
-step "package: cargo xtask package (release flushguard.sys, PE gate, SEH unwind check, test signing + verify, flushctl.exe)"
-cargo xtask package
+step "main job: scripts/run.sh (README's first command: package with PE gate, SEH unwind check, test signing + verify, flushctl.exe; then replay of the generated sample)"
+bash scripts/run.sh
 
 step "SEH shim under wine: cargo xtask seh-test (the driver's seh_shim.lib in a console program)"
 cargo xtask seh-test
