@@ -13,8 +13,6 @@
 //! Layout (one file per role, as in Microsoft's minifilter samples):
 //! - [`entry`]: `DriverEntry`, `FilterUnload`, setup and reverse-order teardown.
 //! - [`registration`]: the `FLT_REGISTRATION` and operation tables.
-//! - [`operations`]: pre/post operation callbacks (IRP_MJ_CREATE, IRP_MJ_WRITE,
-//!   IRP_MJ_FLUSH_BUFFERS, IRP_MJ_CLEANUP).
 //! - [`instance`]: `InstanceSetup` (network file systems only) and teardown queries.
 //! - [`port`]: the `\FlushGuardPort` communication port and its callbacks.
 //! - [`user_buffer`]: the only code that touches user memory, through the C SEH shim
@@ -40,8 +38,6 @@ pub mod fltmgr;
 mod crt;
 #[cfg(flushguard_kernel)]
 pub mod instance;
-#[cfg(flushguard_kernel)]
-pub mod operations;
 #[cfg(flushguard_kernel)]
 pub mod pool;
 #[cfg(flushguard_kernel)]
