@@ -32,8 +32,8 @@ use windows_sys::Wdk::Storage::FileSystem::{
     SeLocateProcessImageName, FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    ExFreePool, IoGetTopLevelIrp, KeGetCurrentIrql, KeQueryInterruptTimePrecise,
-    KeQuerySystemTimePrecise, PsGetCurrentThreadId,
+    ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
+    KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise, PsGetCurrentThreadId,
 };
 use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
@@ -521,6 +521,11 @@ impl FilterManager for KernelFltMgr {
     }
     fn system_time(&self) -> u64 {
         system_time()
+    }
+    fn all_apcs_disabled(&self) -> bool {
+        // SAFETY: KeAreAllApcsDisabled reads the current thread's APC state; no
+        // preconditions; IRQL <= DISPATCH_LEVEL (every callback).
+        unsafe { KeAreAllApcsDisabled() }
     }
     fn is_operation_synchronous(&self, data: &KernelOp) -> bool {
         // SAFETY: the callback's FLT_CALLBACK_DATA (owned by Filter Manager for the

@@ -10,7 +10,9 @@
 //!   ([`set_irql`]); every fake routine checks its documented maximum.
 //! - **Flush safety.** A flush is a violation at IRQL > PASSIVE_LEVEL, with a
 //!   top-level IRP set, for paging I/O, or nested inside another flush on the same
-//!   thread. Every flush re-enters the filter the way Windows does: the cache
+//!   thread. `ObOpenObjectByPointer`, `ZwFlushBuffersFileEx` and `ZwClose` are a
+//!   violation with all APCs disabled ([`set_guarded_region`]: "PASSIVE_LEVEL with
+//!   special kernel APCs enabled", DDI pages "ZwFlushBuffersFileEx", "ZwClose"). Every flush re-enters the filter the way Windows does: the cache
 //!   manager's paging writes reach our pre-write (top-level IRP set), and
 //!   `ZwFlushBuffersFileEx` reaches our pre-flush, which must pass it through
 //!   untouched. `ZwClose` of the last handle of a file object already in cleanup
@@ -212,6 +214,7 @@ pub struct Fake {
 thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(0) };
     static TOP_LEVEL: Cell<bool> = const { Cell::new(false) };
+    static GUARDED_REGION: Cell<bool> = const { Cell::new(false) };
     static THREAD_ID: Cell<u64> = const { Cell::new(0) };
     static HELD: Cell<i64> = const { Cell::new(0) };
     static FLUSH_DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -231,6 +234,17 @@ pub fn irql() -> Irql {
 /// Sets whether a top-level IRP is set on the current thread.
 pub fn set_top_level(set: bool) {
     TOP_LEVEL.with(|c| c.set(set));
+}
+/// Sets whether the current thread is inside a guarded region
+/// (`KeEnterGuardedRegion`: all APCs disabled, special kernel APCs included, at
+/// PASSIVE_LEVEL).
+pub fn set_guarded_region(inside: bool) {
+    GUARDED_REGION.with(|c| c.set(inside));
+}
+/// `KeAreAllApcsDisabled()` of the current simulated thread: inside a guarded region
+/// or at IRQL >= APC_LEVEL.
+pub fn all_apcs_disabled() -> bool {
+    GUARDED_REGION.with(|c| c.get()) || irql() >= Irql::APC_LEVEL
 }
 /// How many completions this thread has posted to the worker queue so far.
 pub fn deferred_by_this_thread() -> u64 {
@@ -595,6 +609,16 @@ impl Fake {
         });
     }
 
+    /// `routine` needs special kernel APCs enabled (`Zw*` file I/O, `ZwClose`, and
+    /// the handle FlushGuard opens for them).
+    fn check_apcs_enabled(&self, routine: &str) {
+        if GUARDED_REGION.with(|c| c.get()) {
+            self.violation(format!(
+                "{routine} called with special kernel APCs disabled (guarded region): its I/O completion APC cannot run"
+            ));
+        }
+    }
+
     fn enter_flush(&self, routine: &str) -> FlushDepthGuard {
         let depth = FLUSH_DEPTH.with(|c| {
             c.set(c.get() + 1);
@@ -824,6 +848,10 @@ impl FilterManager for Fake {
     fn system_time(&self) -> u64 {
         crate::sim::fake_clock()
     }
+    fn all_apcs_disabled(&self) -> bool {
+        self.check_irql(Irql::DISPATCH_LEVEL, "KeAreAllApcsDisabled");
+        all_apcs_disabled()
+    }
     fn is_operation_synchronous(&self, data: &FakeData) -> bool {
         self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
         (data.synchronous || data.fo_flags & FO_SYNCHRONOUS_IO != 0) && !data.fast_io
@@ -997,6 +1025,7 @@ impl FilterManager for Fake {
     }
     fn open_kernel_handle(&self, data: &FakeData) -> Result<FakeHandle, NtStatus> {
         self.check_irql(Irql::PASSIVE_LEVEL, "ObOpenObjectByPointer");
+        self.check_apcs_enabled("ObOpenObjectByPointer (handle for ZwFlushBuffersFileEx)");
         self.count_and_fail(CallSite::OpenKernelHandle)?;
         {
             let mut w = self.world();
@@ -1011,6 +1040,7 @@ impl FilterManager for Fake {
     fn zw_flush_buffers_file_ex(&self, handle: &FakeHandle, flags: u32) -> Result<(), NtStatus> {
         let _depth = self.enter_flush("ZwFlushBuffersFileEx");
         self.flush_checks("ZwFlushBuffersFileEx", handle.file, None, flags);
+        self.check_apcs_enabled("ZwFlushBuffersFileEx");
         if !self.world().outstanding.contains_key(&handle.id) {
             self.violation("ZwFlushBuffersFileEx on a closed handle");
         }
@@ -1054,6 +1084,7 @@ impl FilterManager for Fake {
     }
     fn close_kernel_handle(&self, handle: FakeHandle) -> Result<(), NtStatus> {
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwClose");
+        self.check_apcs_enabled("ZwClose");
         self.release(handle.id, RefKind::KernelHandle, "ZwClose");
         let second_cleanup = {
             let mut w = self.world();

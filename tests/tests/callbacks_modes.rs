@@ -554,3 +554,43 @@ fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
     h.unload();
     h.assert_clean();
 }
+
+#[test]
+fn native_flush_in_a_guarded_region_goes_through_the_filter() {
+    // A synchronized write on a thread inside a guarded region (all APCs disabled at
+    // PASSIVE_LEVEL, e.g. a guarded mutex held above us): ZwFlushBuffersFileEx and
+    // ZwClose need special kernel APCs enabled ("ZwFlushBuffersFileEx", "ZwClose",
+    // "KeAreAllApcsDisabled" DDI pages), so the flush must use FltFlushBuffers2.
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Native,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let file = open(&h);
+    flushguard_tests::fake::set_guarded_region(true);
+    h.write(file, WriteSpec::default());
+    flushguard_tests::fake::set_guarded_region(false);
+    let violations = h.fake.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    let flushes = h.fake.flushes();
+    assert_eq!(flushes.len(), 1, "{flushes:?}");
+    assert_eq!(flushes[0].routine, "FltFlushBuffers2");
+    assert_eq!(
+        h.fake
+            .calls(flushguard_tests::fake::CallSite::OpenKernelHandle),
+        0
+    );
+    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 1);
+    // Outside the guarded region the same write uses ZwFlushBuffersFileEx.
+    h.write(file, WriteSpec::default());
+    let flushes = h.fake.flushes();
+    assert_eq!(flushes.len(), 2, "{flushes:?}");
+    assert_eq!(flushes[1].routine, "ZwFlushBuffersFileEx");
+    h.close(file);
+    h.unload();
+    h.assert_clean();
+}

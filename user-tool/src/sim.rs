@@ -292,6 +292,10 @@ impl FilterManager for SimFm {
     fn top_level_irp_set(&self) -> bool {
         self.top_level_irp.load(Ordering::Relaxed) != 0
     }
+    fn all_apcs_disabled(&self) -> bool {
+        // A trace records no guarded regions: APCs are disabled only by the IRQL.
+        self.current_irql() >= Irql::APC_LEVEL
+    }
     fn current_thread_id(&self) -> u64 {
         self.thread.load(Ordering::Relaxed)
     }

@@ -185,6 +185,15 @@ pub trait FilterManager: Sync {
     fn system_time(&self) -> u64 {
         0
     }
+    /// `KeAreAllApcsDisabled()`: true when the current thread runs at IRQL >=
+    /// APC_LEVEL or inside a guarded region (`KeEnterGuardedRegion`, e.g. while a
+    /// guarded mutex is held), where even special kernel APCs are not delivered.
+    /// `ZwFlushBuffersFileEx` and `ZwClose` require "PASSIVE_LEVEL with special kernel
+    /// APCs enabled": their I/O completion is a special kernel APC, so with all APCs
+    /// disabled they would wait forever. IRQL <= DISPATCH_LEVEL.
+    ///
+    /// Source: DDI pages "KeAreAllApcsDisabled", "ZwFlushBuffersFileEx", "ZwClose".
+    fn all_apcs_disabled(&self) -> bool;
     /// `FltIsOperationSynchronous(Data)`. IRQL <= DISPATCH_LEVEL.
     fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
     /// `FltSetCallbackDataDirty(Data)`: the logic changed `data`. IRQL <= DISPATCH_LEVEL.
@@ -307,7 +316,8 @@ pub trait FilterManager: Sync {
     fn open_kernel_handle(&self, data: &Self::Data) -> Result<Self::KernelHandle, NtStatus>;
     /// `ZwFlushBuffersFileEx(handle, flags /*FLUSH_FLAGS_* */, NULL, 0, &iosb)`.
     /// Enters the stack at the top: our own pre-flush sees it (recursion guard).
-    /// PASSIVE_LEVEL with special kernel APCs enabled.
+    /// PASSIVE_LEVEL with special kernel APCs enabled (the logic checks
+    /// [`FilterManager::all_apcs_disabled`] before opening the handle).
     ///
     /// # Errors
     /// As [`FilterManager::flt_flush_buffers2`].
@@ -316,7 +326,7 @@ pub trait FilterManager: Sync {
         handle: &Self::KernelHandle,
         flags: u32,
     ) -> Result<(), NtStatus>;
-    /// `ZwClose(handle)`. PASSIVE_LEVEL. Closing the last handle of a file object
+    /// `ZwClose(handle)`. PASSIVE_LEVEL with special kernel APCs enabled. Closing the last handle of a file object
     /// sends IRP_MJ_CLEANUP (which re-enters our pre-cleanup).
     ///
     /// # Errors

@@ -889,13 +889,16 @@ impl<F: FilterManager> Filter<F> {
         //   can run after the last user handle closed): closing our handle would drop
         //   the handle count to zero again and send a second IRP_MJ_CLEANUP;
         // - on a FO_SYNCHRONOUS_IO file object: NtFlushBuffersFileEx waits for the file
-        //   object lock the I/O manager holds for the write in progress on this thread.
+        //   object lock the I/O manager holds for the write in progress on this thread;
+        // - with all APCs disabled (a guarded region at PASSIVE_LEVEL): ZwFlushBuffersFileEx
+        //   and ZwClose need special kernel APCs enabled (their completion is one).
         // Otherwise the flush goes to the instances below through FltFlushBuffers(2).
         let fo_flags = data.file_object_flags();
         let native = order.native
             && place == FlushPlace::AfterWrite
             && issuing_thread
-            && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0;
+            && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0
+            && !fm.all_apcs_disabled();
         if order.native && !native {
             self.counters().bump(Counter::NativeFlushViaFilter);
         }
