@@ -41,4 +41,10 @@ bash scripts/run.sh
 step "SEH shim under wine: cargo xtask seh-test (the driver's seh_shim.lib in a console program)"
 cargo xtask seh-test
 
+step "fuzz targets: cargo +nightly check --manifest-path fuzz/Cargo.toml --bins (decode, handle; cargo-fuzz layout, nightly only)"
+if ! rustup toolchain list | grep -q '^nightly'; then
+    rustup toolchain install nightly --profile minimal
+fi
+cargo +nightly check --manifest-path fuzz/Cargo.toml --bins
+
 step "all steps passed in $((SECONDS - started)) s"
