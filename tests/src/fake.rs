@@ -10,9 +10,9 @@
 //!   ([`set_irql`]); every fake routine checks its documented maximum.
 //! - **Flush safety.** A flush is a violation at IRQL > PASSIVE_LEVEL, with a
 //!   top-level IRP set, for paging I/O, or nested inside another flush on the same
-//!   thread. `ObOpenObjectByPointer`, `ZwFlushBuffersFileEx` and `ZwClose` are a
-//!   violation with all APCs disabled ([`set_guarded_region`]: "PASSIVE_LEVEL with
-//!   special kernel APCs enabled", DDI pages "ZwFlushBuffersFileEx", "ZwClose"). Every flush re-enters the filter the way Windows does: the cache
+//!   thread. `ZwFlushBuffersFileEx` is a violation with all APCs disabled
+//!   ([`set_guarded_region`]: "PASSIVE_LEVEL with special kernel APCs enabled", DDI
+//!   page "ZwFlushBuffersFileEx"). Every flush re-enters the filter the way Windows does: the cache
 //!   manager's paging writes reach our pre-write (top-level IRP set), and
 //!   `ZwFlushBuffersFileEx` reaches our pre-flush, which must pass it through
 //!   untouched. `ZwClose` of the last handle of a file object already in cleanup
@@ -609,8 +609,7 @@ impl Fake {
         });
     }
 
-    /// `routine` needs special kernel APCs enabled (`Zw*` file I/O, `ZwClose`, and
-    /// the handle FlushGuard opens for them).
+    /// `routine` needs special kernel APCs enabled (`Zw*` file I/O).
     fn check_apcs_enabled(&self, routine: &str) {
         if GUARDED_REGION.with(|c| c.get()) {
             self.violation(format!(
@@ -1025,7 +1024,6 @@ impl FilterManager for Fake {
     }
     fn open_kernel_handle(&self, data: &FakeData) -> Result<FakeHandle, NtStatus> {
         self.check_irql(Irql::PASSIVE_LEVEL, "ObOpenObjectByPointer");
-        self.check_apcs_enabled("ObOpenObjectByPointer (handle for ZwFlushBuffersFileEx)");
         self.count_and_fail(CallSite::OpenKernelHandle)?;
         {
             let mut w = self.world();
@@ -1084,7 +1082,6 @@ impl FilterManager for Fake {
     }
     fn close_kernel_handle(&self, handle: FakeHandle) -> Result<(), NtStatus> {
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwClose");
-        self.check_apcs_enabled("ZwClose");
         self.release(handle.id, RefKind::KernelHandle, "ZwClose");
         let second_cleanup = {
             let mut w = self.world();

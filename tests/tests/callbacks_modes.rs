@@ -558,9 +558,9 @@ fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
 #[test]
 fn native_flush_in_a_guarded_region_goes_through_the_filter() {
     // A synchronized write on a thread inside a guarded region (all APCs disabled at
-    // PASSIVE_LEVEL, e.g. a guarded mutex held above us): ZwFlushBuffersFileEx and
-    // ZwClose need special kernel APCs enabled ("ZwFlushBuffersFileEx", "ZwClose",
-    // "KeAreAllApcsDisabled" DDI pages), so the flush must use FltFlushBuffers2.
+    // PASSIVE_LEVEL, e.g. a guarded mutex held above us): ZwFlushBuffersFileEx needs
+    // special kernel APCs enabled ("ZwFlushBuffersFileEx", "KeAreAllApcsDisabled" DDI
+    // pages), so the flush must use FltFlushBuffers2.
     let h = harness(
         action(
             Mode::FlushAfterWrite,

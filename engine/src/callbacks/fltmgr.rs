@@ -188,11 +188,11 @@ pub trait FilterManager: Sync {
     /// `KeAreAllApcsDisabled()`: true when the current thread runs at IRQL >=
     /// APC_LEVEL or inside a guarded region (`KeEnterGuardedRegion`, e.g. while a
     /// guarded mutex is held), where even special kernel APCs are not delivered.
-    /// `ZwFlushBuffersFileEx` and `ZwClose` require "PASSIVE_LEVEL with special kernel
-    /// APCs enabled": their I/O completion is a special kernel APC, so with all APCs
-    /// disabled they would wait forever. IRQL <= DISPATCH_LEVEL.
+    /// `ZwFlushBuffersFileEx` requires "PASSIVE_LEVEL with special kernel APCs
+    /// enabled": the I/O manager completes the synchronous request with a special kernel
+    /// APC, so with all APCs disabled it would wait forever. IRQL <= DISPATCH_LEVEL.
     ///
-    /// Source: DDI pages "KeAreAllApcsDisabled", "ZwFlushBuffersFileEx", "ZwClose".
+    /// Source: DDI pages "KeAreAllApcsDisabled", "ZwFlushBuffersFileEx".
     fn all_apcs_disabled(&self) -> bool;
     /// `FltIsOperationSynchronous(Data)`. IRQL <= DISPATCH_LEVEL.
     fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
@@ -326,7 +326,7 @@ pub trait FilterManager: Sync {
         handle: &Self::KernelHandle,
         flags: u32,
     ) -> Result<(), NtStatus>;
-    /// `ZwClose(handle)`. PASSIVE_LEVEL with special kernel APCs enabled. Closing the last handle of a file object
+    /// `ZwClose(handle)`. PASSIVE_LEVEL. Closing the last handle of a file object
     /// sends IRP_MJ_CLEANUP (which re-enters our pre-cleanup).
     ///
     /// # Errors

@@ -891,7 +891,7 @@ impl<F: FilterManager> Filter<F> {
         // - on a FO_SYNCHRONOUS_IO file object: NtFlushBuffersFileEx waits for the file
         //   object lock the I/O manager holds for the write in progress on this thread;
         // - with all APCs disabled (a guarded region at PASSIVE_LEVEL): ZwFlushBuffersFileEx
-        //   and ZwClose need special kernel APCs enabled (their completion is one).
+        //   needs special kernel APCs enabled (its completion is one).
         // Otherwise the flush goes to the instances below through FltFlushBuffers(2).
         let fo_flags = data.file_object_flags();
         let native = order.native
