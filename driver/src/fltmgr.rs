@@ -683,6 +683,10 @@ impl FilterManager for KernelFltMgr {
         unsafe { FltReleaseContext(ctx.0) };
     }
 
+    fn on_network_file_system(&self, data: &KernelOp) -> bool {
+        data.on_network_volume()
+    }
+
     fn do_completion_processing_when_safe(
         &self,
         data: &mut KernelOp,

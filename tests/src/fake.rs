@@ -969,6 +969,14 @@ impl FilterManager for Fake {
         self.release(ctx.id, RefKind::Context, "FltReleaseContext");
     }
 
+    fn on_network_file_system(&self, data: &FakeData) -> bool {
+        self.check_irql(Irql::APC_LEVEL, "FltGetVolumeProperties");
+        self.world()
+            .files
+            .get(&data.file)
+            .is_some_and(|f| f.provider.is_some())
+    }
+
     fn do_completion_processing_when_safe(
         &self,
         data: &mut FakeData,
@@ -978,6 +986,27 @@ impl FilterManager for Fake {
         self.check_irql(Irql::DISPATCH_LEVEL, "FltDoCompletionProcessingWhenSafe");
         if data.irp_flags & IRP_PAGING_IO != 0 {
             self.violation("FltDoCompletionProcessingWhenSafe for paging I/O");
+            return None;
+        }
+        // DDI page "FltDoCompletionProcessingWhenSafe": only for IRP-based operations,
+        // never while draining, and not for writes a storage-stack driver can complete.
+        if data.fast_io {
+            self.violation("FltDoCompletionProcessingWhenSafe for a fast I/O (non-IRP) operation");
+            return None;
+        }
+        if flags.draining() {
+            self.violation("FltDoCompletionProcessingWhenSafe with FLTFL_POST_OPERATION_DRAINING");
+            return None;
+        }
+        let local = self
+            .world()
+            .files
+            .get(&data.file)
+            .is_some_and(|f| f.provider.is_none());
+        if local && data.major == IRP_MJ_WRITE {
+            self.violation(
+                "FltDoCompletionProcessingWhenSafe for IRP_MJ_WRITE on a local (storage-stack) volume",
+            );
             return None;
         }
         // Posting to a worker fails for fast I/O, with a top-level IRP on this thread,

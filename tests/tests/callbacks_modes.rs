@@ -594,3 +594,62 @@ fn native_flush_in_a_guarded_region_goes_through_the_filter() {
     h.unload();
     h.assert_clean();
 }
+
+#[test]
+fn async_write_flush_is_deferred_only_on_a_network_file_system() {
+    // FltDoCompletionProcessingWhenSafe "cannot be called for I/O operations that can
+    // be directly completed by a driver in the storage stack, such as IRP_MJ_WRITE"
+    // (DDI page, caution): with local volumes opted in, an asynchronous write on a
+    // local volume completing at DISPATCH_LEVEL must not be deferred with it.
+    use flushguard_engine::policy::Policy;
+    let policy = Policy {
+        rules: Vec::new(),
+        default_action: action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        attach_local_volumes: true,
+    };
+    let h = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(policy.encode().expect("valid")),
+    });
+    let asynchronous = WriteSpec {
+        synchronous: false,
+        post_irql: Irql::DISPATCH_LEVEL,
+        ..WriteSpec::default()
+    };
+    let local = h
+        .open(
+            "\\Device\\HarddiskVolume2\\data\\a.txt",
+            None,
+            PROCESS,
+            0,
+            NtStatus::SUCCESS,
+        )
+        .expect("create succeeds");
+    h.write(local, asynchronous);
+    let violations = h.fake.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(h.fake.pending_len(), 0, "not posted to a worker");
+    assert_eq!(
+        h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
+        1
+    );
+    assert!(h.fake.flushes().is_empty());
+    // The same write on the MUP volume is deferred and flushed by the worker.
+    let share = open(&h);
+    h.write(share, asynchronous);
+    assert_eq!(h.fake.pending_len(), 1, "posted to a worker");
+    assert!(h.complete_one(Irql::PASSIVE_LEVEL));
+    assert_eq!(h.fake.flushes().len(), 1);
+    assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 1);
+    let violations = h.fake.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    h.close(local);
+    h.close(share);
+    h.unload();
+    h.assert_clean();
+}

@@ -327,6 +327,9 @@ impl FilterManager for SimFm {
         };
         Ok(redirector_id(r))
     }
+    fn on_network_file_system(&self, data: &SimData) -> bool {
+        data.redirector.is_some()
+    }
     fn mup_provider_id_of_file(&self, data: &SimData) -> Result<Option<u32>, NtStatus> {
         Ok(data.redirector.map(redirector_id))
     }

@@ -218,6 +218,12 @@ pub enum CompletionContext {
         /// issuing thread before the write's system service returns (a user handle
         /// to the file object exists unless another thread closes it concurrently).
         synchronized: bool,
+        /// The pre-write found the file on a network file system volume (MUP), so the
+        /// post-write may hand the flush to `FltDoCompletionProcessingWhenSafe`. On
+        /// other volumes it must not: "cannot be called for I/O operations that can
+        /// be directly completed by a driver in the storage stack, such as
+        /// IRP_MJ_WRITE" (DDI page "FltDoCompletionProcessingWhenSafe", caution).
+        deferrable: bool,
     },
     /// Post-flush of an application flush on a governed handle.
     Flush {
@@ -254,8 +260,12 @@ impl CompletionContext {
                 record_write,
                 flush,
                 synchronized,
+                deferrable,
             } => {
                 let mut v = TAG_WRITE;
+                if deferrable {
+                    v |= 1 << 24;
+                }
                 if record_write {
                     v |= 1 << 4;
                 }
@@ -294,6 +304,7 @@ impl CompletionContext {
             TAG_WRITE => Some(CompletionContext::Write {
                 record_write: v & (1 << 4) != 0,
                 synchronized: v & (1 << 7) != 0,
+                deferrable: v & (1 << 24) != 0,
                 flush: (v & (1 << 5) != 0).then_some(FlushOrder {
                     native: v & (1 << 6) != 0,
                     flags: FlushFlags::from_bits_retain((v >> 8) as u16),
@@ -326,10 +337,12 @@ mod tests {
                 record_write: true,
                 flush: None,
                 synchronized: false,
+                deferrable: true,
             },
             CompletionContext::Write {
                 record_write: false,
                 synchronized: true,
+                deferrable: false,
                 flush: Some(FlushOrder {
                     native: true,
                     flags: FlushFlags::FLUSH_AND_PURGE,

@@ -275,13 +275,23 @@ pub trait FilterManager: Sync {
 
     // ---- post-operation deferral ------------------------------------------
 
+    /// True when the operation's volume is a network file system (the MUP volume):
+    /// `FltGetVolumeProperties(FltObjects->Volume)->DeviceType ==
+    /// FILE_DEVICE_NETWORK_FILE_SYSTEM`. Writes there are completed by a network
+    /// redirector, not by a driver in a storage stack, so their post-write may be
+    /// deferred with [`FilterManager::do_completion_processing_when_safe`]. False when
+    /// the query fails. IRQL <= APC_LEVEL (the logic asks in the pre-write).
+    fn on_network_file_system(&self, data: &Self::Data) -> bool;
+
     /// `FltDoCompletionProcessingWhenSafe(Data, FltObjects, ctx, Flags,
     /// <safe post-write>)`. The safe callback, when the implementation runs it, must
     /// call [`super::Filter::post_write_when_safe`] with the same `ctx` and `flags`
     /// (inline when IRQL <= APC_LEVEL, else later from a worker thread at
-    /// PASSIVE_LEVEL). Returns `None` when it returned FALSE (the operation cannot
-    /// be deferred: fast I/O, paging I/O, ...), else the status to return from the
-    /// post-operation callback. IRQL <= DISPATCH_LEVEL.
+    /// PASSIVE_LEVEL). Returns `None` when it returned FALSE (the operation could not
+    /// be posted), else the status to return from the post-operation callback. The
+    /// logic calls it only for IRP-based, non-paging writes on a network file system
+    /// volume, never while draining (DDI page "FltDoCompletionProcessingWhenSafe").
+    /// IRQL <= DISPATCH_LEVEL.
     fn do_completion_processing_when_safe(
         &self,
         data: &mut Self::Data,

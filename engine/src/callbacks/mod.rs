@@ -593,6 +593,10 @@ impl<F: FilterManager> Filter<F> {
         let synchronize = d.pre_op == EnginePreOp::Synchronize
             && !data.is_fast_io()
             && self.fm.is_operation_synchronous(data);
+        // Only a flush for an unsynchronized write may need deferring; whether that is
+        // allowed depends on the volume, which can be asked here (<= APC_LEVEL) but not
+        // in a post-write at DISPATCH_LEVEL.
+        let deferrable = wants_post && !synchronize && self.fm.on_network_file_system(data);
         let completion = CompletionContext::Write {
             record_write: d.mark_written_since_flush,
             flush: wants_post.then_some(FlushOrder {
@@ -600,6 +604,7 @@ impl<F: FilterManager> Filter<F> {
                 flags: action.flags,
             }),
             synchronized: synchronize,
+            deferrable,
         };
         if synchronize {
             self.counters().bump(Counter::WriteSynchronized);
@@ -625,6 +630,7 @@ impl<F: FilterManager> Filter<F> {
             record_write,
             flush,
             synchronized,
+            deferrable,
         }) = ctx
         else {
             return PostOpStatus::FinishedProcessing;
@@ -654,14 +660,23 @@ impl<F: FilterManager> Filter<F> {
             record_write: false,
             flush: Some(order),
             synchronized: false,
+            deferrable,
         };
         if self.fm.current_irql() <= Irql::APC_LEVEL {
             let inline = CompletionContext::Write {
                 record_write: false,
                 flush: Some(order),
                 synchronized,
+                deferrable,
             };
             return self.post_write_when_safe(data, Some(inline), flags);
+        }
+        // FltDoCompletionProcessingWhenSafe only for IRP-based operations (not fast
+        // I/O) and never for a write a storage-stack driver may complete (a volume
+        // other than a network file system): DDI page "FltDoCompletionProcessingWhenSafe".
+        if !deferrable || data.is_fast_io() {
+            self.skip(Counter::FlushSkippedNotDeferrable);
+            return PostOpStatus::FinishedProcessing;
         }
         match self
             .fm
