@@ -13,7 +13,11 @@
 //! - flushes only at PASSIVE_LEVEL, never for paging I/O, never with a top-level
 //!   IRP, never recursively (our own flush's re-entries pass through untouched);
 //! - `FLT_PREOP_SYNCHRONIZE` only when `FltIsOperationSynchronous`, otherwise
-//!   `FltDoCompletionProcessingWhenSafe`; draining post-operations only clean up;
+//!   `FltDoCompletionProcessingWhenSafe`, and that only for IRP-based writes on a
+//!   network file system volume (its DDI page forbids it for writes a storage-stack
+//!   driver can complete); draining post-operations only clean up;
+//! - `ZwFlushBuffersFileEx` only with special kernel APCs enabled
+//!   (`KeAreAllApcsDisabled`), else the flush goes through `FltFlushBuffers(2)`;
 //! - a completion context only with `FLT_PREOP_SUCCESS_WITH_CALLBACK` or
 //!   `FLT_PREOP_SYNCHRONIZE`; `FltSetCallbackDataDirty` if and only if the operation
 //!   was changed;
@@ -619,7 +623,9 @@ impl<F: FilterManager> Filter<F> {
     /// (nothing is held). On success records the write (context atomics only: no
     /// policy lock above APC_LEVEL); when the pre-write asked for a flush decision,
     /// makes it now (IRQL <= APC_LEVEL) or defers it with
-    /// `FltDoCompletionProcessingWhenSafe` (DISPATCH_LEVEL).
+    /// `FltDoCompletionProcessingWhenSafe` (DISPATCH_LEVEL; IRP-based writes on a
+    /// network file system only, else the flush is skipped and counted
+    /// `FlushSkippedNotDeferrable`).
     pub fn post_write(
         &self,
         data: &mut F::Data,
