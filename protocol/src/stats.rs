@@ -115,7 +115,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 33;
+pub const CALLBACK_COUNTER_COUNT: usize = 34;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -190,6 +190,11 @@ callback_counters! {
     /// `Parameters\Policy` failed; the policy in force did not change (a
     /// `RegistryPolicyRejected` event with `value` = `REGISTRY_STORE` names the status).
     PolicyStoreFailed = 32, "policy_store_failed";
+    /// A pool allocation FlushGuard needed on an I/O path failed
+    /// (`STATUS_INSUFFICIENT_RESOURCES`: name or image buffer, parsed name): the
+    /// operation passed through unmodified (fail open), or a failed flush's event
+    /// was recorded without the file name.
+    AllocationFailed = 33, "allocation_failed";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot
