@@ -532,13 +532,13 @@ impl CompiledPolicy {
     /// [`explain_key`](Self::explain_key) from text: `path` in any accepted
     /// spelling, `process` an image name or path, `provider` the file's provider.
     /// An unparseable path is explained as a file without a name (and the parse
-    /// error returned alongside).
+    /// error returned alongside: `Invalid` or `InsufficientResources`).
     pub fn explain(
         &self,
         path: &str,
         process: &str,
         provider: FileProvider,
-    ) -> (Explanation, Option<flushguard_protocol::DecodeError>) {
+    ) -> (Explanation, Option<path::NameError>) {
         match FileName::parse(path) {
             Ok(n) => (
                 self.explain_key(&FileKey {

@@ -56,6 +56,101 @@ pub fn fold(s: &str) -> String {
     s.chars().map(fold_char).collect()
 }
 
+/// The allocator could not provide a buffer (`STATUS_INSUFFICIENT_RESOURCES`): in
+/// the driver the non-paged pool is exhausted. Callers on an I/O path pass the
+/// operation through unmodified and count `CallbackCounter::AllocationFailed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InsufficientResources;
+
+impl From<alloc::collections::TryReserveError> for InsufficientResources {
+    fn from(_: alloc::collections::TryReserveError) -> Self {
+        InsufficientResources
+    }
+}
+
+impl core::fmt::Display for InsufficientResources {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("insufficient resources (allocation failed)")
+    }
+}
+
+/// Appends `s` to `out` folded with [`fold_char`], growing `out` only through
+/// `String::try_reserve` (no allocation when the capacity suffices).
+///
+/// # Errors
+/// [`InsufficientResources`] when growing `out` failed; `out` then holds a prefix.
+pub fn try_push_folded(out: &mut String, s: &str) -> Result<(), InsufficientResources> {
+    for c in s.chars().map(fold_char) {
+        try_push(out, c)?;
+    }
+    Ok(())
+}
+
+/// Appends one character, growing `out` only through `String::try_reserve`.
+///
+/// # Errors
+/// [`InsufficientResources`] when growing `out` failed (`out` unchanged).
+pub fn try_push(out: &mut String, c: char) -> Result<(), InsufficientResources> {
+    out.try_reserve(c.len_utf8())?;
+    out.push(c);
+    Ok(())
+}
+
+/// `String::from_utf16_lossy` with one fallible allocation of the exact UTF-8
+/// length (unpaired surrogates become U+FFFD, 3 bytes). `units` is a UTF-16 name
+/// as Filter Manager returns it (`UNICODE_STRING` buffer, length in code units).
+///
+/// # Errors
+/// [`InsufficientResources`] when the buffer could not be allocated.
+pub fn try_string_from_utf16_lossy(units: &[u16]) -> Result<String, InsufficientResources> {
+    let decoded = || {
+        char::decode_utf16(units.iter().copied()).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+    };
+    let len: usize = decoded().map(char::len_utf8).sum();
+    let mut out = String::new();
+    out.try_reserve_exact(len)?;
+    out.extend(decoded());
+    Ok(out)
+}
+
+/// Why [`FileName::parse`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// The name is malformed (`.`/`..` component, UNC form without server or
+    /// share, NUL or control character).
+    Invalid(DecodeError),
+    /// A buffer for the normalized name could not be allocated
+    /// (`STATUS_INSUFFICIENT_RESOURCES`).
+    InsufficientResources,
+}
+
+impl From<DecodeError> for NameError {
+    fn from(e: DecodeError) -> Self {
+        NameError::Invalid(e)
+    }
+}
+
+impl From<alloc::collections::TryReserveError> for NameError {
+    fn from(_: alloc::collections::TryReserveError) -> Self {
+        NameError::InsufficientResources
+    }
+}
+
+impl From<InsufficientResources> for NameError {
+    fn from(_: InsufficientResources) -> Self {
+        NameError::InsufficientResources
+    }
+}
+
+impl core::fmt::Display for NameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NameError::Invalid(e) => core::fmt::Display::fmt(e, f),
+            NameError::InsufficientResources => InsufficientResources.fmt(f),
+        }
+    }
+}
+
 fn is_sep(c: char) -> bool {
     c == '\\' || c == '/'
 }
@@ -99,55 +194,60 @@ impl FileName {
     /// administrator types it (`\\server\share\dir\f.txt`, `\\?\UNC\...`,
     /// `C:\dir\f.txt`, `\Device\HarddiskVolume3\dir\f.txt`).
     ///
-    /// Errors: `Name { DotDotComponent | DotComponent }` for `.`/`..` components,
-    /// `Name { NotAShare }` for a UNC form without server and share,
-    /// `Name { IllegalCharacter }` for a NUL or control character.
-    pub fn parse(name: &str) -> Result<FileName, DecodeError> {
+    /// Every buffer grows only through `try_reserve` (no infallible allocation:
+    /// this runs on the driver's I/O path at PASSIVE_LEVEL).
+    ///
+    /// Errors: `Invalid(Name { DotDotComponent | DotComponent })` for `.`/`..`
+    /// components, `Invalid(Name { NotAShare })` for a UNC form without server and
+    /// share, `Invalid(Name { IllegalCharacter })` for a NUL or control character;
+    /// `InsufficientResources` when a buffer could not be allocated.
+    pub fn parse(name: &str) -> Result<FileName, NameError> {
         let err = |problem| DecodeError::Name {
             field: "file name",
             problem,
         };
         if name.chars().any(|c| c == '\0') {
-            return Err(err(NameProblem::IllegalCharacter));
+            return Err(err(NameProblem::IllegalCharacter).into());
         }
         let (share, rest) = match split_share(name)? {
             Some((server, sharename, rest)) => {
-                let mut s = String::with_capacity(server.len() + sharename.len() + 3);
-                s.push_str("\\\\");
-                s.extend(trim_component(server).chars().map(fold_char));
-                s.push('\\');
-                s.extend(trim_component(sharename).chars().map(fold_char));
+                let mut s = String::new();
+                s.try_reserve(server.len() + sharename.len() + 3)?;
+                try_push_folded(&mut s, "\\\\")?;
+                try_push_folded(&mut s, trim_component(server))?;
+                try_push(&mut s, '\\')?;
+                try_push_folded(&mut s, trim_component(sharename))?;
                 (Some(s), rest)
             }
             None => (None, strip_local_volume(name)),
         };
-        let mut rel = String::with_capacity(rest.len());
+        let mut rel = String::new();
+        rel.try_reserve(rest.len())?;
         let mut short_name = false;
-        let comps: Vec<&str> = rest.split(is_sep).filter(|c| !c.is_empty()).collect();
-        let last = comps.len().saturating_sub(1);
-        for (i, comp) in comps.iter().enumerate() {
-            let mut comp = *comp;
-            if i == last {
-                // Stream suffix: `name:stream[:type]`.
+        let mut comps = rest.split(is_sep).filter(|c| !c.is_empty()).peekable();
+        while let Some(raw) = comps.next() {
+            let mut comp = raw;
+            if comps.peek().is_none() {
+                // Stream suffix on the final component: `name:stream[:type]`.
                 if let Some(p) = comp.find(':') {
                     comp = comp.get(..p).unwrap_or(comp);
                 }
             }
             if let Some(p) = dot_problem(comp) {
-                return Err(err(p));
+                return Err(err(p).into());
             }
             let comp = trim_component(comp);
             if comp.is_empty() {
                 continue;
             }
             if comp.chars().any(|c| (c as u32) < 0x20) {
-                return Err(err(NameProblem::IllegalCharacter));
+                return Err(err(NameProblem::IllegalCharacter).into());
             }
             short_name |= looks_like_short_name(comp);
             if !rel.is_empty() {
-                rel.push('\\');
+                try_push(&mut rel, '\\')?;
             }
-            rel.extend(comp.chars().map(fold_char));
+            try_push_folded(&mut rel, comp)?;
         }
         Ok(FileName {
             share,
@@ -591,10 +691,10 @@ mod tests {
     fn dotdot_rejected() {
         assert_eq!(
             FileName::parse("\\\\s\\h\\a\\..\\b"),
-            Err(DecodeError::Name {
+            Err(NameError::Invalid(DecodeError::Name {
                 field: "file name",
                 problem: NameProblem::DotDotComponent
-            })
+            }))
         );
         assert!(PathGlob::new("../x").is_err());
         assert!(FileName::parse("\\\\s\\h\\a\\. \\b").is_err());

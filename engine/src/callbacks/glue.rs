@@ -15,7 +15,7 @@ use super::fltmgr::FilterManager;
 use crate::decision::{Decision, FlushPoint};
 use crate::handler::State;
 use crate::matcher::{CompiledPolicy, FileKey};
-use crate::path::FileName;
+use crate::path::{try_string_from_utf16_lossy, FileName, InsufficientResources, NameError};
 use crate::policy::{Action, FileProvider, FlushMethod};
 use crate::stats::{Counters, Stats};
 
@@ -46,15 +46,28 @@ impl PolicySnapshot {
 
     /// The rule governing a file: `(slot, action)`. `name` is the normalized name; a
     /// name that does not parse matches only rules without share/path/extension.
-    pub fn lookup(&self, provider: FileProvider, name: &str, image: &str) -> (u32, Action) {
-        let parsed = FileName::parse(name).ok();
+    ///
+    /// # Errors
+    /// [`InsufficientResources`] when the parsed name's buffers could not be
+    /// allocated: no rule is chosen (the caller passes the operation through).
+    pub fn lookup(
+        &self,
+        provider: FileProvider,
+        name: &str,
+        image: &str,
+    ) -> Result<(u32, Action), InsufficientResources> {
+        let parsed = match FileName::parse(name) {
+            Ok(n) => Some(n),
+            Err(NameError::Invalid(_)) => None,
+            Err(NameError::InsufficientResources) => return Err(InsufficientResources),
+        };
         let key = FileKey {
             provider,
             name: parsed.as_ref(),
             process_image: image,
         };
         let rule = self.policy.lookup(&key);
-        (rule.index.unwrap_or(DEFAULT_RULE_SLOT), rule.action)
+        Ok((rule.index.unwrap_or(DEFAULT_RULE_SLOT), rule.action))
     }
 
     /// The action of rule `slot` in this policy (`None` for an index past the end).
@@ -119,7 +132,9 @@ pub fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
 
 /// Records one flush FlushGuard issued (counters, latency in µs, and on failure a
 /// `FlushFailed` event naming the file). PASSIVE_LEVEL: a failure queries the
-/// file name (released before returning).
+/// file name (released before returning). If the name's buffer cannot be allocated
+/// the event is recorded without a name and `CallbackCounter::AllocationFailed`
+/// counted.
 pub fn record_flush<F: FilterManager>(
     state: &State,
     fm: &F,
@@ -137,7 +152,12 @@ pub fn record_flush<F: FilterManager>(
     let mut name = String::new();
     if !status.is_success() {
         if let Ok(info) = fm.get_file_name_information(data) {
-            name = String::from_utf16_lossy(fm.file_name(&info));
+            match try_string_from_utf16_lossy(fm.file_name(&info)) {
+                Ok(n) => name = n,
+                Err(InsufficientResources) => state
+                    .callback_counters()
+                    .bump(flushguard_protocol::stats::CallbackCounter::AllocationFailed),
+            }
             fm.release_file_name_information(info);
         }
     }

@@ -362,7 +362,10 @@ impl<F: FilterManager> Filter<F> {
 
     /// Looks up the rule governing the operation's file: normalized name, MUP
     /// provider, requestor image. PASSIVE_LEVEL only. `None` when the name cannot be
-    /// had (counted; the operation passes through). Releases every reference it took.
+    /// had or a buffer for the name, the image or the parsed name cannot be
+    /// allocated (counted `NameQueryFailed` / `AllocationFailed`; the operation
+    /// passes through). Every allocation is fallible. Releases every reference it
+    /// took.
     ///
     /// Before a create completes the file object is not open and MUP cannot name its
     /// redirector (`FsRtlMupGetProviderInfoFromFileObject` fails): with
@@ -382,8 +385,12 @@ impl<F: FilterManager> Filter<F> {
                 return None;
             }
         };
-        let name = String::from_utf16_lossy(fm.file_name(&name_info));
+        let name = crate::path::try_string_from_utf16_lossy(fm.file_name(&name_info));
         fm.release_file_name_information(name_info);
+        let Ok(name) = name else {
+            self.counters().bump(Counter::AllocationFailed);
+            return None;
+        };
 
         let (provider, provider_known) = match fm.mup_provider_id_of_file(data) {
             Ok(id) => (self.providers.classify(id), true),
@@ -394,18 +401,27 @@ impl<F: FilterManager> Filter<F> {
                 (crate::policy::FileProvider::Other, false)
             }
         };
+        // Matching with a partial (empty) image could pick another rule: an
+        // allocation failure passes the operation through instead.
         let image = match fm.process_image_name(data) {
             Ok(image) => {
-                let s = String::from_utf16_lossy(fm.image_name(&image));
+                let s = crate::path::try_string_from_utf16_lossy(fm.image_name(&image));
                 fm.release_process_image_name(image);
                 s
             }
             Err(_) => {
                 self.counters().bump(Counter::ProcessQueryFailed);
-                String::new()
+                Ok(String::new())
             }
         };
-        let (slot, action) = policy.lookup(provider, &name, &image);
+        let Ok(image) = image else {
+            self.counters().bump(Counter::AllocationFailed);
+            return None;
+        };
+        let Ok((slot, action)) = policy.lookup(provider, &name, &image) else {
+            self.counters().bump(Counter::AllocationFailed);
+            return None;
+        };
         Some(Classified {
             slot,
             action,
