@@ -579,7 +579,7 @@ impl Fake {
         let was_top = TOP_LEVEL.with(|c| c.replace(true));
         let mut data = FakeData::write(file, IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO, 0, 4096);
         let guard = self.enter_callback("pre-write (paging, from our flush)");
-        let pre = filter.pre_write(&mut data);
+        let pre = crate::alloc_gate::engine(|| filter.pre_write(&mut data));
         drop(guard);
         if pre.status() == PreOpStatus::SuccessWithCallback
             || pre.status() == PreOpStatus::Synchronize
@@ -833,34 +833,43 @@ impl FilterManager for Fake {
     type KernelHandle = FakeHandle;
 
     fn current_irql(&self) -> Irql {
+        let _gate = crate::alloc_gate::fm_scope();
         irql()
     }
     fn top_level_irp_set(&self) -> bool {
+        let _gate = crate::alloc_gate::fm_scope();
         TOP_LEVEL.with(|c| c.get())
     }
     fn current_thread_id(&self) -> u64 {
+        let _gate = crate::alloc_gate::fm_scope();
         thread_id()
     }
     fn now_us(&self) -> u64 {
+        let _gate = crate::alloc_gate::fm_scope();
         self.inner.clock_us.fetch_add(7, Ordering::Relaxed)
     }
     fn system_time(&self) -> u64 {
+        let _gate = crate::alloc_gate::fm_scope();
         crate::sim::fake_clock()
     }
     fn all_apcs_disabled(&self) -> bool {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::DISPATCH_LEVEL, "KeAreAllApcsDisabled");
         all_apcs_disabled()
     }
     fn is_operation_synchronous(&self, data: &FakeData) -> bool {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
         (data.synchronous || data.fo_flags & FO_SYNCHRONOUS_IO != 0) && !data.fast_io
     }
     fn set_callback_data_dirty(&self, data: &mut FakeData) {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::DISPATCH_LEVEL, "FltSetCallbackDataDirty");
         data.dirty = true;
     }
 
     fn get_file_name_information(&self, data: &FakeData) -> Result<FakeName, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::APC_LEVEL, "FltGetFileNameInformation");
         if data.irp_flags & IRP_PAGING_IO != 0 {
             self.violation("FltGetFileNameInformation during paging I/O");
@@ -878,14 +887,19 @@ impl FilterManager for Fake {
         })
     }
     fn file_name<'a>(&self, name: &'a FakeName) -> &'a [u16] {
+        let _gate = crate::alloc_gate::fm_scope();
         &name.name
     }
-    fn release_file_name_information(&self, name: FakeName) {
+    fn release_file_name_information(&self, owned: FakeName) {
+        let _gate = crate::alloc_gate::fm_scope();
+        // Freed inside the Filter Manager scope (a parameter would drop after it).
+        let name = owned;
         self.check_irql(Irql::APC_LEVEL, "FltReleaseFileNameInformation");
         self.release(name.id, RefKind::NameInfo, "FltReleaseFileNameInformation");
     }
 
     fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderIdFromName");
         self.inner
             .provider_ids
@@ -895,6 +909,7 @@ impl FilterManager for Fake {
             .ok_or(flushguard_engine::callbacks::STATUS_OBJECT_NAME_NOT_FOUND)
     }
     fn mup_provider_id_of_file(&self, data: &FakeData) -> Result<Option<u32>, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderInfoFromFileObject");
         self.count_and_fail(CallSite::MupProviderOfFile)?;
         match self.world().files.get(&data.file) {
@@ -907,6 +922,7 @@ impl FilterManager for Fake {
         }
     }
     fn process_image_name(&self, data: &FakeData) -> Result<FakeImage, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "SeLocateProcessImageName");
         self.count_and_fail(CallSite::ProcessImageName)?;
         let name = self
@@ -921,14 +937,19 @@ impl FilterManager for Fake {
         })
     }
     fn image_name<'a>(&self, image: &'a FakeImage) -> &'a [u16] {
+        let _gate = crate::alloc_gate::fm_scope();
         &image.name
     }
-    fn release_process_image_name(&self, image: FakeImage) {
+    fn release_process_image_name(&self, owned: FakeImage) {
+        let _gate = crate::alloc_gate::fm_scope();
+        // Freed inside the Filter Manager scope (a parameter would drop after it).
+        let image = owned;
         self.check_irql(Irql::PASSIVE_LEVEL, "ExFreePool(image name)");
         self.release(image.id, RefKind::ImageName, "ExFreePool(image name)");
     }
 
     fn allocate_stream_handle_context(&self, init: StreamContext) -> Result<FakeContext, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::APC_LEVEL, "FltAllocateContext");
         self.count_and_fail(CallSite::AllocateContext)?;
         Ok(FakeContext {
@@ -941,6 +962,7 @@ impl FilterManager for Fake {
         data: &FakeData,
         ctx: &FakeContext,
     ) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::APC_LEVEL, "FltSetStreamHandleContext");
         self.count_and_fail(CallSite::SetStreamHandleContext)?;
         let mut w = self.world();
@@ -952,6 +974,7 @@ impl FilterManager for Fake {
         Ok(())
     }
     fn get_stream_handle_context(&self, data: &FakeData) -> Result<Option<FakeContext>, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::DISPATCH_LEVEL, "FltGetStreamHandleContext");
         self.count_and_fail(CallSite::GetStreamHandleContext)?;
         let ctx = self
@@ -964,12 +987,16 @@ impl FilterManager for Fake {
             ctx,
         }))
     }
-    fn release_context(&self, ctx: FakeContext) {
+    fn release_context(&self, owned: FakeContext) {
+        let _gate = crate::alloc_gate::fm_scope();
+        // Freed inside the Filter Manager scope (a parameter would drop after it).
+        let ctx = owned;
         self.check_irql(Irql::DISPATCH_LEVEL, "FltReleaseContext");
         self.release(ctx.id, RefKind::Context, "FltReleaseContext");
     }
 
     fn on_network_file_system(&self, data: &FakeData) -> bool {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::APC_LEVEL, "FltGetVolumeProperties");
         self.world()
             .files
@@ -983,6 +1010,7 @@ impl FilterManager for Fake {
         ctx: CompletionContext,
         flags: PostOpFlags,
     ) -> Option<PostOpStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::DISPATCH_LEVEL, "FltDoCompletionProcessingWhenSafe");
         if data.irp_flags & IRP_PAGING_IO != 0 {
             self.violation("FltDoCompletionProcessingWhenSafe for paging I/O");
@@ -1020,7 +1048,9 @@ impl FilterManager for Fake {
         }
         if irql() <= Irql::APC_LEVEL {
             let filter = self.filter()?;
-            return Some(filter.post_write_when_safe(data, Some(ctx), flags));
+            return Some(crate::alloc_gate::engine(|| {
+                filter.post_write_when_safe(data, Some(ctx), flags)
+            }));
         }
         self.push_pending(Pending {
             data: data.clone(),
@@ -1032,9 +1062,11 @@ impl FilterManager for Fake {
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {
+        let _gate = crate::alloc_gate::fm_scope();
         self.inner.has_flush2
     }
     fn flt_flush_buffers2(&self, data: &FakeData, flush_type: u32) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         let _depth = self.enter_flush("FltFlushBuffers2");
         self.flush_checks("FltFlushBuffers2", data.file, Some(data), flush_type);
         if !self.inner.has_flush2 {
@@ -1045,6 +1077,7 @@ impl FilterManager for Fake {
         Ok(())
     }
     fn flt_flush_buffers(&self, data: &FakeData) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         let _depth = self.enter_flush("FltFlushBuffers");
         self.flush_checks("FltFlushBuffers", data.file, Some(data), 0);
         self.count_and_fail(CallSite::FltFlushBuffers)?;
@@ -1052,6 +1085,7 @@ impl FilterManager for Fake {
         Ok(())
     }
     fn open_kernel_handle(&self, data: &FakeData) -> Result<FakeHandle, NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "ObOpenObjectByPointer");
         self.count_and_fail(CallSite::OpenKernelHandle)?;
         {
@@ -1065,6 +1099,7 @@ impl FilterManager for Fake {
         })
     }
     fn zw_flush_buffers_file_ex(&self, handle: &FakeHandle, flags: u32) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         let _depth = self.enter_flush("ZwFlushBuffersFileEx");
         self.flush_checks("ZwFlushBuffersFileEx", handle.file, None, flags);
         self.check_apcs_enabled("ZwFlushBuffersFileEx");
@@ -1095,7 +1130,7 @@ impl FilterManager for Fake {
             };
             let before = data.clone();
             let guard = self.enter_callback("pre-flush (our ZwFlushBuffersFileEx)");
-            let pre = filter.pre_flush(&mut data);
+            let pre = crate::alloc_gate::engine(|| filter.pre_flush(&mut data));
             drop(guard);
             if pre.status() != PreOpStatus::SuccessNoCallback || data != before {
                 self.violation(format!(
@@ -1109,7 +1144,10 @@ impl FilterManager for Fake {
         self.simulate_paging_writes(handle.file);
         Ok(())
     }
-    fn close_kernel_handle(&self, handle: FakeHandle) -> Result<(), NtStatus> {
+    fn close_kernel_handle(&self, owned: FakeHandle) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
+        // Freed inside the Filter Manager scope (a parameter would drop after it).
+        let handle = owned;
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwClose");
         self.release(handle.id, RefKind::KernelHandle, "ZwClose");
         let second_cleanup = {
@@ -1131,7 +1169,7 @@ impl FilterManager for Fake {
             if let Some(filter) = self.filter() {
                 let mut data = FakeData::new(handle.file, IRP_MJ_CLEANUP);
                 let g = self.enter_callback("pre-cleanup (our ZwClose)");
-                filter.pre_cleanup(&mut data);
+                crate::alloc_gate::engine(|| filter.pre_cleanup(&mut data));
                 drop(g);
             }
         }
@@ -1139,6 +1177,7 @@ impl FilterManager for Fake {
     }
 
     fn read_policy_value(&self, out: &mut Vec<u8>) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwQueryValueKey");
         self.count_and_fail(CallSite::ReadPolicy)?;
         out.clear();
@@ -1151,6 +1190,7 @@ impl FilterManager for Fake {
         }
     }
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwSetValueKey");
         self.count_and_fail(CallSite::WritePolicy)?;
         self.world().registry = Some(value.to_vec());
@@ -1158,12 +1198,14 @@ impl FilterManager for Fake {
     }
 
     fn close_server_port(&self) {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "FltCloseCommunicationPort");
         let mut w = self.world();
         w.port_closed = true;
         w.events.push("close_server_port");
     }
     fn unregister_filter(&self) {
+        let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "FltUnregisterFilter");
         if !self.world().port_closed {
             self.violation("FltUnregisterFilter called before FltCloseCommunicationPort");
@@ -1181,7 +1223,9 @@ impl FilterManager for Fake {
                 let flags = PostOpFlags(FLTFL_POST_OPERATION_DRAINING);
                 let _g = self.enter_callback("draining post-operation");
                 if p.safe_callback {
-                    filter.post_write_when_safe(&mut p.data, p.ctx, flags);
+                    crate::alloc_gate::engine(|| {
+                        filter.post_write_when_safe(&mut p.data, p.ctx, flags)
+                    });
                 } else {
                     crate::sim::dispatch_post(&filter, &mut p.data, p.ctx, flags);
                 }

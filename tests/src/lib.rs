@@ -6,6 +6,7 @@
 //! around the real `flushguard_engine::callbacks::Filter`.
 #![forbid(unsafe_code)]
 
+pub mod alloc_gate;
 pub mod fake;
 pub mod scenario;
 pub mod sim;

@@ -32,12 +32,12 @@ pub fn dispatch_post(
     ctx: Option<CompletionContext>,
     flags: PostOpFlags,
 ) -> PostOpStatus {
-    match data.major {
+    crate::alloc_gate::engine(|| match data.major {
         IRP_MJ_CREATE => filter.post_create(data, ctx, flags),
         IRP_MJ_WRITE => filter.post_write(data, ctx, flags),
         IRP_MJ_FLUSH_BUFFERS => filter.post_flush(data, ctx, flags),
         _ => PostOpStatus::FinishedProcessing,
-    }
+    })
 }
 
 /// How a simulated write is issued.
@@ -166,7 +166,7 @@ impl Harness {
         fake::set_irql(irql);
         let before = data.clone();
         let g = self.fake.enter_callback(what);
-        let pre = call(&self.filter, data);
+        let pre = crate::alloc_gate::engine(|| call(&self.filter, data));
         drop(g);
         self.check_pre(what, &pre, &before, data);
         data.dirty = false;
@@ -416,8 +416,10 @@ impl Harness {
         if p.safe_callback {
             fake::set_irql(Irql::PASSIVE_LEVEL);
             let g = self.fake.enter_callback("safe post-write (worker)");
-            self.filter
-                .post_write_when_safe(&mut p.data, p.ctx, PostOpFlags(0));
+            crate::alloc_gate::engine(|| {
+                self.filter
+                    .post_write_when_safe(&mut p.data, p.ctx, PostOpFlags(0))
+            });
             drop(g);
         } else {
             fake::set_irql(irql);

@@ -1,0 +1,313 @@
+//! Pool exhaustion on the I/O path: every allocation the engine makes inside an
+//! operation callback must be fallible, and a failure must pass the operation
+//! through (fail open), count `CallbackCounter::AllocationFailed`, and leave the
+//! reference ledger clean.
+//!
+//! The driver's global allocator returns NULL when the pool is exhausted; an
+//! infallible Rust allocation then calls `handle_alloc_error`, which bug-checks the
+//! machine. Here the global allocator is [`cap::Cap`] around the system allocator:
+//! past its limit it returns NULL too, and an infallible allocation aborts this
+//! process (the test fails).
+//!
+//! Method: the harness reports every engine callback (an *engine window*:
+//! pre-/post-create, pre-/post-write, the deferred post-write, pre-/post-flush,
+//! pre-cleanup) and every fake Filter Manager call made from it
+//! (`flushguard_tests::alloc_gate`). For each window of the script in turn, and for
+//! every byte budget `b` from 0 up to the bytes the engine allocated in that window
+//! in an unlimited run, the script runs again with the engine's own allocations in
+//! that window limited to `b` bytes (the fake's bookkeeping runs unlimited: the real
+//! Filter Manager allocates from its own pools). Inside one window the engine's
+//! buffers (name, image, parsed share and path) are all alive until the rule lookup
+//! ends, so every byte budget below the total fails a later allocation than the one
+//! before it: the sweep makes each allocation of the window fail in turn.
+//!
+//! The script: every mode x flush method, open (governed and not), writes of every
+//! kind, application flushes, a policy change (so pre-write and pre-cleanup refresh
+//! a stale rule: a name lookup in a write/cleanup window), a failing flush (its
+//! event queries the file name), close.
+//!
+//! A dedicated binary without the libtest harness (`harness = false`): the limit is
+//! process-wide, so no other thread may allocate while a window is limited.
+
+use std::alloc::System;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use cap::Cap;
+use flushguard_engine::callbacks::Counter;
+use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_protocol::FlushFlags;
+use flushguard_tests::alloc_gate::{self, Gate};
+use flushguard_tests::fake::CallSite;
+use flushguard_tests::scenario::{self, action, full_script, harness, MODES};
+use flushguard_tests::sim::Harness;
+
+#[global_allocator]
+static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
+
+/// Budget that never limits (still measured).
+const MEASURE: usize = usize::MAX / 4;
+/// Nesting depth of engine / Filter Manager scopes the gate tracks.
+const DEPTH: usize = 32;
+
+/// The window state. Every method runs without allocating.
+struct Windows {
+    /// Index of the window to limit.
+    target: AtomicUsize,
+    /// Its byte budget.
+    budget: AtomicUsize,
+    /// Windows started so far in this run (outside the target window).
+    next: AtomicUsize,
+    /// Inside the target window.
+    active: AtomicBool,
+    /// The limit is in force now (target window, engine code).
+    limited: AtomicBool,
+    /// Budget left while the limit is lifted (Filter Manager calls).
+    remaining: AtomicUsize,
+    /// `total_allocated` when the limit last came into force.
+    since: AtomicUsize,
+    /// Bytes the engine allocated in the target window (cumulative).
+    engine_bytes: AtomicUsize,
+    /// Saved (limited, started_window) per nesting level.
+    stack: Mutex<([(bool, bool); DEPTH], usize)>,
+}
+
+impl Windows {
+    const fn new() -> Self {
+        Windows {
+            target: AtomicUsize::new(usize::MAX),
+            budget: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            active: AtomicBool::new(false),
+            limited: AtomicBool::new(false),
+            remaining: AtomicUsize::new(0),
+            since: AtomicUsize::new(0),
+            engine_bytes: AtomicUsize::new(0),
+            stack: Mutex::new(([(false, false); DEPTH], 0)),
+        }
+    }
+
+    fn arm(&self, target: usize, budget: usize) {
+        self.target.store(target, Ordering::SeqCst);
+        self.budget.store(budget, Ordering::SeqCst);
+        self.next.store(0, Ordering::SeqCst);
+        self.engine_bytes.store(0, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.target.store(usize::MAX, Ordering::SeqCst);
+    }
+
+    fn limit_on(&self) {
+        let allocated = ALLOC.allocated();
+        let limit = allocated.saturating_add(self.remaining.load(Ordering::SeqCst));
+        ALLOC.set_limit(limit).expect("limit above allocated");
+        self.since.store(ALLOC.total_allocated(), Ordering::SeqCst);
+        self.limited.store(true, Ordering::SeqCst);
+    }
+
+    fn limit_off(&self) {
+        let spent = ALLOC.total_allocated() - self.since.load(Ordering::SeqCst);
+        self.engine_bytes.fetch_add(spent, Ordering::SeqCst);
+        let left = ALLOC.limit().saturating_sub(ALLOC.allocated());
+        self.remaining.store(left, Ordering::SeqCst);
+        ALLOC.set_limit(usize::MAX).expect("unlimited");
+        self.limited.store(false, Ordering::SeqCst);
+    }
+
+    fn push(&self, entry: (bool, bool)) {
+        let mut s = self.stack.lock().expect("gate stack");
+        let depth = s.1;
+        assert!(depth < DEPTH, "gate nesting deeper than {DEPTH}");
+        s.0[depth] = entry;
+        s.1 = depth + 1;
+    }
+
+    fn pop(&self) -> (bool, bool) {
+        let mut s = self.stack.lock().expect("gate stack");
+        let depth = s.1.checked_sub(1).expect("gate stack underflow");
+        s.1 = depth;
+        s.0[depth]
+    }
+}
+
+impl Gate for Windows {
+    fn enter_engine(&self) {
+        let limited = self.limited.load(Ordering::SeqCst);
+        if !self.active.load(Ordering::SeqCst) {
+            let index = self.next.fetch_add(1, Ordering::SeqCst);
+            if index == self.target.load(Ordering::SeqCst) {
+                self.push((limited, true));
+                self.active.store(true, Ordering::SeqCst);
+                self.remaining
+                    .store(self.budget.load(Ordering::SeqCst), Ordering::SeqCst);
+                self.limit_on();
+                return;
+            }
+            self.push((limited, false));
+            return;
+        }
+        // Engine code re-entered from a Filter Manager call of the target window
+        // (our flush's paging writes, an inline safe post-write): same budget.
+        self.push((limited, false));
+        if !limited {
+            self.limit_on();
+        }
+    }
+
+    fn leave_engine(&self) {
+        let (was_limited, started) = self.pop();
+        let limited = self.limited.load(Ordering::SeqCst);
+        if started {
+            self.limit_off();
+            self.active.store(false, Ordering::SeqCst);
+            return;
+        }
+        if limited && !was_limited {
+            self.limit_off();
+        } else if !limited && was_limited {
+            self.limit_on();
+        }
+    }
+
+    fn enter_fm(&self) {
+        let limited = self.limited.load(Ordering::SeqCst);
+        self.push((limited, false));
+        if limited {
+            self.limit_off();
+        }
+    }
+
+    fn leave_fm(&self) {
+        let (was_limited, _) = self.pop();
+        if was_limited && !self.limited.load(Ordering::SeqCst) {
+            self.limit_on();
+        }
+    }
+}
+
+static WINDOWS: Windows = Windows::new();
+
+/// One configuration of the script.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    mode: Mode,
+    method: FlushMethod,
+}
+
+/// What one run left behind.
+struct Outcome {
+    windows: usize,
+    engine_bytes: usize,
+    allocation_failed: u64,
+}
+
+fn script(case: Case) -> Harness {
+    let act = action(
+        case.mode,
+        case.method,
+        FlushFlags::empty(),
+        Some(FlushFlags::empty()),
+    );
+    let h = harness(act, case.method == FlushMethod::Filter);
+    // The first flush FlushGuard issues fails: its FlushFailed event queries the name.
+    h.fake.inject(
+        match case.method {
+            FlushMethod::Filter => CallSite::FltFlushBuffers2,
+            FlushMethod::Native => CallSite::ZwFlushBuffersFileEx,
+        },
+        0,
+    );
+    let steps = full_script();
+    let (first, rest) = steps.split_at(steps.len() / 2);
+    let mut runner = scenario::Runner::new();
+    for s in first {
+        runner.step(&h, s);
+    }
+    // A new policy generation: handle contexts hold a stale rule, and the next
+    // write / flush / cleanup looks the name up again (outside any window: the
+    // port handler is not an operation callback).
+    let request = flushguard_tests::port_request_set_policy(&scenario::policy_blob(act), false);
+    let mut reply = vec![0u8; 4096];
+    let set = h.message(&request, &mut reply);
+    assert!(
+        matches!(set, Some(Ok(_))),
+        "SetPolicy failed: {set:?} ({case:?})"
+    );
+    for s in rest {
+        runner.step(&h, s);
+    }
+    runner.finish(&h);
+    h
+}
+
+fn run(case: Case, target: usize, budget: usize) -> Outcome {
+    WINDOWS.arm(target, budget);
+    let h = script(case);
+    WINDOWS.disarm();
+    let windows = WINDOWS.next.load(Ordering::SeqCst);
+    let engine_bytes = WINDOWS.engine_bytes.load(Ordering::SeqCst);
+    let allocation_failed = h.filter.counters().get(Counter::AllocationFailed);
+    h.unload();
+    h.assert_clean();
+    Outcome {
+        windows,
+        engine_bytes,
+        allocation_failed,
+    }
+}
+
+fn main() {
+    assert!(alloc_gate::install(&WINDOWS), "gate installed once");
+    let mut cases = Vec::new();
+    for mode in MODES {
+        for method in [FlushMethod::Filter, FlushMethod::Native] {
+            cases.push(Case { mode, method });
+        }
+    }
+    let (mut runs, mut failing_runs, mut allocating_windows) = (0usize, 0usize, 0usize);
+    let mut max_window_bytes = 0usize;
+    for case in cases {
+        let baseline = run(case, usize::MAX, MEASURE);
+        assert_eq!(
+            baseline.allocation_failed, 0,
+            "{case:?}: unlimited run failed"
+        );
+        for target in 0..baseline.windows {
+            // Unlimited but measured: the engine's bytes in this window.
+            let need = run(case, target, MEASURE).engine_bytes;
+            runs += 1;
+            if need == 0 {
+                continue;
+            }
+            allocating_windows += 1;
+            max_window_bytes = max_window_bytes.max(need);
+            for budget in 0..need {
+                let o = run(case, target, budget);
+                runs += 1;
+                assert!(
+                    o.allocation_failed >= 1,
+                    "{case:?}, window {target}: {budget} of {need} bytes allowed, but no \
+                     AllocationFailed was counted"
+                );
+                failing_runs += 1;
+            }
+            let o = run(case, target, need);
+            runs += 1;
+            assert_eq!(
+                o.allocation_failed, 0,
+                "{case:?}, window {target}: the measured {need} bytes should suffice"
+            );
+        }
+    }
+    assert!(
+        allocating_windows >= 20,
+        "only {allocating_windows} engine windows allocate: the script no longer reaches \
+         the name lookups"
+    );
+    println!(
+        "alloc_failure: {runs} runs, {failing_runs} with an engine allocation failing, \
+         {allocating_windows} allocating windows (at most {max_window_bytes} bytes each)"
+    );
+    println!("1 passed, 0 failed");
+}
