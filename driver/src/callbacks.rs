@@ -43,9 +43,11 @@ static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
 /// builds).
 ///
 /// # Errors
-/// `STATUS_INSUFFICIENT_RESOURCES` if the pool allocation fails.
+/// `STATUS_INSUFFICIENT_RESOURCES` if a pool allocation (the filter, the
+/// `Parameters` key name) fails.
 #[inline(never)]
 pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
+    let fm = KernelFltMgr::new(filter, registry_path)?;
     let layout = Layout::new::<Filter<KernelFltMgr>>();
     // SAFETY: `layout` has a non-zero size; the global allocator is the pool allocator
     // (pool.rs); PASSIVE_LEVEL.
@@ -56,7 +58,7 @@ pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySourc
     let state = State::new(crate::fltmgr::system_time, crate::fltmgr::DRIVER_VERSION);
     // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned here
     // until published below.
-    unsafe { p.write(Filter::new(KernelFltMgr::new(filter, registry_path), state)) };
+    unsafe { p.write(Filter::new(fm, state)) };
     // SAFETY: `p` was initialised just above and is not shared yet.
     let filter = unsafe { &*p };
     let source = filter.load_persisted_policy();

@@ -69,7 +69,14 @@ fn start(
     FILTER.store(filter, Ordering::Release);
 
     // SAFETY: `registry_path` is DriverEntry's argument, valid during DriverEntry.
-    let key = unsafe { fltmgr::registry_path(registry_path) };
+    let key = match unsafe { fltmgr::registry_path(registry_path) } {
+        Ok(key) => key,
+        Err(error) => {
+            trace::error_status(c"no pool for the registry path", error.0);
+            unregister();
+            return Err(error);
+        }
+    };
     match callbacks::install(filter, &key) {
         Ok(PolicySource::Registry) => trace::info(c"policy loaded from Parameters\\Policy"),
         Ok(PolicySource::Absent) => trace::info(c"no persisted policy: pass-through"),

@@ -103,16 +103,59 @@ pub fn system_time() -> u64 {
     t as u64
 }
 
-/// Copies DriverEntry's `RegistryPath` (the service key) into pool memory.
+/// Copies DriverEntry's `RegistryPath` (the service key) into pool memory
+/// (UTF-16 code units, no terminator; empty for NULL). PASSIVE_LEVEL.
+///
+/// # Errors
+/// `STATUS_INSUFFICIENT_RESOURCES` when the pool cannot hold the copy.
 ///
 /// # Safety
 /// `path` is DriverEntry's `RegistryPath` argument (or NULL), read during DriverEntry.
-pub unsafe fn registry_path(path: *const UNICODE_STRING) -> Vec<u16> {
+pub unsafe fn registry_path(path: *const UNICODE_STRING) -> Result<Vec<u16>, NtStatus> {
     // SAFETY: the caller passes DriverEntry's argument, valid for the call (or NULL).
     let Some(s) = (unsafe { path.as_ref() }) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    utf16(s).to_vec()
+    let units = utf16(s);
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(units.len())
+        .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+    copy.extend_from_slice(units);
+    Ok(copy)
+}
+
+/// Longest name [`Wide`] holds, in UTF-16 code units (the MUP redirector device
+/// names and the registry value name are far shorter).
+const WIDE_MAX: usize = 64;
+
+/// A short UTF-16 name on the stack (no pool allocation): a redirector device name
+/// or a registry value name, encoded from a `&str`.
+struct Wide {
+    units: [u16; WIDE_MAX],
+    len: usize,
+}
+
+impl Wide {
+    /// Encodes `s`.
+    ///
+    /// # Errors
+    /// `STATUS_NAME_TOO_LONG` when `s` needs more than [`WIDE_MAX`] code units.
+    fn new(s: &str) -> Result<Self, NtStatus> {
+        let mut w = Wide {
+            units: [0; WIDE_MAX],
+            len: 0,
+        };
+        for u in s.encode_utf16() {
+            let slot = w.units.get_mut(w.len).ok_or(NtStatus::NAME_TOO_LONG)?;
+            *slot = u;
+            w.len += 1;
+        }
+        Ok(w)
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        self.units.get(..self.len).unwrap_or(&[])
+    }
 }
 
 fn status(raw: NTSTATUS) -> Result<(), NtStatus> {
@@ -354,17 +397,24 @@ unsafe impl Send for KernelFltMgr {}
 impl KernelFltMgr {
     /// Resolves `FltFlushBuffers2` and records the filter handle and the service key.
     /// PASSIVE_LEVEL (DriverEntry). `registry_path` is DriverEntry's argument.
-    pub fn new(filter: PFLT_FILTER, registry_path: &[u16]) -> Self {
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES` when the pool cannot hold
+    /// `<RegistryPath>\Parameters` (DriverEntry then fails cleanly).
+    pub fn new(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<Self, NtStatus> {
+        const PARAMETERS: &str = "\\Parameters";
+        let mut key = Vec::new();
+        key.try_reserve_exact(registry_path.len() + PARAMETERS.len())
+            .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+        key.extend_from_slice(registry_path);
+        key.extend(PARAMETERS.encode_utf16());
         // SAFETY: PASSIVE_LEVEL in DriverEntry; the name is a NUL-terminated static.
         let routine = unsafe { FltGetRoutineAddress(c"FltFlushBuffers2".as_ptr().cast()) };
-        let mut key = Vec::with_capacity(registry_path.len() + 11);
-        key.extend_from_slice(registry_path);
-        key.extend("\\Parameters".encode_utf16());
-        KernelFltMgr {
+        Ok(KernelFltMgr {
             filter,
             flush2: AtomicUsize::new(routine as usize),
             parameters_key: key,
-        }
+        })
     }
 
     fn flush2(&self) -> Option<FltFlushBuffers2Fn> {
@@ -421,10 +471,8 @@ impl KernelFltMgr {
 /// between the two queries), `STATUS_OBJECT_TYPE_MISMATCH` unless REG_BINARY,
 /// `STATUS_INSUFFICIENT_RESOURCES` when the pool cannot hold it.
 fn query_policy_value(key: HANDLE, out: &mut Vec<u8>) -> Result<(), NtStatus> {
-    let value: Vec<u16> = flushguard_protocol::REGISTRY_POLICY_VALUE
-        .encode_utf16()
-        .collect();
-    let name = unicode(&value);
+    let value = Wide::new(flushguard_protocol::REGISTRY_POLICY_VALUE)?;
+    let name = unicode(value.as_slice());
     let mut header = [0u8; KVPI_HEADER];
     let mut needed = 0u32;
     // SAFETY: PASSIVE_LEVEL; `key` is the caller's open kernel handle; `header` is a
@@ -572,8 +620,8 @@ impl FilterManager for KernelFltMgr {
     }
 
     fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
-        let wide: Vec<u16> = device_name.encode_utf16().collect();
-        let name = unicode(&wide);
+        let wide = Wide::new(device_name)?;
+        let name = unicode(wide.as_slice());
         let mut id = 0u32;
         // SAFETY: PASSIVE_LEVEL (DriverEntry); `name` describes the local `wide`.
         let raw = unsafe { FsRtlMupGetProviderIdFromName(&name, &mut id) };
@@ -773,11 +821,9 @@ impl FilterManager for KernelFltMgr {
         result
     }
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
+        let name_w = Wide::new(flushguard_protocol::REGISTRY_POLICY_VALUE)?;
         let key = self.open_parameters_key(KEY_WRITE, true)?;
-        let name_w: Vec<u16> = flushguard_protocol::REGISTRY_POLICY_VALUE
-            .encode_utf16()
-            .collect();
-        let name = unicode(&name_w);
+        let name = unicode(name_w.as_slice());
         let Ok(size) = u32::try_from(value.len()) else {
             close_key(key);
             return Err(NtStatus::INVALID_PARAMETER);
