@@ -31,6 +31,7 @@ use flushguard_protocol::{
 use crate::callbacks::CallbackCounters;
 use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
 use crate::matcher::CompiledPolicy;
+use crate::path::InsufficientResources;
 use crate::policy::FlushMethod;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -295,11 +296,20 @@ impl State {
 
     /// A GetStats snapshot of per-rule counters `first..first+max`, with the
     /// callback-layer counters (`callbacks` is always `Some`; the handler drops
-    /// them for a request without `RequestFlags::CALLBACK_COUNTERS`).
-    pub fn snapshot(&self, first_rule: u32, max_rules: u32) -> StatsSnapshot {
+    /// them for a request without `RequestFlags::CALLBACK_COUNTERS`). Every buffer
+    /// is allocated fallibly (the port handler runs in the driver).
+    ///
+    /// # Errors
+    /// [`InsufficientResources`] when a buffer could not be allocated (GetStats
+    /// then answers `STATUS_INSUFFICIENT_RESOURCES`; nothing changes).
+    pub fn snapshot(
+        &self,
+        first_rule: u32,
+        max_rules: u32,
+    ) -> Result<StatsSnapshot, InsufficientResources> {
         let p = self.policy();
         let counts = self.stats.failures();
-        let mut failures = Box::new([(NtStatus::SUCCESS, 0u64); STATUS_SLOTS]);
+        let mut failures = [(NtStatus::SUCCESS, 0u64); STATUS_SLOTS];
         for (i, slot) in failures.iter_mut().enumerate() {
             *slot = (
                 FAILURE_STATUSES
@@ -309,18 +319,32 @@ impl State {
                 counts.get(i).copied().unwrap_or(0),
             );
         }
-        StatsSnapshot {
+        Ok(StatsSnapshot {
             generation: p.generation(),
             total_rules: p.rule_count() as u32,
             first_rule,
-            global: Box::new(self.stats.global().snapshot()),
-            default_rule: Box::new(p.counters(None).snapshot()),
-            latency: Box::new(self.stats.latency()),
-            failures,
-            callbacks: Some(Box::new(self.callback_counters.snapshot())),
-            rules: p.rule_counter_window(first_rule, max_rules),
-        }
+            global: try_box(self.stats.global().snapshot())?,
+            default_rule: try_box(p.counters(None).snapshot())?,
+            latency: try_box(self.stats.latency())?,
+            failures: try_box(failures)?,
+            callbacks: Some(try_box(self.callback_counters.snapshot())?),
+            rules: p.rule_counter_window(first_rule, max_rules)?,
+        })
     }
+}
+
+/// `Box::new(array)` with a fallible allocation (`Box::try_new` is unstable): one
+/// `try_reserve_exact` of `N` elements, boxed without reallocating.
+///
+/// # Errors
+/// [`InsufficientResources`] when the allocation failed.
+fn try_box<T: Copy, const N: usize>(array: [T; N]) -> Result<Box<[T; N]>, InsufficientResources> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(N)?;
+    v.extend_from_slice(&array);
+    v.into_boxed_slice()
+        .try_into()
+        .map_err(|_| InsufficientResources)
 }
 
 fn too_small(needed: usize, got: usize) -> NtStatus {
@@ -459,7 +483,9 @@ fn handle_inner(
                     ));
                 }
                 drop(p);
-                let mut snap = state.snapshot(req.first_rule, available);
+                let mut snap = state
+                    .snapshot(req.first_rule, available)
+                    .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
                 if !with_callbacks {
                     snap.callbacks = None;
                 }

@@ -319,13 +319,24 @@ impl CompiledPolicy {
     }
 
     /// Snapshot of rule counters `first..first+max` (clamped).
-    pub fn rule_counter_window(&self, first: u32, max: u32) -> Vec<[u64; COUNTER_COUNT]> {
-        self.rule_counters
+    ///
+    /// # Errors
+    /// [`path::InsufficientResources`] when the window's buffer could not be
+    /// allocated (one fallible allocation of the exact size).
+    pub fn rule_counter_window(
+        &self,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<[u64; COUNTER_COUNT]>, path::InsufficientResources> {
+        let window = self
+            .rule_counters
             .iter()
             .skip(first as usize)
-            .take(max as usize)
-            .map(Counters::snapshot)
-            .collect()
+            .take(max as usize);
+        let mut out = Vec::new();
+        out.try_reserve_exact(window.len())?;
+        out.extend(window.map(Counters::snapshot));
+        Ok(out)
     }
 
     /// Zeroes the per-rule and default counters.

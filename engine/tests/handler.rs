@@ -75,7 +75,7 @@ fn observe(st: &State) -> Observed {
             events_dropped: dropped,
         },
         blob: status.blob().to_vec(),
-        stats: st.snapshot(0, u32::MAX),
+        stats: st.snapshot(0, u32::MAX).expect("host allocation"),
     }
 }
 

@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let before = (
         st.policy().generation(),
         st.policy().blob().to_vec(),
-        st.snapshot(0, 16),
+        st.snapshot(0, 16).ok(),
     );
     let mut reply = vec![0u8; cap];
     match handle(&st, &req, &mut reply) {
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
             let after = (
                 st.policy().generation(),
                 st.policy().blob().to_vec(),
-                st.snapshot(0, 16),
+                st.snapshot(0, 16).ok(),
             );
             assert_eq!(before, after, "failed request changed state");
         }

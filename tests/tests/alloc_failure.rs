@@ -26,6 +26,10 @@
 //! a stale rule: a name lookup in a write/cleanup window), a failing flush (its
 //! event queries the file name), close.
 //!
+//! The port's GetStats (whose snapshot allocates) is swept the same way: below its
+//! measured bytes it answers `STATUS_INSUFFICIENT_RESOURCES` and changes nothing.
+//! (SetPolicy still allocates infallibly: policy decode/compile and the `Arc`.)
+//!
 //! A dedicated binary without the libtest harness (`harness = false`): the limit is
 //! process-wide, so no other thread may allocate while a window is limited.
 
@@ -257,6 +261,56 @@ fn run(case: Case, target: usize, budget: usize) -> Outcome {
     }
 }
 
+/// GetStats (the port message that allocates its snapshot) under every byte budget
+/// below what it needs: `STATUS_INSUFFICIENT_RESOURCES`, and the counters it
+/// would report are unchanged; with the measured bytes it succeeds.
+fn get_stats_under_pressure() -> usize {
+    let case = Case {
+        mode: Mode::FlushAfterWrite,
+        method: FlushMethod::Filter,
+    };
+    let h = script(case);
+    let request = flushguard_tests::port_request_get_stats(0, 16, true);
+    let mut reply = vec![0u8; 64 * 1024];
+    let mut baseline = vec![0u8; 64 * 1024];
+    let total = ALLOC.total_allocated();
+    let len = h
+        .filter
+        .handle_message(&request, &mut baseline)
+        .expect("GetStats");
+    let need = ALLOC.total_allocated() - total;
+    assert!(
+        need > 0,
+        "GetStats allocated nothing: the sweep tests nothing"
+    );
+    for budget in 0..need {
+        ALLOC
+            .set_limit(ALLOC.allocated() + budget)
+            .expect("limit above allocated");
+        let r = h.filter.handle_message(&request, &mut reply);
+        ALLOC.set_limit(usize::MAX).expect("unlimited");
+        assert_eq!(
+            r,
+            Err(flushguard_protocol::NtStatus::INSUFFICIENT_RESOURCES),
+            "GetStats with {budget} of {need} bytes"
+        );
+    }
+    ALLOC
+        .set_limit(ALLOC.allocated() + need)
+        .expect("limit above allocated");
+    let r = h.filter.handle_message(&request, &mut reply);
+    ALLOC.set_limit(usize::MAX).expect("unlimited");
+    assert_eq!(r, Ok(len), "GetStats with the measured {need} bytes");
+    assert_eq!(
+        reply[..len],
+        baseline[..len],
+        "failed GetStats requests changed the statistics"
+    );
+    h.unload();
+    h.assert_clean();
+    need
+}
+
 fn main() {
     assert!(alloc_gate::install(&WINDOWS), "gate installed once");
     let mut cases = Vec::new();
@@ -305,6 +359,8 @@ fn main() {
         "only {allocating_windows} engine windows allocate: the script no longer reaches \
          the name lookups"
     );
+    let stats_bytes = get_stats_under_pressure();
+    println!("alloc_failure: GetStats failed cleanly under each of {stats_bytes} byte budgets");
     println!(
         "alloc_failure: {runs} runs, {failing_runs} with an engine allocation failing, \
          {allocating_windows} allocating windows (at most {max_window_bytes} bytes each)"
