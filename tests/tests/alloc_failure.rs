@@ -204,6 +204,8 @@ struct Outcome {
     windows: usize,
     engine_bytes: usize,
     allocation_failed: u64,
+    rule_refreshed: u64,
+    flush_failed: u64,
 }
 
 fn script(case: Case) -> Harness {
@@ -216,9 +218,12 @@ fn script(case: Case) -> Harness {
     let h = harness(act, case.method == FlushMethod::Filter);
     // The first flush FlushGuard issues fails: its FlushFailed event queries the name.
     h.fake.inject(
-        match case.method {
-            FlushMethod::Filter => CallSite::FltFlushBuffers2,
-            FlushMethod::Native => CallSite::ZwFlushBuffersFileEx,
+        match (case.method, case.mode) {
+            (FlushMethod::Filter, _) => CallSite::FltFlushBuffers2,
+            // A native rule's flush at cleanup goes through FltFlushBuffers (this
+            // harness has no FltFlushBuffers2 for native cases).
+            (FlushMethod::Native, Mode::FlushOnClose) => CallSite::FltFlushBuffers,
+            (FlushMethod::Native, _) => CallSite::ZwFlushBuffersFileEx,
         },
         0,
     );
@@ -251,13 +256,20 @@ fn run(case: Case, target: usize, budget: usize) -> Outcome {
     WINDOWS.disarm();
     let windows = WINDOWS.next.load(Ordering::SeqCst);
     let engine_bytes = WINDOWS.engine_bytes.load(Ordering::SeqCst);
-    let allocation_failed = h.filter.counters().get(Counter::AllocationFailed);
+    let counters = h.filter.counters();
+    let allocation_failed = counters.get(Counter::AllocationFailed);
+    let rule_refreshed = counters.get(Counter::RuleRefreshed);
+    let flush_failed = counters.get(Counter::FlushFailedBenign)
+        + counters.get(Counter::FlushFailedRetryable)
+        + counters.get(Counter::FlushFailedPermanent);
     h.unload();
     h.assert_clean();
     Outcome {
         windows,
         engine_bytes,
         allocation_failed,
+        rule_refreshed,
+        flush_failed,
     }
 }
 
@@ -327,6 +339,14 @@ fn main() {
             baseline.allocation_failed, 0,
             "{case:?}: unlimited run failed"
         );
+        // The script reaches the name lookups of a rule refresh (write / flush /
+        // cleanup after the policy change) and of a failed flush's event.
+        if case.mode != Mode::Pass {
+            assert!(baseline.rule_refreshed >= 1, "{case:?}: no rule refresh");
+        }
+        if matches!(case.mode, Mode::FlushAfterWrite | Mode::FlushOnClose) {
+            assert!(baseline.flush_failed >= 1, "{case:?}: no failed flush");
+        }
         for target in 0..baseline.windows {
             // Unlimited but measured: the engine's bytes in this window.
             let need = run(case, target, MEASURE).engine_bytes;
@@ -355,7 +375,7 @@ fn main() {
         }
     }
     assert!(
-        allocating_windows >= 20,
+        allocating_windows >= 60,
         "only {allocating_windows} engine windows allocate: the script no longer reaches \
          the name lookups"
     );
