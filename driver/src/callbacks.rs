@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use flushguard_engine::callbacks::{
     CompletionContext, Filter, PolicySource, PostOpFlags, PostOpStatus, PreOp,
 };
+use flushguard_engine::events::{EventRing, DEFAULT_EVENT_CAPACITY};
 use flushguard_engine::handler::State;
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -44,10 +45,12 @@ static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
 ///
 /// # Errors
 /// `STATUS_INSUFFICIENT_RESOURCES` if a pool allocation (the filter, the
-/// `Parameters` key name) fails.
+/// `Parameters` key name, the event ring) fails.
 #[inline(never)]
 pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
     let fm = KernelFltMgr::new(filter, registry_path)?;
+    let events =
+        EventRing::try_new(DEFAULT_EVENT_CAPACITY).map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
     let layout = Layout::new::<Filter<KernelFltMgr>>();
     // SAFETY: `layout` has a non-zero size; the global allocator is the pool allocator
     // (pool.rs); PASSIVE_LEVEL.
@@ -55,15 +58,33 @@ pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySourc
     if p.is_null() {
         return Err(NtStatus::INSUFFICIENT_RESOURCES);
     }
-    let state = State::new(crate::fltmgr::system_time, crate::fltmgr::DRIVER_VERSION);
-    // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned here
-    // until published below.
-    unsafe { p.write(Filter::new(fm, state)) };
-    // SAFETY: `p` was initialised just above and is not shared yet.
+    // SAFETY: `p` is the fresh, aligned allocation for one Filter made just above,
+    // owned here and not shared yet; PASSIVE_LEVEL.
+    unsafe { write_filter(p, fm, events) };
+    // SAFETY: `p` was initialised by `write_filter` and is not shared yet.
     let filter = unsafe { &*p };
     let source = filter.load_persisted_policy();
     FILTER.store(p, Ordering::Release);
     Ok(source)
+}
+
+/// Builds the engine state around `events` and writes the filter into `p`. Out of
+/// line so that `install`'s unoptimised frame stays far below 4 KiB (the `State`
+/// temporaries live here). PASSIVE_LEVEL.
+///
+/// # Safety
+/// `p` is fresh, suitably aligned pool memory for one `Filter`, owned by the caller
+/// and not shared; nothing reads it before this write.
+#[inline(never)]
+unsafe fn write_filter(p: *mut Filter<KernelFltMgr>, fm: KernelFltMgr, events: EventRing) {
+    let state = State::with_events(
+        crate::fltmgr::system_time,
+        crate::fltmgr::DRIVER_VERSION,
+        events,
+    );
+    // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned by
+    // `install` until it publishes it (see above); nothing reads it before this write.
+    unsafe { p.write(Filter::new(fm, state)) };
 }
 
 /// The installed filter, if any.

@@ -49,6 +49,30 @@ impl EventRing {
         }
     }
 
+    /// As [`new`](Self::new), with the ring's one allocation (`capacity` records)
+    /// made fallibly: what the driver uses at DriverEntry (PASSIVE_LEVEL).
+    ///
+    /// # Errors
+    /// [`InsufficientResources`](crate::path::InsufficientResources) when the pool
+    /// cannot hold the ring (DriverEntry then fails with
+    /// `STATUS_INSUFFICIENT_RESOURCES`).
+    pub fn try_new(capacity: usize) -> Result<Self, crate::path::InsufficientResources> {
+        let capacity = capacity.max(1);
+        let filler = EventRecord::new(EventKind::StatsReset, NtStatus::SUCCESS, 0, 0);
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(capacity)?;
+        slots.resize(capacity, filler);
+        Ok(EventRing {
+            inner: spin::Mutex::new(Ring {
+                slots,
+                next_seq: 1,
+                read_seq: 0,
+                dropped: 0,
+            }),
+            capacity,
+        })
+    }
+
     /// Capacity in events.
     pub fn capacity(&self) -> usize {
         self.capacity

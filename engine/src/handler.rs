@@ -112,13 +112,21 @@ impl State {
         version: (u16, u16, u16),
         capacity: usize,
     ) -> Self {
+        Self::with_events(clock, version, EventRing::new(capacity))
+    }
+
+    /// As [`new`](Self::new) around an event ring the caller allocated (the driver
+    /// uses [`EventRing::try_new`] so that DriverEntry can fail cleanly). Still
+    /// allocates the pass-through policy (a few hundred bytes, `Arc::new`:
+    /// infallible on stable Rust).
+    pub fn with_events(clock: fn() -> u64, version: (u16, u16, u16), events: EventRing) -> Self {
         State {
             policy: spin::RwLock::new(Arc::new(CompiledPolicy::pass_through(0))),
             set_lock: spin::Mutex::new(()),
             next_generation: AtomicU64::new(1),
             stats: Stats::new(),
             callback_counters: CallbackCounters::new(),
-            events: EventRing::new(capacity),
+            events,
             clock,
             version,
             capabilities: AtomicU32::new(0),
