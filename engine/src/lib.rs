@@ -27,7 +27,7 @@ pub use decision::{
     decide, Decision, FlushPoint, FlushRequest, MajorFunction, OperationView, Phase, PreOp,
 };
 pub use handler::{handle, handle_at, handle_persisting, handle_vec, Outcome, PolicyStore, State};
-pub use matcher::{CachedRule, CompiledPolicy, Explanation, FileKey, Mismatch, RuleRef};
+pub use matcher::{CachedRule, CompiledPolicy, Exemption, Explanation, FileKey, Mismatch, RuleRef};
 pub use path::FileName;
 pub use policy::{
     Action, FileProvider, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule,

@@ -30,13 +30,88 @@ pub struct FileKey<'a> {
     pub process_image: &'a str,
 }
 
+/// Why a file is never governed, whatever the policy says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exemption {
+    /// The file is on a server's interprocess-communication share: `\\server\PIPE`
+    /// (remote named pipes), `\\server\MAILSLOT` (remote mailslots) or
+    /// `\\server\IPC$`, in any accepted spelling (`\Device\Mup\server\PIPE\x`,
+    /// `\\?\UNC\server\pipe\x`, ...), compared case-insensitively. MUP routes
+    /// these to the redirector, so the filter on the MUP volume sees them, but
+    /// durability means nothing for IPC and a flush on a pipe blocks until the
+    /// reader has drained it (on a remote pipe an SMB2 FLUSH the server forwards
+    /// to NPFS): write-through or a flush could hang the application.
+    /// Source: MS-SMB2 3.3.5.9 (named pipes are opened on the `IPC$` share) and the
+    /// Win32 `\\server\pipe\name` / `\\server\mailslot\name` syntax.
+    IpcShare,
+}
+
+impl Exemption {
+    /// The exemption of a normalized share (`\\server\share` folded, as
+    /// [`FileName::share`] and [`path::normalize_share`] give it), if any.
+    /// A share named like an IPC share only in part (`pipes`, `pipe2`) is not exempt.
+    pub fn of_share(share: &str) -> Option<Exemption> {
+        let name = share.rsplit('\\').next().unwrap_or("");
+        matches!(name, "pipe" | "mailslot" | "ipc$").then_some(Exemption::IpcShare)
+    }
+
+    /// The exemption of a file, if any, from its parsed name (see
+    /// [`Exemption::of_unparsed`] for a name [`FileName::parse`] rejected).
+    pub fn of_key(key: &FileKey<'_>) -> Option<Exemption> {
+        key.name.and_then(FileName::share).and_then(Self::of_share)
+    }
+
+    /// The exemption of a name that [`FileName::parse`] rejected as invalid (a pipe
+    /// name may hold a `.` component or a control character that no file name
+    /// does): the share is taken from the shortest prefix, cut at a separator, that
+    /// parses as a name on a share (`\\srv\pipe` of `\\srv\pipe\a\..\b`; at most
+    /// 16 prefixes, which covers MUP's `;Redirector` components).
+    ///
+    /// # Errors
+    /// [`path::InsufficientResources`] when a prefix's buffers could not be allocated.
+    pub fn of_unparsed(name: &str) -> Result<Option<Exemption>, path::InsufficientResources> {
+        let cuts = name
+            .char_indices()
+            .filter(|&(i, c)| i > 1 && (c == '\\' || c == '/'))
+            .map(|(i, _)| i)
+            .chain(core::iter::once(name.len()))
+            .take(16);
+        for cut in cuts {
+            match FileName::parse(name.get(..cut).unwrap_or("")) {
+                Ok(n) => {
+                    if let Some(share) = n.share() {
+                        return Ok(Self::of_share(share));
+                    }
+                }
+                Err(path::NameError::InsufficientResources) => {
+                    return Err(path::InsufficientResources)
+                }
+                Err(path::NameError::Invalid(_)) => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl core::fmt::Display for Exemption {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Exemption::IpcShare => f.write_str("named pipe / mailslot share: never governed"),
+        }
+    }
+}
+
 /// Result of a lookup: which rule matched and its action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleRef {
-    /// Index of the matching rule; `None` = the default action.
+    /// Index of the matching rule; `None` = the default action, or an exempt file
+    /// (`exempt` is `Some`).
     pub index: Option<u32>,
-    /// The action to apply.
+    /// The action to apply ([`Action::PASS`] for an exempt file).
     pub action: Action,
+    /// `Some` when the file is never governed ([`Exemption`]): no rule and not the
+    /// default action apply, in this or any later policy generation.
+    pub exempt: Option<Exemption>,
 }
 
 /// A per-file cached decision (stored in the driver's stream context).
@@ -147,13 +222,16 @@ impl core::fmt::Display for Mismatch {
 /// The outcome of [`CompiledPolicy::explain`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
-    /// Matching rule index, `None` = default action.
+    /// Matching rule index, `None` = default action (or an exempt file).
     pub matched: Option<u32>,
-    /// The action that applies.
+    /// The action that applies ([`Action::PASS`] for an exempt file).
     pub action: Action,
     /// For every rule before the match (all rules when the default applies), in
-    /// order: its index and the first criterion that failed.
+    /// order: its index and the first criterion that failed. Empty for an exempt
+    /// file (no rule is consulted).
     pub rejected: Vec<(u32, Mismatch)>,
+    /// `Some` when the file is never governed, whatever the rules say.
+    pub exempt: Option<Exemption>,
 }
 
 #[derive(Clone, Debug)]
@@ -439,14 +517,31 @@ impl CompiledPolicy {
         let action = idx
             .and_then(|i| self.rules.get(i as usize))
             .map_or(self.policy.default_action, |r| r.action);
-        RuleRef { index: idx, action }
+        RuleRef {
+            index: idx,
+            action,
+            exempt: None,
+        }
     }
 
-    /// First matching rule (or the default) using the share index.
+    fn exempt_ref(exemption: Exemption) -> RuleRef {
+        RuleRef {
+            index: None,
+            action: Action::PASS,
+            exempt: Some(exemption),
+        }
+    }
+
+    /// First matching rule (or the default) using the share index; an exempt file
+    /// ([`Exemption`]: named pipe / mailslot shares) gets `exempt: Some(..)` and
+    /// [`Action::PASS`] before any rule is consulted.
     /// No allocation, no locks; visits only the file's share bucket and the
     /// share-less rules, in rule order. Callable at any IRQL (non-paged data in
     /// the driver); O(log S + k) for S distinct shares and k candidates.
     pub fn lookup(&self, key: &FileKey<'_>) -> RuleRef {
+        if let Some(e) = Exemption::of_key(key) {
+            return Self::exempt_ref(e);
+        }
         let bucket: &[u32] = key
             .name
             .and_then(FileName::share)
@@ -484,6 +579,9 @@ impl CompiledPolicy {
 
     /// Reference lookup: scans every rule in order. Same result as [`lookup`](Self::lookup).
     pub fn lookup_linear(&self, key: &FileKey<'_>) -> RuleRef {
+        if let Some(e) = Exemption::of_key(key) {
+            return Self::exempt_ref(e);
+        }
         for (i, r) in self.rules.iter().enumerate() {
             if self.matches_fast(r, key) {
                 return self.rule_ref(Some(i as u32));
@@ -502,9 +600,17 @@ impl CompiledPolicy {
 
     /// Explains the lookup of `key`: the matching rule and, for every earlier
     /// rule, the first criterion (provider, share, path, process, extension)
-    /// that did not match.
+    /// that did not match. An exempt file ([`Exemption`]) consults no rule.
     pub fn explain_key(&self, key: &FileKey<'_>) -> Explanation {
         let mut rejected = Vec::new();
+        if let Some(e) = Exemption::of_key(key) {
+            return Explanation {
+                matched: None,
+                action: Action::PASS,
+                rejected,
+                exempt: Some(e),
+            };
+        }
         for (i, r) in self.rules.iter().enumerate() {
             match self.rule_matches(r, key) {
                 Ok(()) => {
@@ -512,6 +618,7 @@ impl CompiledPolicy {
                         matched: Some(i as u32),
                         action: r.action,
                         rejected,
+                        exempt: None,
                     };
                 }
                 Err(mut m) => {
@@ -537,6 +644,7 @@ impl CompiledPolicy {
             matched: None,
             action: self.policy.default_action,
             rejected,
+            exempt: None,
         }
     }
 
@@ -559,14 +667,25 @@ impl CompiledPolicy {
                 }),
                 None,
             ),
-            Err(e) => (
-                self.explain_key(&FileKey {
-                    provider,
-                    name: None,
-                    process_image: process,
-                }),
-                Some(e),
-            ),
+            Err(e) => {
+                if let Ok(Some(exempt)) = Exemption::of_unparsed(path) {
+                    let ex = Explanation {
+                        matched: None,
+                        action: Action::PASS,
+                        rejected: Vec::new(),
+                        exempt: Some(exempt),
+                    };
+                    return (ex, Some(e));
+                }
+                (
+                    self.explain_key(&FileKey {
+                        provider,
+                        name: None,
+                        process_image: process,
+                    }),
+                    Some(e),
+                )
+            }
         }
     }
 }

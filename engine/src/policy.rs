@@ -628,9 +628,16 @@ fn check_matcher(m: &Matcher) -> Result<(), RuleProblem> {
     check_extensions(&m.extensions).map_err(|e| ("extensions", e))
 }
 
+/// A share constraint: a valid share name, and not one FlushGuard never governs
+/// (`Contradictory(IpcShare)` for `\\server\PIPE`, `MAILSLOT`, `IPC$`: see
+/// [`crate::matcher::Exemption`]).
 fn check_share(s: &str) -> Result<(), DecodeError> {
     check_units("share", s, MAX_SHARE_UNITS)?;
-    path::normalize_share(s).map(drop)
+    let share = path::normalize_share(s)?;
+    match crate::matcher::Exemption::of_share(&share) {
+        Some(_) => Err(DecodeError::Contradictory(Contradiction::IpcShare)),
+        None => Ok(()),
+    }
 }
 
 fn check_path(p: &str) -> Result<(), DecodeError> {
@@ -674,7 +681,8 @@ impl Policy {
     /// Errors: `PolicyError::Invalid` with the rule index, field and one of
     /// `LimitExceeded` (more than `MAX_RULES` rules, more than `MAX_EXTENSIONS`
     /// extensions), `Utf16 { TooLong | EmbeddedNul }`, `Name { .. }`,
-    /// `Contradictory(..)` (including `DuplicateRuleName`).
+    /// `Contradictory(..)` (including `DuplicateRuleName`, and `IpcShare` for a
+    /// share FlushGuard never governs).
     pub fn validate(&self) -> Result<(), PolicyError> {
         if self.rules.len() > MAX_RULES as usize {
             return Err(PolicyError::invalid(

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::{Action, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule};
-use flushguard_protocol::FlushFlags;
+use flushguard_protocol::{Contradiction, DecodeError, FlushFlags};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -332,12 +332,16 @@ impl Policy {
                     }
                     None => (default_span, field.to_string()),
                 };
-                Err(syntax(
-                    src,
-                    span,
-                    Some(path),
-                    format!("{error} (expected {})", expected_for(field)),
-                ))
+                // A well-formed share that is never governed: "expected" would
+                // suggest a spelling problem.
+                let message = match error {
+                    DecodeError::Contradictory(Contradiction::IpcShare) => format!(
+                        "{error}: remote named pipes and mailslots are always passed \
+                         through, so this rule could never apply (remove it)"
+                    ),
+                    _ => format!("{error} (expected {})", expected_for(field)),
+                };
+                Err(syntax(src, span, Some(path), message))
             }
             Err(e) => Err(e),
         }

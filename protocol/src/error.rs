@@ -62,6 +62,10 @@ pub enum Contradiction {
     /// A share constraint on a rule whose provider cannot serve shares
     /// (none today; reserved for provider-specific syntax).
     ProviderShareMismatch,
+    /// A share constraint naming a server's interprocess-communication share
+    /// (`PIPE`, `MAILSLOT`, `IPC$`: remote named pipes and mailslots), which
+    /// FlushGuard never governs: the rule could never apply.
+    IpcShare,
 }
 
 impl fmt::Display for NameProblem {
@@ -93,6 +97,9 @@ impl fmt::Display for Contradiction {
             }
             Contradiction::DuplicateRuleName => "two rules with the same name",
             Contradiction::ProviderShareMismatch => "a share on a provider without shares",
+            Contradiction::IpcShare => {
+                "a named pipe / mailslot share (PIPE, MAILSLOT, IPC$), which FlushGuard never governs"
+            }
         })
     }
 }

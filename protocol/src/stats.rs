@@ -115,7 +115,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 34;
+pub const CALLBACK_COUNTER_COUNT: usize = 35;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -195,6 +195,11 @@ callback_counters! {
     /// operation passed through unmodified (fail open), or a failed flush's event
     /// was recorded without the file name.
     AllocationFailed = 33, "allocation_failed";
+    /// A create on a server's interprocess-communication share (`\\server\PIPE`,
+    /// `\\server\MAILSLOT`, `\\server\IPC$`: remote named pipes and mailslots)
+    /// passed through: FlushGuard never governs these, whatever the policy says (a
+    /// flush on a pipe blocks until the reader has drained it).
+    IpcShareExempt = 34, "ipc_share_exempt";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

@@ -546,6 +546,9 @@ struct ExplainJson {
     action: ActionJson,
     rejected: Vec<RejectedJson>,
     name_error: Option<String>,
+    /// Why the file is never governed whatever the policy says (a named pipe /
+    /// mailslot share), `null` otherwise.
+    exempt: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -617,6 +620,7 @@ fn policy_explain(opts: &PortOptions, args: &ExplainArgs, json: bool) -> Result<
             })
             .collect(),
         name_error: name_err.map(|e| e.to_string()),
+        exempt: ex.exempt.map(|e| e.to_string()),
     };
     if json {
         print_json(&out).map_err(io_err("stdout"))?;
@@ -631,17 +635,23 @@ fn policy_explain(opts: &PortOptions, args: &ExplainArgs, json: bool) -> Result<
         outln!("Process:  {process}");
     }
     outln!("Policy:   {}", out.policy);
-    if let Some(e) = &out.name_error {
-        outln!("Note:     the name could not be parsed ({e}); only rules without share, path and extension can match.");
+    match (&out.name_error, &out.exempt) {
+        (Some(e), None) => outln!("Note:     the name could not be parsed ({e}); only rules without share, path and extension can match."),
+        (Some(e), Some(_)) => outln!("Note:     the name could not be parsed ({e})."),
+        (None, _) => {}
     }
-    match &out.matched_rule {
-        Some(r) => outln!(
+    match (&out.exempt, &out.matched_rule) {
+        (Some(why), _) => outln!(
+            "Result:   {why} (no rule, not the default action) -> {}",
+            action_summary(&ex.action)
+        ),
+        (None, Some(r)) => outln!(
             "Result:   rule #{} \"{}\" -> {}",
             out.matched_index.unwrap_or(0),
             r,
             action_summary(&ex.action)
         ),
-        None => outln!(
+        (None, None) => outln!(
             "Result:   no rule matches -> default action: {}",
             action_summary(&ex.action)
         ),

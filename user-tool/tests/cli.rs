@@ -311,6 +311,96 @@ fn explain_against_a_file_and_against_the_engine() {
     assert!(j["policy"].as_str().unwrap().contains("generation 1"));
 }
 
+const GREEDY_POLICY: &str = r#"
+[default]
+mode = "flush-after-write"
+
+[[rule]]
+name = "smb-all"
+provider = "smb"
+mode = "write-through"
+"#;
+
+#[test]
+fn explain_says_named_pipe_and_mailslot_shares_are_never_governed() {
+    let e = Env::new();
+    let greedy = e.file("greedy.toml", GREEDY_POLICY);
+    flushctl()
+        .args(["policy", "explain", r"\\srv\PIPE\spoolss", "--policy", p(&greedy)])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "Result:   named pipe / mailslot share: never governed (no rule, not the default action) -> pass",
+        ))
+        .stdout(predicate::str::contains("Rules tried before").not());
+    for path in [
+        r"\\srv\pipe\x",
+        r"\Device\Mup\srv\mailslot\y",
+        r"\\srv\ipc$",
+        r"\\?\UNC\srv\Pipe\a\..\b",
+    ] {
+        let j: Value = serde_json::from_slice(
+            &flushctl()
+                .args(["--json", "policy", "explain", path, "--policy", p(&greedy)])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(
+            j["exempt"], "named pipe / mailslot share: never governed",
+            "{path}"
+        );
+        assert_eq!(j["action"]["mode"], "pass", "{path}");
+        assert_eq!(j["matched_rule"], Value::Null, "{path}");
+        assert_eq!(j["rejected"], serde_json::json!([]), "{path}");
+    }
+    // A share that only looks like one is governed as usual; `exempt` is null.
+    let j: Value = serde_json::from_slice(
+        &flushctl()
+            .args([
+                "--json",
+                "policy",
+                "explain",
+                r"\\srv\pipes\x",
+                "--policy",
+                p(&greedy),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(j["exempt"], Value::Null);
+    assert_eq!(j["matched_rule"], "smb-all");
+    assert_eq!(j["action"]["mode"], "write-through");
+}
+
+#[test]
+fn a_rule_for_a_named_pipe_share_is_rejected_and_not_applied() {
+    let e = Env::new();
+    let bad = e.file(
+        "pipes.toml",
+        "[[rule]]\nname = \"pipes\"\nshare = '\\\\fs1\\IPC$'\nmode = \"write-through\"\n",
+    );
+    flushctl()
+        .args(["policy", "check", p(&bad)])
+        .assert()
+        .code(7)
+        .stderr(predicate::str::contains("line 3, column 9"))
+        .stderr(predicate::str::contains("rule[0].share"))
+        .stderr(predicate::str::contains(
+            "contradictory policy: a named pipe / mailslot share",
+        ));
+    e.offline()
+        .args(["policy", "apply", p(&bad)])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("rule[0].share"));
+    let j = e.json(&["policy", "show"]);
+    assert_eq!(j["rules"], serde_json::json!([]), "{j}");
+}
+
 #[test]
 fn stats_watch_reset_and_events() {
     let e = Env::new();
@@ -480,7 +570,7 @@ fn nonzero_callback_counters(stats: &Value) -> Vec<(String, u64)> {
     keys.sort_unstable();
     labels.sort_unstable();
     assert_eq!(keys, labels);
-    assert_eq!(keys.len(), 34);
+    assert_eq!(keys.len(), 35);
     m.iter()
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .filter(|(_, v)| *v != 0)

@@ -10,11 +10,11 @@ use flushguard_protocol::events::{EventKind, EventRecord};
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::NtStatus;
 
-use super::context::{FlushOrder, DEFAULT_RULE_SLOT};
+use super::context::{FlushOrder, DEFAULT_RULE_SLOT, EXEMPT_SLOT};
 use super::fltmgr::FilterManager;
 use crate::decision::{Decision, FlushPoint};
 use crate::handler::State;
-use crate::matcher::{CompiledPolicy, FileKey};
+use crate::matcher::{CompiledPolicy, Exemption, FileKey};
 use crate::path::{try_string_from_utf16_lossy, FileName, InsufficientResources, NameError};
 use crate::policy::{Action, FileProvider, FlushMethod};
 use crate::stats::{Counters, Stats};
@@ -46,6 +46,9 @@ impl PolicySnapshot {
 
     /// The rule governing a file: `(slot, action)`. `name` is the normalized name; a
     /// name that does not parse matches only rules without share/path/extension.
+    /// A file FlushGuard never governs ([`Exemption`]: `\\server\PIPE`,
+    /// `\\server\MAILSLOT`, `\\server\IPC$`, also when the rest of the name does
+    /// not parse) gets `(EXEMPT_SLOT, Action::PASS)` whatever the policy says.
     ///
     /// # Errors
     /// [`InsufficientResources`] when the parsed name's buffers could not be
@@ -58,7 +61,12 @@ impl PolicySnapshot {
     ) -> Result<(u32, Action), InsufficientResources> {
         let parsed = match FileName::parse(name) {
             Ok(n) => Some(n),
-            Err(NameError::Invalid(_)) => None,
+            Err(NameError::Invalid(_)) => {
+                if Exemption::of_unparsed(name)?.is_some() {
+                    return Ok((EXEMPT_SLOT, Action::PASS));
+                }
+                None
+            }
             Err(NameError::InsufficientResources) => return Err(InsufficientResources),
         };
         let key = FileKey {
@@ -67,11 +75,18 @@ impl PolicySnapshot {
             process_image: image,
         };
         let rule = self.policy.lookup(&key);
+        if rule.exempt.is_some() {
+            return Ok((EXEMPT_SLOT, Action::PASS));
+        }
         Ok((rule.index.unwrap_or(DEFAULT_RULE_SLOT), rule.action))
     }
 
-    /// The action of rule `slot` in this policy (`None` for an index past the end).
+    /// The action of rule `slot` in this policy (`None` for an index past the end;
+    /// always `pass` for [`EXEMPT_SLOT`]).
     pub fn action(&self, slot: u32) -> Option<Action> {
+        if slot == EXEMPT_SLOT {
+            return Some(Action::PASS);
+        }
         match index(slot) {
             None => Some(self.policy.policy().default_action),
             Some(i) => self.policy.policy().rules.get(i as usize).map(|r| r.action),

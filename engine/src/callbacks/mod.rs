@@ -38,7 +38,9 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use flushguard_protocol::NtStatus;
 
-pub use context::{CompletionContext, FlushOrder, StreamContext, WriteClass, DEFAULT_RULE_SLOT};
+pub use context::{
+    CompletionContext, FlushOrder, StreamContext, WriteClass, DEFAULT_RULE_SLOT, EXEMPT_SLOT,
+};
 pub use counters::{CallbackCounters, Counter};
 pub use fltmgr::{
     CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
@@ -364,8 +366,12 @@ impl<F: FilterManager> Filter<F> {
     /// provider, requestor image. PASSIVE_LEVEL only. `None` when the name cannot be
     /// had or a buffer for the name, the image or the parsed name cannot be
     /// allocated (counted `NameQueryFailed` / `AllocationFailed`; the operation
-    /// passes through). Every allocation is fallible. Releases every reference it
-    /// took.
+    /// passes through), and when the file is never governed (a named pipe /
+    /// mailslot share, [`crate::matcher::Exemption`]: counted `IpcShareExempt`; the
+    /// pre-create then passes the create through without a post-create, so the
+    /// handle never gets a [`StreamContext`] and every later operation on it passes
+    /// through under any policy). Every allocation is fallible. Releases every
+    /// reference it took.
     ///
     /// Before a create completes the file object is not open and MUP cannot name its
     /// redirector (`FsRtlMupGetProviderInfoFromFileObject` fails): with
@@ -422,6 +428,11 @@ impl<F: FilterManager> Filter<F> {
             self.counters().bump(Counter::AllocationFailed);
             return None;
         };
+        if slot == EXEMPT_SLOT {
+            // A named pipe / mailslot share: never governed, no context attached.
+            self.counters().bump(Counter::IpcShareExempt);
+            return None;
+        }
         Some(Classified {
             slot,
             action,
