@@ -63,6 +63,7 @@ use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
     CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, DEFAULT_RULE_SLOT,
+    EXEMPT_SLOT,
 };
 use flushguard_engine::protocol::nt::{
     FILE_WRITE_THROUGH, FO_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS,
@@ -70,7 +71,10 @@ use flushguard_engine::protocol::nt::{
 };
 use flushguard_engine::protocol::stats::Counter;
 use flushguard_engine::protocol::NtStatus;
-use flushguard_engine::{FileKey, FileName, FileProvider, Mode};
+use flushguard_engine::{Exemption, FileKey, FileName, FileProvider, Mode};
+
+/// Report label of files FlushGuard never governs ([`Exemption`]).
+const EXEMPT_RULE: &str = "(never governed: named pipe / mailslot share)";
 use serde::Serialize;
 
 use crate::sim::{FileObjectId, SimData, SimFm, FO_SYNCHRONOUS_IO};
@@ -388,6 +392,8 @@ impl<'f> Replayer<'f> {
     fn rule_name(&self, slot: u32) -> String {
         if slot == DEFAULT_RULE_SLOT {
             "(default)".into()
+        } else if slot == EXEMPT_SLOT {
+            EXEMPT_RULE.into()
         } else {
             self.rule_names
                 .get(slot as usize)
@@ -397,6 +403,9 @@ impl<'f> Replayer<'f> {
     }
 
     fn rule_mode(&self, slot: u32) -> Mode {
+        if slot == EXEMPT_SLOT {
+            return Mode::Pass;
+        }
         self.rule_modes
             .get(slot as usize)
             .copied()
@@ -405,14 +414,21 @@ impl<'f> Replayer<'f> {
 
     /// The rule slot the engine's matcher picks for a file (the same lookup the
     /// callbacks run; used to label handles the callbacks keep no context for).
+    /// [`EXEMPT_SLOT`] for a named pipe / mailslot share, as in the callbacks.
     fn lookup_slot(&self, name: &str, redirector: Option<Redirector>, process: &str) -> u32 {
         let policy = self.filter.state().policy();
         let parsed = FileName::parse(name).ok();
+        if parsed.is_none() && matches!(Exemption::of_unparsed(name), Ok(Some(_))) {
+            return EXEMPT_SLOT;
+        }
         let r = policy.lookup(&FileKey {
             provider: file_provider(redirector),
             name: parsed.as_ref(),
             process_image: process,
         });
+        if r.exempt.is_some() {
+            return EXEMPT_SLOT;
+        }
         r.index.unwrap_or(DEFAULT_RULE_SLOT)
     }
 
@@ -1060,12 +1076,26 @@ impl<'f> Replayer<'f> {
             figures: Figures::default(),
             engine_counters: engine(None),
         });
+        let default_row = rules.len() - 1;
+        let exempt_row = self.files.iter().any(|f| f.slot == EXEMPT_SLOT).then(|| {
+            // Never governed: no rule's counters, so none of the engine's either.
+            rules.push(RuleReport {
+                rule: EXEMPT_RULE.into(),
+                mode: Mode::Pass.name(),
+                files: 0,
+                figures: Figures::default(),
+                engine_counters: Counter::ALL.iter().map(|c| (c.label(), 0)).collect(),
+            });
+            rules.len() - 1
+        });
         let mut totals = Figures::default();
         for f in &self.files {
             let idx = if f.slot == DEFAULT_RULE_SLOT {
-                rules.len() - 1
+                default_row
+            } else if let (EXEMPT_SLOT, Some(row)) = (f.slot, exempt_row) {
+                row
             } else {
-                (f.slot as usize).min(rules.len() - 1)
+                (f.slot as usize).min(default_row)
             };
             rules[idx].files += 1;
             rules[idx].figures.add(&f.figures);

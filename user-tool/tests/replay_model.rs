@@ -249,3 +249,63 @@ fn a_flush_covers_its_own_write_back_but_nothing_after_it() {
         assert_eq!(the_file(&r)["flushes_issued"], 1, "{case}");
     }
 }
+
+#[test]
+fn named_pipes_are_reported_as_never_governed() {
+    // Under a flushing default, a remote named pipe (`\\srv\pipe\x`) is passed through
+    // like the driver does: no flush, its own report row; `\\srv\pipes` is governed.
+    let mut rows = String::from(HEADER);
+    for path in [r"\\srv\pipe\x", r"\\srv\pipes\x"] {
+        for (op, detail) in [
+            ("CreateFile", SYNC_OPEN),
+            ("WriteFile", "Offset: 0, Length: 100"),
+            ("FlushBuffersFile", ""),
+            ("CloseFile", ""),
+        ] {
+            rows.push_str(&format!(
+                "\"10:00:00.0000000 AM\",\"app.exe\",\"42\",\"{op}\",\"{path}\",\"SUCCESS\",\"{detail}\"\r\n"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    std::fs::write(&trace, rows).unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "[default]\nmode = \"flush-after-write\"\n").unwrap();
+    let out = Command::cargo_bin("flushctl")
+        .unwrap()
+        .args(["--json", "replay", "--strict", "--trace"])
+        .arg(&trace)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = r["files"].as_array().unwrap();
+    let pipe = files.iter().find(|f| f["path"] == r"\\srv\pipe\x").unwrap();
+    assert_eq!(
+        pipe["rule"],
+        "(never governed: named pipe / mailslot share)"
+    );
+    assert_eq!(pipe["mode"], "pass");
+    assert_eq!(pipe["flushes_issued"], 0);
+    assert_eq!(pipe["writes_governed"], 0);
+    assert_eq!(pipe["app_flushes_upgraded"], 0);
+    let pipes = files
+        .iter()
+        .find(|f| f["path"] == r"\\srv\pipes\x")
+        .unwrap();
+    assert_eq!(pipes["rule"], "(default)");
+    assert_eq!(pipes["flushes_issued"], 1);
+    let rules = r["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["rule"], "(default)");
+    assert_eq!(rules[0]["files"], 1);
+    assert_eq!(rules[1]["rule"], pipe["rule"]);
+    assert_eq!(rules[1]["files"], 1);
+    assert_eq!(r["callback_counters"]["IpcShareExempt"], 1);
+}
