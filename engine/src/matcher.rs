@@ -41,8 +41,10 @@ pub enum Exemption {
     /// durability means nothing for IPC and a flush on a pipe blocks until the
     /// reader has drained it (on a remote pipe an SMB2 FLUSH the server forwards
     /// to NPFS): write-through or a flush could hang the application.
-    /// Source: MS-SMB2 3.3.5.9 (named pipes are opened on the `IPC$` share) and the
-    /// Win32 `\\server\pipe\name` / `\\server\mailslot\name` syntax.
+    /// Sources: Win32 "FlushFileBuffers" page (a flush of a named pipe's server end
+    /// does not return until the client has read all buffered data); MS-SMB2 2.2.10
+    /// (`SMB2_SHARE_TYPE_PIPE`: pipes are reached through the server's `IPC$`
+    /// share); the Win32 `\\server\pipe\name` / `\\server\mailslot\name` syntax.
     IpcShare,
 }
 
