@@ -441,6 +441,45 @@ impl<F: FilterManager> Filter<F> {
         })
     }
 
+    /// Runs a pre-operation on a governed handle: passes through when filtering has
+    /// stopped, for FlushGuard's own I/O, or when the handle has no FlushGuard
+    /// context; otherwise calls `governed` with the context and releases it on every
+    /// path.
+    fn with_handle_context(
+        &self,
+        data: &mut F::Data,
+        governed: impl FnOnce(&Self, &mut F::Data, &StreamContext) -> PreOp,
+    ) -> PreOp {
+        if !self.running() || self.own_io() {
+            return PreOp::pass();
+        }
+        let Some(ctx) = self.handle_context(data) else {
+            return PreOp::pass();
+        };
+        let result = governed(self, data, &ctx);
+        self.fm.release_context(ctx);
+        result
+    }
+
+    /// The engine's decision for a pre-operation on a handle with context `ctx`:
+    /// `(rule slot, its action, decision)`, already recorded in the global and
+    /// per-rule stats. `None` (pass through, counted where it is a failure) when the
+    /// policy cannot be read here (above APC_LEVEL) or no rule governs the handle.
+    /// The policy snapshot is dropped before returning: no flush runs under it.
+    fn decide_pre(
+        &self,
+        data: &F::Data,
+        ctx: &StreamContext,
+    ) -> Option<(u32, crate::policy::Action, Decision)> {
+        let policy = self.policy()?;
+        let (slot, action) = self.governing_rule(data, ctx, &policy)?;
+        let mut view = self.view(data, Phase::Pre);
+        view.written_since_flush = ctx.written_since_flush();
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        Some((slot, action, d))
+    }
+
     /// The rule governing a handle's context: `(slot, action)`, refreshing a rule
     /// cached under an older policy when that is possible here (PASSIVE_LEVEL, not
     /// paging or fast I/O); `None` (pass through, counted) otherwise.
@@ -580,28 +619,13 @@ impl<F: FilterManager> Filter<F> {
     /// or a post-write for the flush / written-since-flush bookkeeping
     /// (`FLT_PREOP_SYNCHRONIZE` only when `FltIsOperationSynchronous`).
     pub fn pre_write(&self, data: &mut F::Data) -> PreOp {
-        if !self.running() || self.own_io() {
-            return PreOp::pass();
-        }
-        let Some(ctx) = self.handle_context(data) else {
-            return PreOp::pass();
-        };
-        let result = self.pre_write_governed(data, &ctx);
-        self.fm.release_context(ctx);
-        result
+        self.with_handle_context(data, Self::pre_write_governed)
     }
 
     fn pre_write_governed(&self, data: &mut F::Data, ctx: &StreamContext) -> PreOp {
-        let Some(policy) = self.policy() else {
+        let Some((_, action, d)) = self.decide_pre(data, ctx) else {
             return PreOp::pass();
         };
-        let Some((slot, action)) = self.governing_rule(data, ctx, &policy) else {
-            return PreOp::pass();
-        };
-        let mut view = self.view(data, Phase::Pre);
-        view.written_since_flush = ctx.written_since_flush();
-        let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
         if d.pre_op == EnginePreOp::DisallowFastIo && data.is_fast_io() {
             self.counters().bump(Counter::FastIoDisallowed);
             return PreOp::disallow_fast_io();
@@ -789,28 +813,13 @@ impl<F: FilterManager> Filter<F> {
     /// = `IRP_MN_FLUSH_*`, + dirty) and, under a flushing rule, gets a post-flush
     /// that records it.
     pub fn pre_flush(&self, data: &mut F::Data) -> PreOp {
-        if !self.running() || self.own_io() {
-            return PreOp::pass();
-        }
-        let Some(ctx) = self.handle_context(data) else {
-            return PreOp::pass();
-        };
-        let result = self.pre_flush_governed(data, &ctx);
-        self.fm.release_context(ctx);
-        result
+        self.with_handle_context(data, Self::pre_flush_governed)
     }
 
     fn pre_flush_governed(&self, data: &mut F::Data, ctx: &StreamContext) -> PreOp {
-        let Some(policy) = self.policy() else {
+        let Some((_, _, d)) = self.decide_pre(data, ctx) else {
             return PreOp::pass();
         };
-        let Some((slot, action)) = self.governing_rule(data, ctx, &policy) else {
-            return PreOp::pass();
-        };
-        let mut view = self.view(data, Phase::Pre);
-        view.written_since_flush = ctx.written_since_flush();
-        let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
         if let Some(target) = d.upgrade_flush {
             let minor = target.to_flush_minor();
             if data.minor_function() != minor {
@@ -867,22 +876,11 @@ impl<F: FilterManager> Filter<F> {
         let Some(ctx) = self.handle_context(data) else {
             return PreOp::pass();
         };
-        let Some(policy) = self.policy() else {
-            self.fm.release_context(ctx);
-            return PreOp::pass();
-        };
-        let decided: Option<(u32, Decision)> =
-            self.governing_rule(data, &ctx, &policy)
-                .map(|(slot, action)| {
-                    let mut view = self.view(data, Phase::Pre);
-                    view.written_since_flush = ctx.written_since_flush();
-                    let d = crate::decision::decide(&action, &view);
-                    d.record(glue::stats(&self.state), policy.counters(slot));
-                    (slot, d)
-                });
+        // The context and the policy snapshot are given back before the flush.
+        let decided = self.decide_pre(data, &ctx);
         self.fm.release_context(ctx);
         if let Some((slot, order)) =
-            decided.and_then(|(slot, d)| glue::flush_order(&d).map(|o| (slot, o)))
+            decided.and_then(|(slot, _, d)| glue::flush_order(&d).map(|o| (slot, o)))
         {
             if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
                 self.skip(Counter::FlushSkippedIrql);
