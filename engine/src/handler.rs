@@ -173,7 +173,10 @@ impl State {
 
     /// Loads the registry policy value at DriverEntry. On error the state stays
     /// pass-through, a `RegistryPolicyRejected` event is recorded and the error
-    /// returned.
+    /// returned: an invalid value's error, or `PolicyError::InsufficientResources`
+    /// (event status `STATUS_INSUFFICIENT_RESOURCES`) when the pool could not hold
+    /// the decoded or compiled policy (allocated fallibly, see
+    /// [`arc_after_probe`] for the `Arc`).
     pub fn load_registry_policy(&self, blob: &[u8]) -> Result<u64, crate::policy::PolicyError> {
         let compiled = {
             let _g = self.set_lock.lock();
@@ -203,9 +206,15 @@ impl State {
     }
 
     /// Validates and compiles a blob under the next generation (nothing changes).
+    ///
+    /// Errors: any [`CompiledPolicy::from_blob`] error, including
+    /// `PolicyError::InsufficientResources` (every buffer of the decoded and
+    /// compiled policy is allocated fallibly, and the `Arc` after a probe: see
+    /// [`arc_after_probe`]).
     fn compile(&self, blob: &[u8]) -> Result<Arc<CompiledPolicy>, crate::policy::PolicyError> {
         let generation = self.next_generation.load(Ordering::Relaxed);
-        Ok(Arc::new(CompiledPolicy::from_blob(blob, generation)?))
+        let compiled = CompiledPolicy::from_blob(blob, generation)?;
+        Ok(arc_after_probe(compiled)?)
     }
 
     /// SetPolicy, all or nothing: validates and compiles `blob`; with `store`
@@ -341,6 +350,45 @@ impl State {
     }
 }
 
+/// The memory layout of the allocation `Arc::new` makes: std's `ArcInner<T>`
+/// (`#[repr(C)]`: strong count, weak count, value).
+#[repr(C)]
+struct ArcInnerLayout<T> {
+    _strong: core::sync::atomic::AtomicUsize,
+    _weak: core::sync::atomic::AtomicUsize,
+    _value: T,
+}
+
+/// Bytes of the one allocation SetPolicy and the registry load still make
+/// infallibly (`Arc::new` of the compiled policy, after [`arc_after_probe`]'s
+/// probe): `size_of::<CompiledPolicy>()` plus two counters, independent of the
+/// policy's size (320 bytes on x86_64 when this was written; the failing-allocator
+/// test `tests/tests/alloc_failure.rs` prints it).
+pub const POLICY_ARC_BYTES: usize = core::mem::size_of::<ArcInnerLayout<CompiledPolicy>>();
+
+/// `Arc::new(value)`, preceded by a fallible allocation of the same layout
+/// ([`POLICY_ARC_BYTES`] for a [`CompiledPolicy`]) that is freed just before.
+///
+/// Stable Rust has no fallible `Arc` constructor (`Arc::try_new` is unstable, and
+/// `Arc::from(Box)` / `Arc::from(Vec)` allocate again, infallibly), and this crate
+/// forbids `unsafe`. The probe runs after every other buffer of the compiled
+/// policy is allocated (the peak), and turns the common case, a pool already too
+/// small for the block, into `InsufficientResources` before anything changes. It is
+/// not a reservation: what remains is a race, another thread taking the pool's last
+/// `POLICY_ARC_BYTES` between the probe's free and `Arc::new` (back to back, a few
+/// instructions apart). Then `Arc::new` fails and the driver's allocation-error
+/// handler bug-checks: the one infallible allocation left in SetPolicy and the
+/// registry load.
+///
+/// # Errors
+/// [`InsufficientResources`] when the probe could not be allocated.
+fn arc_after_probe<T>(value: T) -> Result<Arc<T>, InsufficientResources> {
+    let mut probe: Vec<ArcInnerLayout<T>> = Vec::new();
+    probe.try_reserve_exact(1)?;
+    drop(probe);
+    Ok(Arc::new(value))
+}
+
 /// `Box::new(array)` with a fallible allocation (`Box::try_new` is unstable): one
 /// `try_reserve_exact` of `N` elements, boxed without reallocating.
 ///
@@ -372,7 +420,9 @@ fn too_small(needed: usize, got: usize) -> NtStatus {
 /// Returns the reply length and, for a persisted SetPolicy, the policy to store.
 /// Errors (state unchanged): every [`DecodeError`] class of the request via
 /// [`DecodeError::ntstatus`]; `STATUS_BUFFER_TOO_SMALL` when `reply` cannot hold
-/// the reply; any policy error status for SetPolicy. IRQL: PASSIVE_LEVEL.
+/// the reply; any policy error status for SetPolicy; `STATUS_INSUFFICIENT_RESOURCES`
+/// when SetPolicy's decoded / compiled policy or GetStats' snapshot could not be
+/// allocated. IRQL: PASSIVE_LEVEL.
 pub fn handle(state: &State, request: &[u8], reply: &mut [u8]) -> Result<Outcome, NtStatus> {
     handle_inner(state, request, reply, None)
 }

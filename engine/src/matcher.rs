@@ -1,19 +1,19 @@
 //! Compiled policy: normalized rules, a share index, lookup and explain.
 //!
 //! Lookup cost: rules that name a share are indexed by their normalized share
-//! (`BTreeMap`, O(log S)); rules without a share are kept in one list. A lookup
+//! (one vector of rule indices sorted by (share, index), binary-searched: O(log N)
+//! for N rules with a share); rules without a share are kept in one list. A lookup
 //! merges the file's share bucket with the share-less list in rule order, so the
 //! first-match-wins order is exactly that of a linear scan
 //! ([`CompiledPolicy::lookup_linear`], kept as the reference and for benchmarks)
 //! while rules for other shares are never visited.
 
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use flushguard_protocol::stats::COUNTER_COUNT;
 
-use crate::path::{self, glob_component, FileName, PathGlob};
+use crate::path::{self, glob_component, FileName, InsufficientResources, NameError, PathGlob};
 use crate::policy::{Action, FileProvider, Policy, PolicyError, Provider};
 use crate::stats::Counters;
 
@@ -254,19 +254,20 @@ pub struct CompiledPolicy {
     generation: u64,
     blob: Vec<u8>,
     rules: Vec<CompiledRule>,
-    by_share: BTreeMap<String, Vec<u32>>,
+    /// Indices of the rules that name a share, sorted by (normalized share, index):
+    /// one share's rules are a contiguous run in rule order.
+    by_share: Vec<u32>,
     shareless: Vec<u32>,
     rule_counters: Vec<Counters>,
     default_counters: Counters,
 }
 
 /// Compiles one rule's matcher: normalized share, path glob, process, extensions.
-/// Error: the field and its problem. (Its own function so that the unoptimised
-/// kernel build keeps [`CompiledPolicy`]'s compile frame small: kernel stacks are
-/// 12-24 KiB.)
-fn compile_rule(
-    r: &crate::policy::Rule,
-) -> Result<CompiledRule, (&'static str, flushguard_protocol::DecodeError)> {
+/// Error: the field and its problem (`NameError::InsufficientResources` when a
+/// buffer could not be allocated: every one is allocated fallibly). (Its own
+/// function so that the unoptimised kernel build keeps [`CompiledPolicy`]'s compile
+/// frame small: kernel stacks are 12-24 KiB.)
+fn compile_rule(r: &crate::policy::Rule) -> Result<CompiledRule, (&'static str, NameError)> {
     let m = &r.matcher;
     Ok(CompiledRule {
         provider: m.provider,
@@ -288,14 +289,27 @@ fn compile_rule(
             .map(path::normalize_process)
             .transpose()
             .map_err(|e| ("process", e))?,
-        extensions: m
-            .extensions
-            .iter()
-            .map(|e| path::normalize_extension(e))
-            .collect::<Result<_, _>>()
-            .map_err(|e| ("extensions", e))?,
+        extensions: compile_extensions(&m.extensions).map_err(|e| ("extensions", e))?,
         action: r.action,
     })
+}
+
+/// Normalized extensions, in one fallibly allocated vector.
+fn compile_extensions(extensions: &[String]) -> Result<Vec<String>, NameError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(extensions.len())?;
+    for e in extensions {
+        out.push(path::normalize_extension(e)?);
+    }
+    Ok(out)
+}
+
+/// A vector of `n` default values, allocated fallibly.
+fn try_vec_with<T>(n: usize, f: impl FnMut() -> T) -> Result<Vec<T>, InsufficientResources> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)?;
+    v.extend(core::iter::repeat_with(f).take(n));
+    Ok(v)
 }
 
 impl CompiledPolicy {
@@ -311,10 +325,16 @@ impl CompiledPolicy {
     /// Decodes a blob (SetPolicy body or registry value) and compiles it,
     /// keeping the exact blob bytes.
     ///
-    /// Errors: any [`Policy::decode`] error.
+    /// Errors: any [`Policy::decode`] error; `PolicyError::InsufficientResources`
+    /// when a buffer could not be allocated. Every allocation of the decoded policy,
+    /// the compiled rules, the share index, the counters and the blob copy is
+    /// fallible (this runs in the driver for SetPolicy and the registry load).
     pub fn from_blob(blob: &[u8], generation: u64) -> Result<CompiledPolicy, PolicyError> {
         let policy = Policy::decode(blob)?;
-        Self::with_blob(policy, blob.to_vec(), generation)
+        let mut copy = Vec::new();
+        copy.try_reserve_exact(blob.len())?;
+        copy.extend_from_slice(blob);
+        Self::with_blob(policy, copy, generation)
     }
 
     fn with_blob(
@@ -322,24 +342,23 @@ impl CompiledPolicy {
         blob: Vec<u8>,
         generation: u64,
     ) -> Result<CompiledPolicy, PolicyError> {
-        let mut rules = Vec::with_capacity(policy.rules.len());
-        let mut by_share: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut shareless = Vec::new();
+        let n = policy.rules.len();
+        let mut rules = Vec::new();
+        rules.try_reserve_exact(n)?;
         for (i, r) in policy.rules.iter().enumerate() {
-            let cr = compile_rule(r).map_err(|(field, error)| PolicyError::Invalid {
-                rule: Some(i),
-                name: Some(r.name.clone()),
-                field,
-                error,
+            let cr = compile_rule(r).map_err(|(field, error)| match error {
+                NameError::Invalid(error) => PolicyError::Invalid {
+                    rule: Some(i),
+                    name: path::try_string(&r.name).ok(),
+                    field,
+                    error,
+                },
+                NameError::InsufficientResources => PolicyError::InsufficientResources,
             })?;
-            let idx = i as u32;
-            match &cr.share {
-                Some(s) => by_share.entry(s.clone()).or_default().push(idx),
-                None => shareless.push(idx),
-            }
             rules.push(cr);
         }
-        let rule_counters = (0..rules.len()).map(|_| Counters::new()).collect();
+        let (by_share, shareless) = share_index(&rules)?;
+        let rule_counters = try_vec_with(n, Counters::new)?;
         Ok(CompiledPolicy {
             policy,
             generation,
@@ -362,7 +381,7 @@ impl CompiledPolicy {
                 generation,
                 blob: Vec::new(),
                 rules: Vec::new(),
-                by_share: BTreeMap::new(),
+                by_share: Vec::new(),
                 shareless: Vec::new(),
                 rule_counters: Vec::new(),
                 default_counters: Counters::new(),
@@ -539,7 +558,8 @@ impl CompiledPolicy {
     /// [`Action::PASS`] before any rule is consulted.
     /// No allocation, no locks; visits only the file's share bucket and the
     /// share-less rules, in rule order. Callable at any IRQL (non-paged data in
-    /// the driver); O(log S + k) for S distinct shares and k candidates.
+    /// the driver); O(log N + k) for N rules that name a share (binary search of
+    /// the share index) and k candidates.
     pub fn lookup(&self, key: &FileKey<'_>) -> RuleRef {
         if let Some(e) = Exemption::of_key(key) {
             return Self::exempt_ref(e);
@@ -547,8 +567,7 @@ impl CompiledPolicy {
         let bucket: &[u32] = key
             .name
             .and_then(FileName::share)
-            .and_then(|s| self.by_share.get(s))
-            .map_or(&[], Vec::as_slice);
+            .map_or(&[], |s| self.share_bucket(s));
         let (mut a, mut b) = (bucket.iter().peekable(), self.shareless.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -577,6 +596,16 @@ impl CompiledPolicy {
                 }
             }
         }
+    }
+
+    /// The share index's run for `share` (rule indices in rule order), by binary
+    /// search: O(log N). No allocation.
+    fn share_bucket(&self, share: &str) -> &[u32] {
+        let share_of = |i: &u32| rule_share(&self.rules, *i);
+        let first = self.by_share.partition_point(|i| share_of(i) < Some(share));
+        let rest = self.by_share.get(first..).unwrap_or(&[]);
+        let len = rest.partition_point(|i| share_of(i) == Some(share));
+        rest.get(..len).unwrap_or(&[])
     }
 
     /// Reference lookup: scans every rule in order. Same result as [`lookup`](Self::lookup).
@@ -690,4 +719,36 @@ impl CompiledPolicy {
             }
         }
     }
+}
+
+/// The normalized share of rule `i` (`None`: no share, or no such rule).
+fn rule_share(rules: &[CompiledRule], i: u32) -> Option<&str> {
+    rules.get(i as usize).and_then(|r| r.share.as_deref())
+}
+
+/// The share index of compiled rules: (indices of the rules with a share, sorted by
+/// (share, index); indices of the rules without one, in order). Two fallible
+/// allocations and an in-place unstable sort (the keys are unique, so the order is
+/// fully determined; `sort_by` would allocate a merge buffer infallibly).
+///
+/// # Errors
+/// [`InsufficientResources`] when a vector could not be allocated.
+fn share_index(rules: &[CompiledRule]) -> Result<(Vec<u32>, Vec<u32>), InsufficientResources> {
+    let with_share = rules.iter().filter(|r| r.share.is_some()).count();
+    let mut by_share = Vec::new();
+    by_share.try_reserve_exact(with_share)?;
+    let mut shareless = Vec::new();
+    shareless.try_reserve_exact(rules.len() - with_share)?;
+    for (i, r) in rules.iter().enumerate() {
+        match r.share {
+            Some(_) => by_share.push(i as u32),
+            None => shareless.push(i as u32),
+        }
+    }
+    by_share.sort_unstable_by(|&a, &b| {
+        rule_share(rules, a)
+            .cmp(&rule_share(rules, b))
+            .then(a.cmp(&b))
+    });
+    Ok((by_share, shareless))
 }

@@ -56,6 +56,30 @@ pub fn fold(s: &str) -> String {
     s.chars().map(fold_char).collect()
 }
 
+/// [`fold`] with one fallible allocation of the exact UTF-8 length (folding keeps
+/// the number of characters, not necessarily the number of bytes).
+///
+/// # Errors
+/// [`InsufficientResources`] when the buffer could not be allocated.
+pub fn try_fold(s: &str) -> Result<String, InsufficientResources> {
+    let len: usize = s.chars().map(|c| fold_char(c).len_utf8()).sum();
+    let mut out = String::new();
+    out.try_reserve_exact(len)?;
+    out.extend(s.chars().map(fold_char));
+    Ok(out)
+}
+
+/// `String::from(s)` with one fallible allocation of the exact length.
+///
+/// # Errors
+/// [`InsufficientResources`] when the buffer could not be allocated.
+pub fn try_string(s: &str) -> Result<String, InsufficientResources> {
+    let mut out = String::new();
+    out.try_reserve_exact(s.len())?;
+    out.push_str(s);
+    Ok(out)
+}
+
 /// The allocator could not provide a buffer (`STATUS_INSUFFICIENT_RESOURCES`): in
 /// the driver the non-paged pool is exhausted. Callers on an I/O path pass the
 /// operation through unmodified and count `CallbackCounter::AllocationFailed`.
@@ -387,38 +411,46 @@ fn strip_local_volume(name: &str) -> &str {
 ///
 /// Accepts `\\server\share`, `//server/share`, `\Device\Mup\server\share`,
 /// `\\?\UNC\server\share`, `\??\UNC\server\share`; a trailing separator is allowed.
-/// Errors: `Name { NotAShare }` (missing parts, extra components, not UNC),
-/// `Name { IllegalCharacter }` (wildcards, `< > " |`, control characters, `:`).
-pub fn normalize_share(s: &str) -> Result<String, DecodeError> {
+/// Errors: `Invalid(Name { NotAShare })` (missing parts, extra components, not
+/// UNC), `Invalid(Name { IllegalCharacter })` (wildcards, `< > " |`, control
+/// characters, `:`); `InsufficientResources` when the result's buffer could not be
+/// allocated (one fallible allocation of the exact size).
+pub fn normalize_share(s: &str) -> Result<String, NameError> {
     let not_share = DecodeError::Name {
         field: "share",
         problem: NameProblem::NotAShare,
     };
-    let (server, share, rest) = split_share(s).map_err(|_| not_share)?.ok_or(not_share)?;
+    let (server, share, rest) = split_share(s)
+        .map_err(|_| not_share)?
+        .ok_or(NameError::Invalid(not_share))?;
     if !rest.split(is_sep).all(str::is_empty) {
-        return Err(not_share);
+        return Err(NameError::Invalid(not_share));
     }
     for part in [server, share] {
         if part
             .chars()
             .any(|c| is_illegal(c) || matches!(c, '*' | '?' | ':'))
         {
-            return Err(DecodeError::Name {
+            return Err(NameError::Invalid(DecodeError::Name {
                 field: "share",
                 problem: NameProblem::IllegalCharacter,
-            });
+            }));
         }
         if let Some(problem) = dot_problem(part) {
-            return Err(DecodeError::Name {
+            return Err(NameError::Invalid(DecodeError::Name {
                 field: "share",
                 problem,
-            });
+            }));
         }
     }
-    let mut out = String::from("\\\\");
-    out.extend(trim_component(server).chars().map(fold_char));
+    let (server, share) = (trim_component(server), trim_component(share));
+    let folded_len = |p: &str| -> usize { p.chars().map(|c| fold_char(c).len_utf8()).sum() };
+    let mut out = String::new();
+    out.try_reserve_exact(3 + folded_len(server) + folded_len(share))?;
+    out.push_str("\\\\");
+    out.extend(server.chars().map(fold_char));
     out.push('\\');
-    out.extend(trim_component(share).chars().map(fold_char));
+    out.extend(share.chars().map(fold_char));
     Ok(out)
 }
 
@@ -446,13 +478,17 @@ pub struct PathGlob {
 impl PathGlob {
     /// Compiles a glob.
     ///
-    /// Errors (`Name { .. }` with field `path`): `EmptyComponent` (empty pattern or
-    /// `a\\b`), `DotComponent`/`DotDotComponent`, `BadRecursiveWildcard` (`a**`),
-    /// `IllegalCharacter` (`< > " |`, `:` or control characters).
-    pub fn new(pattern: &str) -> Result<PathGlob, DecodeError> {
-        let err = |problem| DecodeError::Name {
-            field: "path",
-            problem,
+    /// Errors: `Invalid(Name { .. })` with field `path`: `EmptyComponent` (empty
+    /// pattern or `a\\b`), `DotComponent`/`DotDotComponent`, `BadRecursiveWildcard`
+    /// (`a**`), `IllegalCharacter` (`< > " |`, `:` or control characters);
+    /// `InsufficientResources` when a buffer could not be allocated (every one is
+    /// allocated fallibly).
+    pub fn new(pattern: &str) -> Result<PathGlob, NameError> {
+        let err = |problem| {
+            NameError::Invalid(DecodeError::Name {
+                field: "path",
+                problem,
+            })
         };
         let p = pattern.strip_prefix(is_sep).unwrap_or(pattern);
         if p.is_empty() {
@@ -468,6 +504,7 @@ impl PathGlob {
                 "" => return Err(err(NameProblem::EmptyComponent)),
                 "**" => {
                     if comps.last() != Some(&GlobComp::AnyDepth) {
+                        comps.try_reserve(1)?;
                         comps.push(GlobComp::AnyDepth);
                     }
                     continue;
@@ -480,7 +517,9 @@ impl PathGlob {
             if c.chars().any(|ch| is_illegal(ch) || ch == ':') {
                 return Err(err(NameProblem::IllegalCharacter));
             }
-            comps.push(GlobComp::Pattern(fold(c)));
+            let folded = try_fold(c)?;
+            comps.try_reserve(1)?;
+            comps.push(GlobComp::Pattern(folded));
         }
         Ok(PathGlob { comps })
     }
@@ -582,12 +621,15 @@ pub fn glob_component(pattern: &str, subject: &str) -> bool {
 }
 
 /// Validates and folds a process-image pattern (`sqlservr.exe`, `*.exe`): one
-/// component, `*`/`?` allowed. Errors: `Name { EmptyComponent | IllegalCharacter }`
-/// (field `process`; separators are illegal).
-pub fn normalize_process(p: &str) -> Result<String, DecodeError> {
-    let err = |problem| DecodeError::Name {
-        field: "process",
-        problem,
+/// component, `*`/`?` allowed. Errors: `Invalid(Name { EmptyComponent |
+/// IllegalCharacter })` (field `process`; separators are illegal);
+/// `InsufficientResources` (one fallible allocation of the exact size).
+pub fn normalize_process(p: &str) -> Result<String, NameError> {
+    let err = |problem| {
+        NameError::Invalid(DecodeError::Name {
+            field: "process",
+            problem,
+        })
     };
     let t = trim_component(p);
     if t.is_empty() {
@@ -596,7 +638,7 @@ pub fn normalize_process(p: &str) -> Result<String, DecodeError> {
     if t.chars().any(|c| is_illegal(c) || is_sep(c) || c == ':') {
         return Err(err(NameProblem::IllegalCharacter));
     }
-    Ok(fold(t))
+    Ok(try_fold(t)?)
 }
 
 /// Final component of a process image path (`\Device\...\sqlservr.exe` ->
@@ -606,20 +648,21 @@ pub fn image_file_name(image: &str) -> &str {
 }
 
 /// Validates and folds an extension (`db` or `.db`), returned without the dot.
-/// Errors: `Name { BadExtension }` (empty, `.` inside, separators, wildcards,
-/// `|`, `:` or illegal characters).
-pub fn normalize_extension(e: &str) -> Result<String, DecodeError> {
+/// Errors: `Invalid(Name { BadExtension })` (empty, `.` inside, separators,
+/// wildcards, `|`, `:` or illegal characters); `InsufficientResources` (one
+/// fallible allocation of the exact size).
+pub fn normalize_extension(e: &str) -> Result<String, NameError> {
     let t = e.strip_prefix('.').unwrap_or(e);
     if t.is_empty()
         || t.chars()
             .any(|c| is_illegal(c) || is_sep(c) || matches!(c, '.' | '*' | '?' | ':' | ' '))
     {
-        return Err(DecodeError::Name {
+        return Err(NameError::Invalid(DecodeError::Name {
             field: "extensions",
             problem: NameProblem::BadExtension,
-        });
+        }));
     }
-    Ok(fold(t))
+    Ok(try_fold(t)?)
 }
 
 #[cfg(test)]
@@ -665,10 +708,10 @@ mod tests {
 
     #[test]
     fn share_errors() {
-        let not = Err(DecodeError::Name {
+        let not = Err(NameError::Invalid(DecodeError::Name {
             field: "share",
             problem: NameProblem::NotAShare,
-        });
+        }));
         assert_eq!(normalize_share("\\\\fs1"), not);
         assert_eq!(normalize_share("\\\\fs1\\data\\sub"), not);
         assert_eq!(normalize_share("C:\\data"), not);
@@ -739,10 +782,10 @@ mod tests {
         assert!(g.matches("") && g.matches("a\\b"));
         assert_eq!(
             PathGlob::new("a**/b"),
-            Err(DecodeError::Name {
+            Err(NameError::Invalid(DecodeError::Name {
                 field: "path",
                 problem: NameProblem::BadRecursiveWildcard
-            })
+            }))
         );
         assert!(PathGlob::new("").is_err());
         assert!(PathGlob::new("a//b").is_err());

@@ -7,7 +7,6 @@
 //! [`flushguard_protocol::policy`]): [`Policy::encode`] / [`Policy::decode`] round
 //! trip exactly.
 
-use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -23,7 +22,7 @@ use flushguard_protocol::{
     Contradiction, DecodeError, FlushFlags, NameProblem, NtStatus, Utf16Problem,
 };
 
-use crate::path;
+use crate::path::{self, InsufficientResources, NameError};
 
 /// Redirector a rule applies to (rule side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -469,6 +468,10 @@ pub enum PolicyError {
         /// What was expected / what was wrong.
         message: String,
     },
+    /// A buffer for the decoded or compiled policy could not be allocated
+    /// (`STATUS_INSUFFICIENT_RESOURCES`: in the driver the pool is exhausted).
+    /// Says nothing about the policy itself; retrying later may succeed.
+    InsufficientResources,
 }
 
 impl PolicyError {
@@ -477,20 +480,27 @@ impl PolicyError {
         match self {
             PolicyError::Wire(e) | PolicyError::Invalid { error: e, .. } => e.ntstatus(),
             PolicyError::Syntax { .. } => NtStatus::INVALID_PARAMETER,
+            PolicyError::InsufficientResources => NtStatus::INSUFFICIENT_RESOURCES,
         }
     }
 
+    /// `Invalid`, or `InsufficientResources` for a field that could not be checked
+    /// for lack of memory. The rule name is copied fallibly (left out when that
+    /// fails: the error path must not allocate infallibly either).
     fn invalid(
         rule: Option<usize>,
         name: Option<&str>,
         field: &'static str,
-        error: DecodeError,
+        error: NameError,
     ) -> Self {
-        PolicyError::Invalid {
-            rule,
-            name: name.map(String::from),
-            field,
-            error,
+        match error {
+            NameError::Invalid(error) => PolicyError::Invalid {
+                rule,
+                name: name.and_then(|n| path::try_string(n).ok()),
+                field,
+                error,
+            },
+            NameError::InsufficientResources => PolicyError::InsufficientResources,
         }
     }
 }
@@ -524,6 +534,7 @@ impl fmt::Display for PolicyError {
                 }
                 write!(f, ": {message}")
             }
+            PolicyError::InsufficientResources => InsufficientResources.fmt(f),
         }
     }
 }
@@ -533,6 +544,18 @@ impl core::error::Error for PolicyError {}
 impl From<DecodeError> for PolicyError {
     fn from(e: DecodeError) -> Self {
         PolicyError::Wire(e)
+    }
+}
+
+impl From<InsufficientResources> for PolicyError {
+    fn from(_: InsufficientResources) -> Self {
+        PolicyError::InsufficientResources
+    }
+}
+
+impl From<alloc::collections::TryReserveError> for PolicyError {
+    fn from(_: alloc::collections::TryReserveError) -> Self {
+        PolicyError::InsufficientResources
     }
 }
 
@@ -556,66 +579,122 @@ fn check_units(field: &'static str, s: &str, max: u32) -> Result<(), DecodeError
     Ok(())
 }
 
-/// The model of one decoded wire rule. Errors: `BadValue` (provider or action
-/// codes). (Its own function to keep [`Policy::decode`]'s frame small in the
+/// A wire string decoded into one fallible allocation of its exact UTF-8 length.
+fn try_wire_string(u: &Utf16Str<'_>) -> Result<String, InsufficientResources> {
+    let len: usize = u.chars().map(char::len_utf8).sum();
+    let mut out = String::new();
+    out.try_reserve_exact(len)?;
+    out.extend(u.chars());
+    Ok(out)
+}
+
+/// [`try_wire_string`], `None` for an empty string (no allocation).
+fn try_wire_opt(u: &Utf16Str<'_>) -> Result<Option<String>, InsufficientResources> {
+    if u.is_empty() {
+        Ok(None)
+    } else {
+        try_wire_string(u).map(Some)
+    }
+}
+
+/// The `|`-joined wire extension list, split (every buffer allocated fallibly).
+fn try_split_extensions(u: &Utf16Str<'_>) -> Result<Vec<String>, InsufficientResources> {
+    let joined = try_wire_string(u)?;
+    let mut out = Vec::new();
+    if joined.is_empty() {
+        return Ok(out);
+    }
+    out.try_reserve_exact(joined.split('|').count())?;
+    for e in joined.split('|') {
+        out.push(path::try_string(e)?);
+    }
+    Ok(out)
+}
+
+/// The model of one decoded wire rule. Errors: `Wire(BadValue)` (provider or
+/// action codes); `InsufficientResources` (every string and vector is allocated
+/// fallibly). (Its own function to keep [`Policy::decode`]'s frame small in the
 /// unoptimised kernel build.)
-fn rule_from_wire(rw: &RuleWire<'_>) -> Result<Rule, DecodeError> {
-    let s = |u: &Utf16Str<'_>| -> String { u.chars().collect() };
-    let opt = |u: &Utf16Str<'_>| if u.is_empty() { None } else { Some(s(u)) };
-    let ext = s(&rw.extensions);
+fn rule_from_wire(rw: &RuleWire<'_>) -> Result<Rule, PolicyError> {
+    let provider = Provider::from_code(rw.provider)?;
+    let action = Action::from_wire(&rw.action)?;
     Ok(Rule {
-        name: s(&rw.name),
+        name: try_wire_string(&rw.name)?,
         matcher: Matcher {
-            provider: Provider::from_code(rw.provider)?,
-            share: opt(&rw.share),
-            path: opt(&rw.path),
-            process: opt(&rw.process),
-            extensions: if ext.is_empty() {
-                Vec::new()
-            } else {
-                ext.split('|').map(String::from).collect()
-            },
+            provider,
+            share: try_wire_opt(&rw.share)?,
+            path: try_wire_opt(&rw.path)?,
+            process: try_wire_opt(&rw.process)?,
+            extensions: try_split_extensions(&rw.extensions)?,
         },
-        action: Action::from_wire(&rw.action)?,
+        action,
     })
 }
 
 /// A rule problem: the field and the specific error (converted to
 /// [`PolicyError::Invalid`] by [`Policy::validate`]).
-type RuleProblem = (&'static str, DecodeError);
+type RuleProblem = (&'static str, NameError);
 
-/// Checks one rule: name (unique within `names`), matcher, action.
+/// Checks one rule: name (`duplicate`: the name is that of an earlier rule),
+/// matcher, action.
 ///
 /// The checks are split over small functions on purpose: in unoptimised kernel
 /// builds every `?` temporary gets its own stack slot, and one function holding all
 /// of them needed a frame over 4 KiB (a `__chkstk` call, which a driver cannot link).
-fn check_rule<'a>(r: &'a Rule, names: &mut BTreeSet<&'a str>) -> Result<(), RuleProblem> {
-    check_rule_name(&r.name, names)?;
+fn check_rule(r: &Rule, duplicate: bool) -> Result<(), RuleProblem> {
+    check_rule_name(&r.name, duplicate)?;
     check_matcher(&r.matcher)?;
-    r.action.validate().map_err(|e| ("action", e))
+    r.action.validate().map_err(|e| ("action", e.into()))
 }
 
-fn check_rule_name<'a>(name: &'a str, names: &mut BTreeSet<&'a str>) -> Result<(), RuleProblem> {
-    check_units("name", name, MAX_RULE_NAME_UNITS).map_err(|e| ("name", e))?;
+fn check_rule_name(name: &str, duplicate: bool) -> Result<(), RuleProblem> {
+    check_units("name", name, MAX_RULE_NAME_UNITS).map_err(|e| ("name", e.into()))?;
     if name.is_empty() {
         return Err((
             "name",
-            DecodeError::Name {
+            NameError::Invalid(DecodeError::Name {
                 field: "name",
                 problem: NameProblem::EmptyComponent,
-            },
+            }),
         ));
     }
-    if !names.insert(name) {
+    if duplicate {
         return Err((
             "name",
-            DecodeError::Contradictory(Contradiction::DuplicateRuleName),
+            NameError::Invalid(DecodeError::Contradictory(Contradiction::DuplicateRuleName)),
         ));
     }
     Ok(())
 }
 
+/// The index of the first rule whose name an earlier rule already has, if any.
+/// O(n log n) with one fallible allocation (`n` indices) and an in-place unstable
+/// sort (no allocation): SetPolicy runs in the driver, and a policy has up to
+/// `MAX_RULES` rules.
+///
+/// # Errors
+/// [`InsufficientResources`] when the index buffer could not be allocated.
+fn first_duplicate_name(rules: &[Rule]) -> Result<Option<usize>, InsufficientResources> {
+    let mut order: Vec<u32> = Vec::new();
+    order.try_reserve_exact(rules.len())?;
+    order.extend((0..rules.len()).map(|i| i as u32));
+    let name = |i: u32| rules.get(i as usize).map_or("", |r| r.name.as_str());
+    order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)).then(a.cmp(&b)));
+    Ok(order
+        .windows(2)
+        .filter_map(|w| match w {
+            [a, b] if name(*a) == name(*b) => Some(*b as usize),
+            _ => None,
+        })
+        .min())
+}
+
 fn check_matcher(m: &Matcher) -> Result<(), RuleProblem> {
+    check_optional(m)?;
+    check_extensions(&m.extensions).map_err(|e| ("extensions", e))
+}
+
+fn check_optional(m: &Matcher) -> Result<(), RuleProblem> {
     if let Some(s) = &m.share {
         check_share(s).map_err(|e| ("share", e))?;
     }
@@ -625,38 +704,39 @@ fn check_matcher(m: &Matcher) -> Result<(), RuleProblem> {
     if let Some(p) = &m.process {
         check_process(p).map_err(|e| ("process", e))?;
     }
-    check_extensions(&m.extensions).map_err(|e| ("extensions", e))
+    Ok(())
 }
 
 /// A share constraint: a valid share name, and not one FlushGuard never governs
 /// (`Contradictory(IpcShare)` for `\\server\PIPE`, `MAILSLOT`, `IPC$`: see
 /// [`crate::matcher::Exemption`]).
-fn check_share(s: &str) -> Result<(), DecodeError> {
+fn check_share(s: &str) -> Result<(), NameError> {
     check_units("share", s, MAX_SHARE_UNITS)?;
     let share = path::normalize_share(s)?;
     match crate::matcher::Exemption::of_share(&share) {
-        Some(_) => Err(DecodeError::Contradictory(Contradiction::IpcShare)),
+        Some(_) => Err(DecodeError::Contradictory(Contradiction::IpcShare).into()),
         None => Ok(()),
     }
 }
 
-fn check_path(p: &str) -> Result<(), DecodeError> {
+fn check_path(p: &str) -> Result<(), NameError> {
     check_units("path", p, MAX_PATH_GLOB_UNITS)?;
     path::PathGlob::new(p).map(drop)
 }
 
-fn check_process(p: &str) -> Result<(), DecodeError> {
+fn check_process(p: &str) -> Result<(), NameError> {
     check_units("process", p, MAX_PROCESS_UNITS)?;
     path::normalize_process(p).map(drop)
 }
 
-fn check_extensions(extensions: &[String]) -> Result<(), DecodeError> {
+fn check_extensions(extensions: &[String]) -> Result<(), NameError> {
     if extensions.len() > MAX_EXTENSIONS as usize {
         return Err(DecodeError::LimitExceeded {
             what: "extensions",
             max: MAX_EXTENSIONS,
             got: u32::try_from(extensions.len()).unwrap_or(u32::MAX),
-        });
+        }
+        .into());
     }
     for e in extensions {
         check_units("extensions", e, MAX_EXTENSION_UNITS)?;
@@ -682,26 +762,27 @@ impl Policy {
     /// `LimitExceeded` (more than `MAX_RULES` rules, more than `MAX_EXTENSIONS`
     /// extensions), `Utf16 { TooLong | EmbeddedNul }`, `Name { .. }`,
     /// `Contradictory(..)` (including `DuplicateRuleName`, and `IpcShare` for a
-    /// share FlushGuard never governs).
+    /// share FlushGuard never governs); `PolicyError::InsufficientResources` when a
+    /// check's buffer could not be allocated (every one is allocated fallibly).
     pub fn validate(&self) -> Result<(), PolicyError> {
         if self.rules.len() > MAX_RULES as usize {
             return Err(PolicyError::invalid(
                 None,
                 None,
                 "rules",
-                DecodeError::LimitExceeded {
+                NameError::Invalid(DecodeError::LimitExceeded {
                     what: "rules",
                     max: MAX_RULES,
                     got: u32::try_from(self.rules.len()).unwrap_or(u32::MAX),
-                },
+                }),
             ));
         }
         self.default_action
             .validate()
-            .map_err(|e| PolicyError::invalid(None, None, "default", e))?;
-        let mut names = BTreeSet::new();
+            .map_err(|e| PolicyError::invalid(None, None, "default", e.into()))?;
+        let duplicate = first_duplicate_name(&self.rules)?;
         for (i, r) in self.rules.iter().enumerate() {
-            if let Err((field, e)) = check_rule(r, &mut names) {
+            if let Err((field, e)) = check_rule(r, duplicate == Some(i)) {
                 return Err(PolicyError::invalid(Some(i), Some(&r.name), field, e));
             }
         }
@@ -742,11 +823,11 @@ impl Policy {
                 None,
                 None,
                 "rules",
-                DecodeError::LimitExceeded {
+                NameError::Invalid(DecodeError::LimitExceeded {
                     what: "encoded policy bytes",
                     max: MAX_POLICY_BYTES,
                     got: u32::try_from(total).unwrap_or(u32::MAX),
-                },
+                }),
             ));
         }
         let mut buf = vec![0u8; total];
@@ -793,11 +874,14 @@ impl Policy {
     /// Decodes and validates a blob. Nothing is partially accepted.
     ///
     /// Errors: `Wire(..)` for layout problems ([`PolicyBlob::parse`]), then any
-    /// [`validate`](Self::validate) error.
+    /// [`validate`](Self::validate) error; `InsufficientResources` when a buffer
+    /// could not be allocated (every string and vector of the model is allocated
+    /// fallibly: SetPolicy and the registry load run in the driver).
     pub fn decode(blob: &[u8]) -> Result<Policy, PolicyError> {
         let parsed = PolicyBlob::parse(blob)?;
         let h = parsed.header;
-        let mut rules = Vec::with_capacity(h.rule_count as usize);
+        let mut rules = Vec::new();
+        rules.try_reserve_exact(h.rule_count as usize)?;
         for rw in parsed.rules() {
             rules.push(rule_from_wire(&rw?)?);
         }

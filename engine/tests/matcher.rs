@@ -287,3 +287,56 @@ proptest! {
         prop_assert!(r.index.is_some_and(|x| x as usize <= i));
     }
 }
+
+/// Validation reports the first rule (in order) with a problem, whether that is a
+/// name an earlier rule already has or another field: the duplicate check
+/// (a sorted index, no per-name set) keeps the order of a rule-by-rule scan.
+#[test]
+fn validation_reports_the_first_failing_rule() {
+    use flushguard_engine::policy::PolicyError;
+    use flushguard_engine::protocol::{Contradiction, DecodeError};
+    let named = |names: &[&str], bad_share_at: Option<usize>| Policy {
+        rules: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let share = if bad_share_at == Some(i) {
+                    "C:\\not-a-share"
+                } else {
+                    "\\\\srv\\share"
+                };
+                rule(
+                    n,
+                    Matcher {
+                        share: Some(share.into()),
+                        ..Default::default()
+                    },
+                    Mode::WriteThrough,
+                )
+            })
+            .collect(),
+        ..Policy::pass_through()
+    };
+    let at = |p: Policy| match p.validate() {
+        Err(PolicyError::Invalid {
+            rule, field, error, ..
+        }) => (rule, field, error),
+        other => panic!("expected an invalid rule, got {other:?}"),
+    };
+    let dup = DecodeError::Contradictory(Contradiction::DuplicateRuleName);
+    assert_eq!(
+        at(named(&["x", "y", "y", "x"], None)),
+        (Some(2), "name", dup)
+    );
+    assert_eq!(
+        at(named(&["b", "a", "c", "a", "b"], None)),
+        (Some(3), "name", dup)
+    );
+    // An invalid share before the duplicate is reported first, and after it not.
+    assert_eq!(at(named(&["a", "b", "a"], Some(1))).0, Some(1));
+    assert_eq!(
+        at(named(&["a", "b", "a", "c"], Some(3))),
+        (Some(2), "name", dup)
+    );
+    assert!(named(&["a", "b", "c"], None).validate().is_ok());
+}

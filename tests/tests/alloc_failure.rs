@@ -28,7 +28,12 @@
 //!
 //! The port's GetStats (whose snapshot allocates) is swept the same way: below its
 //! measured bytes it answers `STATUS_INSUFFICIENT_RESOURCES` and changes nothing.
-//! (SetPolicy still allocates infallibly: policy decode/compile and the `Arc`.)
+//! So is SetPolicy with a multi-rule policy (decode, validation, compiled rules,
+//! share index, counters, blob copy, the `Arc`'s probe): below the bytes it needs
+//! it answers `STATUS_INSUFFICIENT_RESOURCES` with policy, generation, counters and
+//! events unchanged, and the registry load falls back to pass-through with a
+//! `RegistryPolicyRejected` event. (The `Arc::new` after its probe is the one
+//! infallible allocation left; single-threaded here, the probe makes it succeed.)
 //!
 //! A dedicated binary without the libtest harness (`harness = false`): the limit is
 //! process-wide, so no other thread may allocate while a window is limited.
@@ -39,8 +44,12 @@ use std::sync::Mutex;
 
 use cap::Cap;
 use flushguard_engine::callbacks::Counter;
-use flushguard_engine::policy::{FlushMethod, Mode};
-use flushguard_protocol::FlushFlags;
+use flushguard_engine::handler::{State, POLICY_ARC_BYTES};
+use flushguard_engine::policy::{
+    Action, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule,
+};
+use flushguard_protocol::events::{EventKind, REGISTRY_LOAD};
+use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::alloc_gate::{self, Gate};
 use flushguard_tests::fake::CallSite;
 use flushguard_tests::scenario::{self, action, full_script, harness, MODES};
@@ -323,8 +332,274 @@ fn get_stats_under_pressure() -> usize {
     need
 }
 
+/// A realistic policy: nine rules over three shares (two shares with several rules,
+/// interleaved with share-less rules), paths, processes, extension lists, every
+/// provider criterion, a flushing default.
+fn realistic_policy() -> Vec<u8> {
+    let act = |mode| {
+        action(
+            mode,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            Some(FlushFlags::empty()),
+        )
+    };
+    let s = |x: &str| Some(x.to_string());
+    let rule = |name: &str, provider, share, path, process, extensions: &[&str], mode| Rule {
+        name: name.to_string(),
+        matcher: Matcher {
+            provider,
+            share,
+            path,
+            process,
+            extensions: extensions.iter().map(|e| e.to_string()).collect(),
+        },
+        action: act(mode),
+    };
+    let policy = Policy {
+        rules: vec![
+            rule(
+                "sql-data",
+                Provider::Smb,
+                s("\\\\fs01\\SQLData"),
+                s("**/*.mdf"),
+                s("sqlservr.exe"),
+                &[],
+                Mode::WriteThrough,
+            ),
+            rule(
+                "sql-logs",
+                Provider::Smb,
+                s("\\\\fs01\\SQLData"),
+                s("logs/**"),
+                None,
+                &["ldf", "LOG"],
+                Mode::FlushAfterWrite,
+            ),
+            rule(
+                "scratch",
+                Provider::Any,
+                None,
+                s("tmp/**"),
+                None,
+                &[],
+                Mode::Pass,
+            ),
+            rule(
+                "home-docs",
+                Provider::Any,
+                s("//fs02/home"),
+                s("*/Documents/**"),
+                None,
+                &["docx", "xlsx", "pptx"],
+                Mode::FlushOnClose,
+            ),
+            rule(
+                "webdav",
+                Provider::WebDav,
+                s("\\\\dav.example@SSL\\DavWWWRoot"),
+                None,
+                None,
+                &[],
+                Mode::Audit,
+            ),
+            rule(
+                "sqlite",
+                Provider::Any,
+                None,
+                None,
+                s("*.exe"),
+                &["db", "sqlite", "db-wal"],
+                Mode::FlushOnClose,
+            ),
+            rule(
+                "home-mail",
+                Provider::Smb,
+                s("\\\\FS02\\Home"),
+                s("*/mail/*.pst"),
+                s("outlook.exe"),
+                &[],
+                Mode::WriteThrough,
+            ),
+            rule(
+                "nfs-exports",
+                Provider::Nfs,
+                s("\\\\nfs01\\export"),
+                s("**"),
+                None,
+                &[],
+                Mode::FlushAfterWrite,
+            ),
+            rule(
+                "sql-backup",
+                Provider::Smb,
+                s("\\\\fs01\\sqldata"),
+                s("backup/**"),
+                None,
+                &["bak"],
+                Mode::Audit,
+            ),
+        ],
+        default_action: act(Mode::FlushOnClose),
+        attach_local_volumes: false,
+    };
+    policy.encode().expect("valid realistic policy")
+}
+
+/// What a failed SetPolicy must leave unchanged: generation, rule count, the policy
+/// blob, the event sequence, and the GetStats reply (global, default and per-rule
+/// counters, callback counters). Taken without a limit.
+fn observable(h: &Harness) -> (u64, usize, Vec<u8>, (u64, u64), Vec<u8>) {
+    let state = h.filter.state();
+    let p = state.policy();
+    let mut stats = vec![0u8; 64 * 1024];
+    let len = h
+        .filter
+        .handle_message(
+            &flushguard_tests::port_request_get_stats(0, 64, true),
+            &mut stats,
+        )
+        .expect("GetStats");
+    stats.truncate(len);
+    (
+        p.generation(),
+        p.rule_count(),
+        p.blob().to_vec(),
+        state.events().state(),
+        stats,
+    )
+}
+
+/// SetPolicy of [`realistic_policy`] under every byte budget below the bytes it
+/// needs (the budget at which it first succeeds; the failing budgets are swept in
+/// increasing order, so each fails a later allocation than the one before):
+/// `STATUS_INSUFFICIENT_RESOURCES` and nothing observable changes. Then it
+/// succeeds, and so does the next, unlimited, SetPolicy. Returns (failing budgets,
+/// cumulative bytes of an unlimited SetPolicy).
+fn set_policy_under_pressure() -> (usize, usize) {
+    let case = Case {
+        mode: Mode::FlushAfterWrite,
+        method: FlushMethod::Filter,
+    };
+    let h = script(case);
+    let blob = realistic_policy();
+    let request = flushguard_tests::port_request_set_policy(&blob, false);
+    let mut reply = vec![0u8; 4096];
+    // Cumulative bytes of one unlimited SetPolicy (an upper bound of its peak).
+    let total = ALLOC.total_allocated();
+    h.filter
+        .handle_message(&request, &mut reply)
+        .expect("unlimited SetPolicy");
+    let cumulative = ALLOC.total_allocated() - total;
+    assert!(
+        cumulative > blob.len() + POLICY_ARC_BYTES,
+        "SetPolicy allocated only {cumulative} bytes: the sweep tests nothing"
+    );
+    let mut failing = 0usize;
+    let mut succeeded = false;
+    for budget in 0..=cumulative {
+        let before = observable(&h);
+        ALLOC
+            .set_limit(ALLOC.allocated() + budget)
+            .expect("limit above allocated");
+        let r = h.filter.handle_message(&request, &mut reply);
+        ALLOC.set_limit(usize::MAX).expect("unlimited");
+        match r {
+            Err(status) => {
+                assert_eq!(
+                    status,
+                    NtStatus::INSUFFICIENT_RESOURCES,
+                    "SetPolicy with {budget} of {cumulative} bytes"
+                );
+                assert!(
+                    before == observable(&h),
+                    "a failed SetPolicy ({budget} bytes) changed the policy, generation, \
+                     counters or events"
+                );
+                failing += 1;
+            }
+            Ok(_) => {
+                let after = observable(&h);
+                assert_eq!(after.0, before.0 + 1, "SetPolicy at {budget} bytes");
+                assert_eq!(after.1, 9);
+                assert_eq!(after.2, blob);
+                succeeded = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        succeeded,
+        "SetPolicy never succeeded within {cumulative} bytes"
+    );
+    // Every allocation counts: the budgets that failed cover the whole policy (its
+    // blob copy alone is the blob's size) and the `Arc`.
+    assert!(
+        failing > blob.len() + POLICY_ARC_BYTES,
+        "only {failing} budgets failed"
+    );
+    let gen = h.filter.state().policy().generation();
+    h.filter
+        .handle_message(&request, &mut reply)
+        .expect("the next unlimited SetPolicy");
+    assert_eq!(h.filter.state().policy().generation(), gen + 1);
+    h.unload();
+    h.assert_clean();
+    (failing, cumulative)
+}
+
+/// The registry load (DriverEntry) of [`realistic_policy`] under every byte budget
+/// below what it needs: `PolicyError::InsufficientResources`, the state stays the
+/// pass-through policy (generation 0) and one `RegistryPolicyRejected` event with
+/// `STATUS_INSUFFICIENT_RESOURCES` records it. Returns the failing budgets.
+fn registry_load_under_pressure() -> usize {
+    let blob = realistic_policy();
+    let mut failing = 0usize;
+    for budget in 0.. {
+        let state = State::with_event_capacity(|| 0, (1, 0, 0), 16);
+        ALLOC
+            .set_limit(ALLOC.allocated() + budget)
+            .expect("limit above allocated");
+        let r = state.load_registry_policy(&blob);
+        ALLOC.set_limit(usize::MAX).expect("unlimited");
+        match r {
+            Err(e) => {
+                assert_eq!(e, PolicyError::InsufficientResources, "{budget} bytes");
+                let p = state.policy();
+                assert_eq!((p.generation(), p.rule_count()), (0, 0), "{budget} bytes");
+                assert_eq!(p.policy().default_action, Action::PASS);
+                let (_, events) = state.events().read(0, 16);
+                assert_eq!(events.len(), 1, "{budget} bytes");
+                let ev = &events[0];
+                assert_eq!(ev.kind, EventKind::RegistryPolicyRejected);
+                assert_eq!(ev.status, NtStatus::INSUFFICIENT_RESOURCES);
+                assert_eq!(ev.value, REGISTRY_LOAD);
+                failing += 1;
+            }
+            Ok(generation) => {
+                assert_eq!(generation, 1);
+                assert_eq!(state.policy().rule_count(), 9);
+                break;
+            }
+        }
+    }
+    assert!(failing > blob.len(), "only {failing} budgets failed");
+    failing
+}
+
 fn main() {
     assert!(alloc_gate::install(&WINDOWS), "gate installed once");
+    let (set_failing, set_bytes) = set_policy_under_pressure();
+    println!(
+        "alloc_failure: SetPolicy failed cleanly under each of {set_failing} byte budgets \
+         ({set_bytes} bytes allocated in all by an unlimited SetPolicy; Arc block \
+         {POLICY_ARC_BYTES} bytes)"
+    );
+    let load_failing = registry_load_under_pressure();
+    println!(
+        "alloc_failure: the registry load fell back to pass-through under each of \
+         {load_failing} byte budgets"
+    );
     let mut cases = Vec::new();
     for mode in MODES {
         for method in [FlushMethod::Filter, FlushMethod::Native] {
