@@ -167,6 +167,46 @@ pub const fn clamp_u32(v: usize) -> u32 {
     }
 }
 
+/// Checks a whole buffer's size before anything in it is read.
+/// Errors: `TooShort` (< `min` bytes), `TooLong` (> `max` bytes).
+pub fn size_within(buf: &[u8], min: usize, max: usize) -> Result<(), DecodeError> {
+    if buf.len() < min {
+        Err(DecodeError::TooShort {
+            needed: clamp_u32(min),
+            got: clamp_u32(buf.len()),
+        })
+    } else if buf.len() > max {
+        Err(DecodeError::TooLong {
+            max: clamp_u32(max),
+            got: clamp_u32(buf.len()),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a version field. Error: `UnknownVersion { expected, got }`.
+pub fn expect_version(got: u32, expected: u32) -> Result<(), DecodeError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(DecodeError::UnknownVersion { expected, got })
+    }
+}
+
+/// Checks a header's declared total length (bytes) against the buffer it came in.
+/// Error: `LengthMismatch { declared, actual }`.
+pub fn expect_declared_length(declared: u32, buf: &[u8]) -> Result<(), DecodeError> {
+    if declared as usize == buf.len() {
+        Ok(())
+    } else {
+        Err(DecodeError::LengthMismatch {
+            declared,
+            actual: clamp_u32(buf.len()),
+        })
+    }
+}
+
 /// A validated UTF-16LE string borrowed from a wire buffer: even byte length,
 /// no U+0000, no unpaired surrogate, at most the field's limit in code units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

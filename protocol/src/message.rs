@@ -6,7 +6,9 @@
 //! field offsets are pinned by `static_assertions` below. Validation order (one
 //! place, as in minispy/scanner): length, then header fields, then body.
 
-use crate::codec::{clamp_u32, Reader, Writer};
+use crate::codec::{
+    clamp_u32, expect_declared_length, expect_version, size_within, Reader, Writer,
+};
 use crate::{DecodeError, CONNECT_MAGIC, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, REPLY_ALIGNMENT};
 use static_assertions::const_assert_eq;
 
@@ -158,12 +160,7 @@ impl ConnectContext {
             });
         }
         let version = r.u32()?;
-        if version != PROTOCOL_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                expected: PROTOCOL_VERSION,
-                got: version,
-            });
-        }
+        expect_version(version, PROTOCOL_VERSION)?;
         let flags = r.u32()?;
         if flags != 0 {
             return Err(DecodeError::UndefinedFlags {
@@ -178,19 +175,7 @@ impl ConnectContext {
 
 /// Checks `buf.len() == n`. Errors: `TooShort`, `TooLong`.
 pub fn exact_len(buf: &[u8], n: usize) -> Result<(), DecodeError> {
-    if buf.len() < n {
-        Err(DecodeError::TooShort {
-            needed: clamp_u32(n),
-            got: clamp_u32(buf.len()),
-        })
-    } else if buf.len() > n {
-        Err(DecodeError::TooLong {
-            max: clamp_u32(n),
-            got: clamp_u32(buf.len()),
-        })
-    } else {
-        Ok(())
-    }
+    size_within(buf, n, n)
 }
 
 /// Header of every request (user -> driver).
@@ -230,35 +215,13 @@ impl RequestHeader {
     /// (flags outside the command's set), `TooShort`/`TooLong` for a fixed body of
     /// the wrong size.
     pub fn decode(buf: &[u8]) -> Result<(RequestHeader, &[u8]), DecodeError> {
-        if buf.len() < Self::SIZE {
-            return Err(DecodeError::TooShort {
-                needed: Self::SIZE as u32,
-                got: clamp_u32(buf.len()),
-            });
-        }
-        if buf.len() > MAX_MESSAGE_BYTES as usize {
-            return Err(DecodeError::TooLong {
-                max: MAX_MESSAGE_BYTES,
-                got: clamp_u32(buf.len()),
-            });
-        }
+        size_within(buf, Self::SIZE, MAX_MESSAGE_BYTES as usize)?;
         let mut r = Reader::new(buf);
-        let version = r.u32()?;
-        if version != PROTOCOL_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                expected: PROTOCOL_VERSION,
-                got: version,
-            });
-        }
+        expect_version(r.u32()?, PROTOCOL_VERSION)?;
         let command = Command::from_code(r.u16()?)?;
         let flag_bits = r.u16()?;
         let length = r.u32()?;
-        if length as usize != buf.len() {
-            return Err(DecodeError::LengthMismatch {
-                declared: length,
-                actual: clamp_u32(buf.len()),
-            });
-        }
+        expect_declared_length(length, buf)?;
         r.reserved32("RequestHeader.reserved")?;
         let allowed = command.allowed_flags().bits();
         if flag_bits & !allowed != 0 {
@@ -311,28 +274,12 @@ impl ReplyHeader {
     ///
     /// Errors: `TooShort`, `UnknownVersion`, `LengthMismatch`, `NonZeroReserved`.
     pub fn decode(buf: &[u8]) -> Result<(ReplyHeader, &[u8]), DecodeError> {
-        if buf.len() < Self::SIZE {
-            return Err(DecodeError::TooShort {
-                needed: Self::SIZE as u32,
-                got: clamp_u32(buf.len()),
-            });
-        }
+        size_within(buf, Self::SIZE, usize::MAX)?;
         let mut r = Reader::new(buf);
-        let version = r.u32()?;
-        if version != PROTOCOL_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                expected: PROTOCOL_VERSION,
-                got: version,
-            });
-        }
+        expect_version(r.u32()?, PROTOCOL_VERSION)?;
         let status = crate::NtStatus::from_bits(r.u32()?);
         let length = r.u32()?;
-        if length as usize != buf.len() {
-            return Err(DecodeError::LengthMismatch {
-                declared: length,
-                actual: clamp_u32(buf.len()),
-            });
-        }
+        expect_declared_length(length, buf)?;
         r.reserved32("ReplyHeader.reserved")?;
         Ok((ReplyHeader { status, length }, r.bytes(r.remaining())?))
     }

@@ -27,7 +27,9 @@
 //!   reserved u32 @12 = 0
 //! ```
 
-use crate::codec::{clamp_u32, Reader, Utf16Str, Writer};
+use crate::codec::{
+    clamp_u32, expect_declared_length, expect_version, size_within, Reader, Utf16Str, Writer,
+};
 use crate::{Contradiction, DecodeError, FlushFlags};
 use static_assertions::const_assert_eq;
 
@@ -303,18 +305,7 @@ impl<'a> PolicyBlob<'a> {
     /// `Overflow` (rule_length arithmetic), `BadValue`, `Utf16`, `Contradictory`,
     /// and `Name { EmptyComponent }` for an empty rule name.
     pub fn parse(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        if buf.len() < PolicyHeader::SIZE {
-            return Err(DecodeError::TooShort {
-                needed: PolicyHeader::SIZE as u32,
-                got: clamp_u32(buf.len()),
-            });
-        }
-        if buf.len() > MAX_POLICY_BYTES as usize {
-            return Err(DecodeError::TooLong {
-                max: MAX_POLICY_BYTES,
-                got: clamp_u32(buf.len()),
-            });
-        }
+        size_within(buf, PolicyHeader::SIZE, MAX_POLICY_BYTES as usize)?;
         let mut r = Reader::new(buf);
         let magic = r.u32()?;
         if magic != POLICY_MAGIC {
@@ -323,21 +314,10 @@ impl<'a> PolicyBlob<'a> {
                 got: magic,
             });
         }
-        let fv = r.u16()?;
-        if fv != POLICY_FORMAT_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                expected: u32::from(POLICY_FORMAT_VERSION),
-                got: u32::from(fv),
-            });
-        }
+        expect_version(u32::from(r.u16()?), u32::from(POLICY_FORMAT_VERSION))?;
         r.reserved16("PolicyHeader.reserved0")?;
         let total_length = r.u32()?;
-        if total_length as usize != buf.len() {
-            return Err(DecodeError::LengthMismatch {
-                declared: total_length,
-                actual: clamp_u32(buf.len()),
-            });
-        }
+        expect_declared_length(total_length, buf)?;
         let rule_count = r.u32()?;
         if rule_count > MAX_RULES {
             return Err(DecodeError::LimitExceeded {
