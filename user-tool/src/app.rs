@@ -1339,11 +1339,11 @@ fn print_report(r: &Report, top: usize) -> Result<(), CliError> {
         "unflushed at end#",
         "extra RTs#",
     ]);
-    for f in files.iter().take(top) {
-        let g = &f.figures;
-        t.row([
-            f.path.clone(),
-            f.rule.clone(),
+    // One per-file row: the file (or the folded rest), its rule, then its figures.
+    let file_row = |name: String, rule: &str, g: &crate::replay::Figures| {
+        [
+            name,
+            rule.to_owned(),
             g.writes.to_string(),
             bytes(g.write_bytes),
             g.paging_writes.to_string(),
@@ -1356,26 +1356,14 @@ fn print_report(r: &Report, top: usize) -> Result<(), CliError> {
                 bytes(g.unflushed_bytes_with)
             ),
             g.extra_round_trips.to_string(),
-        ]);
+        ]
+    };
+    for f in files.iter().take(top) {
+        t.row(file_row(f.path.clone(), &f.rule, &f.figures));
     }
     if let Some(o) = &r.other_files {
-        let g = &o.figures;
-        t.row([
-            format!("(other files: {})", r.counts.files_folded),
-            o.rule.clone(),
-            g.writes.to_string(),
-            bytes(g.write_bytes),
-            g.paging_writes.to_string(),
-            g.write_throughs_forced.to_string(),
-            g.flushes_issued.to_string(),
-            g.app_flushes.to_string(),
-            format!(
-                "{} -> {}",
-                bytes(g.unflushed_bytes_without),
-                bytes(g.unflushed_bytes_with)
-            ),
-            g.extra_round_trips.to_string(),
-        ]);
+        let name = format!("(other files: {})", r.counts.files_folded);
+        t.row(file_row(name, &o.rule, &o.figures));
     }
     if t.is_empty() {
         outln!("No writes or flushes on files the policy attaches to.");
