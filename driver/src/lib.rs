@@ -2,9 +2,11 @@
 //! writes to network shares durable (DESIGN.md sections 1 and 2).
 //!
 //! Every decision lives in the safe, host-tested `flushguard-engine` crate; this crate only
-//! translates between Filter Manager structures and that core. It is the one place in the
-//! workspace with `unsafe`, and each `unsafe` block does exactly one thing and says why it
-//! is sound (`// SAFETY:`), enforced by the workspace lints.
+//! translates between Filter Manager structures and that core. It holds the kernel's
+//! `unsafe` code; the only other `unsafe` in the workspace is flushctl's Windows port
+//! module (`user-tool/src/port/win.rs`: fltlib and Win32 calls) and the FFI
+//! declarations of `driver/ntoskrnl-imports`. Each `unsafe` block does exactly one thing
+//! and says why it is sound (`// SAFETY:`), enforced by the workspace lints.
 //!
 //! The kernel code compiles only for `x86_64-pc-windows-msvc`, where build.rs sets
 //! `--cfg flushguard_kernel`; on every other target (the Linux host included) this crate

@@ -1,5 +1,5 @@
 //! Policy files: TOML via serde + toml (std feature). Schema: see
-//! `/work/helpers/readme-policy.md` (README "Policy file") and `examples/`.
+//! `docs/policy.md` (the policy file reference) and `examples/`.
 //!
 //! ```toml
 //! attach-local-volumes = false        # optional, default false

@@ -41,7 +41,7 @@ pub const PORT_NAME: &str = "\\FlushGuardPort";
 /// every group that caches, transforms, replicates or backs up file data, and is
 /// not in Microsoft's list of allocated altitudes (between simrep.sys 371100 and
 /// CbSampleDrv.sys 380000). A production release needs a Microsoft-assigned value;
-/// see README "Altitude". The single definition the INF check compares against;
+/// see docs/build.md, "Altitude". The single definition the INF check compares against;
 /// owned by the build pipeline.
 pub const ALTITUDE: &str = "375850";
 

@@ -33,7 +33,7 @@ pub struct Cli {
 
     /// Test hook: make the --offline port fail the way the driver's port fails
     /// (not-loaded, access-denied, client-version=N, registry-store-fails[=STATUS]).
-    /// Hidden; see the README's testing section.
+    /// Hidden; see docs/flushctl.md, "--offline".
     #[arg(
         long,
         global = true,
