@@ -145,12 +145,12 @@ fn main() {
         );
     }
     if want("replay") {
-        let policy = flushctl::app::load_policy_file(&a.policy).expect("policy");
+        let policy = flushctl::commands::load_policy_file(&a.policy).expect("policy");
         let blob = policy.encode().expect("encode");
         let mut last = None;
         let (rows, secs) = best(a.rounds, || {
-            let filter = flushctl::app::replay_filter(blob.clone()).expect("filter");
-            let report = flushctl::app::replay_file(
+            let filter = flushctl::commands::replay_filter(blob.clone()).expect("filter");
+            let report = flushctl::commands::replay_file(
                 &filter,
                 &trace,
                 &a.maps,

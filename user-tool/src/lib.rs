@@ -4,9 +4,10 @@
 //! place that calls fltlib.dll.
 #![deny(unsafe_code)]
 
-pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod error;
+pub mod exit;
 pub mod gen;
 pub mod output;
 pub mod port;

@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = flushctl::cli::Cli::parse();
-    match flushctl::app::run(cli) {
+    match flushctl::commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(flushctl::error::CliError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::BrokenPipe =>
