@@ -20,6 +20,7 @@ pub mod policy;
 #[cfg(feature = "std")]
 pub mod policy_file;
 pub mod stats;
+pub mod vocabulary;
 
 pub use flushguard_protocol as protocol;
 

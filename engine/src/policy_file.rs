@@ -30,107 +30,76 @@ use std::ops::Range;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_path_to_error::Segment;
 use toml::Spanned;
 
 use crate::policy::{Action, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule};
 use flushguard_protocol::{Contradiction, DecodeError, FlushFlags};
 
-#[derive(Deserialize)]
+/// The file as serde reads and writes it. `Spanned` fields locate semantic errors;
+/// [`Policy::to_toml_string`] writes the same structs (with empty spans).
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileToml {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     attach_local_volumes: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     default: Option<Spanned<ActionToml>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     rule: Vec<Spanned<RuleToml>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ActionToml {
-    #[serde(default)]
-    mode: Option<ModeToml>,
-    #[serde(default)]
-    audit_mode: Option<ModeToml>,
-    #[serde(default)]
-    method: Option<MethodToml>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<FlushMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     flush: Option<FlushToml>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     upgrade_app_flush: Option<FlushToml>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     count_paging_io: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RuleToml {
     name: Spanned<String>,
-    #[serde(default)]
-    provider: Option<ProviderToml>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider: Option<Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     share: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     process: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     extensions: Option<Spanned<Vec<String>>>,
-    mode: ModeToml,
-    #[serde(default)]
-    audit_mode: Option<ModeToml>,
-    #[serde(default)]
-    method: Option<MethodToml>,
-    #[serde(default)]
+    mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<FlushMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     flush: Option<FlushToml>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     upgrade_app_flush: Option<FlushToml>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     count_paging_io: bool,
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum ModeToml {
-    Pass,
-    Audit,
-    WriteThrough,
-    FlushAfterWrite,
-    FlushOnClose,
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
-impl From<ModeToml> for Mode {
-    fn from(m: ModeToml) -> Mode {
-        match m {
-            ModeToml::Pass => Mode::Pass,
-            ModeToml::Audit => Mode::Audit,
-            ModeToml::WriteThrough => Mode::WriteThrough,
-            ModeToml::FlushAfterWrite => Mode::FlushAfterWrite,
-            ModeToml::FlushOnClose => Mode::FlushOnClose,
-        }
-    }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum MethodToml {
-    Filter,
-    Native,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum ProviderToml {
-    Any,
-    Smb,
-    Webdav,
-    Nfs,
-    Rdpdr,
-}
-
-#[derive(Deserialize, Clone, Copy)]
+/// A flush type by its policy-file name ([`FlushFlags::policy_name`]).
+#[derive(Deserialize, Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 enum FlushToml {
     Full,
@@ -152,27 +121,73 @@ impl From<FlushToml> for FlushFlags {
     }
 }
 
+impl FlushToml {
+    /// The one spelling of a validated single flush type (`None` for a combination,
+    /// which [`Action::validate`] rejects).
+    fn of(flags: FlushFlags) -> Option<FlushToml> {
+        [
+            FlushToml::Full,
+            FlushToml::NoSync,
+            FlushToml::DataSyncOnly,
+            FlushToml::FileDataOnly,
+            FlushToml::FlushAndPurge,
+        ]
+        .into_iter()
+        .find(|t| FlushFlags::from(*t) == flags)
+    }
+}
+
+impl ActionToml {
+    fn to_action(&self) -> Action {
+        action_from(
+            self.mode,
+            self.audit_mode,
+            self.method,
+            self.flush,
+            self.upgrade_app_flush,
+            self.count_paging_io,
+        )
+    }
+
+    /// The keys [`Policy::to_toml_string`] writes: `mode` always, the others only
+    /// when they differ from their defaults.
+    fn of(a: &Action) -> ActionToml {
+        ActionToml {
+            mode: Some(a.mode),
+            audit_mode: match (a.mode, a.audited_mode) {
+                (Mode::Audit, m) => m,
+                _ => None,
+            },
+            method: (a.method != FlushMethod::Filter).then_some(a.method),
+            flush: if a.flags.is_empty() {
+                None
+            } else {
+                FlushToml::of(a.flags)
+            },
+            upgrade_app_flush: a.upgrade_app_flush.and_then(FlushToml::of),
+            count_paging_io: a.count_paging_io,
+        }
+    }
+}
+
 fn action_from(
-    mode: Option<ModeToml>,
-    audit_mode: Option<ModeToml>,
-    method: Option<MethodToml>,
+    mode: Option<Mode>,
+    audit_mode: Option<Mode>,
+    method: Option<FlushMethod>,
     flush: Option<FlushToml>,
     upgrade: Option<FlushToml>,
     count_paging_io: bool,
 ) -> Action {
-    let mode = mode.map_or(Mode::Pass, Mode::from);
+    let mode = mode.unwrap_or(Mode::Pass);
     let audited_mode = match (mode, audit_mode) {
-        (_, Some(m)) => Some(Mode::from(m)),
+        (_, Some(m)) => Some(m),
         (Mode::Audit, None) => Some(Mode::WriteThrough),
         _ => None,
     };
     Action {
         mode,
         audited_mode,
-        method: match method {
-            Some(MethodToml::Native) => FlushMethod::Native,
-            _ => FlushMethod::Filter,
-        },
+        method: method.unwrap_or(FlushMethod::Filter),
         flags: flush.map_or(FlushFlags::empty(), FlushFlags::from),
         upgrade_app_flush: upgrade.map(FlushFlags::from),
         count_paging_io,
@@ -189,58 +204,34 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Dotted field path at `offset`: `rule[i].key`, `default.key` or `key`.
-fn field_at(src: &str, offset: usize) -> String {
-    let before = src.get(..offset.min(src.len())).unwrap_or(src);
-    let mut table = String::new();
-    let mut rule_idx: Option<usize> = None;
-    for line in before.lines() {
-        let t = line.trim();
-        if t.starts_with("[[") {
-            if t.trim_start_matches('[').trim_end_matches(']').trim() == "rule" {
-                rule_idx = Some(rule_idx.map_or(0, |i| i + 1));
-                table = format!("rule[{}]", rule_idx.unwrap_or(0));
-            } else {
-                table = t.to_string();
+/// Dotted field path of a deserialization error (`rule[2].mode`, `default.method`,
+/// `attach-local-volumes`), from serde_path_to_error's path; the `Spanned` wrappers'
+/// private keys are left out.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
             }
-        } else if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim()
-                .to_string();
+            Segment::Unknown => {}
         }
     }
-    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
-    let line = src
-        .get(line_start..)
-        .and_then(|s| s.lines().next())
-        .unwrap_or("");
-    let key = match line.find('=') {
-        Some(eq) if !line.trim_start().starts_with('[') => {
-            line.get(..eq).unwrap_or("").trim().to_string()
-        }
-        _ => String::new(),
-    };
-    match (table.is_empty(), key.is_empty()) {
-        (true, _) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
-    }
+    out
 }
 
-fn syntax(
-    src: &str,
-    span: Option<Range<usize>>,
-    field: Option<String>,
-    message: String,
-) -> PolicyError {
+fn syntax(src: &str, span: Option<Range<usize>>, field: String, message: String) -> PolicyError {
     let off = span.map_or(0, |s| s.start);
     let (line, column) = line_col(src, off);
     PolicyError::Syntax {
         line,
         column,
-        field: field.unwrap_or_else(|| field_at(src, off)),
+        field,
         message,
     }
 }
@@ -253,23 +244,17 @@ impl Policy {
     /// message lists the accepted values) and every semantic problem of
     /// [`Policy::validate`] (located at the offending field).
     pub fn from_toml_str(src: &str) -> Result<Policy, PolicyError> {
-        let file: FileToml = toml::from_str(src)
-            .map_err(|e| syntax(src, e.span(), None, e.message().to_string()))?;
+        let de = toml::Deserializer::parse(src)
+            .map_err(|e| syntax(src, e.span(), String::new(), e.message().to_string()))?;
+        let file: FileToml = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = field_path(e.path());
+            let e = e.into_inner();
+            syntax(src, e.span(), field, e.message().to_string())
+        })?;
         let default_span = file.default.as_ref().map(Spanned::span);
-        let default_action = file.default.map_or_else(
-            || Action::PASS,
-            |d| {
-                let d = d.into_inner();
-                action_from(
-                    d.mode,
-                    d.audit_mode,
-                    d.method,
-                    d.flush,
-                    d.upgrade_app_flush,
-                    d.count_paging_io,
-                )
-            },
-        );
+        let default_action = file
+            .default
+            .map_or_else(|| Action::PASS, |d| d.into_inner().to_action());
         let mut spans = Vec::with_capacity(file.rule.len());
         let mut rules = Vec::with_capacity(file.rule.len());
         for r in file.rule {
@@ -289,13 +274,7 @@ impl Policy {
             rules.push(Rule {
                 name: r.name.into_inner(),
                 matcher: Matcher {
-                    provider: match r.provider {
-                        None | Some(ProviderToml::Any) => Provider::Any,
-                        Some(ProviderToml::Smb) => Provider::Smb,
-                        Some(ProviderToml::Webdav) => Provider::WebDav,
-                        Some(ProviderToml::Nfs) => Provider::Nfs,
-                        Some(ProviderToml::Rdpdr) => Provider::Rdpdr,
-                    },
+                    provider: r.provider.unwrap_or_default(),
                     share: r.share.map(Spanned::into_inner),
                     path: r.path.map(Spanned::into_inner),
                     process: r.process.map(Spanned::into_inner),
@@ -341,83 +320,48 @@ impl Policy {
                     ),
                     _ => format!("{error} (expected {})", expected_for(field)),
                 };
-                Err(syntax(src, span, Some(path), message))
+                Err(syntax(src, span, path, message))
             }
             Err(e) => Err(e),
         }
     }
 
     /// Renders the policy as a TOML policy file that parses back to an equal
-    /// policy (used by `flushctl policy show`).
+    /// policy (used by `flushctl policy show`): the structs [`Policy::from_toml_str`]
+    /// reads, serialized; keys at their default are left out (except `mode`).
     pub fn to_toml_string(&self) -> String {
-        use toml::{Table, Value};
-        let action_table = |a: &Action, t: &mut Table| {
-            t.insert("mode".into(), Value::String(a.mode.name().into()));
-            if let (Mode::Audit, Some(m)) = (a.mode, a.audited_mode) {
-                t.insert("audit-mode".into(), Value::String(m.name().into()));
-            }
-            if a.method != FlushMethod::Filter {
-                t.insert("method".into(), Value::String(a.method.name().into()));
-            }
-            if !a.flags.is_empty() {
-                t.insert("flush".into(), Value::String(a.flags.policy_name().into()));
-            }
-            if let Some(u) = a.upgrade_app_flush {
-                t.insert(
-                    "upgrade-app-flush".into(),
-                    Value::String(u.policy_name().into()),
-                );
-            }
-            if a.count_paging_io {
-                t.insert("count-paging-io".into(), Value::Boolean(true));
-            }
+        let unspanned = |v| Spanned::new(0..0, v);
+        let file = FileToml {
+            attach_local_volumes: self.attach_local_volumes,
+            default: Some(unspanned(ActionToml::of(&self.default_action))),
+            rule: self
+                .rules
+                .iter()
+                .map(|r| {
+                    let a = ActionToml::of(&r.action);
+                    Spanned::new(
+                        0..0,
+                        RuleToml {
+                            name: Spanned::new(0..0, r.name.clone()),
+                            provider: (r.matcher.provider != Provider::Any)
+                                .then_some(r.matcher.provider),
+                            share: r.matcher.share.clone().map(|v| Spanned::new(0..0, v)),
+                            path: r.matcher.path.clone().map(|v| Spanned::new(0..0, v)),
+                            process: r.matcher.process.clone().map(|v| Spanned::new(0..0, v)),
+                            extensions: (!r.matcher.extensions.is_empty())
+                                .then(|| Spanned::new(0..0, r.matcher.extensions.clone())),
+                            mode: r.action.mode,
+                            audit_mode: a.audit_mode,
+                            method: a.method,
+                            flush: a.flush,
+                            upgrade_app_flush: a.upgrade_app_flush,
+                            count_paging_io: a.count_paging_io,
+                        },
+                    )
+                })
+                .collect(),
         };
-        let mut root = Table::new();
-        if self.attach_local_volumes {
-            root.insert("attach-local-volumes".into(), Value::Boolean(true));
-        }
-        let mut d = Table::new();
-        action_table(&self.default_action, &mut d);
-        root.insert("default".into(), Value::Table(d));
-        let mut rules = Vec::new();
-        for r in &self.rules {
-            let mut t = Table::new();
-            t.insert("name".into(), Value::String(r.name.clone()));
-            if r.matcher.provider != Provider::Any {
-                t.insert(
-                    "provider".into(),
-                    Value::String(r.matcher.provider.name().into()),
-                );
-            }
-            for (k, v) in [
-                ("share", &r.matcher.share),
-                ("path", &r.matcher.path),
-                ("process", &r.matcher.process),
-            ] {
-                if let Some(v) = v {
-                    t.insert(k.into(), Value::String(v.clone()));
-                }
-            }
-            if !r.matcher.extensions.is_empty() {
-                t.insert(
-                    "extensions".into(),
-                    Value::Array(
-                        r.matcher
-                            .extensions
-                            .iter()
-                            .cloned()
-                            .map(Value::String)
-                            .collect(),
-                    ),
-                );
-            }
-            action_table(&r.action, &mut t);
-            rules.push(Value::Table(t));
-        }
-        if !rules.is_empty() {
-            root.insert("rule".into(), Value::Array(rules));
-        }
-        toml::to_string(&root).unwrap_or_default()
+        toml::to_string(&file).unwrap_or_default()
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::Write;
 use flushguard_engine::protocol::events::{
     EventKind, EventRecord, NO_RULE, REGISTRY_LOAD, REGISTRY_STORE,
 };
+use flushguard_engine::FlushMethod;
 use serde::Serialize;
 
 use super::io_err;
@@ -55,29 +56,27 @@ fn kind_name(k: EventKind) -> &'static str {
     }
 }
 
-/// 100-ns units since 1601-01-01 UTC as `YYYY-MM-DD hh:mm:ss.fffffff UTC`.
+/// 100-ns units since 1601-01-01 UTC (a Windows `FILETIME`, the driver's
+/// `KeQuerySystemTimePrecise`) as `YYYY-MM-DD hh:mm:ss.fffffff UTC`. Every `u64` is a
+/// date before the year 60 100, within `time`'s `large-dates` range; the raw value is
+/// shown should that ever fail.
 fn format_time(t: u64) -> String {
+    /// Seconds from 1601-01-01 to 1970-01-01.
     const EPOCH_DIFF_SECS: i64 = 11_644_473_600;
     let secs = (t / 10_000_000) as i64 - EPOCH_DIFF_SECS;
     let frac = t % 10_000_000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:07} UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{frac:07} UTC",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        Err(_) => format!("{t} (100 ns units since 1601-01-01 UTC)"),
+    }
 }
 
 fn event_json(e: &EventRecord) -> EventJson {
@@ -90,11 +89,9 @@ fn event_json(e: &EventRecord) -> EventJson {
         status_name: e.status.name(),
         generation: e.generation,
         rule: (e.rule != NO_RULE).then_some(e.rule),
-        method: (e.kind == EventKind::FlushFailed).then_some(if e.method == 1 {
-            "native"
-        } else {
-            "filter"
-        }),
+        method: (e.kind == EventKind::FlushFailed).then_some(
+            FlushMethod::from_code(e.method).map_or(FlushMethod::Filter.name(), FlushMethod::name),
+        ),
         value: e.value,
         registry_op: (e.kind == EventKind::RegistryPolicyRejected)
             .then(|| registry_op(e.value))
@@ -212,4 +209,30 @@ pub(super) fn events(opts: &PortOptions, args: &EventsArgs, json: bool) -> Resul
         std::thread::sleep(std::time::Duration::from_millis(args.interval_ms.max(10)));
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    /// Expected values from Python's `datetime(1601, 1, 1) + timedelta(seconds=t // 10**7)`.
+    #[test]
+    fn filetimes_format_as_utc() {
+        assert_eq!(format_time(0), "1601-01-01 00:00:00.0000000 UTC");
+        assert_eq!(
+            format_time(116_444_736_000_000_000),
+            "1970-01-01 00:00:00.0000000 UTC"
+        );
+        assert_eq!(
+            format_time(133_000_000_001_234_567),
+            "2022-06-18 04:26:40.1234567 UTC"
+        );
+        assert_eq!(
+            format_time(2_650_467_743_999_999_999),
+            "9999-12-31 23:59:59.9999999 UTC"
+        );
+        // Past Python's range: Howard Hinnant's civil-from-days algorithm (the
+        // hand-written calendar this replaced), computed in Python.
+        assert_eq!(format_time(u64::MAX), "60056-05-28 05:36:10.9551615 UTC");
+    }
 }
