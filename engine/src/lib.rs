@@ -4,7 +4,9 @@
 //! an administrator checks offline (`flushctl policy explain`, `replay`) is what
 //! the kernel does.
 //!
-//! Feature `std` (default): TOML policy files ([`policy_file`]).
+//! Feature `std` (default): TOML policy files ([`policy_file`]). Feature `sim`:
+//! [`plain_callback_data`], the operation record of the Filter Managers that run the
+//! callbacks outside the kernel (the host tests' fake, flushctl's simulator).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,8 @@ pub mod events;
 pub mod handler;
 pub mod matcher;
 pub mod path;
+#[cfg(feature = "sim")]
+pub mod plain_callback_data;
 pub mod policy;
 #[cfg(feature = "std")]
 pub mod policy_file;

@@ -31,10 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use flushguard_engine::callbacks::{
-    CallbackData, CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus,
-    PreOpStatus, StreamContext, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE,
-    FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
+    StreamContext, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE, FO_SYNCHRONOUS_IO,
+    IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
 };
+use flushguard_engine::plain_callback_data::PlainCallbackData;
 use flushguard_protocol::NtStatus;
 
 /// `STATUS_FLT_CONTEXT_ALREADY_DEFINED`.
@@ -675,120 +676,9 @@ impl Drop for CallbackGuard {
     }
 }
 
-/// One simulated operation (`FLT_CALLBACK_DATA` + related objects).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FakeData {
-    /// File object id.
-    pub file: u64,
-    /// `IRP_MJ_*`.
-    pub major: u8,
-    /// `IRP_MN_*`.
-    pub minor: u8,
-    /// `IRP_*` flags.
-    pub irp_flags: u32,
-    /// `SL_*` flags.
-    pub operation_flags: u8,
-    /// Fast I/O.
-    pub fast_io: bool,
-    /// Kernel-mode requestor.
-    pub kernel: bool,
-    /// Create options.
-    pub create_options: u32,
-    /// Write offset in bytes.
-    pub offset: i64,
-    /// Write length in bytes.
-    pub length: u32,
-    /// Completion status (post).
-    pub status: NtStatus,
-    /// `FltIsOperationSynchronous`.
-    pub synchronous: bool,
-    /// `FltSetCallbackDataDirty` was called.
-    pub dirty: bool,
-    /// `FileObject->Flags`.
-    pub fo_flags: u32,
-}
-
-impl FakeData {
-    /// A bare operation.
-    pub fn new(file: u64, major: u8) -> Self {
-        FakeData {
-            file,
-            major,
-            minor: 0,
-            irp_flags: 0,
-            operation_flags: 0,
-            fast_io: false,
-            kernel: false,
-            create_options: 0,
-            offset: 0,
-            length: 0,
-            status: NtStatus::SUCCESS,
-            synchronous: true,
-            dirty: false,
-            fo_flags: 0,
-        }
-    }
-
-    /// An IRP_MJ_WRITE.
-    pub fn write(file: u64, irp_flags: u32, offset: i64, length: u32) -> Self {
-        FakeData {
-            irp_flags,
-            offset,
-            length,
-            ..Self::new(file, IRP_MJ_WRITE)
-        }
-    }
-
-    /// The fields a filter may change (create options, operation flags, minor).
-    pub fn changeable(&self) -> (u32, u8, u8) {
-        (self.create_options, self.operation_flags, self.minor)
-    }
-}
-
-impl CallbackData for FakeData {
-    fn major_function(&self) -> u8 {
-        self.major
-    }
-    fn minor_function(&self) -> u8 {
-        self.minor
-    }
-    fn set_minor_function(&mut self, minor: u8) {
-        self.minor = minor;
-    }
-    fn irp_flags(&self) -> u32 {
-        self.irp_flags
-    }
-    fn operation_flags(&self) -> u8 {
-        self.operation_flags
-    }
-    fn set_operation_flags(&mut self, flags: u8) {
-        self.operation_flags = flags;
-    }
-    fn file_object_flags(&self) -> u32 {
-        self.fo_flags
-    }
-    fn is_fast_io(&self) -> bool {
-        self.fast_io
-    }
-    fn requestor_mode_kernel(&self) -> bool {
-        self.kernel
-    }
-    fn create_options(&self) -> u32 {
-        self.create_options
-    }
-    fn set_create_options(&mut self, options: u32) {
-        self.create_options = options;
-    }
-    fn write_offset(&self) -> i64 {
-        self.offset
-    }
-    fn write_length(&self) -> u32 {
-        self.length
-    }
-    fn io_status(&self) -> NtStatus {
-        self.status
-    }
-}
+/// One simulated operation (`FLT_CALLBACK_DATA` + related objects): the engine's plain
+/// record, shared with flushctl's simulated Filter Manager.
+pub type FakeData = PlainCallbackData;
 
 /// A name-information reference.
 #[derive(Debug)]
@@ -850,7 +740,7 @@ impl FilterManager for Fake {
     }
     fn system_time(&self) -> u64 {
         let _gate = crate::alloc_gate::fm_scope();
-        crate::sim::fake_clock()
+        crate::harness::fake_clock()
     }
     fn all_apcs_disabled(&self) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
@@ -1227,7 +1117,7 @@ impl FilterManager for Fake {
                         filter.post_write_when_safe(&mut p.data, p.ctx, flags)
                     });
                 } else {
-                    crate::sim::dispatch_post(&filter, &mut p.data, p.ctx, flags);
+                    crate::harness::dispatch_post(&filter, &mut p.data, p.ctx, flags);
                 }
             }
         }

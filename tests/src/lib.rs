@@ -2,14 +2,14 @@
 //!
 //! [`fake::Fake`] implements the engine's `FilterManager` trait with a reference
 //! ledger, an IRQL model, flush-safety checks, failure injection and teardown
-//! checks; [`sim::Harness`] plays the I/O manager and Filter Manager dispatch
+//! checks; [`harness::Harness`] plays the I/O manager and Filter Manager dispatch
 //! around the real `flushguard_engine::callbacks::Filter`.
 #![forbid(unsafe_code)]
 
 pub mod alloc_gate;
 pub mod fake;
+pub mod harness;
 pub mod scenario;
-pub mod sim;
 
 use flushguard_protocol::message::{encode_request, RequestFlags};
 use flushguard_protocol::Command;

@@ -6,7 +6,7 @@ use flushguard_protocol::{FlushFlags, NtStatus};
 use proptest::prelude::*;
 
 use crate::fake::{FakeOptions, PROVIDER_NFS, PROVIDER_SMB};
-use crate::sim::{Harness, WriteKind, WriteSpec};
+use crate::harness::{Harness, WriteKind, WriteSpec};
 
 /// The governed share in every scenario.
 pub const SHARE_FILE: &str = "\\Device\\Mup\\srv\\share\\data\\a.db";

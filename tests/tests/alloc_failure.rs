@@ -52,8 +52,8 @@ use flushguard_protocol::events::{EventKind, REGISTRY_LOAD};
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::alloc_gate::{self, Gate};
 use flushguard_tests::fake::CallSite;
+use flushguard_tests::harness::Harness;
 use flushguard_tests::scenario::{self, action, full_script, harness, MODES};
-use flushguard_tests::sim::Harness;
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);

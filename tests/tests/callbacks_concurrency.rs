@@ -11,8 +11,8 @@ use flushguard_engine::callbacks::Irql;
 use flushguard_engine::policy::{FlushMethod, Mode};
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::PROVIDER_SMB;
+use flushguard_tests::harness::{Harness, WriteKind, WriteSpec};
 use flushguard_tests::scenario::{action, harness, PROCESS, SHARE_FILE};
-use flushguard_tests::sim::{Harness, WriteKind, WriteSpec};
 
 /// xorshift64: a deterministic spread of write kinds per thread.
 fn next(state: &mut u64) -> u64 {

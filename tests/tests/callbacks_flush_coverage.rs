@@ -23,8 +23,8 @@ use flushguard_protocol::nt::{
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::PROVIDER_SMB;
+use flushguard_tests::harness::{Harness, WriteKind, WriteSpec};
 use flushguard_tests::scenario::{action, harness, PROCESS, SHARE_FILE};
-use flushguard_tests::sim::{Harness, WriteKind, WriteSpec};
 use proptest::prelude::*;
 
 fn open(h: &Harness) -> u64 {

@@ -92,7 +92,7 @@ fn registry_read_failure_starts_pass_through() {
     });
     fake.inject(CallSite::ReadPolicy, 0);
     let state =
-        flushguard_engine::handler::State::new(flushguard_tests::sim::fake_clock, (0, 1, 0));
+        flushguard_engine::handler::State::new(flushguard_tests::harness::fake_clock, (0, 1, 0));
     let (filter, source) = flushguard_engine::callbacks::Filter::load(fake.clone(), state);
     assert!(
         matches!(source, flushguard_engine::callbacks::PolicySource::Invalid(s) if s == CallSite::ReadPolicy.failure()),

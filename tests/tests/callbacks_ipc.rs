@@ -11,9 +11,9 @@ use flushguard_protocol::nt::IRP_MN_FLUSH_NO_SYNC;
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::{FakeOptions, PROVIDER_SMB};
+use flushguard_tests::harness::{Harness, WriteSpec};
 use flushguard_tests::port_request_set_policy;
 use flushguard_tests::scenario::{action, PROCESS};
-use flushguard_tests::sim::{Harness, WriteSpec};
 
 const IPC_NAMES: [&str; 4] = [
     "\\Device\\Mup\\srv\\PIPE\\sql\\query",

@@ -7,8 +7,8 @@ use flushguard_protocol::nt::{IRP_MN_FLUSH_DATA_ONLY, IRP_MN_FLUSH_NO_SYNC};
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::{FakeOptions, PROVIDER_SMB};
+use flushguard_tests::harness::{Harness, WriteKind, WriteSpec};
 use flushguard_tests::scenario::{self, action, full_script, harness, MODES, PROCESS, SHARE_FILE};
-use flushguard_tests::sim::{Harness, WriteKind, WriteSpec};
 
 fn engine_count(h: &Harness, c: StatsCounter) -> u64 {
     h.filter.state().stats().global().get(c)

@@ -5,8 +5,8 @@ use flushguard_engine::callbacks::PolicySource;
 use flushguard_engine::policy::{FlushMethod, Mode};
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::fake::{CallSite, FakeOptions};
+use flushguard_tests::harness::Harness;
 use flushguard_tests::scenario::{action, policy_blob};
-use flushguard_tests::sim::Harness;
 use flushguard_tests::{
     port_request_get_stats, port_request_get_version, port_request_reset_stats,
     port_request_set_policy,

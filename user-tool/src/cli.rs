@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use flushguard_engine::FileProvider;
 
 /// Administer the FlushGuard minifilter: show and apply durability policy, read
 /// statistics and events, load and unload the driver, and replay Process Monitor traces
@@ -112,19 +114,20 @@ pub enum PolicyCommand {
     Explain(ExplainArgs),
 }
 
-/// Network redirector choices for `--provider`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProviderArg {
-    /// SMB (LanmanRedirector).
-    Smb,
-    /// WebDAV (WebDavRedirector).
-    Webdav,
-    /// NFS client.
-    Nfs,
-    /// Remote Desktop drive redirection.
-    Rdpdr,
-    /// A local volume (only governed when the policy attaches local volumes).
-    Local,
+/// `--provider` values: the [`FileProvider`]s a file can be named on the command line
+/// (all but `other`), by their engine name, with the help clap shows.
+fn provider_parser() -> impl TypedValueParser<Value = FileProvider> {
+    PossibleValuesParser::new([
+        PossibleValue::new(FileProvider::Smb.name()).help("SMB (LanmanRedirector)"),
+        PossibleValue::new(FileProvider::WebDav.name()).help("WebDAV (WebDavRedirector)"),
+        PossibleValue::new(FileProvider::Nfs.name()).help("NFS client"),
+        PossibleValue::new(FileProvider::Rdpdr.name()).help("Remote Desktop drive redirection"),
+        PossibleValue::new(FileProvider::Local.name())
+            .help("A local volume (only governed when the policy attaches local volumes)"),
+    ])
+    .map(|name| {
+        FileProvider::from_name(&name).expect("every possible value is a FileProvider name")
+    })
 }
 
 /// `policy explain` arguments.
@@ -137,8 +140,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "NAME")]
     pub process: Option<String>,
     /// Redirector behind the file (default: guessed from the path).
-    #[arg(long, value_enum, value_name = "P")]
-    pub provider: Option<ProviderArg>,
+    #[arg(long, value_parser = provider_parser(), value_name = "P")]
+    pub provider: Option<FileProvider>,
     /// Explain against this policy file instead of the driver's active policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -224,4 +227,32 @@ pub struct GenTraceArgs {
     /// Distinct files the workload touches.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub files: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_provider_value_parses() {
+        for (arg, p) in [
+            ("smb", FileProvider::Smb),
+            ("webdav", FileProvider::WebDav),
+            ("nfs", FileProvider::Nfs),
+            ("rdpdr", FileProvider::Rdpdr),
+            ("local", FileProvider::Local),
+        ] {
+            let cli =
+                Cli::try_parse_from(["flushctl", "policy", "explain", "x", "--provider", arg])
+                    .expect("parses");
+            let Command::Policy(PolicyCommand::Explain(e)) = cli.command else {
+                panic!("not explain");
+            };
+            assert_eq!(e.provider, Some(p));
+        }
+        assert!(
+            Cli::try_parse_from(["flushctl", "policy", "explain", "x", "--provider", "other"])
+                .is_err()
+        );
+    }
 }

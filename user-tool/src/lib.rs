@@ -12,5 +12,5 @@ pub mod gen;
 pub mod output;
 pub mod port;
 pub mod replay;
-pub mod sim;
+pub mod sim_fltmgr;
 pub mod trace;

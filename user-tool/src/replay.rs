@@ -4,7 +4,7 @@
 //! Every create, write, flush and cleanup of the trace becomes a call of the matching
 //! [`Filter`] callback (`pre_create`/`post_create`, `pre_write`/`post_write`,
 //! `pre_flush`/`post_flush`, `pre_cleanup`) over the simulated Filter Manager of
-//! [`crate::sim`]: the same rule lookup, the same per-handle stream context caching the
+//! [`crate::sim_fltmgr`]: the same rule lookup, the same per-handle stream context caching the
 //! rule and the written-since-flush state, the same modes and flush sequencing as in
 //! the kernel. Flushes are recorded, not issued.
 //!
@@ -77,11 +77,11 @@ use flushguard_engine::{Exemption, FileKey, FileName, FileProvider, Mode};
 const EXEMPT_RULE: &str = "(never governed: named pipe / mailslot share)";
 use serde::Serialize;
 
-use crate::sim::{FileObjectId, SimData, SimFm, FO_SYNCHRONOUS_IO};
+use crate::sim_fltmgr::{FileObjectId, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
 use crate::trace::detail::create_options::{
     FILE_SYNCHRONOUS_IO_ALERT, FILE_SYNCHRONOUS_IO_NONALERT,
 };
-use crate::trace::path::{Location, PathResolver, Redirector};
+use crate::trace::path::{Location, PathResolver};
 use crate::trace::{Item, Malformed, Op, OpResult, TraceError, TraceReader};
 
 /// Most malformed lines listed in the report (all are counted).
@@ -269,7 +269,7 @@ struct FoState {
     name: Arc<str>,
     /// `name` in UTF-16, as `FltGetFileNameInformation` returns it.
     name16: Arc<[u16]>,
-    redirector: Option<Redirector>,
+    redirector: FileProvider,
     sync_io: bool,
     app_write_through: bool,
     effective_write_through: bool,
@@ -337,26 +337,6 @@ fn fold_key(path: &str) -> String {
     flushguard_engine::path::fold(path)
 }
 
-fn provider_name(r: Option<Redirector>) -> &'static str {
-    match r {
-        None => "local",
-        Some(Redirector::Smb) => "smb",
-        Some(Redirector::WebDav) => "webdav",
-        Some(Redirector::Nfs) => "nfs",
-        Some(Redirector::Rdpdr) => "rdpdr",
-    }
-}
-
-fn file_provider(r: Option<Redirector>) -> FileProvider {
-    match r {
-        None => FileProvider::Local,
-        Some(Redirector::Smb) => FileProvider::Smb,
-        Some(Redirector::WebDav) => FileProvider::WebDav,
-        Some(Redirector::Nfs) => FileProvider::Nfs,
-        Some(Redirector::Rdpdr) => FileProvider::Rdpdr,
-    }
-}
-
 /// What a replay needs to know about the result of one callback sequence.
 #[derive(Debug, Default, Clone, Copy)]
 struct Effects {
@@ -415,14 +395,14 @@ impl<'f> Replayer<'f> {
     /// The rule slot the engine's matcher picks for a file (the same lookup the
     /// callbacks run; used to label handles the callbacks keep no context for).
     /// [`EXEMPT_SLOT`] for a named pipe / mailslot share, as in the callbacks.
-    fn lookup_slot(&self, name: &str, redirector: Option<Redirector>, process: &str) -> u32 {
+    fn lookup_slot(&self, name: &str, redirector: FileProvider, process: &str) -> u32 {
         let policy = self.filter.state().policy();
         let parsed = FileName::parse(name).ok();
         if parsed.is_none() && matches!(Exemption::of_unparsed(name), Ok(Some(_))) {
             return EXEMPT_SLOT;
         }
         let r = policy.lookup(&FileKey {
-            provider: file_provider(redirector),
+            provider: redirector,
             name: parsed.as_ref(),
             process_image: process,
         });
@@ -512,12 +492,12 @@ impl<'f> Replayer<'f> {
                     self.counts.local_not_attached += 1;
                     return;
                 }
-                (name, None)
+                (name, FileProvider::Local)
             }
             Location::Remote {
                 redirector,
                 device_name,
-            } => (device_name, Some(redirector)),
+            } => (device_name, redirector),
         };
         self.counts.events_replayed += 1;
         // The post-operation status: the Result column's NTSTATUS; a refused fast I/O
@@ -550,7 +530,7 @@ impl<'f> Replayer<'f> {
         process: &str,
         fo: FileObjectId,
         name16: Arc<[u16]>,
-        r: Option<Redirector>,
+        r: FileProvider,
     ) -> SimData {
         let file_object_flags = self.fos.get(&fo).map_or(0, |s| {
             (if s.sync_io { FO_SYNCHRONOUS_IO } else { 0 })
@@ -561,12 +541,14 @@ impl<'f> Replayer<'f> {
                 })
         });
         SimData {
-            file_object: fo,
-            file_object_flags,
-            name: name16,
-            image: utf16(process),
-            redirector: r,
-            thread: u64::from(pid) + 1,
+            file: fo,
+            fo_flags: file_object_flags,
+            extra: SimFile {
+                name: name16,
+                image: utf16(process),
+                provider: r,
+                thread: u64::from(pid) + 1,
+            },
             ..SimData::default()
         }
     }
@@ -579,7 +561,7 @@ impl<'f> Replayer<'f> {
         path: &str,
         key: Arc<str>,
         name: &str,
-        redirector: Option<Redirector>,
+        redirector: FileProvider,
         d: &crate::trace::CreateDetail,
         result: OpResult,
         status: NtStatus,
@@ -689,7 +671,7 @@ impl<'f> Replayer<'f> {
         &mut self,
         path: &str,
         name: &str,
-        redirector: Option<Redirector>,
+        redirector: FileProvider,
         slot: u32,
         mode: Mode,
     ) -> Option<usize> {
@@ -705,7 +687,7 @@ impl<'f> Replayer<'f> {
             self.files.push(FileReport {
                 path: path.to_owned(),
                 name: name.to_owned(),
-                provider: provider_name(redirector),
+                provider: redirector.name(),
                 rule: self.rule_name(slot),
                 mode: mode.name(),
                 open_handles_at_end: 0,
@@ -784,7 +766,7 @@ impl<'f> Replayer<'f> {
         path: &str,
         key: &str,
         name: &str,
-        redirector: Option<Redirector>,
+        redirector: FileProvider,
         d: &crate::trace::WriteDetail,
         fast_io: bool,
         result: OpResult,

@@ -7,30 +7,20 @@ use serde::Serialize;
 
 use super::io_err;
 use super::policy::{action_summary, load_policy_file, ActionJson};
-use crate::cli::{ExplainArgs, ProviderArg};
+use crate::cli::ExplainArgs;
 use crate::error::CliError;
 use crate::exit;
 use crate::outln;
 use crate::output::{print_json, TableBuilder};
 use crate::port::{self, PortOptions};
-use crate::trace::path::{Location, PathResolver, Redirector};
+use crate::trace::path::{Location, PathResolver};
 
-fn provider_of(arg: Option<ProviderArg>, loc: &Location) -> FileProvider {
-    match arg {
-        Some(ProviderArg::Smb) => FileProvider::Smb,
-        Some(ProviderArg::Webdav) => FileProvider::WebDav,
-        Some(ProviderArg::Nfs) => FileProvider::Nfs,
-        Some(ProviderArg::Rdpdr) => FileProvider::Rdpdr,
-        Some(ProviderArg::Local) => FileProvider::Local,
-        None => match loc {
-            Location::Remote { redirector, .. } => match redirector {
-                Redirector::Smb => FileProvider::Smb,
-                Redirector::WebDav => FileProvider::WebDav,
-                Redirector::Nfs => FileProvider::Nfs,
-                Redirector::Rdpdr => FileProvider::Rdpdr,
-            },
-            _ => FileProvider::Local,
-        },
+/// `--provider`, else the redirector the path shows, else a local volume.
+fn provider_of(arg: Option<FileProvider>, loc: &Location) -> FileProvider {
+    match (arg, loc) {
+        (Some(p), _) => p,
+        (None, Location::Remote { redirector, .. }) => *redirector,
+        (None, _) => FileProvider::Local,
     }
 }
 

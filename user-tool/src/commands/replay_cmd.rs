@@ -15,7 +15,7 @@ use crate::outln;
 use crate::output::{bytes, print_json, TableBuilder};
 use crate::port::{self, PortOptions};
 use crate::replay::{ReplayError, ReplayOptions, Replayer, Report};
-use crate::sim::SimFm;
+use crate::sim_fltmgr::SimFm;
 use crate::trace::path::PathResolver;
 use crate::trace::TraceReader;
 

@@ -52,7 +52,7 @@ use flushguard_engine::State;
 use serde::{Deserialize, Serialize};
 
 use super::{classify_hresult, FltlibCall, Port, PortError};
-use crate::sim::SimFm;
+use crate::sim_fltmgr::SimFm;
 
 /// Most journal entries kept; older SetPolicy entries are folded (see [`Journal`]).
 pub const MAX_JOURNAL: usize = 1024;

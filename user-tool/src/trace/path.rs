@@ -16,30 +16,17 @@
 //! `\Device\Mup\server\share\rest`, which is what the driver matches rules against.
 //! Drive letters without a `--map` and `\Device\HarddiskVolumeN\...` names are local.
 
+use flushguard_engine::FileProvider;
 use thiserror::Error;
-
-/// The network redirector behind a remote file, as `FsRtlMupGetProviderIdFromName`
-/// would report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Redirector {
-    /// LanmanRedirector (SMB 2/3).
-    Smb,
-    /// WebDavRedirector.
-    WebDav,
-    /// The NFS client redirector.
-    Nfs,
-    /// RDPDR (Remote Desktop drive redirection, `\\tsclient\...`).
-    Rdpdr,
-}
 
 /// Where a trace path lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A file on a network share.
     Remote {
-        /// The redirector serving it.
-        redirector: Redirector,
+        /// The redirector serving it, as `FsRtlMupGetProviderIdFromName` would report
+        /// it (never [`FileProvider::Local`]).
+        redirector: FileProvider,
         /// `\Device\Mup\server\share[\rest]`, the MUP-normalised name.
         device_name: String,
     },
@@ -64,7 +51,7 @@ pub struct MapError {
 #[derive(Debug, Clone, Default)]
 pub struct PathResolver {
     /// Index 0 = `A:`; value = `\\server\share` without a trailing backslash.
-    drives: [Option<(Redirector, String)>; 26],
+    drives: [Option<(FileProvider, String)>; 26],
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -83,30 +70,30 @@ fn drive_index(s: &str) -> Option<usize> {
 /// with `@SSL` / `@port` or a `DavWWWRoot` share is WebDAV; anything else is SMB (NFS
 /// shares look like SMB ones in Win32 names and are only recognised through the
 /// `\Device\Mup\;nfs...` provider prefix).
-fn guess_redirector(server: &str, share: &str) -> Redirector {
+fn guess_redirector(server: &str, share: &str) -> FileProvider {
     if server.eq_ignore_ascii_case("tsclient") {
-        Redirector::Rdpdr
+        FileProvider::Rdpdr
     } else if server.contains('@') || share.eq_ignore_ascii_case("DavWWWRoot") {
-        Redirector::WebDav
+        FileProvider::WebDav
     } else {
-        Redirector::Smb
+        FileProvider::Smb
     }
 }
 
-fn provider_prefix(component: &str) -> Option<Redirector> {
+fn provider_prefix(component: &str) -> Option<FileProvider> {
     let name = component.strip_prefix(';')?;
     let lower = name.to_ascii_lowercase();
     Some(
         if lower.starts_with("lanmanredirector") || lower == "mrxsmb" {
-            Redirector::Smb
+            FileProvider::Smb
         } else if lower.starts_with("webdavredirector") || lower == "mrxdav" {
-            Redirector::WebDav
+            FileProvider::WebDav
         } else if lower.starts_with("rdpdr") {
-            Redirector::Rdpdr
+            FileProvider::Rdpdr
         } else if lower.starts_with("nfs") {
-            Redirector::Nfs
+            FileProvider::Nfs
         } else {
-            Redirector::Smb
+            FileProvider::Smb
         },
     )
 }
@@ -114,7 +101,7 @@ fn provider_prefix(component: &str) -> Option<Redirector> {
 /// Builds a remote location from `server\share[\rest]` (no leading backslashes),
 /// skipping `;`-prefixed provider components. Returns `None` when the server or share is
 /// missing.
-fn remote(after_root: &str, known: Option<Redirector>) -> Option<Location> {
+fn remote(after_root: &str, known: Option<FileProvider>) -> Option<Location> {
     let mut redirector = known;
     let mut rest = after_root;
     while let Some(stripped) = rest.strip_prefix(';') {
@@ -191,10 +178,10 @@ impl PathResolver {
             return remote(r, None).unwrap_or(Location::NotAFile);
         }
         for (dev, redirector) in [
-            ("\\Device\\LanmanRedirector\\", Redirector::Smb),
-            ("\\Device\\WebDavRedirector\\", Redirector::WebDav),
-            ("\\Device\\RdpDr\\", Redirector::Rdpdr),
-            ("\\Device\\Nfs\\", Redirector::Nfs),
+            ("\\Device\\LanmanRedirector\\", FileProvider::Smb),
+            ("\\Device\\WebDavRedirector\\", FileProvider::WebDav),
+            ("\\Device\\RdpDr\\", FileProvider::Rdpdr),
+            ("\\Device\\Nfs\\", FileProvider::Nfs),
         ] {
             if let Some(r) = strip_prefix_ci(p, dev) {
                 return remote(r, Some(redirector)).unwrap_or(Location::NotAFile);
@@ -234,7 +221,7 @@ impl PathResolver {
 mod tests {
     use super::*;
 
-    fn remote_name(r: &PathResolver, p: &str) -> (Redirector, String) {
+    fn remote_name(r: &PathResolver, p: &str) -> (FileProvider, String) {
         match r.resolve(p) {
             Location::Remote {
                 redirector,
@@ -248,7 +235,7 @@ mod tests {
     fn unc_shapes() {
         let r = PathResolver::new();
         let want = (
-            Redirector::Smb,
+            FileProvider::Smb,
             "\\Device\\Mup\\fs01\\proj\\a.txt".to_owned(),
         );
         assert_eq!(remote_name(&r, "\\\\fs01\\proj\\a.txt"), want);
@@ -266,14 +253,14 @@ mod tests {
             remote_name(&r, "\\Device\\LanmanRedirector\\fs01\\proj\\a.txt"),
             want
         );
-        assert_eq!(remote_name(&r, "\\\\tsclient\\C\\x").0, Redirector::Rdpdr);
+        assert_eq!(remote_name(&r, "\\\\tsclient\\C\\x").0, FileProvider::Rdpdr);
         assert_eq!(
             remote_name(&r, "\\\\dav.example@SSL\\DavWWWRoot\\x").0,
-            Redirector::WebDav
+            FileProvider::WebDav
         );
         assert_eq!(
             remote_name(&r, "\\Device\\Mup\\;nfs\\srv\\export\\x").0,
-            Redirector::Nfs
+            FileProvider::Nfs
         );
         // A share root is a file-system path too (directory opens).
         assert_eq!(
@@ -295,7 +282,7 @@ mod tests {
         assert_eq!(
             remote_name(&r, "C:\\Temp\\bbbb.txt"),
             (
-                Redirector::Smb,
+                FileProvider::Smb,
                 "\\Device\\Mup\\fs01\\home\\Temp\\bbbb.txt".to_owned()
             )
         );

@@ -1,5 +1,5 @@
 //! A Filter Manager simulated in user mode, for `flushctl replay` and the `--offline`
-//! port: it implements the engine's [`FilterManager`] / [`CallbackData`] traits so that
+//! port: it implements the engine's [`FilterManager`] / [`CallbackData`](flushguard_engine::callbacks::CallbackData) traits so that
 //! the driver's very callback logic ([`flushguard_engine::callbacks::Filter`]) runs on
 //! trace events and port messages.
 //!
@@ -15,7 +15,8 @@
 //!   replay runs at PASSIVE_LEVEL right after ([`SimFm::take_deferred`]).
 //! - **Top-level IRP**: set for paging I/O (the lazy writer and mapped-page writer run
 //!   with `FSRTL_CACHE_TOP_LEVEL_IRP` / `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`).
-//! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4; local files have none.
+//! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4, another = 5; local files
+//!   have none.
 //! - **Registry**: `Parameters\Policy` is a byte vector ([`SimFm::registry_policy`]);
 //!   writes can be made to fail with a chosen NTSTATUS
 //!   ([`SimFm::set_registry_write_failure`], the `--offline` port's
@@ -26,12 +27,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flushguard_engine::callbacks::{
-    CallbackData, CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
+    CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
     STATUS_OBJECT_NAME_NOT_FOUND,
 };
 use flushguard_engine::protocol::NtStatus;
 
-use crate::trace::path::Redirector;
+use flushguard_engine::plain_callback_data::PlainCallbackData;
+use flushguard_engine::FileProvider;
 
 /// Identifies one simulated file object.
 pub type FileObjectId = u64;
@@ -43,111 +45,32 @@ pub const FO_SYNCHRONOUS_IO: u32 = 0x0000_0002;
 /// `STATUS_FLT_CONTEXT_ALREADY_DEFINED` (0xC01C0016).
 const STATUS_FLT_CONTEXT_ALREADY_DEFINED: NtStatus = NtStatus(0xC01C_0016_u32 as i32);
 
-/// One operation as the callbacks see it (`FLT_CALLBACK_DATA` + related objects).
-#[derive(Debug, Clone)]
-pub struct SimData {
-    /// `IRP_MJ_*`.
-    pub major: u8,
-    /// `IRP_MN_*` (flush type for IRP_MJ_FLUSH_BUFFERS).
-    pub minor: u8,
-    /// `Iopb->IrpFlags`.
-    pub irp_flags: u32,
-    /// `Iopb->OperationFlags`.
-    pub operation_flags: u8,
-    /// `FLT_IS_FASTIO_OPERATION`.
-    pub fast_io: bool,
-    /// `FileObject->Flags` (`FO_SYNCHRONOUS_IO` 0x2, `FO_WRITE_THROUGH` 0x10).
-    pub file_object_flags: u32,
-    /// `Parameters.Create.Options`.
-    pub create_options: u32,
-    /// `Parameters.Write.ByteOffset`, bytes.
-    pub offset: i64,
-    /// `Parameters.Write.Length`, bytes.
-    pub length: u32,
-    /// `IoStatus.Status` (post-operation).
-    pub status: NtStatus,
-    /// `FltIsOperationSynchronous`.
-    pub synchronous: bool,
-    /// The file object.
-    pub file_object: FileObjectId,
+/// One operation as the callbacks see it: the engine's plain `FLT_CALLBACK_DATA` record
+/// (shared with the host tests' fake Filter Manager) with this simulator's
+/// [`SimFile`] as its extra part. `file` is the [`FileObjectId`].
+pub type SimData = PlainCallbackData<SimFile>;
+
+/// What the simulator keeps per operation besides the plain callback data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimFile {
     /// Normalized name (UTF-16) as `FltGetFileNameInformation` returns it.
     pub name: Arc<[u16]>,
     /// Requestor image name (UTF-16).
     pub image: Vec<u16>,
-    /// Redirector behind the file (`None` = local volume).
-    pub redirector: Option<Redirector>,
-    /// Set by `FltSetCallbackDataDirty`.
-    pub dirty: bool,
+    /// What the file is on ([`FileProvider::Local`] = a local volume).
+    pub provider: FileProvider,
     /// Thread id the operation runs on (non-zero).
     pub thread: u64,
 }
 
-impl Default for SimData {
+impl Default for SimFile {
     fn default() -> Self {
-        SimData {
-            major: 0,
-            minor: 0,
-            irp_flags: 0,
-            operation_flags: 0,
-            fast_io: false,
-            file_object_flags: 0,
-            create_options: 0,
-            offset: 0,
-            length: 0,
-            status: NtStatus::SUCCESS,
-            synchronous: true,
-            file_object: 0,
+        SimFile {
             name: Arc::from(Vec::new()),
             image: Vec::new(),
-            redirector: None,
-            dirty: false,
+            provider: FileProvider::Local,
             thread: 1,
         }
-    }
-}
-
-impl CallbackData for SimData {
-    fn major_function(&self) -> u8 {
-        self.major
-    }
-    fn minor_function(&self) -> u8 {
-        self.minor
-    }
-    fn set_minor_function(&mut self, minor: u8) {
-        self.minor = minor;
-    }
-    fn irp_flags(&self) -> u32 {
-        self.irp_flags
-    }
-    fn operation_flags(&self) -> u8 {
-        self.operation_flags
-    }
-    fn set_operation_flags(&mut self, flags: u8) {
-        self.operation_flags = flags;
-    }
-    fn is_fast_io(&self) -> bool {
-        self.fast_io
-    }
-    fn file_object_flags(&self) -> u32 {
-        self.file_object_flags
-    }
-    fn requestor_mode_kernel(&self) -> bool {
-        false
-    }
-    fn create_options(&self) -> u32 {
-        self.create_options
-    }
-    fn set_create_options(&mut self, options: u32) {
-        self.create_options = options;
-    }
-    fn write_offset(&self) -> i64 {
-        self.offset
-    }
-    fn write_length(&self) -> u32 {
-        self.length
-    }
-    fn io_status(&self) -> NtStatus {
-        self.status
     }
 }
 
@@ -196,12 +119,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn redirector_id(r: Redirector) -> u32 {
-    match r {
-        Redirector::Smb => 1,
-        Redirector::WebDav => 2,
-        Redirector::Nfs => 3,
-        Redirector::Rdpdr => 4,
+/// The simulated MUP provider id of `p` (`None` for a local volume).
+fn provider_id(p: FileProvider) -> Option<u32> {
+    match p {
+        FileProvider::Smb => Some(1),
+        FileProvider::WebDav => Some(2),
+        FileProvider::Nfs => Some(3),
+        FileProvider::Rdpdr => Some(4),
+        FileProvider::Other => Some(5),
+        FileProvider::Local => None,
     }
 }
 
@@ -310,7 +236,7 @@ impl FilterManager for SimFm {
     }
 
     fn get_file_name_information(&self, data: &SimData) -> Result<Arc<[u16]>, NtStatus> {
-        Ok(Arc::clone(&data.name))
+        Ok(Arc::clone(&data.extra.name))
     }
     fn file_name<'a>(&self, name: &'a Arc<[u16]>) -> &'a [u16] {
         name
@@ -318,23 +244,23 @@ impl FilterManager for SimFm {
     fn release_file_name_information(&self, _name: Arc<[u16]>) {}
 
     fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
-        let r = match device_name {
-            "\\Device\\LanmanRedirector" => Redirector::Smb,
-            "\\Device\\WebDavRedirector" => Redirector::WebDav,
-            "\\Device\\Nfs" => Redirector::Nfs,
-            "\\Device\\RdpDr" => Redirector::Rdpdr,
+        let p = match device_name {
+            "\\Device\\LanmanRedirector" => FileProvider::Smb,
+            "\\Device\\WebDavRedirector" => FileProvider::WebDav,
+            "\\Device\\Nfs" => FileProvider::Nfs,
+            "\\Device\\RdpDr" => FileProvider::Rdpdr,
             _ => return Err(STATUS_OBJECT_NAME_NOT_FOUND),
         };
-        Ok(redirector_id(r))
+        provider_id(p).ok_or(STATUS_OBJECT_NAME_NOT_FOUND)
     }
     fn on_network_file_system(&self, data: &SimData) -> bool {
-        data.redirector.is_some()
+        data.extra.provider != FileProvider::Local
     }
     fn mup_provider_id_of_file(&self, data: &SimData) -> Result<Option<u32>, NtStatus> {
-        Ok(data.redirector.map(redirector_id))
+        Ok(provider_id(data.extra.provider))
     }
     fn process_image_name(&self, data: &SimData) -> Result<Vec<u16>, NtStatus> {
-        Ok(data.image.clone())
+        Ok(data.extra.image.clone())
     }
     fn image_name<'a>(&self, image: &'a Vec<u16>) -> &'a [u16] {
         image
@@ -353,17 +279,17 @@ impl FilterManager for SimFm {
         ctx: &Arc<StreamContext>,
     ) -> Result<(), NtStatus> {
         let mut map = lock(&self.contexts);
-        if map.contains_key(&data.file_object) {
+        if map.contains_key(&data.file) {
             return Err(STATUS_FLT_CONTEXT_ALREADY_DEFINED);
         }
-        map.insert(data.file_object, Arc::clone(ctx));
+        map.insert(data.file, Arc::clone(ctx));
         Ok(())
     }
     fn get_stream_handle_context(
         &self,
         data: &SimData,
     ) -> Result<Option<Arc<StreamContext>>, NtStatus> {
-        Ok(lock(&self.contexts).get(&data.file_object).cloned())
+        Ok(lock(&self.contexts).get(&data.file).cloned())
     }
     fn release_context(&self, _ctx: Arc<StreamContext>) {}
 
@@ -389,7 +315,7 @@ impl FilterManager for SimFm {
     }
     fn flt_flush_buffers2(&self, data: &SimData, flush_type: u32) -> Result<(), NtStatus> {
         lock(&self.flushes).push(FlushRecord {
-            file_object: data.file_object,
+            file_object: data.file,
             native: false,
             flags: flush_type,
         });
@@ -399,7 +325,7 @@ impl FilterManager for SimFm {
         self.flt_flush_buffers2(data, 0)
     }
     fn open_kernel_handle(&self, data: &SimData) -> Result<FileObjectId, NtStatus> {
-        Ok(data.file_object)
+        Ok(data.file)
     }
     fn zw_flush_buffers_file_ex(&self, handle: &FileObjectId, flags: u32) -> Result<(), NtStatus> {
         lock(&self.flushes).push(FlushRecord {
