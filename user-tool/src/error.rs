@@ -83,4 +83,9 @@ impl CliError {
             source,
         }
     }
+
+    /// [`CliError::io`] as a `map_err` argument: `.map_err(CliError::io_while("stdout"))`.
+    pub fn io_while(what: &str) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+        move |e| CliError::io(what, e)
+    }
 }

@@ -9,7 +9,6 @@ use flushguard_engine::protocol::events::{
 use flushguard_engine::FlushMethod;
 use serde::Serialize;
 
-use super::io_err;
 use crate::cli::EventsArgs;
 use crate::error::CliError;
 use crate::exit;
@@ -162,7 +161,7 @@ pub(super) fn events(opts: &PortOptions, args: &EventsArgs, json: bool) -> Resul
                     dropped: r.dropped,
                     events: &list,
                 })
-                .map_err(io_err("stdout"))?;
+                .map_err(CliError::io_while("stdout"))?;
             }
         } else if !list.is_empty() || !printed_header {
             let mut t = TableBuilder::new(&[
@@ -205,7 +204,9 @@ pub(super) fn events(opts: &PortOptions, args: &EventsArgs, json: bool) -> Resul
         if !args.follow || args.count.is_some_and(|n| polls >= n) {
             break;
         }
-        std::io::stdout().flush().map_err(io_err("stdout"))?;
+        std::io::stdout()
+            .flush()
+            .map_err(CliError::io_while("stdout"))?;
         std::thread::sleep(std::time::Duration::from_millis(args.interval_ms.max(10)));
     }
     Ok(exit::OK)

@@ -5,7 +5,6 @@ use flushguard_engine::matcher::Mismatch;
 use flushguard_engine::{CompiledPolicy, FileProvider};
 use serde::Serialize;
 
-use super::io_err;
 use super::policy::{action_summary, load_policy_file, ActionJson};
 use crate::cli::ExplainArgs;
 use crate::error::CliError;
@@ -144,7 +143,7 @@ pub(super) fn policy_explain(
         exempt: ex.exempt.map(|e| e.to_string()),
     };
     if json {
-        print_json(&out).map_err(io_err("stdout"))?;
+        print_json(&out).map_err(CliError::io_while("stdout"))?;
         return Ok(exit::OK);
     }
     outln!("File:     {}", out.path);

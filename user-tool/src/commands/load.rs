@@ -9,8 +9,6 @@ use crate::outln;
 use crate::output::print_json;
 use crate::port::{self, PortOptions};
 
-use super::{io_err, offline_note};
-
 /// Loads (`loading`) or unloads the driver and says so.
 ///
 /// # Errors
@@ -33,12 +31,12 @@ pub(super) fn load_unload(opts: &PortOptions, loading: bool, json: bool) -> Resu
             loaded: loading,
             offline: opts.offline,
         })
-        .map_err(io_err("stdout"))?;
+        .map_err(CliError::io_while("stdout"))?;
     } else {
         outln!(
             "FlushGuard {}{}.",
             if loading { "loaded" } else { "unloaded" },
-            offline_note(opts)
+            opts.offline_note()
         );
     }
     Ok(exit::OK)

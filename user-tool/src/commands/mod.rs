@@ -89,15 +89,3 @@ fn command_label(c: &Command) -> String {
         Command::GenTrace(_) => "flushctl gen-trace".into(),
     }
 }
-
-fn offline_note(opts: &PortOptions) -> &'static str {
-    if opts.offline {
-        " (in-process engine, --offline)"
-    } else {
-        ""
-    }
-}
-
-fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> CliError + '_ {
-    move |e| CliError::io(what, e)
-}

@@ -7,7 +7,6 @@ use flushguard_engine::protocol::events::{EventKind, REGISTRY_STORE};
 use flushguard_engine::{Action, Policy};
 use serde::Serialize;
 
-use super::{io_err, offline_note};
 use crate::error::CliError;
 use crate::exit;
 use crate::outln;
@@ -148,7 +147,7 @@ pub(super) fn policy_show(opts: &PortOptions, json: bool) -> Result<u8, CliError
     let blob = c.get_policy()?;
     let p = Policy::decode(&blob).map_err(|e| CliError::PolicyDecode(e.to_string()))?;
     if json {
-        print_json(&policy_json(&p, Some(s.generation))).map_err(io_err("stdout"))?;
+        print_json(&policy_json(&p, Some(s.generation))).map_err(CliError::io_while("stdout"))?;
     } else {
         outln!(
             "Active policy: generation {}, {} rule(s), first match wins.",
@@ -185,7 +184,7 @@ pub fn load_policy_file(path: &Path) -> Result<Policy, CliError> {
 pub(super) fn policy_check(file: &Path, json: bool) -> Result<u8, CliError> {
     let p = load_policy_file(file)?;
     if json {
-        print_json(&policy_json(&p, None)).map_err(io_err("stdout"))?;
+        print_json(&policy_json(&p, None)).map_err(CliError::io_while("stdout"))?;
     } else {
         outln!(
             "{}: OK, {} rule(s); nothing was applied.",
@@ -243,7 +242,7 @@ pub(super) fn policy_apply(
             rules: r.rule_count,
             persisted: r.persist,
         })
-        .map_err(io_err("stdout"))?;
+        .map_err(CliError::io_while("stdout"))?;
     } else {
         outln!(
             "Applied {}: generation {}, {} rule(s){}{}.",
@@ -255,7 +254,7 @@ pub(super) fn policy_apply(
             } else {
                 " (until the driver unloads; --persist keeps it across reboots)"
             },
-            offline_note(opts)
+            opts.offline_note()
         );
     }
     Ok(exit::OK)

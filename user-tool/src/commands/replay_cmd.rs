@@ -6,7 +6,6 @@ use std::path::Path;
 
 use flushguard_engine::callbacks::{Filter, PolicySource};
 
-use super::io_err;
 use super::policy::load_policy_file;
 use crate::cli::ReplayArgs;
 use crate::error::CliError;
@@ -138,7 +137,7 @@ pub(super) fn replay(opts: &PortOptions, args: &ReplayArgs, json: bool) -> Resul
         progress,
     )?;
     if json {
-        print_json(&report).map_err(io_err("stdout"))?;
+        print_json(&report).map_err(CliError::io_while("stdout"))?;
     } else {
         print_report(&report, args.top)?;
     }

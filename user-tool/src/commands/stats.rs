@@ -10,7 +10,6 @@ use flushguard_engine::protocol::NtStatus;
 use flushguard_engine::Policy;
 use serde::Serialize;
 
-use super::io_err;
 use crate::cli::StatsArgs;
 use crate::error::CliError;
 use crate::exit;
@@ -142,7 +141,7 @@ fn stats_once(
         return Ok(());
     }
     if json {
-        print_json(&out).map_err(io_err("stdout"))?;
+        print_json(&out).map_err(CliError::io_while("stdout"))?;
         return Ok(());
     }
     outln!("Counters for policy generation {}:", out.generation);
@@ -226,7 +225,9 @@ pub(super) fn stats(opts: &PortOptions, args: &StatsArgs, json: bool) -> Result<
         if args.count.is_some_and(|n| round >= n) {
             break;
         }
-        std::io::stdout().flush().map_err(io_err("stdout"))?;
+        std::io::stdout()
+            .flush()
+            .map_err(CliError::io_while("stdout"))?;
         std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
         if !json {
             outln!();

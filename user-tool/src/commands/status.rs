@@ -4,7 +4,6 @@
 use flushguard_engine::protocol::{StatusFlags, PROTOCOL_VERSION};
 use serde::Serialize;
 
-use super::io_err;
 use crate::error::CliError;
 use crate::exit;
 use crate::outln;
@@ -56,7 +55,7 @@ pub(super) fn status(opts: &PortOptions, json: bool) -> Result<u8, CliError> {
         events_dropped: s.events_dropped,
     };
     if json {
-        print_json(&out).map_err(io_err("stdout"))?;
+        print_json(&out).map_err(CliError::io_while("stdout"))?;
         return Ok(exit::OK);
     }
     let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();

@@ -51,7 +51,8 @@ use flushguard_engine::protocol::{
 use flushguard_engine::State;
 use serde::{Deserialize, Serialize};
 
-use super::{classify_hresult, FltlibCall, Port, PortError};
+use super::error::{classify_hresult, FltlibCall, PortError};
+use super::transport::Port;
 use crate::sim_fltmgr::SimFm;
 
 /// Most journal entries kept; older SetPolicy entries are folded (see [`Journal`]).

@@ -48,6 +48,18 @@ pub struct PortOptions {
     pub command: String,
 }
 
+impl PortOptions {
+    /// `" (in-process engine, --offline)"` with `--offline`, else empty: appended to
+    /// messages that say what happened.
+    pub fn offline_note(&self) -> &'static str {
+        if self.offline {
+            " (in-process engine, --offline)"
+        } else {
+            ""
+        }
+    }
+}
+
 /// Opens the port selected by `opts` and checks that both sides speak the same protocol.
 ///
 /// # Errors

@@ -2,7 +2,8 @@
 
 use flushguard_protocol::ConnectContext;
 
-use super::{Port, PortError};
+use super::error::PortError;
+use super::transport::Port;
 
 /// Always [`PortError::Unsupported`].
 pub(super) fn connect(_ctx: &ConnectContext, command: &str) -> Result<Box<dyn Port>, PortError> {

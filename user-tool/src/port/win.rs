@@ -25,7 +25,8 @@ use windows_sys::Win32::Storage::InstallableFileSystems::{
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
-use super::{classify_hresult, FltlibCall, Port, PortError};
+use super::error::{classify_hresult, FltlibCall, PortError};
+use super::transport::Port;
 
 /// NUL-terminated UTF-16 for a `PCWSTR` argument.
 fn wide(s: &str) -> Vec<u16> {
