@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use flushguard_engine::{
     decide, Action, CompiledPolicy, FileKey, FileName, FileProvider, MajorFunction, Matcher, Mode,
-    OperationView, Phase, Policy, Provider, Rule,
+    OperationView, Phase, Policy, ProviderSelector, Rule,
 };
 use std::hint::black_box;
 
@@ -17,7 +17,7 @@ fn policy(n: usize) -> CompiledPolicy {
         .map(|i| Rule {
             name: format!("r{i}"),
             matcher: Matcher {
-                provider: Provider::Smb,
+                provider: ProviderSelector::Smb,
                 share: Some(format!("\\\\srv{}\\share{}", i % 100, i)),
                 path: Some("**/*.db".into()),
                 ..Default::default()

@@ -35,6 +35,6 @@ pub use handler::{handle, handle_at, handle_persisting, handle_vec, Outcome, Pol
 pub use matcher::{CachedRule, CompiledPolicy, Exemption, Explanation, FileKey, Mismatch, RuleRef};
 pub use path::FileName;
 pub use policy::{
-    Action, FileProvider, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule,
+    Action, FileProvider, FlushMethod, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
 };
 pub use stats::{Counters, Stats, StatsSnapshot};

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use flushguard_protocol::stats::COUNTER_COUNT;
 
 use crate::path::{self, glob_component, FileName, InsufficientResources, NameError, PathGlob};
-use crate::policy::{Action, FileProvider, Policy, PolicyError, Provider};
+use crate::policy::{Action, FileProvider, Policy, PolicyError, ProviderSelector};
 use crate::stats::Counters;
 
 /// What the driver knows about a file for rule lookup.
@@ -139,7 +139,7 @@ pub enum Mismatch {
     /// The rule's provider does not cover the file's provider.
     Provider {
         /// Rule provider.
-        rule: Provider,
+        rule: ProviderSelector,
         /// File provider.
         file: FileProvider,
     },
@@ -238,7 +238,7 @@ pub struct Explanation {
 
 #[derive(Clone, Debug)]
 struct CompiledRule {
-    provider: Provider,
+    provider: ProviderSelector,
     share: Option<String>,
     path: Option<PathGlob>,
     process: Option<String>,

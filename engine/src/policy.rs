@@ -23,7 +23,7 @@ use flushguard_protocol::{
 };
 
 use crate::path::{self, InsufficientResources, NameError};
-pub use crate::vocabulary::{FileProvider, FlushMethod, Mode, Provider};
+pub use crate::vocabulary::{FileProvider, FlushMethod, Mode, ProviderSelector};
 
 /// A rule's action. `Copy`, so a per-file cache can hold it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -139,7 +139,7 @@ impl Action {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Matcher {
     /// Redirector.
-    pub provider: Provider,
+    pub provider: ProviderSelector,
     /// Share in any accepted spelling (`\\server\share`, `\Device\Mup\server\share`,
     /// `\\?\UNC\server\share`).
     pub share: Option<String>,
@@ -354,7 +354,7 @@ fn try_split_extensions(u: &Utf16Str<'_>) -> Result<Vec<String>, InsufficientRes
 /// fallibly). (Its own function to keep [`Policy::decode`]'s frame small in the
 /// unoptimised kernel build.)
 fn rule_from_wire(rw: &RuleWire<'_>) -> Result<Rule, PolicyError> {
-    let provider = Provider::from_code(rw.provider)?;
+    let provider = ProviderSelector::from_code(rw.provider)?;
     let action = Action::from_wire(&rw.action)?;
     Ok(Rule {
         name: try_wire_string(&rw.name)?,

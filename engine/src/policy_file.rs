@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 use toml::Spanned;
 
-use crate::policy::{Action, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule};
+use crate::policy::{
+    Action, FlushMethod, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
+};
 use flushguard_protocol::{Contradiction, DecodeError, FlushFlags};
 
 /// The file as serde reads and writes it. `Spanned` fields locate semantic errors;
@@ -72,7 +74,7 @@ struct ActionToml {
 struct RuleToml {
     name: Spanned<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    provider: Option<Provider>,
+    provider: Option<ProviderSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     share: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,7 +345,7 @@ impl Policy {
                         0..0,
                         RuleToml {
                             name: Spanned::new(0..0, r.name.clone()),
-                            provider: (r.matcher.provider != Provider::Any)
+                            provider: (r.matcher.provider != ProviderSelector::Any)
                                 .then_some(r.matcher.provider),
                             share: r.matcher.share.clone().map(|v| Spanned::new(0..0, v)),
                             path: r.matcher.path.clone().map(|v| Spanned::new(0..0, v)),

@@ -1,4 +1,4 @@
-//! The policy's vocabulary: [`Mode`], [`FlushMethod`], [`Provider`] (a rule's provider
+//! The policy's vocabulary: [`Mode`], [`FlushMethod`], [`ProviderSelector`] (a rule's provider
 //! selector) and [`FileProvider`] (what a file is on). Each is one table of variant,
 //! wire code and policy-file name, written once in a [`named_codes!`] invocation that
 //! generates `code` / `from_code` (the blob layout of [`flushguard_protocol::policy`]),
@@ -89,10 +89,10 @@ macro_rules! named_codes {
 
 named_codes! {
     /// Redirector a rule applies to: the rule side, a selector that includes
-    /// [`Provider::Any`]. A file's own provider is a [`FileProvider`]; see
-    /// [`Provider::covers`].
+    /// [`ProviderSelector::Any`]. A file's own provider is a [`FileProvider`]; see
+    /// [`ProviderSelector::covers`].
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-    pub enum Provider (wire field "Rule.provider") {
+    pub enum ProviderSelector (wire field "Rule.provider") {
         /// Any provider, and local volumes when attached.
         #[default]
         Any = 0, "any";
@@ -107,16 +107,16 @@ named_codes! {
     }
 }
 
-impl Provider {
+impl ProviderSelector {
     /// True when a file on `file` is covered by this rule provider.
     pub const fn covers(self, file: FileProvider) -> bool {
         matches!(
             (self, file),
-            (Provider::Any, _)
-                | (Provider::Smb, FileProvider::Smb)
-                | (Provider::WebDav, FileProvider::WebDav)
-                | (Provider::Nfs, FileProvider::Nfs)
-                | (Provider::Rdpdr, FileProvider::Rdpdr)
+            (ProviderSelector::Any, _)
+                | (ProviderSelector::Smb, FileProvider::Smb)
+                | (ProviderSelector::WebDav, FileProvider::WebDav)
+                | (ProviderSelector::Nfs, FileProvider::Nfs)
+                | (ProviderSelector::Rdpdr, FileProvider::Rdpdr)
         )
     }
 }
@@ -201,9 +201,9 @@ mod tests {
             assert_eq!(FlushMethod::from_code(m.code()), Ok(m));
             assert_eq!(FlushMethod::from_name(m.name()), Some(m));
         }
-        for &p in Provider::ALL {
-            assert_eq!(Provider::from_code(p.code()), Ok(p));
-            assert_eq!(Provider::from_name(p.name()), Some(p));
+        for &p in ProviderSelector::ALL {
+            assert_eq!(ProviderSelector::from_code(p.code()), Ok(p));
+            assert_eq!(ProviderSelector::from_name(p.name()), Some(p));
         }
         for &p in FileProvider::ALL {
             assert_eq!(FileProvider::from_name(p.name()), Some(p));
@@ -215,6 +215,6 @@ mod tests {
                 value: 5
             })
         );
-        assert_eq!(Provider::from_name("Any"), None);
+        assert_eq!(ProviderSelector::from_name("Any"), None);
     }
 }

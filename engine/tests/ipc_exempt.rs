@@ -5,7 +5,7 @@
 use flushguard_engine::protocol::{Contradiction, DecodeError, NtStatus};
 use flushguard_engine::{
     Action, CompiledPolicy, Exemption, FileKey, FileName, FileProvider, FlushMethod, Matcher, Mode,
-    Policy, PolicyError, Provider, Rule,
+    Policy, PolicyError, ProviderSelector, Rule,
 };
 
 /// Every accepted spelling of a name on an IPC share, in mixed case.
@@ -53,7 +53,7 @@ fn greedy_policies() -> Vec<(&'static str, CompiledPolicy)> {
         rules: vec![rule(
             "smb-all",
             Matcher {
-                provider: Provider::Smb,
+                provider: ProviderSelector::Smb,
                 ..Default::default()
             },
             Mode::WriteThrough,

@@ -5,7 +5,7 @@ mod common;
 
 use flushguard_engine::{
     Action, CompiledPolicy, FileKey, FileName, FileProvider, Matcher, Mismatch, Mode, Policy,
-    Provider, Rule,
+    ProviderSelector, Rule,
 };
 use proptest::prelude::*;
 
@@ -31,7 +31,7 @@ fn sample() -> CompiledPolicy {
             rule(
                 "sql-data",
                 Matcher {
-                    provider: Provider::Smb,
+                    provider: ProviderSelector::Smb,
                     share: Some("\\\\fs1\\sql".into()),
                     extensions: vec!["mdf".into(), ".LDF".into()],
                     process: Some("sqlservr.exe".into()),
@@ -67,7 +67,7 @@ fn sample() -> CompiledPolicy {
             rule(
                 "webdav",
                 Matcher {
-                    provider: Provider::WebDav,
+                    provider: ProviderSelector::WebDav,
                     ..Default::default()
                 },
                 Mode::WriteThrough,
@@ -193,7 +193,7 @@ fn explain_gives_reasons_for_every_earlier_rule() {
         (
             4,
             Mismatch::Provider {
-                rule: Provider::WebDav,
+                rule: ProviderSelector::WebDav,
                 file: FileProvider::Smb
             }
         )
@@ -203,7 +203,7 @@ fn explain_gives_reasons_for_every_earlier_rule() {
     assert_eq!(
         e.rejected[0].1,
         Mismatch::Provider {
-            rule: Provider::Smb,
+            rule: ProviderSelector::Smb,
             file: FileProvider::WebDav
         }
     );

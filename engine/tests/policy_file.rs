@@ -4,7 +4,7 @@
 mod common;
 
 use flushguard_engine::protocol::{Contradiction, DecodeError, FlushFlags, NameProblem, NtStatus};
-use flushguard_engine::{Action, FlushMethod, Mode, Policy, PolicyError, Provider};
+use flushguard_engine::{Action, FlushMethod, Mode, Policy, PolicyError, ProviderSelector};
 use proptest::prelude::*;
 
 fn examples() -> Vec<(String, String)> {
@@ -47,7 +47,7 @@ fn sql_example_content() {
     let p = Policy::from_toml_str(&src).unwrap();
     assert_eq!(p.rules.len(), 3);
     assert_eq!(p.rules[0].name, "sql-data");
-    assert_eq!(p.rules[0].matcher.provider, Provider::Smb);
+    assert_eq!(p.rules[0].matcher.provider, ProviderSelector::Smb);
     assert_eq!(p.rules[0].matcher.share.as_deref(), Some("\\\\fs1\\sql"));
     assert_eq!(p.rules[0].action.mode, Mode::WriteThrough);
     assert_eq!(

@@ -1,7 +1,9 @@
 //! Policies and operation scripts shared by the callback tests.
 
 use flushguard_engine::callbacks::Irql;
-use flushguard_engine::policy::{Action, FlushMethod, Matcher, Mode, Policy, Provider, Rule};
+use flushguard_engine::policy::{
+    Action, FlushMethod, Matcher, Mode, Policy, ProviderSelector, Rule,
+};
 use flushguard_protocol::{FlushFlags, NtStatus};
 use proptest::prelude::*;
 
@@ -51,11 +53,11 @@ pub fn action(
 /// A policy with one rule for `\\srv\share` on SMB and a pass default, encoded
 /// for `Parameters\Policy`.
 pub fn policy_blob(action: Action) -> Vec<u8> {
-    policy_blob_for(Provider::Smb, action)
+    policy_blob_for(ProviderSelector::Smb, action)
 }
 
 /// As [`policy_blob`] with the rule's provider criterion `provider`.
-pub fn policy_blob_for(provider: Provider, action: Action) -> Vec<u8> {
+pub fn policy_blob_for(provider: ProviderSelector, action: Action) -> Vec<u8> {
     let policy = Policy {
         rules: vec![Rule {
             name: "share".to_string(),

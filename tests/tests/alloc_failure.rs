@@ -46,7 +46,7 @@ use cap::Cap;
 use flushguard_engine::callbacks::Counter;
 use flushguard_engine::handler::{State, POLICY_ARC_BYTES};
 use flushguard_engine::policy::{
-    Action, FlushMethod, Matcher, Mode, Policy, PolicyError, Provider, Rule,
+    Action, FlushMethod, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
 };
 use flushguard_protocol::events::{EventKind, REGISTRY_LOAD};
 use flushguard_protocol::{FlushFlags, NtStatus};
@@ -360,7 +360,7 @@ fn realistic_policy() -> Vec<u8> {
         rules: vec![
             rule(
                 "sql-data",
-                Provider::Smb,
+                ProviderSelector::Smb,
                 s("\\\\fs01\\SQLData"),
                 s("**/*.mdf"),
                 s("sqlservr.exe"),
@@ -369,7 +369,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "sql-logs",
-                Provider::Smb,
+                ProviderSelector::Smb,
                 s("\\\\fs01\\SQLData"),
                 s("logs/**"),
                 None,
@@ -378,7 +378,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "scratch",
-                Provider::Any,
+                ProviderSelector::Any,
                 None,
                 s("tmp/**"),
                 None,
@@ -387,7 +387,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "home-docs",
-                Provider::Any,
+                ProviderSelector::Any,
                 s("//fs02/home"),
                 s("*/Documents/**"),
                 None,
@@ -396,7 +396,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "webdav",
-                Provider::WebDav,
+                ProviderSelector::WebDav,
                 s("\\\\dav.example@SSL\\DavWWWRoot"),
                 None,
                 None,
@@ -405,7 +405,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "sqlite",
-                Provider::Any,
+                ProviderSelector::Any,
                 None,
                 None,
                 s("*.exe"),
@@ -414,7 +414,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "home-mail",
-                Provider::Smb,
+                ProviderSelector::Smb,
                 s("\\\\FS02\\Home"),
                 s("*/mail/*.pst"),
                 s("outlook.exe"),
@@ -423,7 +423,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "nfs-exports",
-                Provider::Nfs,
+                ProviderSelector::Nfs,
                 s("\\\\nfs01\\export"),
                 s("**"),
                 None,
@@ -432,7 +432,7 @@ fn realistic_policy() -> Vec<u8> {
             ),
             rule(
                 "sql-backup",
-                Provider::Smb,
+                ProviderSelector::Smb,
                 s("\\\\fs01\\sqldata"),
                 s("backup/**"),
                 None,

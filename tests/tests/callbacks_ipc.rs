@@ -6,7 +6,9 @@
 //! so across a policy change. A look-alike share (`pipes`) is governed.
 
 use flushguard_engine::callbacks::{Counter, FILE_WRITE_THROUGH, SL_WRITE_THROUGH};
-use flushguard_engine::policy::{Action, FlushMethod, Matcher, Mode, Policy, Provider, Rule};
+use flushguard_engine::policy::{
+    Action, FlushMethod, Matcher, Mode, Policy, ProviderSelector, Rule,
+};
 use flushguard_protocol::nt::IRP_MN_FLUSH_NO_SYNC;
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
@@ -46,7 +48,7 @@ fn smb_rule(act: Action) -> Rule {
     Rule {
         name: "smb-all".into(),
         matcher: Matcher {
-            provider: Provider::Smb,
+            provider: ProviderSelector::Smb,
             ..Matcher::default()
         },
         action: act,

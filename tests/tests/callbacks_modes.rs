@@ -2,7 +2,7 @@
 //! must have, and none it must not.
 
 use flushguard_engine::callbacks::{Counter, Irql, FILE_WRITE_THROUGH, SL_WRITE_THROUGH};
-use flushguard_engine::policy::{FlushMethod, Mode, Provider};
+use flushguard_engine::policy::{FlushMethod, Mode, ProviderSelector};
 use flushguard_protocol::nt::{IRP_MN_FLUSH_DATA_ONLY, IRP_MN_FLUSH_NO_SYNC};
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
@@ -55,7 +55,7 @@ fn write_through_sets_create_option_and_sl_write_through() {
     );
     let h = Harness::new(FakeOptions {
         has_flush2: true,
-        registry: Some(scenario::policy_blob_for(Provider::Any, act)),
+        registry: Some(scenario::policy_blob_for(ProviderSelector::Any, act)),
     });
     let (file, seen) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, 0);
     assert_eq!(

@@ -2,7 +2,7 @@
 #![allow(dead_code, missing_docs)]
 
 use flushguard_engine::protocol::FlushFlags;
-use flushguard_engine::{Action, FlushMethod, Matcher, Mode, Policy, Provider, Rule};
+use flushguard_engine::{Action, FlushMethod, Matcher, Mode, Policy, ProviderSelector, Rule};
 use proptest::prelude::*;
 
 pub const SHARES: [&str; 4] = [
@@ -15,13 +15,13 @@ pub const GLOBS: [&str; 5] = ["**/*.db", "logs/*", "a/**/b/*.mdf", "*", "tmp/**"
 pub const PROCS: [&str; 3] = ["sqlservr.exe", "*.exe", "notepad.exe"];
 pub const EXTS: [&str; 4] = ["db", ".mdf", "LOG", "txt"];
 
-pub fn provider() -> impl Strategy<Value = Provider> {
+pub fn provider() -> impl Strategy<Value = ProviderSelector> {
     prop_oneof![
-        4 => Just(Provider::Any),
-        2 => Just(Provider::Smb),
-        1 => Just(Provider::WebDav),
-        1 => Just(Provider::Nfs),
-        1 => Just(Provider::Rdpdr),
+        4 => Just(ProviderSelector::Any),
+        2 => Just(ProviderSelector::Smb),
+        1 => Just(ProviderSelector::WebDav),
+        1 => Just(ProviderSelector::Nfs),
+        1 => Just(ProviderSelector::Rdpdr),
     ]
 }
 
