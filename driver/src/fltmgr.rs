@@ -23,9 +23,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltParseFileNameInformation, FltReleaseContext, FltReleaseFileNameInformation,
     FltSetCallbackDataDirty, FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED,
-    FLT_FILE_NAME_QUERY_DEFAULT, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_RELATED_OBJECTS,
-    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT,
-    PFLT_FILTER, PFLT_INSTANCE,
+    FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
+    FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
@@ -39,6 +38,9 @@ use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
 };
 
+use crate::layout::{
+    FileObjectPrefix, FltCallbackData, FltIoParameterBlock, FltParameters, FltRelatedObjects,
+};
 use flushguard_ntoskrnl_imports as nt;
 use windows_sys::Win32::System::Ioctl::FILE_DEVICE_NETWORK_FILE_SYSTEM;
 
@@ -165,9 +167,13 @@ fn status(raw: NTSTATUS) -> Result<(), NtStatus> {
 /// One operation: the `FLT_CALLBACK_DATA` and `FLT_RELATED_OBJECTS` Filter Manager
 /// passed to a callback. Valid only during that callback (or until the safe
 /// post-operation callback of a deferred completion returns).
+///
+/// Every member is read through the mirrors of [`crate::layout`] (windows-sys's
+/// `FLT_PARAMETERS` layout is wrong); only [`KernelOp::raw`] hands Filter Manager its
+/// own pointer type back.
 pub struct KernelOp {
-    data: *mut FLT_CALLBACK_DATA,
-    objects: *const FLT_RELATED_OBJECTS,
+    data: *mut FltCallbackData,
+    objects: *const FltRelatedObjects,
 }
 
 impl KernelOp {
@@ -177,22 +183,24 @@ impl KernelOp {
     /// `data` and `objects` are the non-NULL pointers Filter Manager passed to the
     /// running callback; the value must not outlive that callback.
     pub unsafe fn new(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) -> Self {
-        KernelOp { data, objects }
+        KernelOp {
+            data: data.cast::<FltCallbackData>(),
+            objects: objects.cast::<FltRelatedObjects>(),
+        }
     }
 
     /// The raw callback data (for Filter Manager calls).
     pub fn raw(&self) -> *mut FLT_CALLBACK_DATA {
-        self.data
+        self.data.cast::<FLT_CALLBACK_DATA>()
     }
 
-    fn iopb(&self) -> *mut FLT_IO_PARAMETER_BLOCK {
+    fn iopb(&self) -> *mut FltIoParameterBlock {
         // SAFETY: `data` is the callback's FLT_CALLBACK_DATA (KernelOp::new contract),
         // owned by Filter Manager for the callback's duration; any IRQL.
-        let iopb = unsafe { (*self.data).Iopb };
-        iopb.cast_mut()
+        unsafe { (*self.data).Iopb }
     }
 
-    fn parameters(&self) -> FLT_PARAMETERS {
+    fn parameters(&self) -> FltParameters {
         let iopb = self.iopb();
         // SAFETY: `Iopb` of a live FLT_CALLBACK_DATA is a valid parameter block owned by
         // Filter Manager during the callback; FLT_PARAMETERS is plain data (Copy).
@@ -232,7 +240,8 @@ impl KernelOp {
     fn file_object(&self) -> *const FILE_OBJECT {
         // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
         // contract), owned by Filter Manager for the callback; any IRQL.
-        unsafe { (*self.objects).FileObject }
+        let file_object = unsafe { (*self.objects).FileObject };
+        file_object.cast_const().cast::<FILE_OBJECT>()
     }
 }
 
@@ -284,8 +293,10 @@ impl CallbackData for KernelOp {
         if file_object.is_null() {
             return 0;
         }
+        let file_object = file_object.cast::<FileObjectPrefix>();
         // SAFETY: the operation's file object (FLT_RELATED_OBJECTS, non-NULL), referenced
-        // by the I/O in progress; `Flags` is read at the callback's IRQL.
+        // by the I/O in progress; `Flags` (wdm.h offset 80, asserted in layout.rs) is read
+        // at the callback's IRQL.
         unsafe { (*file_object).Flags }
     }
     fn is_fast_io(&self) -> bool {
@@ -333,9 +344,7 @@ impl CallbackData for KernelOp {
         // SAFETY: live FLT_CALLBACK_DATA in a post-operation callback, where IoStatus
         // holds the completion status.
         let io_status = unsafe { (*self.data).IoStatus };
-        // SAFETY: `Status` is the NTSTATUS member of the IO_STATUS_BLOCK union that
-        // completion writes.
-        NtStatus(unsafe { io_status.Anonymous.Status })
+        NtStatus(io_status.Status)
     }
 }
 
@@ -748,7 +757,7 @@ impl FilterManager for KernelFltMgr {
         let queued = unsafe {
             FltDoCompletionProcessingWhenSafe(
                 data.raw(),
-                data.objects,
+                data.objects.cast::<FLT_RELATED_OBJECTS>(),
                 ctx.encode() as *const c_void,
                 flags.0,
                 Some(crate::callbacks::safe_post_write),

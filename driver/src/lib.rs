@@ -23,6 +23,8 @@
 //! - [`callbacks`]: the `extern "system"` operation callbacks (pointer conversion only)
 //!   and the global `flushguard_engine::callbacks::Filter` they call.
 //! - [`fltmgr`]: the engine's `FilterManager` / `CallbackData` traits over FFI.
+//! - [`layout`]: `#[repr(C)]` mirrors of the structures the driver dereferences, each
+//!   offset asserted against fltKernel.h / wdm.h (windows-sys's `FLT_PARAMETERS` is wrong).
 #![cfg_attr(flushguard_kernel, no_std)]
 
 #[cfg(flushguard_kernel)]
@@ -40,6 +42,7 @@ pub mod fltmgr;
 mod crt;
 #[cfg(flushguard_kernel)]
 pub mod instance;
+pub mod layout;
 #[cfg(flushguard_kernel)]
 pub mod pool;
 #[cfg(flushguard_kernel)]
