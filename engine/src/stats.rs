@@ -99,7 +99,8 @@ impl Stats {
     }
 
     /// Records the result of a flush FlushGuard issued: flushes per method,
-    /// failures per status (and retryable failures), latency histogram (µs).
+    /// failures per status and per durability class
+    /// ([`StatusClass`]: retryable or permanent, both "not flushed"), latency histogram (µs).
     pub fn record_flush(
         &self,
         rule: &Counters,
@@ -117,8 +118,14 @@ impl Stats {
         }
         if !status.is_success() {
             self.add(rule, Counter::FlushFailures, 1);
-            if status.class() == StatusClass::Retryable {
-                self.add(rule, Counter::FlushFailuresRetryable, 1);
+            match status.class() {
+                StatusClass::NotFlushedRetryable => {
+                    self.add(rule, Counter::FlushFailuresRetryable, 1);
+                }
+                // A failure code is never `Flushed`; count it as not flushed anyway.
+                StatusClass::NotFlushedPermanent | StatusClass::Flushed => {
+                    self.add(rule, Counter::FlushFailuresPermanent, 1);
+                }
             }
             if let Some(s) = self.failures.get(failure_slot(status)) {
                 s.fetch_add(1, Ordering::Relaxed);

@@ -392,6 +392,15 @@ fn stats_snapshot_and_reset() {
         3_000_000,
         "c",
     );
+    // A handle without write access: not flushed, permanently (issue 9 finding 7).
+    st.record_flush(
+        &p,
+        None,
+        FlushMethod::Native,
+        NtStatus::ACCESS_DENIED,
+        10,
+        "d",
+    );
     drop(p);
     let sr = body::<8>(|w| {
         w.u32(1).unwrap();
@@ -412,10 +421,15 @@ fn stats_snapshot_and_reset() {
         (1, 3, 1, 2)
     );
     assert_eq!(snap.global(Counter::WritesGoverned), 3);
-    assert_eq!(snap.global(Counter::FlushesNative), 1);
+    assert_eq!(snap.global(Counter::FlushesNative), 2);
     assert_eq!(snap.global(Counter::FlushesFilter), 2);
-    assert_eq!(snap.global(Counter::FlushFailures), 2);
+    assert_eq!(snap.global(Counter::FlushFailures), 3);
     assert_eq!(snap.global(Counter::FlushFailuresRetryable), 2);
+    assert_eq!(snap.global(Counter::FlushFailuresPermanent), 1);
+    assert_eq!(
+        snap.default_rule[Counter::FlushFailuresPermanent as usize],
+        1
+    );
     assert_eq!(
         snap.rules[1][Counter::WritesGoverned as usize],
         3,
@@ -441,7 +455,7 @@ fn stats_snapshot_and_reset() {
     let evs = ok(&st, &req(Command::GetEvents, RequestFlags::empty(), &evb));
     let mut r = Reader::new(&evs);
     let h = EventsReplyHeader::read(&mut r).unwrap();
-    assert_eq!(h.count, 3);
+    assert_eq!(h.count, 4);
     let kinds: Vec<_> = (0..h.count)
         .map(|_| EventRecord::read(&mut r).unwrap())
         .collect();
@@ -449,6 +463,7 @@ fn stats_snapshot_and_reset() {
     assert_eq!(kinds[1].status, NtStatus::INSUFFICIENT_RESOURCES);
     assert_eq!(kinds[1].rule, 2);
     assert_eq!(kinds[1].name_chars().collect::<String>(), "b");
+    assert_eq!(kinds[3].status, NtStatus::ACCESS_DENIED);
     // Reset.
     ok(&st, &req(Command::ResetStats, RequestFlags::empty(), &[]));
     let snap = StatsSnapshot::decode(&ok(

@@ -45,7 +45,7 @@ macro_rules! counters {
 }
 
 /// Number of counters per counter set.
-pub const COUNTER_COUNT: usize = 17;
+pub const COUNTER_COUNT: usize = 18;
 
 counters! {
     /// Non-paging writes seen on files the rule covers (paging writes too if the
@@ -61,7 +61,8 @@ counters! {
     FlushesFilter = 4, "flushes_filter";
     /// Flushes issued with ZwFlushBuffersFileEx.
     FlushesNative = 5, "flushes_native";
-    /// Flushes that returned a failure status (any class).
+    /// Flushes that returned a failure status: the data was not flushed
+    /// (`flush_failures_retryable` + `flush_failures_permanent`).
     FlushFailures = 6, "flush_failures";
     /// Application IRP_MJ_FLUSH_BUFFERS seen.
     AppFlushesSeen = 7, "app_flushes_seen";
@@ -82,8 +83,13 @@ counters! {
     /// Flushes that were due but skipped because issuing them was unsafe
     /// (top-level IRP set, post-op draining, recursion).
     FlushesSkipped = 15, "flushes_skipped";
-    /// Failed flushes whose status is classed Retryable.
+    /// Failed flushes whose status is classed
+    /// [`crate::StatusClass::NotFlushedRetryable`] (not flushed, transient).
     FlushFailuresRetryable = 16, "flush_failures_retryable";
+    /// Failed flushes whose status is classed
+    /// [`crate::StatusClass::NotFlushedPermanent`] (not flushed; retrying through the
+    /// same object will not help, e.g. `STATUS_ACCESS_DENIED`).
+    FlushFailuresPermanent = 17, "flush_failures_permanent";
 }
 
 macro_rules! callback_counters {
@@ -134,11 +140,13 @@ callback_counters! {
     AppFlushUpgraded = 6, "app_flush_upgraded";
     /// A flush FlushGuard issued succeeded.
     FlushOk = 7, "flush_ok";
-    /// A flush FlushGuard issued failed with a benign status.
+    /// Retired, always 0: failed flushes were once split off as "benign"; every
+    /// failure now means "not flushed" and is counted as retryable or permanent
+    /// ([`crate::StatusClass`]). The index stays so the wire order does not change.
     FlushFailedBenign = 8, "flush_failed_benign";
-    /// A flush FlushGuard issued failed with a retryable status.
+    /// A flush FlushGuard issued failed: not flushed, retryable status.
     FlushFailedRetryable = 9, "flush_failed_retryable";
-    /// A flush FlushGuard issued failed with a permanent status.
+    /// A flush FlushGuard issued failed: not flushed, permanent status.
     FlushFailedPermanent = 10, "flush_failed_permanent";
     /// `FltFlushBuffers2` missing: a typed flush ran as a full `FltFlushBuffers`.
     FlushTypeWidened = 11, "flush_type_widened";
@@ -403,12 +411,12 @@ mod tests {
 
     #[test]
     fn body_lengths() {
-        let fixed = 40 + 2 * 17 * 8 + 32 * 8 + 10 * 16;
+        let fixed = 40 + 2 * 18 * 8 + 32 * 8 + 10 * 16;
         assert_eq!(StatsReplyHeader::body_len(0), Some(fixed));
-        assert_eq!(StatsReplyHeader::body_len(2), Some(fixed + 2 * 17 * 8));
+        assert_eq!(StatsReplyHeader::body_len(2), Some(fixed + 2 * 18 * 8));
         assert_eq!(
             StatsReplyHeader::body_len_with(2, CALLBACK_COUNTER_COUNT as u32),
-            Some(fixed + 2 * 17 * 8 + CALLBACK_COUNTER_COUNT * 8)
+            Some(fixed + 2 * 18 * 8 + CALLBACK_COUNTER_COUNT * 8)
         );
     }
 

@@ -13,17 +13,37 @@ use core::fmt;
 #[repr(transparent)]
 pub struct NtStatus(pub i32);
 
-/// How a failed flush (or other I/O FlushGuard issues itself) is treated.
+/// What a status returned by a flush FlushGuard issued (FltFlushBuffers2 /
+/// ZwFlushBuffersFileEx) means for durability.
+///
+/// Every failure means the data was **not** flushed through that object: there is no
+/// "benign" failure. A status that says the flush does not apply (a handle without
+/// write access: `STATUS_ACCESS_DENIED` per the NtFlushBuffersFileEx page; a pipe or
+/// device: `STATUS_INVALID_DEVICE_REQUEST`; an unsupported flush type:
+/// `STATUS_NOT_SUPPORTED`) still leaves the written data undurable, so it is
+/// [`StatusClass::NotFlushedPermanent`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StatusClass {
-    /// Not a durability problem: the operation does not apply to this object
-    /// (e.g. a pipe, a read-only handle, a file already closed). Counted, not retried.
-    Benign,
-    /// Transient: resources or the network may recover; a later flush may succeed.
-    Retryable,
-    /// The data cannot be made durable through this object (volume gone,
-    /// write-protected, invalid request); counted and reported as an event.
-    Permanent,
+    /// `NT_SUCCESS`: the flush completed; the data it covers is durable as far as the
+    /// file system (or the SMB server's FLUSH) guarantees.
+    Flushed,
+    /// Not flushed, transient: resources or the network may recover and a later
+    /// flush (the next write's, or the one at cleanup) may succeed.
+    NotFlushedRetryable,
+    /// Not flushed, and retrying through this object will not help (no write access,
+    /// no flush support, volume gone, write-protected, invalid request, handle closed).
+    NotFlushedPermanent,
+}
+
+impl StatusClass {
+    /// Stable label: `flushed`, `not-flushed-retryable`, `not-flushed-permanent`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            StatusClass::Flushed => "flushed",
+            StatusClass::NotFlushedRetryable => "not-flushed-retryable",
+            StatusClass::NotFlushedPermanent => "not-flushed-permanent",
+        }
+    }
 }
 
 macro_rules! statuses {
@@ -42,13 +62,17 @@ macro_rules! statuses {
                 }
             }
 
-            /// Classification of a status returned by a flush or write that
-            /// FlushGuard issued. Unnamed failure codes are `Permanent`;
-            /// success and informational codes are `Benign`.
+            /// What this status, returned by a flush FlushGuard issued, means for
+            /// durability. Success and informational severities are `Flushed`;
+            /// unnamed failure codes are `NotFlushedPermanent`.
             pub const fn class(self) -> StatusClass {
                 match self.0 as u32 {
                     $( x if x == $val => StatusClass::$class, )*
-                    _ => if self.0 >= 0 { StatusClass::Benign } else { StatusClass::Permanent },
+                    _ => if self.0 >= 0 {
+                        StatusClass::Flushed
+                    } else {
+                        StatusClass::NotFlushedPermanent
+                    },
                 }
             }
         }
@@ -57,79 +81,79 @@ macro_rules! statuses {
 
 statuses! {
     /// `STATUS_SUCCESS`.
-    SUCCESS = 0x0000_0000u32, Benign;
+    SUCCESS = 0x0000_0000u32, Flushed;
     /// `STATUS_PENDING`: the operation completes later.
-    PENDING = 0x0000_0103u32, Benign;
+    PENDING = 0x0000_0103u32, Flushed;
     /// `STATUS_DATATYPE_MISALIGNMENT` (warning severity): reply buffer not
     /// aligned to [`crate::REPLY_ALIGNMENT`].
-    DATATYPE_MISALIGNMENT = 0x8000_0002u32, Permanent;
+    DATATYPE_MISALIGNMENT = 0x8000_0002u32, NotFlushedPermanent;
     /// `STATUS_UNSUCCESSFUL`.
-    UNSUCCESSFUL = 0xC000_0001u32, Permanent;
+    UNSUCCESSFUL = 0xC000_0001u32, NotFlushedPermanent;
     /// `STATUS_NOT_IMPLEMENTED`: the redirector/file system has no flush for this object.
-    NOT_IMPLEMENTED = 0xC000_0002u32, Benign;
+    NOT_IMPLEMENTED = 0xC000_0002u32, NotFlushedPermanent;
     /// `STATUS_INFO_LENGTH_MISMATCH`: a declared length differs from the buffer length.
-    INFO_LENGTH_MISMATCH = 0xC000_0004u32, Permanent;
+    INFO_LENGTH_MISMATCH = 0xC000_0004u32, NotFlushedPermanent;
     /// `STATUS_INVALID_HANDLE`.
-    INVALID_HANDLE = 0xC000_0008u32, Permanent;
+    INVALID_HANDLE = 0xC000_0008u32, NotFlushedPermanent;
     /// `STATUS_INVALID_PARAMETER`: a bad parameter, e.g. a non-zero reserved field
     /// or an out-of-range enumeration value.
-    INVALID_PARAMETER = 0xC000_000Du32, Permanent;
+    INVALID_PARAMETER = 0xC000_000Du32, NotFlushedPermanent;
     /// `STATUS_INVALID_DEVICE_REQUEST`: the target does not support the request
     /// (flush on a named pipe or a device); also an unknown port command.
-    INVALID_DEVICE_REQUEST = 0xC000_0010u32, Benign;
+    INVALID_DEVICE_REQUEST = 0xC000_0010u32, NotFlushedPermanent;
     /// `STATUS_NO_MEMORY`.
-    NO_MEMORY = 0xC000_0017u32, Retryable;
+    NO_MEMORY = 0xC000_0017u32, NotFlushedRetryable;
     /// `STATUS_ACCESS_DENIED`: handle without write/append access, or a directory
     /// flush on a share (NtFlushBuffersFileEx).
-    ACCESS_DENIED = 0xC000_0022u32, Benign;
+    ACCESS_DENIED = 0xC000_0022u32, NotFlushedPermanent;
     /// `STATUS_BUFFER_TOO_SMALL`: the reply buffer cannot hold the reply.
-    BUFFER_TOO_SMALL = 0xC000_0023u32, Permanent;
+    BUFFER_TOO_SMALL = 0xC000_0023u32, NotFlushedPermanent;
     /// `STATUS_INVALID_PARAMETER_MIX`: a contradictory policy (e.g. purge with the
     /// native method) or an invalid flag combination.
-    INVALID_PARAMETER_MIX = 0xC000_0030u32, Permanent;
+    INVALID_PARAMETER_MIX = 0xC000_0030u32, NotFlushedPermanent;
     /// `STATUS_OBJECT_NAME_INVALID`: bad UTF-16 (odd byte length, embedded NUL,
     /// unpaired surrogate) or a path that is not a valid pattern.
-    OBJECT_NAME_INVALID = 0xC000_0033u32, Permanent;
+    OBJECT_NAME_INVALID = 0xC000_0033u32, NotFlushedPermanent;
     /// `STATUS_REVISION_MISMATCH`: unknown protocol version, format version or magic.
-    REVISION_MISMATCH = 0xC000_0059u32, Permanent;
+    REVISION_MISMATCH = 0xC000_0059u32, NotFlushedPermanent;
     /// `STATUS_DISK_FULL`.
-    DISK_FULL = 0xC000_007Fu32, Retryable;
+    DISK_FULL = 0xC000_007Fu32, NotFlushedRetryable;
     /// `STATUS_INTEGER_OVERFLOW`: a count or offset overflows.
-    INTEGER_OVERFLOW = 0xC000_0095u32, Permanent;
+    INTEGER_OVERFLOW = 0xC000_0095u32, NotFlushedPermanent;
     /// `STATUS_INSUFFICIENT_RESOURCES`: pool or redirector resources exhausted.
-    INSUFFICIENT_RESOURCES = 0xC000_009Au32, Retryable;
+    INSUFFICIENT_RESOURCES = 0xC000_009Au32, NotFlushedRetryable;
     /// `STATUS_MEDIA_WRITE_PROTECTED`: the volume is write-protected (FltFlushBuffers2).
-    MEDIA_WRITE_PROTECTED = 0xC000_00A2u32, Permanent;
+    MEDIA_WRITE_PROTECTED = 0xC000_00A2u32, NotFlushedPermanent;
     /// `STATUS_IO_TIMEOUT`.
-    IO_TIMEOUT = 0xC000_00B5u32, Retryable;
+    IO_TIMEOUT = 0xC000_00B5u32, NotFlushedRetryable;
     /// `STATUS_NOT_SUPPORTED`: the target does not support this flush type; also an
     /// undefined flag bit in a request.
-    NOT_SUPPORTED = 0xC000_00BBu32, Benign;
+    NOT_SUPPORTED = 0xC000_00BBu32, NotFlushedPermanent;
     /// `STATUS_UNEXPECTED_NETWORK_ERROR`.
-    UNEXPECTED_NETWORK_ERROR = 0xC000_00C4u32, Retryable;
+    UNEXPECTED_NETWORK_ERROR = 0xC000_00C4u32, NotFlushedRetryable;
     /// `STATUS_NETWORK_NAME_DELETED`: the SMB session/tree was torn down.
-    NETWORK_NAME_DELETED = 0xC000_00C9u32, Retryable;
+    NETWORK_NAME_DELETED = 0xC000_00C9u32, NotFlushedRetryable;
     /// `STATUS_NAME_TOO_LONG`: a string exceeds its documented limit.
-    NAME_TOO_LONG = 0xC000_0106u32, Permanent;
+    NAME_TOO_LONG = 0xC000_0106u32, NotFlushedPermanent;
     /// `STATUS_FILE_CLOSED`: the file object's SRV_OPEN was closed or force-closed;
     /// nothing is left to flush through it.
-    FILE_CLOSED = 0xC000_0128u32, Benign;
+    FILE_CLOSED = 0xC000_0128u32, NotFlushedPermanent;
     /// `STATUS_INVALID_DEVICE_STATE`: e.g. GetPolicy before any policy is loaded.
-    INVALID_DEVICE_STATE = 0xC000_0184u32, Permanent;
+    INVALID_DEVICE_STATE = 0xC000_0184u32, NotFlushedPermanent;
     /// `STATUS_INVALID_BUFFER_SIZE`: a message shorter than its fixed layout or
     /// larger than [`crate::MAX_MESSAGE_BYTES`].
-    INVALID_BUFFER_SIZE = 0xC000_0206u32, Permanent;
+    INVALID_BUFFER_SIZE = 0xC000_0206u32, NotFlushedPermanent;
     /// `STATUS_CONNECTION_DISCONNECTED`.
-    CONNECTION_DISCONNECTED = 0xC000_020Cu32, Retryable;
+    CONNECTION_DISCONNECTED = 0xC000_020Cu32, NotFlushedRetryable;
     /// `STATUS_RETRY`.
-    RETRY = 0xC000_022Du32, Retryable;
+    RETRY = 0xC000_022Du32, NotFlushedRetryable;
     /// `STATUS_VOLUME_DISMOUNTED`: the volume is not mounted (FltFlushBuffers2).
-    VOLUME_DISMOUNTED = 0xC000_026Eu32, Permanent;
+    VOLUME_DISMOUNTED = 0xC000_026Eu32, NotFlushedPermanent;
     /// `STATUS_IMPLEMENTATION_LIMIT`: a policy exceeds a documented limit
     /// (rule count, blob size).
-    IMPLEMENTATION_LIMIT = 0xC000_042Bu32, Permanent;
+    IMPLEMENTATION_LIMIT = 0xC000_042Bu32, NotFlushedPermanent;
     /// `STATUS_FLT_DO_NOT_ATTACH`: returned by InstanceSetup to decline a volume.
-    FLT_DO_NOT_ATTACH = 0xC01C_000Fu32, Benign;
+    FLT_DO_NOT_ATTACH = 0xC01C_000Fu32, NotFlushedPermanent;
 }
 
 impl NtStatus {
@@ -266,21 +290,42 @@ mod tests {
     }
 
     #[test]
-    fn design_statuses_are_classified() {
+    fn statuses_are_classified_by_durability() {
         use StatusClass::*;
-        // DESIGN §1 list.
-        assert_eq!(NtStatus::INSUFFICIENT_RESOURCES.class(), Retryable);
-        assert_eq!(NtStatus::FILE_CLOSED.class(), Benign);
-        assert_eq!(NtStatus::INVALID_DEVICE_REQUEST.class(), Benign);
-        assert_eq!(NtStatus::INVALID_PARAMETER.class(), Permanent);
-        assert_eq!(NtStatus::NOT_IMPLEMENTED.class(), Benign);
-        assert_eq!(NtStatus::NOT_SUPPORTED.class(), Benign);
-        assert_eq!(NtStatus::MEDIA_WRITE_PROTECTED.class(), Permanent);
-        assert_eq!(NtStatus::VOLUME_DISMOUNTED.class(), Permanent);
-        assert_eq!(NtStatus::ACCESS_DENIED.class(), Benign);
-        assert_eq!(NtStatus(0xC0DE_0001u32 as i32).class(), Permanent);
-        assert_eq!(NtStatus(0x4000_0000).class(), Benign);
+        // The statuses DESIGN §1 lists, classed by what they mean for the data
+        // (issue 9 finding 7: a failed flush is never "benign").
+        assert_eq!(
+            NtStatus::INSUFFICIENT_RESOURCES.class(),
+            NotFlushedRetryable
+        );
+        assert_eq!(NtStatus::FILE_CLOSED.class(), NotFlushedPermanent);
+        assert_eq!(
+            NtStatus::INVALID_DEVICE_REQUEST.class(),
+            NotFlushedPermanent
+        );
+        assert_eq!(NtStatus::INVALID_PARAMETER.class(), NotFlushedPermanent);
+        assert_eq!(NtStatus::NOT_IMPLEMENTED.class(), NotFlushedPermanent);
+        assert_eq!(NtStatus::NOT_SUPPORTED.class(), NotFlushedPermanent);
+        assert_eq!(NtStatus::MEDIA_WRITE_PROTECTED.class(), NotFlushedPermanent);
+        assert_eq!(NtStatus::VOLUME_DISMOUNTED.class(), NotFlushedPermanent);
+        // NtFlushBuffersFileEx page: a handle without write access.
+        assert_eq!(NtStatus::ACCESS_DENIED.class(), NotFlushedPermanent);
+        assert_eq!(NtStatus::IO_TIMEOUT.class(), NotFlushedRetryable);
+        assert_eq!(NtStatus(0xC0DE_0001u32 as i32).class(), NotFlushedPermanent);
+        assert_eq!(NtStatus(0x4000_0000).class(), Flushed);
         assert!(NtStatus::SUCCESS.ok().is_ok());
         assert_eq!(NtStatus::FILE_CLOSED.ok(), Err(NtStatus::FILE_CLOSED));
+    }
+
+    #[test]
+    fn only_success_severities_are_flushed() {
+        for s in NtStatus::ALL_NAMED {
+            assert_eq!(
+                s.class() == StatusClass::Flushed,
+                s.is_success(),
+                "{s:?} is classed {:?}",
+                s.class()
+            );
+        }
     }
 }

@@ -570,7 +570,7 @@ fn golden_stats_reply_header() {
     let v1: [u8; 40] = [
         8, 7, 6, 5, 4, 3, 2, 1,   // generation
         5, 0, 0, 0, 1, 0, 0, 0,   // total_rules, first_rule
-        2, 0, 0, 0, 17, 0, 0, 0,  // returned_rules, counter_count
+        2, 0, 0, 0, 18, 0, 0, 0,  // returned_rules, counter_count
         32, 0, 0, 0, 10, 0, 0, 0, // histogram_buckets, status_slots
         0, 0, 0, 0, 0, 0, 0, 0,   // callback_counter_count = 0, reserved
     ];
@@ -582,7 +582,7 @@ fn golden_stats_reply_header() {
     assert_eq!(StatsReplyHeader::read(&mut Reader::new(&b)), Ok(h));
     assert_eq!(
         h.announced_body_len(),
-        Some(40 + 2 * 17 * 8 + 32 * 8 + 10 * 16 + 35 * 8 + 2 * 17 * 8)
+        Some(40 + 2 * 18 * 8 + 32 * 8 + 10 * 16 + 35 * 8 + 2 * 18 * 8)
     );
     // A count other than 0 or CALLBACK_COUNTER_COUNT, or a non-zero reserved field.
     let mut bad = b;

@@ -268,9 +268,8 @@ fn run(case: Case, target: usize, budget: usize) -> Outcome {
     let counters = h.filter.counters();
     let allocation_failed = counters.get(Counter::AllocationFailed);
     let rule_refreshed = counters.get(Counter::RuleRefreshed);
-    let flush_failed = counters.get(Counter::FlushFailedBenign)
-        + counters.get(Counter::FlushFailedRetryable)
-        + counters.get(Counter::FlushFailedPermanent);
+    let flush_failed =
+        counters.get(Counter::FlushFailedRetryable) + counters.get(Counter::FlushFailedPermanent);
     h.unload();
     h.assert_clean();
     Outcome {

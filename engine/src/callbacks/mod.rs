@@ -971,9 +971,11 @@ impl<F: FilterManager> Filter<F> {
                 }
             }
             Err(status) => self.counters().bump(match status.class() {
-                flushguard_protocol::StatusClass::Benign => Counter::FlushFailedBenign,
-                flushguard_protocol::StatusClass::Retryable => Counter::FlushFailedRetryable,
-                flushguard_protocol::StatusClass::Permanent => Counter::FlushFailedPermanent,
+                flushguard_protocol::StatusClass::NotFlushedRetryable => {
+                    Counter::FlushFailedRetryable
+                }
+                flushguard_protocol::StatusClass::NotFlushedPermanent
+                | flushguard_protocol::StatusClass::Flushed => Counter::FlushFailedPermanent,
             }),
         }
     }

@@ -32,6 +32,10 @@ struct EventJson {
     /// it for a persisted SetPolicy); absent for other kinds and unknown values.
     #[serde(skip_serializing_if = "Option::is_none")]
     registry_op: Option<&'static str>,
+    /// `flush-failed` only: what the status means for the data,
+    /// `not-flushed-retryable` or `not-flushed-permanent` (protocol `StatusClass`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durability: Option<&'static str>,
     name: String,
     name_truncated: bool,
     persisted: bool,
@@ -95,6 +99,7 @@ fn event_json(e: &EventRecord) -> EventJson {
         registry_op: (e.kind == EventKind::RegistryPolicyRejected)
             .then(|| registry_op(e.value))
             .flatten(),
+        durability: (e.kind == EventKind::FlushFailed).then(|| e.status.class().label()),
         name: e.name_chars().collect(),
         name_truncated: e.flags & EVENT_FLAG_NAME_TRUNCATED != 0,
         persisted: e.flags & EVENT_FLAG_PERSISTED != 0,
@@ -104,7 +109,8 @@ fn event_json(e: &EventRecord) -> EventJson {
 fn event_detail(e: &EventJson) -> String {
     match e.kind {
         "flush-failed" => format!(
-            "{}{} after {} µs ({} method)",
+            "{}: {}{} after {} µs ({} method)",
+            e.durability.unwrap_or("not-flushed-permanent"),
             if e.name_truncated { "…" } else { "" },
             e.name,
             e.value,

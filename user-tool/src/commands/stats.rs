@@ -67,6 +67,9 @@ struct LatencyBucketJson {
 struct FailureJson {
     status: String,
     name: Option<&'static str>,
+    /// `not-flushed-retryable` / `not-flushed-permanent` (protocol `StatusClass`);
+    /// for the "other" slot, `not-flushed`.
+    durability: &'static str,
     count: u64,
 }
 
@@ -122,6 +125,11 @@ fn stats_once(
                     status.to_string()
                 },
                 name: status.name().filter(|_| *st != 0),
+                durability: if *st == 0 {
+                    "not-flushed"
+                } else {
+                    status.class().label()
+                },
                 count: *n,
             }
         })
@@ -168,13 +176,14 @@ fn stats_once(
         outln!("{}", t.render());
     }
     if !out.flush_failures.is_empty() {
-        let mut t = TableBuilder::new(&["flush failure status", "count#"]);
+        let mut t = TableBuilder::new(&["flush failure status", "durability", "count#"]);
         for f in &out.flush_failures {
             t.row([
                 match f.name {
                     Some(n) => format!("{} ({n})", f.status),
                     None => f.status.clone(),
                 },
+                f.durability.to_owned(),
                 f.count.to_string(),
             ]);
         }
