@@ -121,7 +121,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 35;
+pub const CALLBACK_COUNTER_COUNT: usize = 36;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -165,8 +165,8 @@ callback_counters! {
     FlushSkippedIrql = 16, "flush_skipped_irql";
     /// Flush skipped: `FltDoCompletionProcessingWhenSafe` returned FALSE.
     FlushSkippedNotDeferrable = 17, "flush_skipped_not_deferrable";
-    /// Flush skipped: the thread is already inside one of our flushes, or every
-    /// recursion-guard slot is taken.
+    /// Flush skipped: the thread is already inside one of our flushes (a full
+    /// recursion guard no longer skips: see `OwnFlushUnguarded`).
     FlushSkippedRecursion = 18, "flush_skipped_recursion";
     /// Flush skipped: the operation is draining (instance teardown).
     FlushSkippedDraining = 19, "flush_skipped_draining";
@@ -208,6 +208,11 @@ callback_counters! {
     /// passed through: FlushGuard never governs these, whatever the policy says (a
     /// flush on a pipe blocks until the reader has drained it).
     IpcShareExempt = 34, "ipc_share_exempt";
+    /// A flush was issued without the recursion guard because every one of its
+    /// `OWN_FLUSH_SLOTS` slots was taken by another thread: it went through
+    /// `FltFlushBuffers(2)` (to the instances below: nothing re-enters FlushGuard's
+    /// pre-flush), never the native method, and was not skipped.
+    OwnFlushUnguarded = 35, "own_flush_unguarded";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

@@ -653,3 +653,55 @@ fn async_write_flush_is_deferred_only_on_a_network_file_system() {
     h.unload();
     h.assert_clean();
 }
+
+/// Issue 9 finding 8: with every recursion-guard slot taken by other threads, a
+/// flush-after-write is still issued (unguarded, through the filter method: nothing
+/// re-enters FlushGuard's pre-flush), never skipped, and the cause is counted.
+#[test]
+fn flush_after_write_runs_when_every_recursion_guard_slot_is_taken() {
+    use flushguard_engine::callbacks::OWN_FLUSH_SLOTS;
+    for method in [FlushMethod::Filter, FlushMethod::Native] {
+        let h = harness(
+            action(Mode::FlushAfterWrite, method, FlushFlags::empty(), None),
+            true,
+        );
+        let file = open(&h);
+        // Other threads (ids no harness thread uses) inside FlushGuard flushes.
+        let others: Vec<_> = (0..OWN_FLUSH_SLOTS as u64)
+            .map(|i| {
+                h.filter
+                    .own_flushes()
+                    .enter(0xF1D5_0000_0000 + i)
+                    .expect("a free slot per other thread")
+            })
+            .collect();
+        h.write(file, WriteSpec::default());
+        assert_eq!(
+            h.fake.flushes().len(),
+            1,
+            "{method:?}: flushed, not skipped"
+        );
+        assert_eq!(
+            h.fake.flushes()[0].routine,
+            "FltFlushBuffers2",
+            "unguarded: the filter method even when the rule says native"
+        );
+        assert_eq!(h.filter.counters().get(Counter::OwnFlushUnguarded), 1);
+        assert_eq!(h.filter.counters().get(Counter::FlushSkippedRecursion), 0);
+        assert_eq!(engine_count(&h, StatsCounter::FlushesSkipped), 0);
+        drop(others);
+        // With the guard free again, the rule's method is used.
+        h.write(file, WriteSpec::default());
+        let routine = h.fake.flushes()[1].routine;
+        assert_eq!(
+            routine,
+            match method {
+                FlushMethod::Filter => "FltFlushBuffers2",
+                FlushMethod::Native => "ZwFlushBuffersFileEx",
+            }
+        );
+        h.close(file);
+        h.unload();
+        h.assert_clean();
+    }
+}

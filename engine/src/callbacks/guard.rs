@@ -2,9 +2,22 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Maximum number of threads that can be inside one of our flushes at once. A
-/// flush that finds no free slot is skipped and counted (fail open).
+/// Number of threads the guard can mark as inside one of our flushes at once. A
+/// flush that finds no free slot is not skipped: it runs unguarded through the filter
+/// method (see [`EnterError::Full`]), so no durability promise depends on this size.
 pub const OWN_FLUSH_SLOTS: usize = 64;
+
+/// Why [`OwnFlushSet::enter`] returned no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnterError {
+    /// The thread is already inside one of our flushes (or its id is 0): a flush
+    /// issued now would recurse. The caller skips it.
+    Recursion,
+    /// Every slot is taken by other threads. The caller may still flush, but its own
+    /// re-entrant I/O will not be recognised, so it must use a method that does not
+    /// re-enter FlushGuard (`FltFlushBuffers(2)`, sent to the instances below).
+    Full,
+}
 
 /// A lock-free set of thread ids (`PsGetCurrentThreadId`) currently issuing a
 /// FlushGuard flush. A pre-flush (ZwFlushBuffersFileEx re-entry), pre-write (paging
@@ -38,21 +51,24 @@ impl OwnFlushSet {
                 .any(|s| s.load(Ordering::Acquire) == thread)
     }
 
-    /// Marks `thread` (non-zero) as flushing until the returned token drops. `None`
-    /// when the thread is already flushing (a recursion) or every slot is taken.
-    pub fn enter(&self, thread: u64) -> Option<OwnFlushToken<'_>> {
+    /// Marks `thread` (non-zero) as flushing until the returned token drops.
+    ///
+    /// # Errors
+    /// [`EnterError::Recursion`] when the thread is already flushing (or is 0),
+    /// [`EnterError::Full`] when every slot is taken.
+    pub fn enter(&self, thread: u64) -> Result<OwnFlushToken<'_>, EnterError> {
         if thread == 0 || self.contains(thread) {
-            return None;
+            return Err(EnterError::Recursion);
         }
         for (index, slot) in self.slots.iter().enumerate() {
             if slot
                 .compare_exchange(0, thread, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return Some(OwnFlushToken { set: self, index });
+                return Ok(OwnFlushToken { set: self, index });
             }
         }
-        None
+        Err(EnterError::Full)
     }
 
     /// Number of threads currently inside one of our flushes.
@@ -93,7 +109,7 @@ mod tests {
         {
             let _t = s.enter(5).expect("free slot");
             assert!(s.contains(5));
-            assert!(s.enter(5).is_none(), "recursion refused");
+            assert_eq!(s.enter(5).err(), Some(EnterError::Recursion));
         }
         assert!(!s.contains(5));
         assert!(s.is_empty());
@@ -105,8 +121,8 @@ mod tests {
         let tokens: alloc::vec::Vec<_> = (1..=OWN_FLUSH_SLOTS as u64)
             .map(|t| s.enter(t).expect("slot"))
             .collect();
-        assert!(s.enter(1000).is_none());
+        assert_eq!(s.enter(1000).err(), Some(EnterError::Full));
         drop(tokens);
-        assert!(s.enter(1000).is_some());
+        assert!(s.enter(1000).is_ok());
     }
 }

@@ -47,7 +47,7 @@ pub use fltmgr::{
     FLTFL_POST_OPERATION_DRAINING,
 };
 pub use glue::{FlushPlace, ProviderTable};
-pub use guard::{OwnFlushSet, OwnFlushToken, OWN_FLUSH_SLOTS};
+pub use guard::{EnterError, OwnFlushSet, OwnFlushToken, OWN_FLUSH_SLOTS};
 
 use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
 use glue::PolicySnapshot;
@@ -918,9 +918,19 @@ impl<F: FilterManager> Filter<F> {
             self.skip(Counter::FlushSkippedPagingIo);
             return;
         }
-        let Some(_token) = self.own_flushes.enter(fm.current_thread_id()) else {
-            self.skip(Counter::FlushSkippedRecursion);
-            return;
+        // A full guard does not skip the flush (no durability promise may depend on a
+        // fixed-size table): it runs unguarded through the filter method, which sends
+        // the flush below this instance, so nothing re-enters our pre-flush.
+        let token = match self.own_flushes.enter(fm.current_thread_id()) {
+            Ok(token) => Some(token),
+            Err(EnterError::Recursion) => {
+                self.skip(Counter::FlushSkippedRecursion);
+                return;
+            }
+            Err(EnterError::Full) => {
+                self.counters().bump(Counter::OwnFlushUnguarded);
+                None
+            }
         };
         let observed = self.handle_context(data).map(|c| {
             let seq = c.write_seq();
@@ -937,10 +947,13 @@ impl<F: FilterManager> Filter<F> {
         // - on a FO_SYNCHRONOUS_IO file object: NtFlushBuffersFileEx waits for the file
         //   object lock the I/O manager holds for the write in progress on this thread;
         // - with all APCs disabled (a guarded region at PASSIVE_LEVEL): ZwFlushBuffersFileEx
-        //   needs special kernel APCs enabled (its completion is one).
+        //   needs special kernel APCs enabled (its completion is one);
+        // - without the recursion guard (every slot taken): its re-entrant pre-flush
+        //   and pre-cleanup would not be recognised as ours.
         // Otherwise the flush goes to the instances below through FltFlushBuffers(2).
         let fo_flags = data.file_object_flags();
         let native = order.native
+            && token.is_some()
             && place == FlushPlace::AfterWrite
             && issuing_thread
             && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0
@@ -961,7 +974,9 @@ impl<F: FilterManager> Filter<F> {
                 self.counters().bump(Counter::FlushOk);
                 // Covers the user writes completed before the flush began and the
                 // write-back completed by now: in this thread the flush's own paging
-                // writes passed through unrecorded (recursion guard); written back by
+                // writes passed through unrecorded (recursion guard; an unguarded flush's
+                // paging writes may be recorded, which only leaves the handle marked
+                // written: one more flush at cleanup, never a missed one); written back by
                 // another thread, they completed before the flush call returned.
                 if let Some(seq) = observed {
                     if let Some(c) = self.handle_context(data) {
