@@ -648,8 +648,10 @@ fn main() {
             );
         }
     }
+    // 36 since a create is classified once (post-create) and not at all under a
+    // policy that governs nothing (issue 9 finding 5); 72 before.
     assert!(
-        allocating_windows >= 60,
+        allocating_windows >= 36,
         "only {allocating_windows} engine windows allocate: the script no longer reaches \
          the name lookups"
     );

@@ -705,3 +705,66 @@ fn flush_after_write_runs_when_every_recursion_guard_slot_is_taken() {
         h.assert_clean();
     }
 }
+
+/// Issue 9 finding 5: what one create on a share costs in name, image and provider
+/// queries. Under a policy whose every action is `pass`: none. Otherwise one
+/// normalized name query per create (the post-create's, or the pre-create's when a
+/// provider-agnostic rule acts at create and no rule names a provider).
+#[test]
+fn a_create_queries_the_name_at_most_once_and_never_under_a_pass_through_policy() {
+    use flushguard_tests::fake::CallSite;
+    let queries = |h: &Harness| {
+        [
+            CallSite::GetFileNameInformation,
+            CallSite::ProcessImageName,
+            CallSite::MupProviderOfFile,
+        ]
+        .map(|site| h.fake.calls(site))
+    };
+    let pass = action(Mode::Pass, FlushMethod::Filter, FlushFlags::empty(), None);
+    let write_through = action(
+        Mode::WriteThrough,
+        FlushMethod::Filter,
+        FlushFlags::empty(),
+        None,
+    );
+    let flush = action(
+        Mode::FlushAfterWrite,
+        FlushMethod::Filter,
+        FlushFlags::empty(),
+        None,
+    );
+    for (provider, act, per_create) in [
+        (ProviderSelector::Smb, pass, [0, 0, 0]),
+        (ProviderSelector::Any, pass, [0, 0, 0]),
+        (ProviderSelector::Smb, flush, [1, 1, 1]),
+        (ProviderSelector::Any, flush, [1, 1, 1]),
+        (ProviderSelector::Smb, write_through, [1, 1, 1]),
+        // Pre-create classifies (FILE_WRITE_THROUGH at create); the post-create
+        // reuses its rule: no rule names a provider.
+        (ProviderSelector::Any, write_through, [1, 1, 0]),
+    ] {
+        let h = Harness::new(FakeOptions {
+            has_flush2: true,
+            registry: Some(scenario::policy_blob_for(provider, act)),
+        });
+        let before = queries(&h);
+        let files: Vec<u64> = (0..3).map(|_| open(&h)).collect();
+        let after = queries(&h);
+        let per: Vec<u64> = after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| (a - b) / files.len() as u64)
+            .collect();
+        assert_eq!(
+            per, per_create,
+            "{provider:?} {:?}: [name, image, provider] queries per create",
+            act.mode
+        );
+        for f in files {
+            h.close(f);
+        }
+        h.unload();
+        h.assert_clean();
+    }
+}

@@ -17,6 +17,12 @@ pub const DEFAULT_RULE_SLOT: u32 = u32::MAX;
 /// rule's counters. Not a rule index (at most `MAX_RULES - 1` = 16,383).
 pub const EXEMPT_SLOT: u32 = u32::MAX - 1;
 
+/// Rule slot of a [`CompletionContext::Create`] whose pre-create did not classify
+/// the file (no rule of the policy can act before the file object is open,
+/// [`crate::matcher::Reach::at_create`]): the post-create classifies it, once. Not a
+/// rule index and never stored in a [`StreamContext`].
+pub const UNCLASSIFIED_SLOT: u32 = u32::MAX - 2;
+
 /// How a flush covers a completed write: which of the flush's two moments the write
 /// must have completed before. See [`StreamContext`] for the reasoning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,7 +219,8 @@ pub enum CompletionContext {
     Create {
         /// Low 32 bits of the policy generation the rule was looked up in.
         generation: u32,
-        /// Rule index, or [`DEFAULT_RULE_SLOT`]. At most 2^24 - 2 (encoding limit).
+        /// Rule index, [`DEFAULT_RULE_SLOT`] or [`UNCLASSIFIED_SLOT`]. A rule index is
+        /// at most 2^24 - 3 (encoding limit; `MAX_RULES` is far below).
         slot: u32,
     },
     /// Post-write.
@@ -303,6 +310,8 @@ impl CompletionContext {
                 let mut slot = ((v >> 4) & 0x00FF_FFFF) as u32;
                 if slot == 0x00FF_FFFF {
                     slot = DEFAULT_RULE_SLOT;
+                } else if slot == UNCLASSIFIED_SLOT & 0x00FF_FFFF {
+                    slot = UNCLASSIFIED_SLOT;
                 }
                 Some(CompletionContext::Create {
                     slot,
@@ -340,6 +349,10 @@ mod tests {
             CompletionContext::Create {
                 generation: u32::MAX,
                 slot: DEFAULT_RULE_SLOT,
+            },
+            CompletionContext::Create {
+                generation: 9,
+                slot: UNCLASSIFIED_SLOT,
             },
             CompletionContext::Write {
                 record_write: true,

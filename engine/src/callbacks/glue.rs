@@ -93,6 +93,12 @@ impl PolicySnapshot {
         }
     }
 
+    /// What the policy can do ([`crate::matcher::Reach`]): whether a create must be
+    /// classified at all, before the file is open, or only after.
+    pub fn reach(&self) -> crate::matcher::Reach {
+        self.policy.reach()
+    }
+
     /// The policy asks to attach to local volumes too.
     pub fn attach_local_volumes(&self) -> bool {
         self.policy.policy().attach_local_volumes

@@ -40,6 +40,7 @@ use flushguard_protocol::NtStatus;
 
 pub use context::{
     CompletionContext, FlushOrder, StreamContext, WriteClass, DEFAULT_RULE_SLOT, EXEMPT_SLOT,
+    UNCLASSIFIED_SLOT,
 };
 pub use counters::{CallbackCounters, Counter};
 pub use fltmgr::{
@@ -375,8 +376,8 @@ impl<F: FilterManager> Filter<F> {
     ///
     /// Before a create completes the file object is not open and MUP cannot name its
     /// redirector (`FsRtlMupGetProviderInfoFromFileObject` fails): with
-    /// `provider_expected == false` that failure is not counted and the provider is
-    /// reported unknown (`FileProvider::Other`; only provider-agnostic rules match).
+    /// `provider_expected == false` MUP is not asked and the provider is reported
+    /// unknown (`FileProvider::Other`; only provider-agnostic rules match).
     fn classify(
         &self,
         data: &F::Data,
@@ -398,13 +399,16 @@ impl<F: FilterManager> Filter<F> {
             return None;
         };
 
-        let (provider, provider_known) = match fm.mup_provider_id_of_file(data) {
-            Ok(id) => (self.providers.classify(id), true),
-            Err(_) => {
-                if provider_expected {
+        // Before the create completed MUP cannot name the redirector: not asked.
+        let (provider, provider_known) = if !provider_expected {
+            (crate::policy::FileProvider::Other, false)
+        } else {
+            match fm.mup_provider_id_of_file(data) {
+                Ok(id) => (self.providers.classify(id), true),
+                Err(_) => {
                     self.counters().bump(Counter::ProviderQueryFailed);
+                    (crate::policy::FileProvider::Other, false)
                 }
-                (crate::policy::FileProvider::Other, false)
             }
         };
         // Matching with a partial (empty) image could pick another rule: an
@@ -540,6 +544,20 @@ impl<F: FilterManager> Filter<F> {
         let Some(policy) = self.policy() else {
             return PreOp::pass();
         };
+        let reach = policy.reach();
+        if !reach.governs {
+            // Nothing in the policy acts on any file: no name, image or provider
+            // query, no post-create, no context (issue 9 finding 5).
+            return PreOp::pass();
+        }
+        if !reach.at_create {
+            // No rule can act before the file object is open: the post-create
+            // classifies the file, once, with the provider known.
+            return PreOp::with_callback(CompletionContext::Create {
+                generation: policy.generation(),
+                slot: UNCLASSIFIED_SLOT,
+            });
+        }
         let Some(c) = self.classify(data, &policy, false) else {
             return PreOp::pass();
         };
@@ -562,8 +580,9 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// Post-create (PASSIVE_LEVEL): on success looks the rule up again now that the
-    /// file object is open (the MUP provider is known) and, unless it is `pass`,
+    /// Post-create (PASSIVE_LEVEL): on success looks the rule up (again, if the
+    /// pre-create did and a rule names a provider) now that the file object is open
+    /// (the MUP provider is known) and, unless it is `pass`,
     /// attaches a [`StreamContext`] caching the rule and the policy generation. If
     /// that lookup fails the pre-create's rule is kept. Draining: nothing to clean up.
     pub fn post_create(
@@ -585,10 +604,17 @@ impl<F: FilterManager> Filter<F> {
         let Some(policy) = self.policy() else {
             return PostOpStatus::FinishedProcessing;
         };
-        let (generation, slot, action) = match self.classify(data, &policy, true) {
-            Some(c) => (policy.generation(), c.slot, Some(c.action)),
-            None if generation == policy.generation() => (generation, slot, policy.action(slot)),
-            None => return PostOpStatus::FinishedProcessing,
+        let classified = slot != UNCLASSIFIED_SLOT && generation == policy.generation();
+        let (generation, slot, action) = if classified && !policy.reach().provider_specific {
+            // The pre-create's lookup cannot change now that the provider is known
+            // (no rule names one): one name query per create.
+            (generation, slot, policy.action(slot))
+        } else {
+            match self.classify(data, &policy, true) {
+                Some(c) => (policy.generation(), c.slot, Some(c.action)),
+                None if classified => (generation, slot, policy.action(slot)),
+                None => return PostOpStatus::FinishedProcessing,
+            }
         };
         drop(policy);
         if action.is_none_or(|a| a.mode == crate::policy::Mode::Pass) {
