@@ -121,7 +121,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 36;
+pub const CALLBACK_COUNTER_COUNT: usize = 38;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -213,6 +213,13 @@ callback_counters! {
     /// `FltFlushBuffers(2)` (to the instances below: nothing re-enters FlushGuard's
     /// pre-flush), never the native method, and was not skipped.
     OwnFlushUnguarded = 35, "own_flush_unguarded";
+    /// A file on MUP had a provider id no resolved redirector has, and resolving the
+    /// missing redirectors again (`FsRtlMupGetProviderIdFromName`) found one that
+    /// registered after FlushGuard loaded (e.g. WebDAV once WebClient started).
+    ProviderReresolved = 36, "provider_reresolved";
+    /// Such a miss came less than a second after the last resolution attempt: the
+    /// file was classified as from another redirector without asking MUP again.
+    ProviderReresolveThrottled = 37, "provider_reresolve_throttled";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

@@ -200,7 +200,8 @@ struct Inner {
     next_id: AtomicU64,
     clock_us: AtomicU64,
     has_flush2: bool,
-    provider_ids: Vec<(&'static str, u32)>,
+    /// Redirectors registered with MUP: device name, provider id.
+    provider_ids: Mutex<Vec<(&'static str, u32)>>,
     active_callbacks: AtomicUsize,
     stop_new: AtomicBool,
     unregistered: AtomicBool,
@@ -307,16 +308,31 @@ impl Fake {
                 next_id: AtomicU64::new(1),
                 clock_us: AtomicU64::new(1_000),
                 has_flush2: options.has_flush2,
-                provider_ids: vec![
+                provider_ids: Mutex::new(vec![
                     ("\\Device\\LanmanRedirector", PROVIDER_SMB),
                     ("\\Device\\WebDavRedirector", PROVIDER_WEBDAV),
                     ("\\Device\\Nfs", PROVIDER_NFS),
-                ],
+                ]),
                 active_callbacks: AtomicUsize::new(0),
                 stop_new: AtomicBool::new(false),
                 unregistered: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// A redirector registers with MUP after load (WebClient starting, NFS
+    /// installed): `FsRtlMupGetProviderIdFromName(device)` answers `id` from now on.
+    pub fn register_provider(&self, device: &'static str, id: u32) {
+        self.inner
+            .provider_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((device, id));
+    }
+
+    /// Moves the fake's monotonic clock (`now_us`) forward by `us` microseconds.
+    pub fn advance_clock(&self, us: u64) {
+        self.inner.clock_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Connects the fake to the filter it serves (for re-entry).
@@ -793,6 +809,8 @@ impl FilterManager for Fake {
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderIdFromName");
         self.inner
             .provider_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(device_name))
             .map(|(_, id)| *id)

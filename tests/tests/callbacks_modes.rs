@@ -768,3 +768,64 @@ fn a_create_queries_the_name_at_most_once_and_never_under_a_pass_through_policy(
         h.assert_clean();
     }
 }
+
+/// Issue 9 finding 6: a redirector that registers with MUP after the driver loaded
+/// (here RDPDR) is resolved again on a miss, at most once per second, and counted.
+#[test]
+fn a_redirector_registered_after_load_is_resolved_on_a_miss() {
+    use flushguard_engine::callbacks::{RDPDR_DEVICE, RERESOLVE_INTERVAL_US};
+    const PROVIDER_RDPDR: u32 = 0x40;
+    let h = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(scenario::policy_blob_for(
+            ProviderSelector::Rdpdr,
+            action(
+                Mode::FlushAfterWrite,
+                FlushMethod::Filter,
+                FlushFlags::empty(),
+                None,
+            ),
+        )),
+    });
+    let open_rdpdr = |h: &Harness| {
+        h.open(
+            SHARE_FILE,
+            Some(PROVIDER_RDPDR),
+            PROCESS,
+            0,
+            NtStatus::SUCCESS,
+        )
+        .expect("create succeeds")
+    };
+    let governed = |h: &Harness, file: u64| {
+        let before = h.fake.flushes().len();
+        h.write(file, WriteSpec::default());
+        h.fake.flushes().len() > before
+    };
+    // Not registered yet, and within a second of load: throttled, not governed.
+    let a = open_rdpdr(&h);
+    assert!(!governed(&h, a));
+    assert_eq!(
+        h.filter.counters().get(Counter::ProviderReresolveThrottled),
+        1
+    );
+    // RDPDR registers; the next miss more than a second later resolves it.
+    h.fake.register_provider(RDPDR_DEVICE, PROVIDER_RDPDR);
+    h.fake.advance_clock(RERESOLVE_INTERVAL_US);
+    let b = open_rdpdr(&h);
+    assert_eq!(h.filter.counters().get(Counter::ProviderReresolved), 1);
+    assert!(governed(&h, b), "the rdpdr rule governs the new handle");
+    // Resolved for good: later opens need no new attempt.
+    let c = open_rdpdr(&h);
+    assert!(governed(&h, c));
+    assert_eq!(h.filter.counters().get(Counter::ProviderReresolved), 1);
+    assert_eq!(
+        h.filter.counters().get(Counter::ProviderReresolveThrottled),
+        1
+    );
+    for f in [a, b, c] {
+        h.close(f);
+    }
+    h.unload();
+    h.assert_clean();
+}

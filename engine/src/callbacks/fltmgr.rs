@@ -217,7 +217,9 @@ pub trait FilterManager: Sync {
 
     /// `FsRtlMupGetProviderIdFromName(\Device\<redirector>)`: the MUP provider id of
     /// a redirector device (`\Device\LanmanRedirector`, `\Device\WebDavRedirector`,
-    /// `\Device\Nfs`, `\Device\RdpDr`). PASSIVE_LEVEL; called once at load.
+    /// `\Device\Nfs`, `\Device\RdpDr`). PASSIVE_LEVEL; called at load and again,
+    /// rate-limited, when a MUP file has an unknown provider id
+    /// ([`super::ProviderTable`]).
     ///
     /// # Errors
     /// `STATUS_OBJECT_NAME_NOT_FOUND` when that redirector is not registered with MUP.

@@ -1,7 +1,7 @@
 //! The one place where the callback layer meets the rest of the engine: policy
 //! snapshots and lookups ([`crate::matcher`]), flush orders from a
-//! [`Decision`], statistics and events ([`crate::handler::State`]), the port handler,
-//! and the MUP provider table.
+//! [`Decision`], statistics and events ([`crate::handler::State`]) and the port
+//! handler.
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -218,47 +218,4 @@ pub fn handle_message<F: FilterManager>(
 ) -> Result<usize, NtStatus> {
     let mut store = |blob: &[u8]| fm.write_policy_value(blob);
     crate::handler::handle_persisting(state, request, reply, &mut store).map(|o| o.reply_len)
-}
-
-/// MUP provider ids of the redirectors policy can name, resolved once at load.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProviderTable {
-    smb: Option<u32>,
-    webdav: Option<u32>,
-    nfs: Option<u32>,
-    rdpdr: Option<u32>,
-}
-
-/// SMB redirector device as registered with MUP.
-pub const SMB_DEVICE: &str = "\\Device\\LanmanRedirector";
-/// WebDAV redirector device.
-pub const WEBDAV_DEVICE: &str = "\\Device\\WebDavRedirector";
-/// NFS redirector device.
-pub const NFS_DEVICE: &str = "\\Device\\Nfs";
-/// Remote Desktop device redirector.
-pub const RDPDR_DEVICE: &str = "\\Device\\RdpDr";
-
-impl ProviderTable {
-    /// Resolves every known redirector (`FsRtlMupGetProviderIdFromName`); one that
-    /// is not registered with MUP stays unknown (its files classify as `Other`).
-    pub fn resolve<F: FilterManager>(fm: &F) -> Self {
-        ProviderTable {
-            smb: fm.mup_provider_id_from_name(SMB_DEVICE).ok(),
-            webdav: fm.mup_provider_id_from_name(WEBDAV_DEVICE).ok(),
-            nfs: fm.mup_provider_id_from_name(NFS_DEVICE).ok(),
-            rdpdr: fm.mup_provider_id_from_name(RDPDR_DEVICE).ok(),
-        }
-    }
-
-    /// The provider of a file from its MUP provider id (`None` = not on MUP).
-    pub fn classify(&self, id: Option<u32>) -> FileProvider {
-        match id {
-            None => FileProvider::Local,
-            Some(id) if Some(id) == self.smb => FileProvider::Smb,
-            Some(id) if Some(id) == self.webdav => FileProvider::WebDav,
-            Some(id) if Some(id) == self.nfs => FileProvider::Nfs,
-            Some(id) if Some(id) == self.rdpdr => FileProvider::Rdpdr,
-            Some(_) => FileProvider::Other,
-        }
-    }
 }

@@ -31,6 +31,7 @@ mod counters;
 mod fltmgr;
 mod glue;
 mod guard;
+mod providers;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -47,8 +48,11 @@ pub use fltmgr::{
     CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
     FLTFL_POST_OPERATION_DRAINING,
 };
-pub use glue::{FlushPlace, ProviderTable};
+pub use glue::FlushPlace;
 pub use guard::{EnterError, OwnFlushSet, OwnFlushToken, OWN_FLUSH_SLOTS};
+pub use providers::{
+    ProviderTable, NFS_DEVICE, RDPDR_DEVICE, RERESOLVE_INTERVAL_US, SMB_DEVICE, WEBDAV_DEVICE,
+};
 
 use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
 use glue::PolicySnapshot;
@@ -404,7 +408,7 @@ impl<F: FilterManager> Filter<F> {
             (crate::policy::FileProvider::Other, false)
         } else {
             match fm.mup_provider_id_of_file(data) {
-                Ok(id) => (self.providers.classify(id), true),
+                Ok(id) => (self.providers.classify(fm, self.counters(), id), true),
                 Err(_) => {
                     self.counters().bump(Counter::ProviderQueryFailed);
                     (crate::policy::FileProvider::Other, false)
