@@ -1,7 +1,12 @@
 //! The durability tester behind `flushctl durability`: writers append sequenced,
 //! checksummed [`record`]s to a target file, every acknowledged record is logged by a
-//! witness, and after a crash the target is compared with the witness.
+//! [`witness`] (a local file, or the remote witness service of [`net`]), and after a
+//! crash the target is compared with the witness.
 //!
 //! - [`record`]: the record codec and the classification of what a slot holds.
+//! - [`witness`]: witness entries, their validation and the witness file.
+//! - [`net`]: the remote witness (TCP service and client).
 
+pub mod net;
 pub mod record;
+pub mod witness;
