@@ -6,7 +6,12 @@
 //! - [`record`]: the record codec and the classification of what a slot holds.
 //! - [`witness`]: witness entries, their validation and the witness file.
 //! - [`net`]: the remote witness (TCP service and client).
+//! - [`target`]: how each pattern opens the target, positional writes (per platform).
+//! - [`run`]: the writers; [`verify`]: the comparison after a crash.
 
 pub mod net;
 pub mod record;
+pub mod run;
+pub mod target;
+pub mod verify;
 pub mod witness;
