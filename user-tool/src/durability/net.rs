@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub const REPLY_LEN: usize = 8;
 pub const REPLY_MAGIC: [u8; 4] = *b"FGWR";
 /// A connection idle this long is closed by the server.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most connections served at once; further ones are closed at once (and logged).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// The status in a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,13 +156,15 @@ impl WitnessServer {
         self.listener.local_addr()
     }
 
-    /// Serves connections until accepting fails, each in its own thread; `log` gets one
-    /// line per connection event (refusals, dropped connections).
+    /// Serves connections until accepting fails, each in its own thread (at most
+    /// [`MAX_CONNECTIONS`] at once); `log` gets one line per connection event
+    /// (refusals, dropped connections).
     ///
     /// # Errors
     /// The OS error of `accept` (only persistent failures end the loop).
     pub fn serve(self, log: impl Fn(String) + Send + Sync + 'static) -> std::io::Result<()> {
         let log = Arc::new(log);
+        let live = Arc::new(AtomicUsize::new(0));
         for stream in self.listener.incoming() {
             let stream = match stream {
                 Ok(s) => s,
@@ -167,14 +172,27 @@ impl WitnessServer {
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
                 Err(e) => return Err(e),
             };
-            let (dir, runs, log) = (self.dir.clone(), self.runs.clone(), log.clone());
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+            if live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                live.fetch_sub(1, Ordering::AcqRel);
+                log(format!(
+                    "{peer}: refused, {MAX_CONNECTIONS} connections already open"
+                ));
+                continue;
+            }
+            let (dir, runs, log, live) = (
+                self.dir.clone(),
+                self.runs.clone(),
+                log.clone(),
+                live.clone(),
+            );
             std::thread::spawn(move || {
-                let peer = stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".to_owned(), |a| a.to_string());
                 if let Err(m) = handle(stream, &dir, &runs) {
                     log(format!("{peer}: {m}"));
                 }
+                live.fetch_sub(1, Ordering::AcqRel);
             });
         }
         Ok(())
@@ -347,7 +365,10 @@ impl Connection {
         match Status::from_u16(u16::from_le_bytes([r[4], r[5]])) {
             Some(Status::Ok) => Ok(()),
             Some(s) => Err(remote(format!("refused: {}", s.describe()))),
-            None => Err(remote(format!("unknown reply status {}", r[4]))),
+            None => Err(remote(format!(
+                "unknown reply status {}",
+                u16::from_le_bytes([r[4], r[5]])
+            ))),
         }
     }
 
@@ -412,6 +433,7 @@ impl Witness for RemoteWitness {
 mod tests {
     use super::super::witness::read_witness;
     use super::*;
+    use proptest::prelude::*;
 
     const INFO: RunInfo = RunInfo {
         run: 0xabcdef,
@@ -524,5 +546,42 @@ mod tests {
         let mut c = Connection::open(&addr, INFO).unwrap();
         c.send(&ack(0, 2)).unwrap();
         assert_eq!(acked(dir.path()), vec![3, 0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever a client sends after a Begin, the witness file keeps exactly the
+        /// acknowledgements that were answered Ok, and stays readable.
+        #[test]
+        fn prop_random_frames_never_corrupt_the_witness(
+            frames in proptest::collection::vec(
+                prop_oneof![
+                    // well-formed acks, often replayed or out of order
+                    (0u32..3, 0u64..4).prop_map(|(w, s)| ack(w, s).encode().to_vec()),
+                    // any bytes of any length up to 100
+                    proptest::collection::vec(any::<u8>(), 0..100),
+                ],
+                1..12,
+            )
+        ) {
+            let (dir, addr) = server();
+            let mut expected = vec![0u64; 2];
+            let mut conn = Connection::open(&addr, INFO).unwrap();
+            for body in &frames {
+                let answered_ok = conn.send_raw(body).is_ok();
+                if answered_ok {
+                    let bytes: &[u8; ENTRY_LEN] = body[..].try_into().unwrap();
+                    let e = Entry::decode(bytes).unwrap();
+                    if let Entry::Ack { writer, .. } = e {
+                        expected[writer as usize] += 1;
+                    }
+                } else {
+                    // The server closed the connection: continue on a new one.
+                    conn = Connection::open(&addr, INFO).unwrap();
+                }
+                prop_assert_eq!(acked(dir.path()), expected.clone());
+            }
+        }
     }
 }
