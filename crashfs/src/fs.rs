@@ -5,7 +5,9 @@
 //!   handle opened with `O_SYNC`/`O_DSYNC`, writes it to the backing file (durable).
 //! - Control: writing `crash` to `/.crashfs` drops every file's volatile data and
 //!   freezes the file system (every later write, sync, create or namespace change fails
-//!   with EIO, as on a dead disk; reads show what was durable); `reset` unfreezes it.
+//!   with EIO, as on a dead disk; reads show what was durable); `crash-torn` first lets
+//!   each volatile 4 KiB page keep a pseudo-random prefix of its 512-byte sectors (0 to
+//!   8: a write torn by the power cut); `reset` unfreezes it.
 //!   Reading `/.crashfs` gives counters (`crashed writes syncs synced_pages
 //!   dropped_pages`).
 //! - Every handle is opened with FOPEN_DIRECT_IO and attributes have no cache time, so
@@ -177,11 +179,43 @@ impl CrashFs {
         Ok(())
     }
 
-    fn crash(&self) {
+    /// The crash; `torn`: each volatile page keeps a random prefix of its sectors.
+    fn crash(&self, torn: bool) -> Result<(), Errno> {
         let mut i = self.lock();
-        let dropped: u64 = i.files.values_mut().map(|v| v.crash().pages).sum();
+        let mut dropped = 0;
+        let mut failed = None;
+        let mut state = i.stats.writes ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            // splitmix64
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let inos: Vec<u64> = i.files.keys().copied().collect();
+        for ino in inos {
+            let path = i.paths.get(&ino).map(|p| self.real(p));
+            let v = i.files.get_mut(&ino).expect("key listed above");
+            if !torn {
+                dropped += v.crash().pages;
+                continue;
+            }
+            let res = path
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+                .and_then(|p| OpenOptions::new().write(true).read(true).open(p))
+                .and_then(|f| v.crash_torn(&f, &mut next));
+            match res {
+                Ok(c) => dropped += c.pages,
+                Err(e) => {
+                    dropped += v.crash().pages;
+                    failed = Some(errno(&e));
+                }
+            }
+        }
         i.stats.dropped_pages += dropped;
         i.crashed = true;
+        failed.map_or(Ok(()), Err)
     }
 
     fn open_handle(&self, i: &mut Inner, ino: u64, rel: &Path, flags: i32) -> Result<u64, Errno> {
@@ -532,12 +566,19 @@ impl Filesystem for CrashFs {
     ) {
         if ino.0 == CONTROL_INO {
             let cmd = String::from_utf8_lossy(data);
-            match cmd.trim() {
-                "crash" => self.crash(),
-                "reset" => self.lock().crashed = false,
-                _ => return reply.error(Errno::EINVAL),
-            }
-            return reply.written(data.len() as u32);
+            let res = match cmd.trim() {
+                "crash" => self.crash(false),
+                "crash-torn" => self.crash(true),
+                "reset" => {
+                    self.lock().crashed = false;
+                    Ok(())
+                }
+                _ => Err(Errno::EINVAL),
+            };
+            return match res {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(e),
+            };
         }
         let mut i = self.lock();
         if i.crashed {

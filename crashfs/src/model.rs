@@ -13,6 +13,8 @@ use std::os::unix::fs::FileExt;
 
 /// Size of a page of volatile data in bytes.
 pub const PAGE: u64 = 4096;
+/// A disk sector in bytes: the unit a torn write keeps or loses ([`Volatile::crash_torn`]).
+pub const SECTOR: u64 = 512;
 
 /// What a crash dropped, a sync wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -170,6 +172,39 @@ impl Volatile {
         self.size = None;
         c
     }
+
+    /// The crash with torn writes: of each volatile page, a prefix of its 512-byte
+    /// sectors ([`SECTOR`]) reaches the backing file first (0 to 8 sectors, chosen by
+    /// `next`, a source of random numbers), as if the disk had been writing the page
+    /// when the power went; the file grows to cover what was kept. The rest is dropped.
+    /// Returns the pages dropped (all of them count, kept sectors or not).
+    ///
+    /// # Errors
+    /// The OS error of writing the backing file; the volatile state is dropped anyway.
+    pub fn crash_torn(
+        &mut self,
+        backing: &File,
+        next: &mut dyn FnMut() -> u64,
+    ) -> io::Result<Counts> {
+        let size = self.size(backing)?;
+        let durable = backing.metadata()?.len();
+        let mut end = durable;
+        let mut res = Ok(());
+        for (&page, buf) in &self.pages {
+            let start = page * PAGE;
+            let keep = (next() % (PAGE / SECTOR + 1)) * SECTOR;
+            let n = keep.min(size.saturating_sub(start));
+            if n > 0 {
+                res = res.and(backing.write_all_at(&buf[..n as usize], start));
+                end = end.max(start + n);
+            }
+        }
+        if end > durable {
+            res = res.and(backing.set_len(end));
+        }
+        let c = self.crash();
+        res.map(|()| c)
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +250,20 @@ mod tests {
         assert_eq!(v.read(&f, 4096, 100).unwrap(), want);
         v.crash();
         assert_eq!(v.read(&f, 4096, 200).unwrap(), vec![2; 100]);
+    }
+
+    #[test]
+    fn a_torn_crash_keeps_a_sector_prefix_of_each_page() {
+        let (_t, f) = backing();
+        let mut v = Volatile::default();
+        v.write(&f, 0, &[1; 8192]).unwrap();
+        let mut keeps = [3u64, 0].into_iter();
+        let c = v.crash_torn(&f, &mut || keeps.next().unwrap()).unwrap();
+        assert_eq!(c.pages, 2);
+        assert!(v.is_clean());
+        // Page 0 kept 3 sectors, page 1 none: the file ends after them.
+        assert_eq!(f.metadata().unwrap().len(), 3 * 512);
+        assert_eq!(v.read(&f, 0, 8192).unwrap(), vec![1; 3 * 512]);
     }
 
     #[test]
