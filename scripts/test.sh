@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # FlushGuard's full test command (README, second command; .ci/run calls it):
 # prerequisites, formatting, lints for the host and the Windows driver target, every
-# workspace test, the main job (scripts/run.sh: the packaged and test-signed driver with
-# its PE gate, then the replay of the generated sample), and the SEH copy shim under
-# wine. Stops at the first failure.
+# workspace test, the local durability proof (scripts/durability-local-e2e.sh: crash
+# model, needs root and /dev/fuse), the main job (scripts/run.sh: the packaged and
+# test-signed driver with its PE gate, then the replay of the generated sample), and the
+# SEH copy shim under wine. Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,9 @@ cargo clippy --target x86_64-pc-windows-msvc -p flushctl -- -D warnings
 
 step "test: cargo test --workspace (unit, integration: fake Filter Manager, CLI, wire vectors, INF consistency, PE gate)"
 cargo test --workspace
+
+step "durability proof: scripts/durability-local-e2e.sh (crashfs crash model; write-through and flush lose 0 acknowledged records, plain loses some)"
+bash scripts/durability-local-e2e.sh
 
 step "main job: scripts/run.sh (README's first command: package with PE gate, SEH unwind check, test signing + verify, flushctl.exe; then replay of the generated sample)"
 bash scripts/run.sh

@@ -6,6 +6,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use flushguard_engine::FileProvider;
 
+use crate::durability::target::Pattern;
+
 /// Administer the FlushGuard minifilter: show and apply durability policy, read
 /// statistics and events, load and unload the driver, and replay Process Monitor traces
 /// to see what a policy would do before enabling it.
@@ -81,6 +83,10 @@ pub enum Command {
     /// Replay a Process Monitor CSV export through the engine and report what FlushGuard
     /// would have done.
     Replay(ReplayArgs),
+    /// Durability tester: write sequenced, checksummed records, keep a witness of every
+    /// acknowledged one, and after a crash verify that none was lost.
+    #[command(subcommand)]
+    Durability(DurabilityCommand),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -112,6 +118,107 @@ pub enum PolicyCommand {
     },
     /// Show which rule governs a path and what it would do.
     Explain(ExplainArgs),
+}
+
+/// `durability` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DurabilityCommand {
+    /// Write records to a target file; each acknowledged record reaches the witness
+    /// before the writer writes its next one.
+    Run(DurabilityRunArgs),
+    /// Compare the target with its witness after a crash (exit 8 when an acknowledged
+    /// record was lost).
+    Verify(DurabilityVerifyArgs),
+    /// Serve as a remote witness: store the acknowledgements of `durability run
+    /// --witness-addr` durably (fsync before each answer) in DIR/RUN.fgw.
+    Witness(DurabilityWitnessArgs),
+}
+
+/// `durability run` arguments.
+#[derive(Debug, Args)]
+pub struct DurabilityRunArgs {
+    /// The file the records are written to (created when missing; an existing file is
+    /// overwritten in place, not truncated, except by create-write-through).
+    #[arg(long, value_name = "FILE")]
+    pub target: PathBuf,
+    /// Writer threads; writer W writes its record S at byte offset
+    /// (S * THREADS + W) * RECORD_SIZE.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: u32,
+    /// Record size in bytes (64 to 16 MiB).
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    pub record_size: u64,
+    /// Records per writer.
+    #[arg(long, value_name = "N", required_unless_present = "duration")]
+    pub records: Option<u64>,
+    /// Write for this long (e.g. `30s`, `500ms`, `2m`; a bare number is seconds); with
+    /// --records, whichever ends first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// How each record is made durable before it is acknowledged.
+    #[arg(long, value_enum, default_value_t = Pattern::Plain)]
+    pub pattern: Pattern,
+    /// Local witness file (new; fsynced after every acknowledgement). Keep it off the
+    /// storage under test.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "witness_addr",
+        conflicts_with = "witness_addr"
+    )]
+    pub witness: Option<PathBuf>,
+    /// Remote witness (`flushctl durability witness`) at HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub witness_addr: Option<String>,
+    /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `durability verify` arguments.
+#[derive(Debug, Args)]
+pub struct DurabilityVerifyArgs {
+    /// The target file written by `durability run`.
+    #[arg(long, value_name = "FILE")]
+    pub target: PathBuf,
+    /// The run's witness file (a local witness, or DIR/RUN.fgw of a remote witness).
+    #[arg(long, value_name = "FILE")]
+    pub witness: PathBuf,
+}
+
+/// `durability witness` arguments.
+#[derive(Debug, Args)]
+pub struct DurabilityWitnessArgs {
+    /// Address to listen on, e.g. `0.0.0.0:7070` (port 0: any; the bound address is
+    /// printed first).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Directory of the witness files, one per run (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Parses `--duration`: a number with an optional unit `ms`, `s`, `m` or `h` (seconds
+/// when none).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a duration such as 30s, 500ms, 2m or 1h"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("`{s}`: expected a duration such as 30s, 500ms, 2m or 1h"))?;
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// `--provider` values: the [`FileProvider`]s a file can be named on the command line
@@ -232,6 +339,19 @@ pub struct GenTraceArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "1.5s", "3d", "-1", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn every_provider_value_parses() {

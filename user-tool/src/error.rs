@@ -53,6 +53,12 @@ pub enum CliError {
     /// A bad argument value found after parsing (e.g. `--map`).
     #[error("{0}")]
     Usage(String),
+    /// The durability witness refused an acknowledgement, or is unreadable or malformed.
+    #[error("{0}")]
+    Witness(String),
+    /// Not supported on this operating system.
+    #[error("{0}")]
+    Unsupported(String),
     /// Any other I/O failure.
     #[error("{what}: {source}")]
     Io {
@@ -70,6 +76,8 @@ impl CliError {
             CliError::Port(p) | CliError::PortWithHint { source: p, .. } => p.exit_code(),
             CliError::Policy { .. } | CliError::MalformedTrace { .. } => exit::INVALID_INPUT,
             CliError::Usage(_) => exit::USAGE,
+            CliError::Unsupported(_) => exit::UNSUPPORTED,
+            CliError::Witness(_) => exit::FAILED,
             CliError::PolicyDecode(_) | CliError::Trace { .. } | CliError::Io { .. } => {
                 exit::FAILED
             }

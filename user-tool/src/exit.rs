@@ -16,3 +16,5 @@ pub const VERSION_MISMATCH: u8 = 5;
 pub const UNSUPPORTED: u8 = 6;
 /// Invalid input: a policy file rejected, or a malformed trace line with `--strict`.
 pub const INVALID_INPUT: u8 = 7;
+/// `durability verify`: acknowledged records were lost (missing, torn, stale or corrupt).
+pub const LOST: u8 = 8;

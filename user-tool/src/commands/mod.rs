@@ -1,6 +1,7 @@
 //! Command implementations, one module per command: each reads its arguments, talks to
 //! a [`port::Client`] (or needs none), and prints a table or JSON. [`run`] dispatches.
 
+mod durability;
 mod events;
 mod explain;
 mod load;
@@ -24,6 +25,7 @@ use crate::cli::{Cli, Command, PolicyCommand};
 use crate::error::CliError;
 use crate::exit;
 use crate::port::{self, PortOptions};
+use durability::durability;
 
 /// Runs the parsed command line; returns the exit code.
 ///
@@ -58,6 +60,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Load => load::load_unload(&opts, true, json),
         Command::Unload => load::load_unload(&opts, false, json),
         Command::Replay(args) => replay(&opts, &args, json),
+        Command::Durability(cmd) => durability(&cmd, json),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "flushctl", &mut std::io::stdout());
@@ -85,6 +88,7 @@ fn command_label(c: &Command) -> String {
         Command::Load => "flushctl load".into(),
         Command::Unload => "flushctl unload".into(),
         Command::Replay(_) => "flushctl replay (without --policy)".into(),
+        Command::Durability(_) => "flushctl durability".into(),
         Command::Completions { .. } => "flushctl completions".into(),
         Command::GenTrace(_) => "flushctl gen-trace".into(),
     }
