@@ -956,6 +956,53 @@ fn malformed_lines_are_reported_and_strict_stops() {
 }
 
 #[test]
+fn strict_rejects_a_record_cut_off_inside_a_quoted_field() {
+    // Generated trace: the file ends inside the quoted Detail of its last record (a
+    // capture copied while it was written, a truncated download), which loses the
+    // write's I/O Flags. Python's csv module rejects this file with `strict=True`
+    // ("_csv.Error: unexpected end of data"; checked with Python 3.11's
+    // `csv.reader(f, strict=True)`); without `strict` it returns the record as here.
+    let e = Env::new();
+    let policy = e.file("p.toml", "[default]\nmode = \"flush-on-close\"\n");
+    let trace = e.file(
+        "cut.csv",
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+         \"1\",\"a.exe\",\"4\",\"CreateFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Options: Synchronous IO Non-Alert\"\r\n\
+         \"2\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 4,096",
+    );
+    flushctl()
+        .args([
+            "replay",
+            "--strict",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .assert()
+        .code(7)
+        .stderr(predicate::str::contains("line 3: "))
+        .stderr(predicate::str::contains("unterminated quoted field"));
+    // Without --strict the record is counted as malformed and not replayed.
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"]["malformed"], 1);
+    assert_eq!(r["malformed"][0]["line"], 3);
+    assert_eq!(r["totals"]["writes"], 0);
+}
+
+#[test]
 fn replay_input_errors() {
     let e = Env::new();
     let policy = e.file("p.toml", "[default]\nmode = \"pass\"\n");

@@ -7,18 +7,22 @@
 //!
 //! A line is *malformed* when it does not have as many fields as the header, when a field
 //! this reader needs is not UTF-8, when the PID of a file operation is not a number, when
-//! a successful (or pending) WriteFile Detail lacks a valid Offset/Length, or when a
-//! successful rename has no `FileName:`. Malformed lines are reported with the
+//! a successful (or pending) WriteFile Detail lacks a valid Offset/Length, when a
+//! successful rename has no `FileName:`, or when the file ends inside one of the record's
+//! quoted fields (an unterminated quote: the record is cut off, as Python's csv module
+//! with `strict=True` reports). Malformed lines are reported with the
 //! physical line number at which the record starts (records may span lines: `Process
 //! Start` details contain bare CRs).
 
 pub mod detail;
+mod input;
 pub mod path;
 
-use std::collections::VecDeque;
 use std::io::Read;
 
 use thiserror::Error;
+
+use input::LineIndex;
 
 pub use detail::{CreateDetail, WriteDetail};
 
@@ -291,49 +295,6 @@ pub enum Item<'r> {
     Malformed(Malformed),
 }
 
-/// A reader that remembers where the CR and LF bytes are in the part of the input the
-/// csv parser has buffered, so that record positions can be turned into physical line
-/// numbers. (`csv::Position::line` miscounts CRLF-terminated files, and
-/// `csv::Position::byte` points into the terminator before a record.) Memory: one entry per
-/// CR/LF byte read ahead and not yet passed, i.e. bounded by the csv buffer.
-struct LineIndex<R> {
-    inner: R,
-    offset: u64,
-    breaks: VecDeque<(u64, bool)>,
-    lf_before: u64,
-}
-
-impl<R: Read> Read for LineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
-            self.breaks
-                .push_back((self.offset + i as u64, buf[i] == b'\n'));
-        }
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R> LineIndex<R> {
-    /// 1-based line of the record that csv reports at byte `b`.
-    fn line_at(&mut self, b: u64) -> u64 {
-        while let Some(&(at, lf)) = self.breaks.front() {
-            if at >= b {
-                break;
-            }
-            self.breaks.pop_front();
-            self.lf_before += u64::from(lf);
-        }
-        let extra: u64 = (b..)
-            .zip(self.breaks.iter())
-            .take_while(|(pos, &(at, _))| at == *pos)
-            .map(|(_, &(_, lf))| u64::from(lf))
-            .sum();
-        1 + self.lf_before + extra
-    }
-}
-
 /// Streaming Process Monitor CSV reader.
 pub struct TraceReader<R: Read> {
     rdr: csv::Reader<LineIndex<R>>,
@@ -365,12 +326,7 @@ impl<R: Read> TraceReader<R> {
             .has_headers(false)
             .flexible(false)
             .buffer_capacity(256 * 1024)
-            .from_reader(LineIndex {
-                inner: input,
-                offset: 0,
-                breaks: VecDeque::new(),
-                lf_before: 0,
-            });
+            .from_reader(LineIndex::new(input));
         let mut header = csv::ByteRecord::new();
         match rdr.read_byte_record(&mut header) {
             Ok(true) => {}
@@ -417,10 +373,10 @@ impl<R: Read> TraceReader<R> {
                         let (expected_len, len) = (*expected_len, *len);
                         let byte = pos.as_ref().map_or(0, csv::Position::byte);
                         let line = self.rdr.get_mut().line_at(byte);
-                        Ok(Some(Item::Malformed(Malformed {
-                            line,
-                            reason: format!("{len} fields where the header has {expected_len}"),
-                        })))
+                        let reason = self.cut_off(byte).unwrap_or_else(|| {
+                            format!("{len} fields where the header has {expected_len}")
+                        });
+                        Ok(Some(Item::Malformed(Malformed { line, reason })))
                     }
                     _ => Err(csv_to_trace_error(e)),
                 };
@@ -428,6 +384,9 @@ impl<R: Read> TraceReader<R> {
         }
         let byte = self.record.position().map_or(0, csv::Position::byte);
         let line = self.rdr.get_mut().line_at(byte);
+        if let Some(reason) = self.cut_off(byte) {
+            return Ok(Some(Item::Malformed(Malformed { line, reason })));
+        }
         let rec = &self.record;
         let c = self.cols;
         let bad = |reason: String| Ok(Some(Item::Malformed(Malformed { line, reason })));
@@ -487,6 +446,25 @@ impl<R: Read> TraceReader<R> {
             path,
             result,
         })))
+    }
+}
+
+impl<R: Read> TraceReader<R> {
+    /// The reason why the record just read, which starts at byte `start`, is malformed
+    /// when the input ends inside one of its quoted fields (an unterminated quote: the
+    /// file is cut off), else `None`.
+    fn cut_off(&mut self, start: u64) -> Option<String> {
+        let end = self.rdr.position().byte();
+        let quote = self
+            .rdr
+            .get_ref()
+            .unterminated_quote()
+            .filter(|q| (start..end).contains(q))?;
+        let line = self.rdr.get_mut().line_at(quote);
+        Some(format!(
+            "unterminated quoted field: the file ends inside the quote opened on line {line} \
+             (the record is cut off)"
+        ))
     }
 }
 
@@ -559,6 +537,45 @@ mod tests {
         assert_eq!(other, 1);
         assert_eq!(ev, vec!["5:1:cleanup:C:\\x", "7:1:cleanup:C:\\x"]);
         assert_eq!(bad.iter().map(|m| m.line).collect::<Vec<_>>(), vec![6]);
+    }
+
+    #[test]
+    fn a_record_cut_off_inside_a_quoted_field_is_malformed() {
+        // Generated inputs. Python's csv module with `strict=True` (3.11) raises
+        // "unexpected end of data" for the cut-off ones and accepts the others.
+        let h = "\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+                 \"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\r\n";
+        let cut = |tail: &str| {
+            let (ev, bad, other) = read_all(&format!("{h}{tail}"));
+            assert_eq!((ev.len(), other), (1, 0), "{tail}");
+            assert_eq!(bad.len(), 1, "{tail}");
+            assert!(
+                bad[0].reason.contains("unterminated quoted field"),
+                "{}",
+                bad[0].reason
+            );
+            bad[0].clone()
+        };
+        // In the last field, across lines (the quote opened on line 3).
+        let m = cut("\"a\",\"1\",\"Process Start\",\"\",\"SUCCESS\",\"x\r\ny");
+        assert_eq!(m.line, 3);
+        assert!(m.reason.contains("line 3"), "{}", m.reason);
+        // After an escaped quote (`""`), and in an earlier field (too few fields too).
+        assert_eq!(
+            cut("\"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"say \"\"hi\"\"").line,
+            3
+        );
+        assert_eq!(cut("\r\n\"a\",\"1\",\"CloseFile\",\"C:\\x").line, 4);
+        // Closed quotes at the end of the file, or a quote inside an unquoted field,
+        // are not cut off.
+        for ok in [
+            "\"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"say \"\"hi\"\"\"",
+            "a,1,CloseFile,C:\\x\"y,SUCCESS,",
+        ] {
+            let (ev, bad, _) = read_all(&format!("{h}{ok}"));
+            assert!(bad.is_empty(), "{ok}: {bad:?}");
+            assert_eq!(ev.len(), 2, "{ok}");
+        }
     }
 
     #[test]
