@@ -1003,6 +1003,49 @@ fn strict_rejects_a_record_cut_off_inside_a_quoted_field() {
 }
 
 #[test]
+fn strict_rejects_misplaced_group_separators() {
+    // Generated trace: `Length: 1,5` is not a number any locale prints (issue 10: it
+    // was read as 15); `1,536` on the next line is.
+    let e = Env::new();
+    let policy = e.file("p.toml", "[default]\nmode = \"flush-on-close\"\n");
+    let trace = e.file(
+        "sep.csv",
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+         \"1\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 1,5\"\r\n\
+         \"2\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 1,536\"\r\n",
+    );
+    flushctl()
+        .args([
+            "replay",
+            "--strict",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .assert()
+        .code(7)
+        .stderr(predicate::str::contains("line 2: WriteFile: `Length: 1,5`"))
+        .stderr(predicate::str::contains("misplaced thousands separators"));
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"]["malformed"], 1);
+    assert_eq!(r["malformed"][0]["line"], 2);
+    assert_eq!(r["totals"]["write_bytes"], 1536);
+}
+
+#[test]
 fn replay_input_errors() {
     let e = Env::new();
     let policy = e.file("p.toml", "[default]\nmode = \"pass\"\n");
