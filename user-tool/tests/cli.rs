@@ -1046,6 +1046,56 @@ fn strict_rejects_misplaced_group_separators() {
 }
 
 #[test]
+fn a_trace_rejected_as_a_whole_exits_7() {
+    // Generated inputs: a ProcMon header and one row saved as UTF-16 (with and without
+    // a byte order mark, both byte orders), an empty file, a file that is not a
+    // Process Monitor CSV. Exit 7 is "invalid input" (docs/flushctl.md, Exit codes).
+    let e = Env::new();
+    let policy = e.file("p.toml", "[default]\nmode = \"pass\"\n");
+    let text =
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+                \"1\",\"a.exe\",\"4\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\r\n";
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "utf16le-bom.csv",
+            [&[0xFF, 0xFE][..], &le].concat(),
+            "UTF-16",
+        ),
+        (
+            "utf16be-bom.csv",
+            [&[0xFE, 0xFF][..], &be].concat(),
+            "UTF-16",
+        ),
+        ("utf16le.csv", le.clone(), "UTF-16"),
+        ("utf16be.csv", be.clone(), "UTF-16"),
+        ("empty.csv", Vec::new(), "the trace is empty"),
+        (
+            "not.csv",
+            b"hello,world\n1,2\n".to_vec(),
+            "missing column(s)",
+        ),
+    ];
+    for (name, bytes, message) in cases {
+        let trace = e.dir.path().join(name);
+        std::fs::write(&trace, bytes).unwrap();
+        let out = flushctl()
+            .args(["replay", "--trace", p(&trace), "--policy", p(&policy)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        if message == "UTF-16" {
+            assert!(stderr.contains("re-save it as UTF-8"), "{name}: {stderr}");
+            assert!(!stderr.contains("missing column"), "{name}: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn replay_input_errors() {
     let e = Env::new();
     let policy = e.file("p.toml", "[default]\nmode = \"pass\"\n");
@@ -1053,7 +1103,7 @@ fn replay_input_errors() {
     flushctl()
         .args(["replay", "--trace", p(&not_csv), "--policy", p(&policy)])
         .assert()
-        .code(1)
+        .code(7)
         .stderr(predicate::str::contains("missing column(s)"))
         .stderr(predicate::str::contains("Operation"));
     flushctl()

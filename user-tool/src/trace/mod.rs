@@ -27,6 +27,9 @@ use input::LineIndex;
 pub use detail::{CreateDetail, WriteDetail};
 
 /// A trace that cannot be read at all (as opposed to one malformed line).
+///
+/// Every variant but [`TraceError::Io`] rejects the file's contents as a whole
+/// ([`TraceError::is_invalid_input`]).
 #[derive(Debug, Error)]
 pub enum TraceError {
     /// Reading the file failed.
@@ -41,9 +44,22 @@ pub enum TraceError {
         /// Required column names that were not found.
         missing: Vec<&'static str>,
     },
-    /// The file is UTF-16, which the csv reader cannot read.
+    /// The file has no header line (it is empty or has only blank lines).
+    #[error("the trace is empty: no header line")]
+    Empty,
+    /// The file is UTF-16 (it starts with a UTF-16 byte order mark, or its header line
+    /// has NUL bytes, as UTF-16 without a byte order mark does), which the csv reader
+    /// cannot read.
     #[error("the trace is UTF-16; re-save it as UTF-8 CSV (ProcMon's CSV export is UTF-8)")]
     Utf16,
+}
+
+impl TraceError {
+    /// True when the file's contents are rejected (not a Process Monitor CSV export that
+    /// this reader can read), false when reading the file failed.
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, TraceError::Io(_))
+    }
 }
 
 /// One line that could not be used.
@@ -319,8 +335,9 @@ impl<R: Read> TraceReader<R> {
     /// Reads the header line and prepares to stream records.
     ///
     /// # Errors
-    /// [`TraceError::Utf16`] for UTF-16 files, [`TraceError::Header`] when a required
-    /// column is missing, [`TraceError::Io`] when reading fails.
+    /// [`TraceError::Empty`] when there is no header line, [`TraceError::Utf16`] for
+    /// UTF-16 files (with or without a byte order mark), [`TraceError::Header`] when a
+    /// required column is missing, [`TraceError::Io`] when reading fails.
     pub fn new(input: R) -> Result<Self, TraceError> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -330,15 +347,15 @@ impl<R: Read> TraceReader<R> {
         let mut header = csv::ByteRecord::new();
         match rdr.read_byte_record(&mut header) {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(TraceError::Header {
-                    missing: vec!["(empty file)"],
-                })
-            }
+            Ok(false) => return Err(TraceError::Empty),
             Err(e) => return Err(csv_to_trace_error(e)),
         }
         let first = header.get(0).unwrap_or_default();
-        if first.starts_with(&[0xFF, 0xFE]) || first.starts_with(&[0xFE, 0xFF]) {
+        // UTF-16 text has a NUL byte in every ASCII character.
+        if first.starts_with(&[0xFF, 0xFE])
+            || first.starts_with(&[0xFE, 0xFF])
+            || memchr::memchr(0, header.as_slice()).is_some()
+        {
             return Err(TraceError::Utf16);
         }
         let cols = Columns::from_header(&header)?;
@@ -587,6 +604,23 @@ mod tests {
             TraceReader::new(&b"\xff\xfe\"\x00T\x00"[..]).unwrap_err(),
             TraceError::Utf16
         ));
+    }
+
+    #[test]
+    fn utf16_without_a_byte_order_mark_and_empty_files() {
+        // Generated: a header saved as UTF-16 without BOM has NUL bytes in every field.
+        let header = "\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n";
+        let le: Vec<u8> = header.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = header.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for bytes in [le, be] {
+            let e = TraceReader::new(&bytes[..]).unwrap_err();
+            assert!(matches!(e, TraceError::Utf16), "{e}");
+        }
+        for empty in ["", "\r\n\r\n"] {
+            let e = TraceReader::new(empty.as_bytes()).unwrap_err();
+            assert!(matches!(e, TraceError::Empty), "{e}");
+            assert_eq!(e.to_string(), "the trace is empty: no header line");
+        }
     }
 
     #[test]
