@@ -1,42 +1,43 @@
-//! What the csv parser of [`super::TraceReader`] has been fed: where the line breaks
-//! are (for physical line numbers) and whether the input ended inside a quoted field.
+//! What the csv parser of [`super::TraceReader`] is fed: the trace's bytes, whose line
+//! breaks it remembers (for physical line numbers), then [`SENTINEL`], which shows
+//! whether the trace ends inside a quoted field.
 
 use std::collections::VecDeque;
 use std::io::Read;
 
-/// The csv parser's quoting state after the bytes read so far, followed the way
-/// `csv-core` parses with the reader's settings (`"` opens a quoted field only at the
-/// start of a field, `""` inside one is a literal quote, `,` separates fields, CR and LF
-/// end records outside quotes). Only needed to tell whether the input ends inside a
-/// quoted field, which `csv-core` accepts silently (Python's csv with `strict=True`
-/// raises "unexpected end of data").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quoting {
-    /// Outside quotes; `true` at the start of a field.
-    Unquoted { field_start: bool },
-    /// Inside a quoted field.
-    Quoted,
-    /// Right after a `"` inside a quoted field: the closing quote or the first of `""`.
-    QuoteInQuoted,
+/// Bytes fed to the csv parser after the end of the trace.
+///
+/// `csv-core` silently ends a record whose quoted field is still open at the end of
+/// the input, as if the quote had been closed (Python's csv with `strict=True` raises
+/// "unexpected end of data"). After these bytes, the parser's own quoting state shows:
+/// inside a quoted field, both bytes join that field and its record ends 2 bytes past
+/// the trace ([`LineIndex::end`]); anywhere else, the LF ends the record in progress (or
+/// is a blank line) and the NUL is one more record, a single field `\0` that also ends
+/// 2 bytes past the trace ([`is_sentinel_record`]), which the reader drops.
+pub(super) const SENTINEL: &[u8] = b"\n\0";
+
+/// True for the record that [`SENTINEL`] adds after a trace that does not end inside a
+/// quoted field: a single field `\0` ending at `end` (the csv position after it),
+/// 2 bytes past the trace of length `trace_len`.
+pub(super) fn is_sentinel_record(rec: &csv::ByteRecord, end: u64, trace_len: u64) -> bool {
+    end == trace_len + SENTINEL.len() as u64 && rec.len() == 1 && &rec[0] == b"\0"
 }
 
 /// A reader that remembers where the CR and LF bytes are in the part of the input the
 /// csv parser has buffered, so that record positions can be turned into physical line
 /// numbers. (`csv::Position::line` miscounts CRLF-terminated files, and
 /// `csv::Position::byte` points into the terminator before a record.) Memory: one entry per
-/// CR/LF byte read ahead and not yet passed, i.e. bounded by the csv buffer. It also
-/// follows the quoting ([`Quoting`]) to find a quote left open at the end of the input.
+/// CR/LF byte read ahead and not yet passed, i.e. bounded by the csv buffer. At the end
+/// of the input it yields [`SENTINEL`] (not counted in [`LineIndex::offset`], no line
+/// break).
 pub(super) struct LineIndex<R> {
     inner: R,
-    /// Bytes read so far.
+    /// Bytes of the trace read so far.
     pub(super) offset: u64,
     breaks: VecDeque<(u64, bool)>,
     lf_before: u64,
-    quoting: Quoting,
-    /// Byte offset of the `"` that opened the current (or last) quoted field.
-    quote_opened_at: u64,
-    /// The input has ended.
-    eof: bool,
+    /// Bytes of [`SENTINEL`] yielded so far (after the end of the input).
+    sentinel_sent: usize,
 }
 
 impl<R> LineIndex<R> {
@@ -46,86 +47,15 @@ impl<R> LineIndex<R> {
             offset: 0,
             breaks: VecDeque::new(),
             lf_before: 0,
-            quoting: Quoting::Unquoted { field_start: true },
-            quote_opened_at: 0,
-            eof: false,
+            sentinel_sent: 0,
         }
     }
 
-    /// Advances [`Quoting`] over `buf`, the bytes at `self.offset..`. Jumps from quote to
-    /// quote inside quoted fields and from separator to separator in unquoted ones.
-    fn follow_quotes(&mut self, buf: &[u8]) {
-        let is_sep = |b: u8| matches!(b, b',' | b'\r' | b'\n');
-        let mut i = 0;
-        while i < buf.len() {
-            match self.quoting {
-                Quoting::Quoted => match memchr::memchr(b'"', &buf[i..]) {
-                    Some(j) => {
-                        i += j + 1;
-                        self.quoting = Quoting::QuoteInQuoted;
-                    }
-                    None => return,
-                },
-                Quoting::QuoteInQuoted => {
-                    let b = buf[i];
-                    i += 1;
-                    self.quoting = if b == b'"' {
-                        Quoting::Quoted
-                    } else {
-                        Quoting::Unquoted {
-                            field_start: is_sep(b),
-                        }
-                    };
-                }
-                Quoting::Unquoted { field_start: true } => {
-                    let b = buf[i];
-                    if b == b'"' {
-                        self.quoting = Quoting::Quoted;
-                        self.quote_opened_at = self.offset + i as u64;
-                        i += 1;
-                    } else if is_sep(b) {
-                        i += 1;
-                    } else {
-                        self.quoting = Quoting::Unquoted { field_start: false };
-                    }
-                }
-                Quoting::Unquoted { field_start: false } => {
-                    match memchr::memchr3(b',', b'\r', b'\n', &buf[i..]) {
-                        Some(j) => {
-                            i += j + 1;
-                            self.quoting = Quoting::Unquoted { field_start: true };
-                        }
-                        None => return,
-                    }
-                }
-            }
-        }
+    /// The length of the trace in bytes, once its end has been read.
+    pub(super) fn end(&self) -> Option<u64> {
+        (self.sentinel_sent > 0).then_some(self.offset)
     }
 
-    /// The offset of the `"` of a quoted field that the input ended inside, once the
-    /// input has ended.
-    pub(super) fn unterminated_quote(&self) -> Option<u64> {
-        (self.eof && self.quoting == Quoting::Quoted).then_some(self.quote_opened_at)
-    }
-}
-
-impl<R: Read> Read for LineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.eof = true;
-        }
-        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
-            self.breaks
-                .push_back((self.offset + i as u64, buf[i] == b'\n'));
-        }
-        self.follow_quotes(&buf[..n]);
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R> LineIndex<R> {
     /// 1-based line of the record that csv reports at byte `b`.
     pub(super) fn line_at(&mut self, b: u64) -> u64 {
         while let Some(&(at, lf)) = self.breaks.front() {
@@ -141,5 +71,29 @@ impl<R> LineIndex<R> {
             .map(|(_, &(_, lf))| u64::from(lf))
             .sum();
         1 + self.lf_before + extra
+    }
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.sentinel_sent == 0 {
+            let n = self.inner.read(buf)?;
+            if n > 0 {
+                for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
+                    self.breaks
+                        .push_back((self.offset + i as u64, buf[i] == b'\n'));
+                }
+                self.offset += n as u64;
+                return Ok(n);
+            }
+        }
+        let rest = &SENTINEL[self.sentinel_sent..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.sentinel_sent += n;
+        Ok(n)
     }
 }

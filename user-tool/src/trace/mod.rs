@@ -22,7 +22,7 @@ use std::io::Read;
 
 use thiserror::Error;
 
-use input::LineIndex;
+use input::{is_sentinel_record, LineIndex};
 
 pub use detail::{CreateDetail, WriteDetail};
 
@@ -47,6 +47,9 @@ pub enum TraceError {
     /// The file has no header line (it is empty or has only blank lines).
     #[error("the trace is empty: no header line")]
     Empty,
+    /// The header line is cut off: the file ends inside one of its quoted fields.
+    #[error("the header line is cut off: the file ends inside one of its quoted fields")]
+    HeaderCutOff,
     /// The file is UTF-16 (it starts with a UTF-16 byte order mark, or its header line
     /// has NUL bytes, as UTF-16 without a byte order mark does), which the csv reader
     /// cannot read.
@@ -335,7 +338,8 @@ impl<R: Read> TraceReader<R> {
     /// Reads the header line and prepares to stream records.
     ///
     /// # Errors
-    /// [`TraceError::Empty`] when there is no header line, [`TraceError::Utf16`] for
+    /// [`TraceError::Empty`] when there is no header line, [`TraceError::HeaderCutOff`]
+    /// when the file ends inside a quoted field of the header, [`TraceError::Utf16`] for
     /// UTF-16 files (with or without a byte order mark), [`TraceError::Header`] when a
     /// required column is missing, [`TraceError::Io`] when reading fails.
     pub fn new(input: R) -> Result<Self, TraceError> {
@@ -349,6 +353,11 @@ impl<R: Read> TraceReader<R> {
             Ok(true) => {}
             Ok(false) => return Err(TraceError::Empty),
             Err(e) => return Err(csv_to_trace_error(e)),
+        }
+        match record_end(&rdr, &header) {
+            RecordEnd::InTrace => {}
+            RecordEnd::Sentinel => return Err(TraceError::Empty),
+            RecordEnd::CutOff => return Err(TraceError::HeaderCutOff),
         }
         let first = header.get(0).unwrap_or_default();
         // UTF-16 text has a NUL byte in every ASCII character.
@@ -389,10 +398,14 @@ impl<R: Read> TraceReader<R> {
                     } => {
                         let (expected_len, len) = (*expected_len, *len);
                         let byte = pos.as_ref().map_or(0, csv::Position::byte);
+                        let reason = match record_end(&self.rdr, &self.record) {
+                            RecordEnd::Sentinel => return Ok(None),
+                            RecordEnd::CutOff => CUT_OFF.to_owned(),
+                            RecordEnd::InTrace => {
+                                format!("{len} fields where the header has {expected_len}")
+                            }
+                        };
                         let line = self.rdr.get_mut().line_at(byte);
-                        let reason = self.cut_off(byte).unwrap_or_else(|| {
-                            format!("{len} fields where the header has {expected_len}")
-                        });
                         Ok(Some(Item::Malformed(Malformed { line, reason })))
                     }
                     _ => Err(csv_to_trace_error(e)),
@@ -401,8 +414,15 @@ impl<R: Read> TraceReader<R> {
         }
         let byte = self.record.position().map_or(0, csv::Position::byte);
         let line = self.rdr.get_mut().line_at(byte);
-        if let Some(reason) = self.cut_off(byte) {
-            return Ok(Some(Item::Malformed(Malformed { line, reason })));
+        match record_end(&self.rdr, &self.record) {
+            RecordEnd::InTrace => {}
+            RecordEnd::Sentinel => return Ok(None),
+            RecordEnd::CutOff => {
+                return Ok(Some(Item::Malformed(Malformed {
+                    line,
+                    reason: CUT_OFF.to_owned(),
+                })))
+            }
         }
         let rec = &self.record;
         let c = self.cols;
@@ -466,24 +486,33 @@ impl<R: Read> TraceReader<R> {
     }
 }
 
-impl<R: Read> TraceReader<R> {
-    /// The reason why the record just read, which starts at byte `start`, is malformed
-    /// when the input ends inside one of its quoted fields (an unterminated quote: the
-    /// file is cut off), else `None`.
-    fn cut_off(&mut self, start: u64) -> Option<String> {
-        let end = self.rdr.position().byte();
-        let quote = self
-            .rdr
-            .get_ref()
-            .unterminated_quote()
-            .filter(|q| (start..end).contains(q))?;
-        let line = self.rdr.get_mut().line_at(quote);
-        Some(format!(
-            "unterminated quoted field: the file ends inside the quote opened on line {line} \
-             (the record is cut off)"
-        ))
+/// Where the record just read ends, against the end of the trace ([`input::SENTINEL`]).
+enum RecordEnd {
+    /// Within the trace (or at its end, outside quotes).
+    InTrace,
+    /// It is the record the sentinel adds after the trace: the trace has no more.
+    Sentinel,
+    /// The trace ends inside one of its quoted fields.
+    CutOff,
+}
+
+fn record_end<R: Read>(rdr: &csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -> RecordEnd {
+    let end = rdr.position().byte();
+    match rdr.get_ref().end() {
+        Some(len) if end > len + 1 => {
+            if is_sentinel_record(rec, end, len) {
+                RecordEnd::Sentinel
+            } else {
+                RecordEnd::CutOff
+            }
+        }
+        _ => RecordEnd::InTrace,
     }
 }
+
+/// The reason given for a record that the end of the file cuts off inside a quoted field.
+const CUT_OFF: &str = "unterminated quoted field: the file ends inside a quoted field of this \
+                       record (the record is cut off)";
 
 fn csv_to_trace_error(e: csv::Error) -> TraceError {
     match e.into_kind() {
@@ -573,21 +602,22 @@ mod tests {
             );
             bad[0].clone()
         };
-        // In the last field, across lines (the quote opened on line 3).
+        // In the last field, across lines.
         let m = cut("\"a\",\"1\",\"Process Start\",\"\",\"SUCCESS\",\"x\r\ny");
         assert_eq!(m.line, 3);
-        assert!(m.reason.contains("line 3"), "{}", m.reason);
         // After an escaped quote (`""`), and in an earlier field (too few fields too).
         assert_eq!(
             cut("\"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"say \"\"hi\"\"").line,
             3
         );
         assert_eq!(cut("\r\n\"a\",\"1\",\"CloseFile\",\"C:\\x").line, 4);
-        // Closed quotes at the end of the file, or a quote inside an unquoted field,
-        // are not cut off.
+        // Closed quotes at the end of the file, a quote inside an unquoted field, a
+        // last field left empty or a NUL at the end are not cut off.
         for ok in [
             "\"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"say \"\"hi\"\"\"",
             "a,1,CloseFile,C:\\x\"y,SUCCESS,",
+            "a,1,CloseFile,C:\\x,SUCCESS,\0",
+            "a,1,CloseFile,C:\\x,SUCCESS,\r\n\r",
         ] {
             let (ev, bad, _) = read_all(&format!("{h}{ok}"));
             assert!(bad.is_empty(), "{ok}: {bad:?}");
@@ -616,6 +646,8 @@ mod tests {
             let e = TraceReader::new(&bytes[..]).unwrap_err();
             assert!(matches!(e, TraceError::Utf16), "{e}");
         }
+        let e = TraceReader::new("\"Process Name\",\"PID\",\"Operation".as_bytes()).unwrap_err();
+        assert!(matches!(e, TraceError::HeaderCutOff), "{e}");
         for empty in ["", "\r\n\r\n"] {
             let e = TraceReader::new(empty.as_bytes()).unwrap_err();
             assert!(matches!(e, TraceError::Empty), "{e}");
