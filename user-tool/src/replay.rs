@@ -920,10 +920,11 @@ impl<'f> Replayer<'f> {
         status: NtStatus,
     ) {
         let (fo, st) = self.handle_of(pid, key, false);
-        let name16 = st
-            .as_ref()
-            .map_or_else(|| utf16(name).into(), |s| Arc::clone(&s.name16));
-        let mut data = self.base_data(pid, process, fo, name16, redirector);
+        let (name16, provider) = st.as_ref().map_or_else(
+            || (utf16(name).into(), redirector),
+            |s| (Arc::clone(&s.name16), s.redirector),
+        );
+        let mut data = self.base_data(pid, process, fo, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
