@@ -62,7 +62,8 @@ Exit codes:
   4  access denied: run from an elevated (administrator) prompt
   5  protocol version mismatch between flushctl and the driver
   6  not supported on this operating system (use --offline, replay, policy check)
-  7  invalid input: policy file rejected, or a malformed trace line with --strict";
+  7  invalid input: policy file rejected, trace rejected as a whole (empty, UTF-16,
+     not a Process Monitor CSV), or a malformed trace line with --strict";
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]

@@ -42,7 +42,8 @@ pub enum CliError {
         /// What is wrong.
         reason: String,
     },
-    /// The trace could not be read at all.
+    /// The trace could not be read at all: exit 7 when its contents are rejected as a
+    /// whole (empty, UTF-16, not a Process Monitor CSV), 1 when reading it failed.
     #[error("{}: {source}", path.display())]
     Trace {
         /// The trace.
@@ -75,6 +76,7 @@ impl CliError {
         match self {
             CliError::Port(p) | CliError::PortWithHint { source: p, .. } => p.exit_code(),
             CliError::Policy { .. } | CliError::MalformedTrace { .. } => exit::INVALID_INPUT,
+            CliError::Trace { source, .. } if source.is_invalid_input() => exit::INVALID_INPUT,
             CliError::Usage(_) => exit::USAGE,
             CliError::Unsupported(_) => exit::UNSUPPORTED,
             CliError::Witness(_) => exit::FAILED,

@@ -14,7 +14,8 @@ pub const ACCESS_DENIED: u8 = 4;
 pub const VERSION_MISMATCH: u8 = 5;
 /// Not supported on this operating system.
 pub const UNSUPPORTED: u8 = 6;
-/// Invalid input: a policy file rejected, or a malformed trace line with `--strict`.
+/// Invalid input: a policy file rejected, a trace rejected as a whole (empty, UTF-16,
+/// not a Process Monitor CSV), or a malformed trace line with `--strict`.
 pub const INVALID_INPUT: u8 = 7;
 /// `durability verify`: acknowledged records were lost (missing, torn, stale or corrupt).
 pub const LOST: u8 = 8;

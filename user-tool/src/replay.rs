@@ -16,7 +16,12 @@
 //! moves it to the new path. Paging writes (the lazy writer runs as `System`) use an
 //! open file object of the path, else the last cleaned-up one (its context lives until
 //! IRP_MJ_CLOSE), else a fresh file object without a context — as a cache-manager stream
-//! file object would be — which FlushGuard passes through. Local files are only seen
+//! file object would be — which FlushGuard passes through. A write, flush or cleanup by
+//! a process with no open handle of the path in the trace is on a handle opened before
+//! the capture started: it runs the same callbacks on a file object without a
+//! FlushGuard context (not governed, counted in `without_known_open`), and its writes
+//! and flushes count in the file's figures like any other (a successful flush empties
+//! the file's cache whichever handle issues it). Local files are only seen
 //! when the policy sets `attach-local-volumes` (InstanceSetup declines local volumes
 //! otherwise).
 //!
@@ -293,7 +298,8 @@ struct PathState {
 struct PendingFlush {
     pid: u32,
     key: Arc<str>,
-    fo: FileObjectId,
+    /// The report row of the flushed file.
+    file: Option<usize>,
     data: SimData,
     ctx: Option<CompletionContext>,
     result: OpResult,
@@ -512,8 +518,8 @@ impl<'f> Replayer<'f> {
             Op::Write { detail, fast_io } => self.write(
                 pid, process, path, &key, &name, redirector, &detail, fast_io, result, status,
             ),
-            Op::Flush => self.flush(pid, process, &key, result, status),
-            Op::Cleanup => self.cleanup(pid, &key),
+            Op::Flush => self.flush(pid, process, path, &key, &name, redirector, result, status),
+            Op::Cleanup => self.cleanup(pid, process, &key, &name, redirector),
             Op::Close => self.close(&key),
             Op::Rename { new_path } => {
                 if result.is_success() {
@@ -745,6 +751,42 @@ impl<'f> Replayer<'f> {
         fo
     }
 
+    /// The file object an operation by `pid` on `key` runs on, and its state: the
+    /// handle [`Replayer::find_fo`] finds, else — a handle opened before the capture
+    /// started, or a cache-manager file object — a fresh file object without a
+    /// FlushGuard context (passed through, as the driver passes through a file object
+    /// it never saw opened), counted in `without_known_open`. Writes, flushes and
+    /// cleanups all model such handles this way.
+    fn handle_of(&mut self, pid: u32, key: &str, paging: bool) -> (FileObjectId, Option<FoState>) {
+        match self.find_fo(pid, key, paging) {
+            Some(fo) => (fo, self.fos.get(&fo).cloned()),
+            None => {
+                self.counts.without_known_open += 1;
+                (self.anonymous_fo(), None)
+            }
+        }
+    }
+
+    /// The report row of an operation on `fo`: its handle's file, else (a handle
+    /// without state, see [`Replayer::handle_of`]) the file of that name, labelled with
+    /// the rule the matcher picks.
+    fn row_of(
+        &mut self,
+        fo: FileObjectId,
+        known: bool,
+        path: &str,
+        name: &str,
+        redirector: FileProvider,
+        process: &str,
+    ) -> Option<usize> {
+        if known {
+            return self.file_of(fo);
+        }
+        let slot = self.lookup_slot(name, redirector, process);
+        let mode = self.rule_mode(slot);
+        self.file_entry(path, name, redirector, slot, mode)
+    }
+
     fn apply_flushes(&mut self, f: Option<usize>) -> Effects {
         let flushes = self.filter.fm().take_flushes();
         let n = flushes.len() as u64;
@@ -773,12 +815,7 @@ impl<'f> Replayer<'f> {
         status: NtStatus,
     ) {
         let paging = d.irp_flags & IRP_PAGING_IO != 0;
-        let known = self.find_fo(pid, key, paging);
-        if known.is_none() {
-            self.counts.without_known_open += 1;
-        }
-        let fo = known.unwrap_or_else(|| self.anonymous_fo());
-        let st = self.fos.get(&fo).cloned();
+        let (fo, st) = self.handle_of(pid, key, paging);
         let name16 = st
             .as_ref()
             .map_or_else(|| utf16(name).into(), |s| Arc::clone(&s.name16));
@@ -796,17 +833,7 @@ impl<'f> Replayer<'f> {
         };
         self.begin(pid, Irql::PASSIVE_LEVEL, paging);
         let pre = self.filter.pre_write(&mut data);
-        // The report row: the handle's file, else (a handle opened before the capture,
-        // or a cache-manager file object) the file of that name, labelled with the rule
-        // the matcher picks; such a handle has no FlushGuard context.
-        let f = match &st {
-            Some(_) => self.file_of(fo),
-            None => {
-                let slot = self.lookup_slot(name, redirector, process);
-                let mode = self.rule_mode(slot);
-                self.file_entry(path, name, redirector, slot, mode)
-            }
-        };
+        let f = self.row_of(fo, st.is_some(), path, name, redirector, process);
         if pre.status() == PreOpStatus::DisallowFastIo {
             if let Some(fig) = self.figures_mut(f) {
                 fig.fast_io_disallowed += 1;
@@ -877,25 +904,37 @@ impl<'f> Replayer<'f> {
     }
 
     /// An application flush: the pre-flush now, the post-flush when its cache
-    /// write-back rows are over ([`Replayer::finish_flush`]).
-    fn flush(&mut self, pid: u32, process: &str, key: &str, result: OpResult, status: NtStatus) {
-        let Some(fo) = self.find_fo(pid, key, false) else {
-            self.counts.without_known_open += 1;
-            return;
-        };
-        let Some(st) = self.fos.get(&fo).cloned() else {
-            return;
-        };
-        let mut data = self.base_data(pid, process, fo, Arc::clone(&st.name16), st.redirector);
+    /// write-back rows are over ([`Replayer::finish_flush`]). A flush on a handle opened
+    /// before the capture is replayed too ([`Replayer::handle_of`]): when it succeeds it
+    /// empties the file's cache like any other.
+    #[allow(clippy::too_many_arguments)]
+    fn flush(
+        &mut self,
+        pid: u32,
+        process: &str,
+        path: &str,
+        key: &str,
+        name: &str,
+        redirector: FileProvider,
+        result: OpResult,
+        status: NtStatus,
+    ) {
+        let (fo, st) = self.handle_of(pid, key, false);
+        let (name16, provider) = st.as_ref().map_or_else(
+            || (utf16(name).into(), redirector),
+            |s| (Arc::clone(&s.name16), s.redirector),
+        );
+        let mut data = self.base_data(pid, process, fo, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
         let upgraded = data.minor != 0;
         data.status = status;
+        let file = self.row_of(fo, st.is_some(), path, name, redirector, process);
         self.pending_flush = Some(PendingFlush {
             pid,
-            key: Arc::clone(&st.key),
-            fo,
+            key: key.into(),
+            file,
             data,
             ctx: pre.completion_context(),
             result,
@@ -907,7 +946,7 @@ impl<'f> Replayer<'f> {
     fn finish_flush(&mut self) {
         let Some(PendingFlush {
             pid,
-            fo,
+            file: f,
             mut data,
             ctx,
             result,
@@ -921,7 +960,6 @@ impl<'f> Replayer<'f> {
         if let Some(ctx) = ctx {
             self.filter.post_flush(&mut data, Some(ctx), PostOpFlags(0));
         }
-        let f = self.file_of(fo);
         self.apply_flushes(f);
         if !result.is_success() {
             return;
@@ -943,9 +981,23 @@ impl<'f> Replayer<'f> {
         Some(p.open.remove(i).1)
     }
 
-    fn cleanup(&mut self, pid: u32, key: &str) {
+    fn cleanup(
+        &mut self,
+        pid: u32,
+        process: &str,
+        key: &str,
+        name: &str,
+        redirector: FileProvider,
+    ) {
         let Some(fo) = self.take_open(pid, key) else {
+            // A handle opened before the capture ([`Replayer::handle_of`]): its
+            // file object has no context, so the pre-cleanup passes it through.
             self.counts.without_known_open += 1;
+            let fo = self.anonymous_fo();
+            let mut data = self.base_data(pid, process, fo, utf16(name).into(), redirector);
+            data.major = IRP_MJ_CLEANUP;
+            self.begin(pid, Irql::PASSIVE_LEVEL, false);
+            let _ = self.filter.pre_cleanup(&mut data);
             return;
         };
         let Some(st) = self.fos.get(&fo).cloned() else {

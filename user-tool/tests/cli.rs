@@ -956,6 +956,146 @@ fn malformed_lines_are_reported_and_strict_stops() {
 }
 
 #[test]
+fn strict_rejects_a_record_cut_off_inside_a_quoted_field() {
+    // Generated trace: the file ends inside the quoted Detail of its last record (a
+    // capture copied while it was written, a truncated download), which loses the
+    // write's I/O Flags. Python's csv module rejects this file with `strict=True`
+    // ("_csv.Error: unexpected end of data"; checked with Python 3.11's
+    // `csv.reader(f, strict=True)`); without `strict` it returns the record as here.
+    let e = Env::new();
+    let policy = e.file("p.toml", "[default]\nmode = \"flush-on-close\"\n");
+    let trace = e.file(
+        "cut.csv",
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+         \"1\",\"a.exe\",\"4\",\"CreateFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Options: Synchronous IO Non-Alert\"\r\n\
+         \"2\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 4,096",
+    );
+    flushctl()
+        .args([
+            "replay",
+            "--strict",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .assert()
+        .code(7)
+        .stderr(predicate::str::contains("line 3: "))
+        .stderr(predicate::str::contains("unterminated quoted field"));
+    // Without --strict the record is counted as malformed and not replayed.
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"]["malformed"], 1);
+    assert_eq!(r["malformed"][0]["line"], 3);
+    assert_eq!(r["totals"]["writes"], 0);
+}
+
+#[test]
+fn strict_rejects_misplaced_group_separators() {
+    // Generated trace: `Length: 1,5` is not a number any locale prints (issue 10: it
+    // was read as 15); `1,536` on the next line is.
+    let e = Env::new();
+    let policy = e.file("p.toml", "[default]\nmode = \"flush-on-close\"\n");
+    let trace = e.file(
+        "sep.csv",
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+         \"1\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 1,5\"\r\n\
+         \"2\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 1,536\"\r\n",
+    );
+    flushctl()
+        .args([
+            "replay",
+            "--strict",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .assert()
+        .code(7)
+        .stderr(predicate::str::contains("line 2: WriteFile: `Length: 1,5`"))
+        .stderr(predicate::str::contains("misplaced thousands separators"));
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"]["malformed"], 1);
+    assert_eq!(r["malformed"][0]["line"], 2);
+    assert_eq!(r["totals"]["write_bytes"], 1536);
+}
+
+#[test]
+fn a_trace_rejected_as_a_whole_exits_7() {
+    // Generated inputs: a ProcMon header and one row saved as UTF-16 (with and without
+    // a byte order mark, both byte orders), an empty file, a file that is not a
+    // Process Monitor CSV. Exit 7 is "invalid input" (docs/flushctl.md, Exit codes).
+    let e = Env::new();
+    let policy = e.file("p.toml", "[default]\nmode = \"pass\"\n");
+    let text =
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+                \"1\",\"a.exe\",\"4\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\r\n";
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "utf16le-bom.csv",
+            [&[0xFF, 0xFE][..], &le].concat(),
+            "UTF-16",
+        ),
+        (
+            "utf16be-bom.csv",
+            [&[0xFE, 0xFF][..], &be].concat(),
+            "UTF-16",
+        ),
+        ("utf16le.csv", le.clone(), "UTF-16"),
+        ("utf16be.csv", be.clone(), "UTF-16"),
+        ("empty.csv", Vec::new(), "the trace is empty"),
+        (
+            "not.csv",
+            b"hello,world\n1,2\n".to_vec(),
+            "missing column(s)",
+        ),
+    ];
+    for (name, bytes, message) in cases {
+        let trace = e.dir.path().join(name);
+        std::fs::write(&trace, bytes).unwrap();
+        let out = flushctl()
+            .args(["replay", "--trace", p(&trace), "--policy", p(&policy)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        if message == "UTF-16" {
+            assert!(stderr.contains("re-save it as UTF-8"), "{name}: {stderr}");
+            assert!(!stderr.contains("missing column"), "{name}: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn replay_input_errors() {
     let e = Env::new();
     let policy = e.file("p.toml", "[default]\nmode = \"pass\"\n");
@@ -963,7 +1103,7 @@ fn replay_input_errors() {
     flushctl()
         .args(["replay", "--trace", p(&not_csv), "--policy", p(&policy)])
         .assert()
-        .code(1)
+        .code(7)
         .stderr(predicate::str::contains("missing column(s)"))
         .stderr(predicate::str::contains("Operation"));
     flushctl()

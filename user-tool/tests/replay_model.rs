@@ -309,3 +309,106 @@ fn named_pipes_are_reported_as_never_governed() {
     assert_eq!(rules[1]["files"], 1);
     assert_eq!(r["callback_counters"]["IpcShareExempt"], 1);
 }
+
+/// Runs `flushctl [--json] replay --strict` on `trace` (the whole CSV text) under `policy`
+/// (TOML text); returns stdout.
+fn replay_text(trace: &str, policy: &str, json: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.csv");
+    std::fs::write(&t, trace).unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, policy).unwrap();
+    let mut cmd = Command::cargo_bin("flushctl").unwrap();
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd
+        .args(["replay", "--strict", "--trace"])
+        .arg(&t)
+        .arg("--policy")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const LOCAL_FLUSH_ON_CLOSE: &str =
+    "attach-local-volumes = true\n[default]\nmode = \"flush-on-close\"\n";
+
+#[test]
+fn an_application_flush_on_a_handle_opened_before_the_capture_counts() {
+    // Issue 10's smallest reproduction (a generated trace, not a capture): a write and
+    // a successful FlushBuffersFile on a handle the process opened before the capture
+    // started. The flush empties the file's cache: 0 bytes unflushed, 1 flush.
+    let trace = "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\n\
+                 \"1\",\"a.exe\",\"7\",\"WriteFile\",\"C:\\x.log\",\"SUCCESS\",\"Offset: 0, Length: 4,096\"\n\
+                 \"2\",\"a.exe\",\"7\",\"FlushBuffersFile\",\"C:\\x.log\",\"SUCCESS\",\"\"\n";
+    let r: Value = serde_json::from_str(&replay_text(trace, LOCAL_FLUSH_ON_CLOSE, true)).unwrap();
+    assert_eq!(r["counts"]["without_known_open"], 2);
+    let f = the_file(&r);
+    assert_eq!(f["path"], "C:\\x.log");
+    assert_eq!(f["writes"], 1);
+    assert_eq!(f["app_flushes"], 1);
+    assert_eq!(f["unflushed_bytes_without"], 0);
+    assert_eq!(f["unflushed_bytes_with"], 0);
+    assert_eq!(r["totals"]["app_flushes"], 1);
+    assert_eq!(r["totals"]["unflushed_files_without"], 0);
+    let text = replay_text(trace, LOCAL_FLUSH_ON_CLOSE, false);
+    assert!(
+        text.contains("At the end of the trace: 0 file(s) / 0 B unflushed as traced"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the applications issued 1 flush(es) themselves"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_flush_empties_the_file_cache_whichever_handle_issues_it() {
+    // Generated trace. The registry-hive pattern of issue 10 on a log opened before the
+    // capture (write, FlushBuffersFile, its synchronous paging write-back; five times),
+    // then a file written through a handle opened during the capture by PID 7 and
+    // flushed through a handle PID 8 opened before the capture.
+    let line = |pid: &str, op: &str, path: &str, detail: &str| {
+        format!("\"1\",\"a.exe\",\"{pid}\",\"{op}\",\"{path}\",\"SUCCESS\",\"{detail}\"\r\n")
+    };
+    let mut trace = String::from(HEADER);
+    for offset in ["0", "4,096", "8,192", "12,288", "16,384"] {
+        let detail = format!("Offset: {offset}, Length: 4,096");
+        trace.push_str(&line("7", "WriteFile", "C:\\hive.LOG1", &detail));
+        trace.push_str(&line("7", "FlushBuffersFile", "C:\\hive.LOG1", ""));
+        trace.push_str(&line("7", "WriteFile", "C:\\hive.LOG1", WRITE_BACK));
+    }
+    trace.push_str(&line("7", "CreateFile", "C:\\shared.dat", SYNC_OPEN));
+    trace.push_str(&line(
+        "7",
+        "WriteFile",
+        "C:\\shared.dat",
+        "Offset: 0, Length: 100",
+    ));
+    trace.push_str(&line("8", "FlushBuffersFile", "C:\\shared.dat", ""));
+    let r: Value = serde_json::from_str(&replay_text(&trace, LOCAL_FLUSH_ON_CLOSE, true)).unwrap();
+    let files = r["files"].as_array().unwrap();
+    let hive = files.iter().find(|f| f["path"] == "C:\\hive.LOG1").unwrap();
+    assert_eq!(hive["writes"], 5);
+    assert_eq!(hive["paging_writes"], 5);
+    assert_eq!(hive["app_flushes"], 5);
+    assert_eq!(hive["unflushed_bytes_without"], 0);
+    assert_eq!(hive["unflushed_bytes_with"], 0);
+    let shared = files
+        .iter()
+        .find(|f| f["path"] == "C:\\shared.dat")
+        .unwrap();
+    assert_eq!(shared["app_flushes"], 1);
+    assert_eq!(shared["unflushed_bytes_without"], 0);
+    // PID 7's own handle is still written since *its* last flush: flush-on-close
+    // would flush it at its close; nothing is unflushed at the end of the trace.
+    assert_eq!(shared["unflushed_bytes_with"], 0);
+    assert_eq!(r["totals"]["app_flushes"], 6);
+}

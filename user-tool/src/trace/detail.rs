@@ -7,8 +7,9 @@
 //! known `Key: ` tokens of each operation instead.
 //!
 //! Numbers are printed with the capturing machine's thousands separator: `4,096`,
-//! `4\u{a0}096` (U+00A0), `4\u{202f}096` (U+202F), `4.096` or `4'096`. Offsets and lengths
-//! are integers, so every such separator is dropped before parsing.
+//! `4\u{a0}096` (U+00A0), `4\u{202f}096` (U+202F), `4.096`, `4'096` or `4 096`. Offsets and
+//! lengths are integers, so a separator is accepted only where it groups digits by
+//! three ([`parse_grouped_int`]); `1,5` is malformed, not 15.
 
 use thiserror::Error;
 
@@ -88,6 +89,18 @@ pub enum DetailError {
         /// The raw value text.
         value: String,
     },
+    /// A number with thousands separators in the wrong places (`1,5`, `12,34,567`) or
+    /// with two different ones (`1,234.567`).
+    #[error(
+        "`{key}: {value}` has misplaced thousands separators (expected 1 to 3 digits, then \
+         groups of 3 digits after one separator used throughout, e.g. `1,536`)"
+    )]
+    BadGrouping {
+        /// The key whose value is wrong.
+        key: &'static str,
+        /// The raw value text.
+        value: String,
+    },
 }
 
 /// Splits `detail` into `(key, value)` pairs, recognising only the keys in `keys`.
@@ -140,11 +153,23 @@ pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value.split(", ").map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// Parses an integer printed with any locale's thousands separators (`,`, `.`, `'`,
-/// U+00A0, U+202F, U+2019, space). A leading `-` is kept (ProcMon prints `-1` for some
-/// end-of-file offsets).
+/// Parses an integer printed with a locale's thousands separator (`,`, `.`, `'`, U+00A0,
+/// U+202F, U+2019 or space), e.g. `4,096` or `1\u{a0}048\u{a0}576`. Only well-formed
+/// grouping is accepted: 1 to 3 digits, then groups of exactly 3 digits, each after the
+/// same separator (or no separator at all: `4096`). A leading `-` is kept (ProcMon
+/// prints `-1` for some end-of-file offsets).
+///
+/// # Errors
+/// [`DetailError::BadGrouping`] when a separator is misplaced (`1,5`, `12,34,567`,
+/// `1,234,`) or two different ones are used (`1,234.567`); [`DetailError::BadNumber`]
+/// for anything else that is not such an integer (no digits, other characters, beyond
+/// `i64`).
 pub fn parse_grouped_int(key: &'static str, value: &str) -> Result<i64, DetailError> {
     let bad = || DetailError::BadNumber {
+        key,
+        value: value.to_owned(),
+    };
+    let bad_grouping = || DetailError::BadGrouping {
         key,
         value: value.to_owned(),
     };
@@ -154,22 +179,39 @@ pub fn parse_grouped_int(key: &'static str, value: &str) -> Result<i64, DetailEr
         None => (false, v),
     };
     let mut n: i64 = 0;
-    let mut seen = false;
+    // The separator seen so far, and the digits of the current group.
+    let mut sep: Option<char> = None;
+    let mut group = 0usize;
     for c in digits.chars() {
         match c {
             '0'..='9' => {
-                seen = true;
+                group += 1;
+                if sep.is_some() && group > 3 {
+                    return Err(bad_grouping());
+                }
                 n = n
                     .checked_mul(10)
                     .and_then(|n| n.checked_add(i64::from(c as u8 - b'0')))
                     .ok_or_else(bad)?;
             }
-            ',' | '.' | '\'' | ' ' | '\u{a0}' | '\u{202f}' | '\u{2019}' if seen => {}
+            ',' | '.' | '\'' | ' ' | '\u{a0}' | '\u{202f}' | '\u{2019}' => {
+                let group_ok = match sep {
+                    None => (1..=3).contains(&group),
+                    Some(s) => s == c && group == 3,
+                };
+                if !group_ok {
+                    return Err(bad_grouping());
+                }
+                sep = Some(c);
+                group = 0;
+            }
             _ => return Err(bad()),
         }
     }
-    if !seen {
-        return Err(bad());
+    match (sep, group) {
+        (None, 0) => return Err(bad()),
+        (Some(_), g) if g != 3 => return Err(bad_grouping()),
+        _ => {}
     }
     Ok(if neg { -n } else { n })
 }
@@ -439,6 +481,54 @@ mod tests {
         assert!(parse_write("Offset: 0, Length: 99999999999999999999999").is_err());
         assert!(parse_write("Offset: ,1, Length: 1").is_err());
         assert!(parse_write("").is_err());
+    }
+
+    #[test]
+    fn misplaced_group_separators_are_malformed() {
+        // Well-formed: 1 to 3 digits, then groups of exactly 3 after one separator
+        // used throughout, for every separator ProcMon writes.
+        for (text, n) in [
+            ("1,536", 1536),
+            ("12.345.678", 12_345_678),
+            ("123'456", 123_456),
+            ("1 000", 1000),
+            ("4\u{a0}096", 4096),
+            ("1\u{202f}048\u{202f}576", 1_048_576),
+            ("1234567", 1_234_567),
+            ("-1,000", -1000),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_grouped_int("Length", text), Ok(n), "{text}");
+        }
+        // Issue 10: `1,5` was read as 15.
+        for text in [
+            "1,5",
+            "1,53",
+            "1,5366",
+            "12,34,567",
+            "1234,567",
+            "1,234,56",
+            "1,,234",
+            "1,234,",
+            "1,234.567",
+            "1 234,567",
+            ",234",
+            "-,234",
+        ] {
+            assert_eq!(
+                parse_grouped_int("Length", text),
+                Err(DetailError::BadGrouping {
+                    key: "Length",
+                    value: text.into()
+                }),
+                "{text}"
+            );
+        }
+        let e = parse_write("Offset: 0, Length: 1,5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`Length: 1,5`"), "{e}");
+        assert!(e.contains("groups of 3"), "{e}");
     }
 
     #[test]

@@ -7,22 +7,29 @@
 //!
 //! A line is *malformed* when it does not have as many fields as the header, when a field
 //! this reader needs is not UTF-8, when the PID of a file operation is not a number, when
-//! a successful (or pending) WriteFile Detail lacks a valid Offset/Length, or when a
-//! successful rename has no `FileName:`. Malformed lines are reported with the
+//! a successful (or pending) WriteFile Detail lacks a valid Offset/Length, when a
+//! successful rename has no `FileName:`, or when the file ends inside one of the record's
+//! quoted fields (an unterminated quote: the record is cut off, as Python's csv module
+//! with `strict=True` reports). Malformed lines are reported with the
 //! physical line number at which the record starts (records may span lines: `Process
 //! Start` details contain bare CRs).
 
 pub mod detail;
+mod input;
 pub mod path;
 
-use std::collections::VecDeque;
 use std::io::Read;
 
 use thiserror::Error;
 
+use input::{is_sentinel_record, LineIndex};
+
 pub use detail::{CreateDetail, WriteDetail};
 
 /// A trace that cannot be read at all (as opposed to one malformed line).
+///
+/// Every variant but [`TraceError::Io`] rejects the file's contents as a whole
+/// ([`TraceError::is_invalid_input`]).
 #[derive(Debug, Error)]
 pub enum TraceError {
     /// Reading the file failed.
@@ -37,9 +44,25 @@ pub enum TraceError {
         /// Required column names that were not found.
         missing: Vec<&'static str>,
     },
-    /// The file is UTF-16, which the csv reader cannot read.
+    /// The file has no header line (it is empty or has only blank lines).
+    #[error("the trace is empty: no header line")]
+    Empty,
+    /// The header line is cut off: the file ends inside one of its quoted fields.
+    #[error("the header line is cut off: the file ends inside one of its quoted fields")]
+    HeaderCutOff,
+    /// The file is UTF-16 (it starts with a UTF-16 byte order mark, or its header line
+    /// has NUL bytes, as UTF-16 without a byte order mark does), which the csv reader
+    /// cannot read.
     #[error("the trace is UTF-16; re-save it as UTF-8 CSV (ProcMon's CSV export is UTF-8)")]
     Utf16,
+}
+
+impl TraceError {
+    /// True when the file's contents are rejected (not a Process Monitor CSV export that
+    /// this reader can read), false when reading the file failed.
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, TraceError::Io(_))
+    }
 }
 
 /// One line that could not be used.
@@ -291,49 +314,6 @@ pub enum Item<'r> {
     Malformed(Malformed),
 }
 
-/// A reader that remembers where the CR and LF bytes are in the part of the input the
-/// csv parser has buffered, so that record positions can be turned into physical line
-/// numbers. (`csv::Position::line` miscounts CRLF-terminated files, and
-/// `csv::Position::byte` points into the terminator before a record.) Memory: one entry per
-/// CR/LF byte read ahead and not yet passed, i.e. bounded by the csv buffer.
-struct LineIndex<R> {
-    inner: R,
-    offset: u64,
-    breaks: VecDeque<(u64, bool)>,
-    lf_before: u64,
-}
-
-impl<R: Read> Read for LineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
-            self.breaks
-                .push_back((self.offset + i as u64, buf[i] == b'\n'));
-        }
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R> LineIndex<R> {
-    /// 1-based line of the record that csv reports at byte `b`.
-    fn line_at(&mut self, b: u64) -> u64 {
-        while let Some(&(at, lf)) = self.breaks.front() {
-            if at >= b {
-                break;
-            }
-            self.breaks.pop_front();
-            self.lf_before += u64::from(lf);
-        }
-        let extra: u64 = (b..)
-            .zip(self.breaks.iter())
-            .take_while(|(pos, &(at, _))| at == *pos)
-            .map(|(_, &(_, lf))| u64::from(lf))
-            .sum();
-        1 + self.lf_before + extra
-    }
-}
-
 /// Streaming Process Monitor CSV reader.
 pub struct TraceReader<R: Read> {
     rdr: csv::Reader<LineIndex<R>>,
@@ -358,31 +338,33 @@ impl<R: Read> TraceReader<R> {
     /// Reads the header line and prepares to stream records.
     ///
     /// # Errors
-    /// [`TraceError::Utf16`] for UTF-16 files, [`TraceError::Header`] when a required
-    /// column is missing, [`TraceError::Io`] when reading fails.
+    /// [`TraceError::Empty`] when there is no header line, [`TraceError::HeaderCutOff`]
+    /// when the file ends inside a quoted field of the header, [`TraceError::Utf16`] for
+    /// UTF-16 files (with or without a byte order mark), [`TraceError::Header`] when a
+    /// required column is missing, [`TraceError::Io`] when reading fails.
     pub fn new(input: R) -> Result<Self, TraceError> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(false)
             .buffer_capacity(256 * 1024)
-            .from_reader(LineIndex {
-                inner: input,
-                offset: 0,
-                breaks: VecDeque::new(),
-                lf_before: 0,
-            });
+            .from_reader(LineIndex::new(input));
         let mut header = csv::ByteRecord::new();
         match rdr.read_byte_record(&mut header) {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(TraceError::Header {
-                    missing: vec!["(empty file)"],
-                })
-            }
+            Ok(false) => return Err(TraceError::Empty),
             Err(e) => return Err(csv_to_trace_error(e)),
         }
+        match record_end(&rdr, &header) {
+            RecordEnd::InTrace => {}
+            RecordEnd::Sentinel => return Err(TraceError::Empty),
+            RecordEnd::CutOff => return Err(TraceError::HeaderCutOff),
+        }
         let first = header.get(0).unwrap_or_default();
-        if first.starts_with(&[0xFF, 0xFE]) || first.starts_with(&[0xFE, 0xFF]) {
+        // UTF-16 text has a NUL byte in every ASCII character.
+        if first.starts_with(&[0xFF, 0xFE])
+            || first.starts_with(&[0xFE, 0xFF])
+            || memchr::memchr(0, header.as_slice()).is_some()
+        {
             return Err(TraceError::Utf16);
         }
         let cols = Columns::from_header(&header)?;
@@ -416,11 +398,15 @@ impl<R: Read> TraceReader<R> {
                     } => {
                         let (expected_len, len) = (*expected_len, *len);
                         let byte = pos.as_ref().map_or(0, csv::Position::byte);
+                        let reason = match record_end(&self.rdr, &self.record) {
+                            RecordEnd::Sentinel => return Ok(None),
+                            RecordEnd::CutOff => CUT_OFF.to_owned(),
+                            RecordEnd::InTrace => {
+                                format!("{len} fields where the header has {expected_len}")
+                            }
+                        };
                         let line = self.rdr.get_mut().line_at(byte);
-                        Ok(Some(Item::Malformed(Malformed {
-                            line,
-                            reason: format!("{len} fields where the header has {expected_len}"),
-                        })))
+                        Ok(Some(Item::Malformed(Malformed { line, reason })))
                     }
                     _ => Err(csv_to_trace_error(e)),
                 };
@@ -428,6 +414,16 @@ impl<R: Read> TraceReader<R> {
         }
         let byte = self.record.position().map_or(0, csv::Position::byte);
         let line = self.rdr.get_mut().line_at(byte);
+        match record_end(&self.rdr, &self.record) {
+            RecordEnd::InTrace => {}
+            RecordEnd::Sentinel => return Ok(None),
+            RecordEnd::CutOff => {
+                return Ok(Some(Item::Malformed(Malformed {
+                    line,
+                    reason: CUT_OFF.to_owned(),
+                })))
+            }
+        }
         let rec = &self.record;
         let c = self.cols;
         let bad = |reason: String| Ok(Some(Item::Malformed(Malformed { line, reason })));
@@ -489,6 +485,34 @@ impl<R: Read> TraceReader<R> {
         })))
     }
 }
+
+/// Where the record just read ends, against the end of the trace ([`input::SENTINEL`]).
+enum RecordEnd {
+    /// Within the trace (or at its end, outside quotes).
+    InTrace,
+    /// It is the record the sentinel adds after the trace: the trace has no more.
+    Sentinel,
+    /// The trace ends inside one of its quoted fields.
+    CutOff,
+}
+
+fn record_end<R: Read>(rdr: &csv::Reader<LineIndex<R>>, rec: &csv::ByteRecord) -> RecordEnd {
+    let end = rdr.position().byte();
+    match rdr.get_ref().end() {
+        Some(len) if end > len + 1 => {
+            if is_sentinel_record(rec, end, len) {
+                RecordEnd::Sentinel
+            } else {
+                RecordEnd::CutOff
+            }
+        }
+        _ => RecordEnd::InTrace,
+    }
+}
+
+/// The reason given for a record that the end of the file cuts off inside a quoted field.
+const CUT_OFF: &str = "unterminated quoted field: the file ends inside a quoted field of this \
+                       record (the record is cut off)";
 
 fn csv_to_trace_error(e: csv::Error) -> TraceError {
     match e.into_kind() {
@@ -562,6 +586,46 @@ mod tests {
     }
 
     #[test]
+    fn a_record_cut_off_inside_a_quoted_field_is_malformed() {
+        // Generated inputs. Python's csv module with `strict=True` (3.11) raises
+        // "unexpected end of data" for the cut-off ones and accepts the others.
+        let h = "\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n\
+                 \"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"\"\r\n";
+        let cut = |tail: &str| {
+            let (ev, bad, other) = read_all(&format!("{h}{tail}"));
+            assert_eq!((ev.len(), other), (1, 0), "{tail}");
+            assert_eq!(bad.len(), 1, "{tail}");
+            assert!(
+                bad[0].reason.contains("unterminated quoted field"),
+                "{}",
+                bad[0].reason
+            );
+            bad[0].clone()
+        };
+        // In the last field, across lines.
+        let m = cut("\"a\",\"1\",\"Process Start\",\"\",\"SUCCESS\",\"x\r\ny");
+        assert_eq!(m.line, 3);
+        // After an escaped quote (`""`), and in an earlier field (too few fields too).
+        assert_eq!(
+            cut("\"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"say \"\"hi\"\"").line,
+            3
+        );
+        assert_eq!(cut("\r\n\"a\",\"1\",\"CloseFile\",\"C:\\x").line, 4);
+        // Closed quotes at the end of the file, a quote inside an unquoted field, a
+        // last field left empty or a NUL at the end are not cut off.
+        for ok in [
+            "\"a\",\"1\",\"CloseFile\",\"C:\\x\",\"SUCCESS\",\"say \"\"hi\"\"\"",
+            "a,1,CloseFile,C:\\x\"y,SUCCESS,",
+            "a,1,CloseFile,C:\\x,SUCCESS,\0",
+            "a,1,CloseFile,C:\\x,SUCCESS,\r\n\r",
+        ] {
+            let (ev, bad, _) = read_all(&format!("{h}{ok}"));
+            assert!(bad.is_empty(), "{ok}: {bad:?}");
+            assert_eq!(ev.len(), 2, "{ok}");
+        }
+    }
+
+    #[test]
     fn header_errors() {
         let e = TraceReader::new("a,b,c\n".as_bytes()).unwrap_err();
         assert!(matches!(e, TraceError::Header { ref missing } if missing.len() == 5));
@@ -570,6 +634,25 @@ mod tests {
             TraceReader::new(&b"\xff\xfe\"\x00T\x00"[..]).unwrap_err(),
             TraceError::Utf16
         ));
+    }
+
+    #[test]
+    fn utf16_without_a_byte_order_mark_and_empty_files() {
+        // Generated: a header saved as UTF-16 without BOM has NUL bytes in every field.
+        let header = "\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n";
+        let le: Vec<u8> = header.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = header.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for bytes in [le, be] {
+            let e = TraceReader::new(&bytes[..]).unwrap_err();
+            assert!(matches!(e, TraceError::Utf16), "{e}");
+        }
+        let e = TraceReader::new("\"Process Name\",\"PID\",\"Operation".as_bytes()).unwrap_err();
+        assert!(matches!(e, TraceError::HeaderCutOff), "{e}");
+        for empty in ["", "\r\n\r\n"] {
+            let e = TraceReader::new(empty.as_bytes()).unwrap_err();
+            assert!(matches!(e, TraceError::Empty), "{e}");
+            assert_eq!(e.to_string(), "the trace is empty: no header line");
+        }
     }
 
     #[test]
