@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use flushguard_engine::callbacks::{
     CallbackData, CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
+    TopLevelIrp,
 };
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTES};
@@ -560,9 +561,10 @@ impl FilterManager for KernelFltMgr {
         // SAFETY: KeGetCurrentIrql has no preconditions; any IRQL.
         Irql(unsafe { KeGetCurrentIrql() })
     }
-    fn top_level_irp_set(&self) -> bool {
+    fn top_level_irp(&self) -> TopLevelIrp {
         // SAFETY: IoGetTopLevelIrp reads the current thread's field; any IRQL.
-        !unsafe { IoGetTopLevelIrp() }.is_null()
+        let top = unsafe { IoGetTopLevelIrp() };
+        TopLevelIrp::from_raw(top as usize)
     }
     fn current_thread_id(&self) -> u64 {
         // SAFETY: PsGetCurrentThreadId has no preconditions; any IRQL.

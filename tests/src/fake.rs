@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use flushguard_engine::callbacks::{
     CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
-    StreamContext, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE, FO_SYNCHRONOUS_IO,
-    IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+    StreamContext, TopLevelIrp, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE,
+    FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
 };
 use flushguard_engine::plain_callback_data::PlainCallbackData;
 use flushguard_protocol::NtStatus;
@@ -215,7 +215,7 @@ pub struct Fake {
 
 thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(0) };
-    static TOP_LEVEL: Cell<bool> = const { Cell::new(false) };
+    static TOP_LEVEL: Cell<TopLevelIrp> = const { Cell::new(TopLevelIrp::None) };
     static GUARDED_REGION: Cell<bool> = const { Cell::new(false) };
     static THREAD_ID: Cell<u64> = const { Cell::new(0) };
     static HELD: Cell<i64> = const { Cell::new(0) };
@@ -233,9 +233,18 @@ pub fn set_irql(irql: Irql) {
 pub fn irql() -> Irql {
     Irql(IRQL.with(|c| c.get()))
 }
-/// Sets whether a top-level IRP is set on the current thread.
+/// Sets whether a top-level IRP is set on the current thread (a file system's IRP,
+/// or none).
 pub fn set_top_level(set: bool) {
-    TOP_LEVEL.with(|c| c.set(set));
+    set_top_level_irp(if set {
+        TopLevelIrp::FileSystem
+    } else {
+        TopLevelIrp::None
+    });
+}
+/// Sets what `IoGetTopLevelIrp()` returns on the current thread.
+pub fn set_top_level_irp(top: TopLevelIrp) {
+    TOP_LEVEL.with(|c| c.set(top));
 }
 /// Sets whether the current thread is inside a guarded region
 /// (`KeEnterGuardedRegion`: all APCs disabled, special kernel APCs included, at
@@ -593,7 +602,7 @@ impl Fake {
 
     fn simulate_paging_writes_here(&self, file: u64) {
         let Some(filter) = self.filter() else { return };
-        let was_top = TOP_LEVEL.with(|c| c.replace(true));
+        let was_top = TOP_LEVEL.with(|c| c.replace(TopLevelIrp::FileSystem));
         let mut data = FakeData::write(file, IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO, 0, 4096);
         let guard = self.enter_callback("pre-write (paging, from our flush)");
         let pre = crate::alloc_gate::engine(|| filter.pre_write(&mut data));
@@ -611,7 +620,7 @@ impl Fake {
 
     fn flush_checks(&self, routine: &'static str, file: u64, data: Option<&FakeData>, flags: u32) {
         self.check_irql(Irql::PASSIVE_LEVEL, routine);
-        if TOP_LEVEL.with(|c| c.get()) {
+        if TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None {
             self.violation(format!("{routine} issued with a top-level IRP set"));
         }
         if let Some(d) = data {
@@ -742,7 +751,7 @@ impl FilterManager for Fake {
         let _gate = crate::alloc_gate::fm_scope();
         irql()
     }
-    fn top_level_irp_set(&self) -> bool {
+    fn top_level_irp(&self) -> TopLevelIrp {
         let _gate = crate::alloc_gate::fm_scope();
         TOP_LEVEL.with(|c| c.get())
     }
@@ -948,8 +957,8 @@ impl FilterManager for Fake {
         // Posting to a worker fails for fast I/O, with a top-level IRP on this thread,
         // and for a draining instance (DDI "Pending an I/O Operation in a
         // Postoperation Callback Routine").
-        let cannot_post =
-            irql() > Irql::APC_LEVEL && (TOP_LEVEL.with(|c| c.get()) || flags.draining());
+        let cannot_post = irql() > Irql::APC_LEVEL
+            && (TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None || flags.draining());
         if data.fast_io || cannot_post || self.count_and_fail(CallSite::CompletionWhenSafe).is_err()
         {
             return None;

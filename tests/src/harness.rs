@@ -11,7 +11,7 @@ use flushguard_engine::callbacks::{
 };
 use flushguard_protocol::NtStatus;
 
-use flushguard_engine::callbacks::{Counter, FilterManager, FO_SYNCHRONOUS_IO};
+use flushguard_engine::callbacks::{Counter, FilterManager, TopLevelIrp, FO_SYNCHRONOUS_IO};
 
 use crate::fake::{self, Fake, FakeData, FakeOptions, Pending, IRP_SYNCHRONOUS_PAGING_IO};
 
@@ -50,9 +50,13 @@ pub enum WriteKind {
     /// Asynchronous paging write (`IRP_PAGING_IO`): the mapped / modified page
     /// writer.
     Paging,
-    /// Synchronous paging write (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`): the
-    /// cache write-back `CcFlushCache` issues (a flush's own, or the lazy writer's).
+    /// Synchronous paging write (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`) with a
+    /// file system's IRP top-level: the cache write-back `CcFlushCache` issues inside
+    /// a flush's dispatch (the flush's own when issued in the flushing thread).
     WriteBack,
+    /// Synchronous paging write from the lazy writer (`FSRTL_CACHE_TOP_LEVEL_IRP`
+    /// top-level).
+    LazyWriter,
     /// Fast I/O write (reissued as an IRP when disallowed).
     FastIo,
 }
@@ -60,7 +64,10 @@ pub enum WriteKind {
 impl WriteKind {
     /// `IRP_PAGING_IO` is set.
     pub const fn is_paging(self) -> bool {
-        matches!(self, WriteKind::Paging | WriteKind::WriteBack)
+        matches!(
+            self,
+            WriteKind::Paging | WriteKind::WriteBack | WriteKind::LazyWriter
+        )
     }
 }
 
@@ -280,7 +287,9 @@ impl Harness {
             WriteKind::Cached | WriteKind::FastIo => 0,
             WriteKind::NonCached => 0x1,
             WriteKind::Paging => IRP_PAGING_IO | 0x1,
-            WriteKind::WriteBack => IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO | 0x1,
+            WriteKind::WriteBack | WriteKind::LazyWriter => {
+                IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO | 0x1
+            }
         };
         let mut data = FakeData::write(file, irp_flags, 0, 512);
         data.fast_io = spec.kind == WriteKind::FastIo;
@@ -296,7 +305,13 @@ impl Harness {
             let me = self.fake.current_thread_id();
             self.fake.with_file(file, |f| f.lock_owner = Some(me));
         }
-        fake::set_top_level(spec.top_level || spec.kind.is_paging());
+        fake::set_top_level_irp(match spec.kind {
+            WriteKind::LazyWriter => TopLevelIrp::Cache,
+            WriteKind::Paging => TopLevelIrp::ModWrite,
+            WriteKind::WriteBack => TopLevelIrp::FileSystem,
+            _ if spec.top_level => TopLevelIrp::FileSystem,
+            _ => TopLevelIrp::None,
+        });
         let pre_irql = if spec.kind.is_paging() {
             Irql::APC_LEVEL
         } else {

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flushguard_engine::callbacks::{
-    CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
+    CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext, TopLevelIrp,
     STATUS_OBJECT_NAME_NOT_FOUND,
 };
 use flushguard_engine::protocol::NtStatus;
@@ -215,8 +215,14 @@ impl FilterManager for SimFm {
     fn current_irql(&self) -> Irql {
         Irql(self.irql.load(Ordering::Relaxed))
     }
-    fn top_level_irp_set(&self) -> bool {
-        self.top_level_irp.load(Ordering::Relaxed) != 0
+    fn top_level_irp(&self) -> TopLevelIrp {
+        // A trace shows no top-level IRP: the replay sets one (a file system's) for
+        // paging writes, as the redirector's flush dispatch or the cache has.
+        if self.top_level_irp.load(Ordering::Relaxed) != 0 {
+            TopLevelIrp::FileSystem
+        } else {
+            TopLevelIrp::None
+        }
     }
     fn all_apcs_disabled(&self) -> bool {
         // A trace records no guarded regions: APCs are disabled only by the IRQL.

@@ -6,6 +6,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use flushguard_protocol::nt::{IRP_PAGING_IO, IRP_SYNCHRONOUS_PAGING_IO};
 use flushguard_protocol::FlushFlags;
 
+use super::fltmgr::TopLevelIrp;
+
 /// Rule slot meaning "the policy's default action" (no rule matched).
 pub const DEFAULT_RULE_SLOT: u32 = u32::MAX;
 
@@ -27,26 +29,39 @@ pub const UNCLASSIFIED_SLOT: u32 = u32::MAX - 2;
 /// must have completed before. See [`StreamContext`] for the reasoning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WriteClass {
-    /// Every write except a synchronous paging write: user writes (cached,
-    /// non-cached, write-through, fast I/O reissued as an IRP) and asynchronous
-    /// paging writes (`IRP_PAGING_IO` without `IRP_SYNCHRONOUS_PAGING_IO`: the
-    /// modified / mapped page writer, `IoAsynchronousPageWrite`). Covered by a
-    /// successful flush only if the write completed before the flush **began**.
+    /// Every write that is not provably a flush's own write-back: user writes
+    /// (cached, non-cached, write-through, fast I/O reissued as an IRP),
+    /// asynchronous paging writes (the modified / mapped page writer), and
+    /// synchronous paging writes of anyone but the flushing thread (the lazy
+    /// writer: top-level `FSRTL_CACHE_TOP_LEVEL_IRP`; another thread's write-back).
+    /// Covered by a successful flush only if the write completed before the flush
+    /// **began**.
     User,
-    /// A synchronous paging write (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`:
-    /// `IoSynchronousPageWrite`, what `CcFlushCache` / `MmFlushSection` issue). The
-    /// cache write-back a flush performs inside its own dispatch is of this kind.
-    /// Covered by a successful flush if the write completed before the flush
-    /// **completed**.
+    /// The flush's own cache write-back: a synchronous paging write
+    /// (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`, what `CcFlushCache` issues)
+    /// issued by the thread that is inside an application flush of this handle,
+    /// while a file system's IRP is top-level on that thread (the redirector's
+    /// flush dispatch writing its cache back). Covered by that flush if the write
+    /// completed before the flush **completed**.
     WriteBack,
 }
 
 impl WriteClass {
-    /// The class of a write with `Iopb->IrpFlags == irp_flags` (`IRP_PAGING_IO` 0x2,
-    /// `IRP_SYNCHRONOUS_PAGING_IO` 0x40; wdm.h, "IRP" DDI page). Any IRQL.
-    pub const fn of_irp_flags(irp_flags: u32) -> Self {
+    /// The class of a write, decided in its pre-write (the issuing thread):
+    /// `irp_flags` is `Iopb->IrpFlags` (`IRP_PAGING_IO` 0x2, `IRP_SYNCHRONOUS_PAGING_IO`
+    /// 0x40; wdm.h, "IRP" DDI page), `top_level` the thread's `IoGetTopLevelIrp()`,
+    /// `flushing_this_handle` whether this thread is inside an application flush of
+    /// the handle ([`StreamContext::flush_in_progress_by`]). Any IRQL.
+    pub const fn classify(
+        irp_flags: u32,
+        top_level: TopLevelIrp,
+        flushing_this_handle: bool,
+    ) -> Self {
         const SYNC_PAGING: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO;
-        if irp_flags & SYNC_PAGING == SYNC_PAGING {
+        if irp_flags & SYNC_PAGING == SYNC_PAGING
+            && matches!(top_level, TopLevelIrp::FileSystem)
+            && flushing_this_handle
+        {
             WriteClass::WriteBack
         } else {
             WriteClass::User
@@ -102,19 +117,23 @@ impl WriteClass {
 ///   from their own sequence (so `flushed <= seq` always holds), and a write whose
 ///   increment is not yet visible to a flush is simply not covered by it.
 ///
-/// # The remaining approximation
+/// # What counts as a flush's own write-back (issue 9 finding 1)
 ///
-/// A synchronous paging write that is **not** this flush's write-back — the lazy
-/// writer's `CcFlushCache` in a system worker thread, or another thread's flush
-/// write-back, running concurrently — and that completes after this flush's
-/// durability request was sent but before the flush completes is treated as
-/// covered although its data may only be in the server's or disk's volatile
-/// cache. The window is at most the flush's own duration; the data at risk is page
-/// data dirtied before the flush began (mapped-page writes, or cached user writes
-/// completed before the flush began: later user writes keep the handle marked on
-/// their own). Filter Manager gives no per-IRP link from a paging write to the
-/// flush that caused it, so telling the two apart would need the top-level IRP
-/// value (`FSRTL_CACHE_TOP_LEVEL_IRP` for the lazy writer) on every paging write.
+/// Filter Manager gives no per-IRP link from a paging write to the flush that
+/// caused it. A synchronous paging write is treated as the flush's write-back only
+/// when it provably is: it is issued (its pre-write runs) in the thread that is
+/// inside an application flush of this handle (recorded at pre-flush,
+/// [`StreamContext::begin_flush`]) while a file system's IRP is top-level there
+/// (`IoGetTopLevelIrp()` a pointer: the redirector dispatching that flush). The
+/// lazy writer (`FSRTL_CACHE_TOP_LEVEL_IRP`, a system worker thread), the mapped
+/// page writer, another thread's flush and `FlushViewOfFile` (no top-level IRP) are
+/// all [`WriteClass::User`]: a flush covers them only if they completed before it
+/// began, so mapped-view data dirtied during a flush is flushed again at cleanup.
+/// If two threads flush one handle at once, only the later one is recorded and the
+/// earlier one's write-back counts as a user write: one more flush at cleanup, never
+/// a missed one. FlushGuard's own flushes need no record: their write-back in the
+/// flushing thread passes through as ours (recursion guard), and write-back a file
+/// system posts to another thread is a user write.
 ///
 /// The context is per handle (file object): paging writes arrive on the file
 /// object the cache was initialised with, so with several governed handles of one
@@ -133,6 +152,9 @@ pub struct StreamContext {
     /// Highest `writeback_seq` covered by a successful flush (monotonic,
     /// `<= writeback_seq`).
     writeback_flushed: AtomicU64,
+    /// Thread id (`PsGetCurrentThreadId`) inside an application flush of this
+    /// handle, between its pre-flush and post-flush; 0 for none.
+    flusher: AtomicU64,
 }
 
 impl StreamContext {
@@ -144,7 +166,26 @@ impl StreamContext {
             user_flushed: AtomicU64::new(0),
             writeback_seq: AtomicU64::new(0),
             writeback_flushed: AtomicU64::new(0),
+            flusher: AtomicU64::new(0),
         }
+    }
+
+    /// Records that `thread` (non-zero) is inside an application flush of this
+    /// handle (pre-flush, the issuing thread). Any IRQL.
+    pub fn begin_flush(&self, thread: u64) {
+        self.flusher.store(thread, Ordering::Release);
+    }
+
+    /// Ends the application flush in progress (post-flush, any thread: the
+    /// completion may run elsewhere, so the mark is cleared whoever set it; a
+    /// concurrent flush then loses its mark, the conservative side). Any IRQL.
+    pub fn end_flush(&self) {
+        self.flusher.store(0, Ordering::Release);
+    }
+
+    /// True when `thread` (non-zero) is inside an application flush of this handle.
+    pub fn flush_in_progress_by(&self, thread: u64) -> bool {
+        thread != 0 && self.flusher.load(Ordering::Acquire) == thread
     }
 
     /// `(generation, rule slot)` cached for this handle.
@@ -227,6 +268,9 @@ pub enum CompletionContext {
     Write {
         /// Record the write in the handle's context (flush-on-close bookkeeping).
         record_write: bool,
+        /// The pre-write classed it [`WriteClass::WriteBack`] (the flushing thread's
+        /// own cache write-back); otherwise [`WriteClass::User`].
+        write_back: bool,
         /// Issue a flush once the write succeeded.
         flush: Option<FlushOrder>,
         /// The pre-write returned `FLT_PREOP_SYNCHRONIZE`: the post-write runs in the
@@ -273,11 +317,15 @@ impl CompletionContext {
             }
             CompletionContext::Write {
                 record_write,
+                write_back,
                 flush,
                 synchronized,
                 deferrable,
             } => {
                 let mut v = TAG_WRITE;
+                if write_back {
+                    v |= 1 << 25;
+                }
                 if deferrable {
                     v |= 1 << 24;
                 }
@@ -320,6 +368,7 @@ impl CompletionContext {
             }
             TAG_WRITE => Some(CompletionContext::Write {
                 record_write: v & (1 << 4) != 0,
+                write_back: v & (1 << 25) != 0,
                 synchronized: v & (1 << 7) != 0,
                 deferrable: v & (1 << 24) != 0,
                 flush: (v & (1 << 5) != 0).then_some(FlushOrder {
@@ -356,12 +405,14 @@ mod tests {
             },
             CompletionContext::Write {
                 record_write: true,
+                write_back: true,
                 flush: None,
                 synchronized: false,
                 deferrable: true,
             },
             CompletionContext::Write {
                 record_write: false,
+                write_back: false,
                 synchronized: true,
                 deferrable: false,
                 flush: Some(FlushOrder {
@@ -396,24 +447,64 @@ mod tests {
     }
 
     #[test]
-    fn write_class_from_irp_flags() {
+    fn write_class_needs_sync_paging_a_file_system_top_level_and_the_flushing_thread() {
         use flushguard_protocol::nt::IRP_NOCACHE;
-        assert_eq!(WriteClass::of_irp_flags(0), WriteClass::User);
-        assert_eq!(WriteClass::of_irp_flags(IRP_NOCACHE), WriteClass::User);
+        const SYNC_PAGING: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO | IRP_NOCACHE;
+        let fs = TopLevelIrp::FileSystem;
+        assert_eq!(WriteClass::classify(0, fs, true), WriteClass::User);
+        assert_eq!(
+            WriteClass::classify(IRP_NOCACHE, fs, true),
+            WriteClass::User
+        );
         // The modified / mapped page writer: asynchronous paging I/O.
         assert_eq!(
-            WriteClass::of_irp_flags(IRP_PAGING_IO | IRP_NOCACHE),
+            WriteClass::classify(IRP_PAGING_IO | IRP_NOCACHE, TopLevelIrp::ModWrite, true),
             WriteClass::User
         );
         // IRP_SYNCHRONOUS_PAGING_IO alone is not paging I/O.
         assert_eq!(
-            WriteClass::of_irp_flags(IRP_SYNCHRONOUS_PAGING_IO),
+            WriteClass::classify(IRP_SYNCHRONOUS_PAGING_IO, fs, true),
             WriteClass::User
         );
         assert_eq!(
-            WriteClass::of_irp_flags(IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO | IRP_NOCACHE),
+            WriteClass::classify(SYNC_PAGING, fs, true),
             WriteClass::WriteBack
         );
+        // The lazy writer, no top-level IRP, or not the flushing thread: a user write.
+        for top in [TopLevelIrp::Cache, TopLevelIrp::None, TopLevelIrp::ModWrite] {
+            assert_eq!(
+                WriteClass::classify(SYNC_PAGING, top, true),
+                WriteClass::User
+            );
+        }
+        assert_eq!(
+            WriteClass::classify(SYNC_PAGING, fs, false),
+            WriteClass::User
+        );
+    }
+
+    #[test]
+    fn top_level_irp_values() {
+        assert_eq!(TopLevelIrp::from_raw(0), TopLevelIrp::None);
+        assert_eq!(TopLevelIrp::from_raw(2), TopLevelIrp::Cache);
+        assert_eq!(TopLevelIrp::from_raw(3), TopLevelIrp::ModWrite);
+        assert_eq!(TopLevelIrp::from_raw(0xFFFF), TopLevelIrp::OtherFlag);
+        assert_eq!(
+            TopLevelIrp::from_raw(0xFFFF_8000_1234_5670),
+            TopLevelIrp::FileSystem
+        );
+    }
+
+    #[test]
+    fn the_flush_mark_names_one_thread() {
+        let c = StreamContext::new(1, 0);
+        assert!(!c.flush_in_progress_by(7));
+        c.begin_flush(7);
+        assert!(c.flush_in_progress_by(7));
+        assert!(!c.flush_in_progress_by(8));
+        c.end_flush();
+        assert!(!c.flush_in_progress_by(7));
+        assert!(!c.flush_in_progress_by(0));
     }
 
     #[test]
@@ -438,7 +529,10 @@ mod tests {
 
     #[test]
     fn user_and_mapped_writes_completed_during_a_flush_stay_unflushed() {
-        for class in [WriteClass::User, WriteClass::of_irp_flags(IRP_PAGING_IO)] {
+        for class in [
+            WriteClass::User,
+            WriteClass::classify(IRP_PAGING_IO, TopLevelIrp::ModWrite, false),
+        ] {
             let c = StreamContext::new(1, 0);
             let at_start = c.write_seq();
             // Completes after the flush began (concurrent writer, or the mapped

@@ -147,6 +147,45 @@ pub trait CallbackData {
     fn io_status(&self) -> NtStatus;
 }
 
+/// What `IoGetTopLevelIrp()` returns on the current thread (DDI page
+/// "IoGetTopLevelIrp"; the `FSRTL_*_TOP_LEVEL_IRP` values of ntifs.h). Values up to
+/// `FSRTL_MAX_TOP_LEVEL_IRP_FLAG` (0xFFFF) are flags, anything above is a pointer a
+/// file system stored while it dispatches an IRP (its own recursion marker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TopLevelIrp {
+    /// NULL: nothing above us on this thread.
+    None,
+    /// `FSRTL_FSP_TOP_LEVEL_IRP` (0x01): a file system's own worker thread.
+    Fsp,
+    /// `FSRTL_CACHE_TOP_LEVEL_IRP` (0x02): the cache manager's lazy writer (or
+    /// read-ahead) thread.
+    Cache,
+    /// `FSRTL_MOD_WRITE_TOP_LEVEL_IRP` (0x03): the modified / mapped page writer.
+    ModWrite,
+    /// `FSRTL_FAST_IO_TOP_LEVEL_IRP` (0x04): inside a fast I/O routine.
+    FastIo,
+    /// Another flag value up to `FSRTL_MAX_TOP_LEVEL_IRP_FLAG` (0xFFFF).
+    OtherFlag,
+    /// A pointer: a file system set its IRP (or an IRP context) as top-level while
+    /// it dispatches, e.g. a redirector's flush writing its cache back.
+    FileSystem,
+}
+
+impl TopLevelIrp {
+    /// Classifies the raw `IoGetTopLevelIrp()` value.
+    pub const fn from_raw(value: usize) -> Self {
+        match value {
+            0 => TopLevelIrp::None,
+            1 => TopLevelIrp::Fsp,
+            2 => TopLevelIrp::Cache,
+            3 => TopLevelIrp::ModWrite,
+            4 => TopLevelIrp::FastIo,
+            0x5..=0xFFFF => TopLevelIrp::OtherFlag,
+            _ => TopLevelIrp::FileSystem,
+        }
+    }
+}
+
 /// The Filter Manager and kernel services the callback logic uses.
 ///
 /// Implementations: the driver (FFI over fltmgr.sys / ntoskrnl.exe), the host
@@ -172,9 +211,14 @@ pub trait FilterManager: Sync {
 
     /// `KeGetCurrentIrql()`. Any IRQL.
     fn current_irql(&self) -> Irql;
+    /// `IoGetTopLevelIrp()` on the current thread, classified ([`TopLevelIrp`]).
+    /// Any IRQL.
+    fn top_level_irp(&self) -> TopLevelIrp;
     /// `IoGetTopLevelIrp() != NULL`: a file system (or the cache manager) above us
     /// on this thread owns resources; a synchronous flush could deadlock. Any IRQL.
-    fn top_level_irp_set(&self) -> bool;
+    fn top_level_irp_set(&self) -> bool {
+        self.top_level_irp() != TopLevelIrp::None
+    }
     /// `PsGetCurrentThreadId()` as a non-zero integer. Any IRQL.
     fn current_thread_id(&self) -> u64;
     /// A monotonic clock in microseconds (interrupt time / 10), for flush latency.

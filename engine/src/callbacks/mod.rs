@@ -45,7 +45,7 @@ pub use context::{
 };
 pub use counters::{CallbackCounters, Counter};
 pub use fltmgr::{
-    CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
+    CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus, TopLevelIrp,
     FLTFL_POST_OPERATION_DRAINING,
 };
 pub use glue::FlushPlace;
@@ -682,8 +682,17 @@ impl<F: FilterManager> Filter<F> {
         // allowed depends on the volume, which can be asked here (<= APC_LEVEL) but not
         // in a post-write at DISPATCH_LEVEL.
         let deferrable = wants_post && !synchronize && self.fm.on_network_file_system(data);
+        // Classed here, in the issuing thread: only the flushing thread's own cache
+        // write-back may count as covered by that flush (WriteClass).
+        let write_back = d.mark_written_since_flush
+            && WriteClass::classify(
+                data.irp_flags(),
+                self.fm.top_level_irp(),
+                ctx.flush_in_progress_by(self.fm.current_thread_id()),
+            ) == WriteClass::WriteBack;
         let completion = CompletionContext::Write {
             record_write: d.mark_written_since_flush,
+            write_back,
             flush: wants_post.then_some(FlushOrder {
                 native: action.method == crate::policy::FlushMethod::Native,
                 flags: action.flags,
@@ -715,6 +724,7 @@ impl<F: FilterManager> Filter<F> {
     ) -> PostOpStatus {
         let Some(CompletionContext::Write {
             record_write,
+            write_back,
             flush,
             synchronized,
             deferrable,
@@ -734,9 +744,13 @@ impl<F: FilterManager> Filter<F> {
         }
         if record_write {
             if let Some(c) = self.handle_context(data) {
-                // A synchronous paging write may be the write-back of a flush in
-                // progress: a flush covers it if it completes first (StreamContext).
-                c.record_write(WriteClass::of_irp_flags(data.irp_flags()));
+                // The flushing thread's own write-back is covered by its flush if it
+                // completes first; every other write only by a later flush.
+                c.record_write(if write_back {
+                    WriteClass::WriteBack
+                } else {
+                    WriteClass::User
+                });
                 self.fm.release_context(c);
             }
         }
@@ -745,6 +759,7 @@ impl<F: FilterManager> Filter<F> {
         };
         let deferred = CompletionContext::Write {
             record_write: false,
+            write_back: false,
             flush: Some(order),
             synchronized: false,
             deferrable,
@@ -752,6 +767,7 @@ impl<F: FilterManager> Filter<F> {
         if self.fm.current_irql() <= Irql::APC_LEVEL {
             let inline = CompletionContext::Write {
                 record_write: false,
+                write_back: false,
                 flush: Some(order),
                 synchronized,
                 deferrable,
@@ -862,6 +878,9 @@ impl<F: FilterManager> Filter<F> {
             d.pre_op,
             EnginePreOp::SuccessWithCallback | EnginePreOp::Synchronize
         ) {
+            // This thread's synchronous paging writes until the post-flush are the
+            // flush's own write-back (WriteClass::WriteBack).
+            ctx.begin_flush(self.fm.current_thread_id());
             PreOp::with_callback(CompletionContext::Flush {
                 observed_write_seq: ctx.write_seq(),
             })
@@ -885,13 +904,14 @@ impl<F: FilterManager> Filter<F> {
         let Some(CompletionContext::Flush { observed_write_seq }) = ctx else {
             return PostOpStatus::FinishedProcessing;
         };
-        if flags.draining() || !data.io_status().is_success() {
+        let Some(c) = self.handle_context(data) else {
             return PostOpStatus::FinishedProcessing;
-        }
-        if let Some(c) = self.handle_context(data) {
+        };
+        c.end_flush();
+        if !flags.draining() && data.io_status().is_success() {
             c.record_flush(observed_write_seq);
-            self.fm.release_context(c);
         }
+        self.fm.release_context(c);
         PostOpStatus::FinishedProcessing
     }
 
