@@ -1,0 +1,244 @@
+//! `cargo xtask sys-test`: the shipped `flushguard.sys`, signed, executed in a Linux
+//! test process (issue 14).
+//!
+//! - [`loader`]: maps the PE at a non-preferred base, applies every base relocation,
+//!   binds every import by name (a missing one fails naming DLL and routine), and
+//!   requires the Authenticode certificate table.
+//! - [`kernel`]: every imported ntoskrnl.exe / fltmgr.sys routine as an
+//!   `extern "win64"` function with Filter Verifier's checks, over the [`world`].
+//! - [`dispatch`]: calls into the image (DriverEntry, callbacks, port) with the
+//!   post-call checks; [`layout`]: the structures, declared here from the headers.
+//! - [`scenario`]: the scenarios; [`compare`]: the same scenario on the host fake.
+//!
+//! Each scenario runs in a child process of its own (`--scenario NAME`): the driver's
+//! globals start fresh, and a bug check or crash in one cannot hide the others.
+//!
+//! This crate is the only place outside the driver where code of the image runs; its
+//! `unsafe` blocks map memory, call into the image and read or write the raw memory
+//! the driver hands over, one operation each with a `// SAFETY:` comment.
+
+pub mod compare;
+pub mod dispatch;
+pub mod kernel;
+pub mod layout;
+pub mod loader;
+pub mod scenario;
+pub mod world;
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Loads `sys` with the harness's imports.
+///
+/// # Errors
+/// See [`loader::load`].
+pub fn load(bytes: &[u8]) -> Result<loader::LoadedImage> {
+    loader::load(bytes, kernel::resolve)
+}
+
+/// Runs one scenario in this process and prints its result lines for the parent
+/// (`@calls`, `@callbacks`, `@violation`, ...). Returns true if it passed.
+///
+/// # Errors
+/// The image cannot be read or loaded, or the scenario is unknown.
+pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
+    let spec = scenario::SCENARIOS
+        .iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("unknown scenario {name}"))?;
+    let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
+    let image = load(&bytes)?;
+    let outcome = scenario::run_scenario(&image, spec);
+    let fake = compare::run_fake(spec);
+    let mut violations = outcome.violations.clone();
+    violations.extend(compare::differences(&outcome, &fake));
+    println!("@calls {}", outcome.calls);
+    println!("@distinct {}", outcome.distinct_calls);
+    println!("@callbacks {}", outcome.callbacks);
+    println!("@allocations {}", outcome.allocations);
+    println!("@flushes {:?}", outcome.flushes);
+    for line in &outcome.debug_output {
+        println!("@debug {line}");
+    }
+    for v in &violations {
+        println!("@violation {v}");
+    }
+    drop(image);
+    Ok(violations.is_empty())
+}
+
+/// One scenario's result as the parent sees it.
+#[derive(Debug, Default)]
+struct ChildResult {
+    calls: u64,
+    distinct: u64,
+    callbacks: u64,
+    allocations: u64,
+    flushes: String,
+    violations: Vec<String>,
+    debug: Vec<String>,
+}
+
+fn parse_child(stdout: &str) -> ChildResult {
+    let mut r = ChildResult::default();
+    for line in stdout.lines() {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "@calls" => r.calls = value.parse().unwrap_or(0),
+            "@distinct" => r.distinct = value.parse().unwrap_or(0),
+            "@callbacks" => r.callbacks = value.parse().unwrap_or(0),
+            "@allocations" => r.allocations = value.parse().unwrap_or(0),
+            "@flushes" => r.flushes = value.to_string(),
+            "@violation" => r.violations.push(value.to_string()),
+            "@debug" => r.debug.push(value.to_string()),
+            _ => {}
+        }
+    }
+    r
+}
+
+/// The loader must refuse a package whose import table names a routine the harness
+/// lacks, and one whose relocations are removed. Returns the two refusals.
+fn loader_self_checks(bytes: &[u8]) -> Result<[String; 2]> {
+    let mut renamed = bytes.to_vec();
+    let needle = b"KeBugCheckEx\0";
+    let at = renamed
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .context("KeBugCheckEx not among the import names")?;
+    renamed[at + needle.len() - 2] = b'y';
+    let missing = match load(&renamed) {
+        Ok(_) => bail!("an image importing KeBugCheckEy loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    if !missing.contains("ntoskrnl.exe!KeBugCheckEy") {
+        bail!("the missing-import failure does not name ntoskrnl.exe!KeBugCheckEy: {missing}");
+    }
+    let mut stripped = bytes.to_vec();
+    let pe = u32::from_le_bytes([bytes[0x3C], bytes[0x3D], bytes[0x3E], bytes[0x3F]]) as usize;
+    let entry = pe + 24 + 112 + 5 * 8; // PE32+ data directory 5 (BASERELOC)
+    stripped
+        .get_mut(entry..entry + 8)
+        .context("no room for data directory 5")?
+        .fill(0);
+    let relocs = match load(&stripped) {
+        Ok(_) => bail!("an image without base relocations loaded at a non-preferred base"),
+        Err(e) => format!("{e:#}"),
+    };
+    if !relocs.contains("no base relocations") {
+        bail!("the stripped-relocations failure does not say so: {relocs}");
+    }
+    Ok([missing, relocs])
+}
+
+/// Loads `sys`, reports the image, runs every scenario in a child process
+/// (`exe` + `child_args` + `--sys SYS --scenario NAME`) and prints the summary.
+/// Returns true if everything passed.
+///
+/// # Errors
+/// The image cannot be read or loaded, or a child cannot be started.
+pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Result<bool> {
+    let started = std::time::Instant::now();
+    let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
+    println!("\n==> sys-test: {} ({} bytes)", sys.display(), bytes.len());
+    let image = load(&bytes)?;
+    println!(
+        "    Authenticode certificate table: {} bytes",
+        image.certificate_bytes
+    );
+    println!(
+        "    mapped at 0x{:X} (preferred base 0x{:X}), SizeOfImage 0x{:X}, entry RVA 0x{:X}",
+        image.base, image.preferred_base, image.size, image.entry_rva
+    );
+    println!("    base relocations applied: {}", image.relocations);
+    let mut dlls: Vec<(String, usize)> = Vec::new();
+    for import in &image.imports {
+        match dlls.iter_mut().find(|(d, _)| *d == import.dll) {
+            Some((_, n)) => *n += 1,
+            None => dlls.push((import.dll.clone(), 1)),
+        }
+    }
+    let per_dll: Vec<String> = dlls.iter().map(|(d, n)| format!("{d} {n}")).collect();
+    println!(
+        "    imports bound by name: {} ({})",
+        image.imports.len(),
+        per_dll.join(", ")
+    );
+    println!("    sections (virtual size / raw size, protection):");
+    for s in &image.sections {
+        println!(
+            "      {:<8} RVA 0x{:05X}  {:>7} / {:>7} bytes  {}",
+            s.name, s.rva, s.virtual_size, s.raw_size, s.protection
+        );
+    }
+    let bound = image.imports.len();
+    drop(image);
+    let [missing, relocs] = loader_self_checks(&bytes)?;
+    println!("    loader refuses a renamed import: {missing}");
+    println!("    loader refuses stripped relocations: {relocs}");
+
+    println!("\n==> scenarios (each in its own process; binary vs the engine on the host fake)");
+    let mut total_calls = 0;
+    let mut total_violations = 0;
+    let mut passed = 0;
+    for spec in scenario::SCENARIOS {
+        let output = Command::new(exe)
+            .args(child_args)
+            .arg("--sys")
+            .arg(sys)
+            .arg("--scenario")
+            .arg(spec.name)
+            .output()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut result = parse_child(&stdout);
+        match output.status.code() {
+            Some(0) | Some(1) => {}
+            code => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
+                result.violations.push(format!(
+                    "the scenario process ended with {code:?} (crash or bug check): {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ));
+            }
+        }
+        if output.status.code() == Some(1) && result.violations.is_empty() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            result
+                .violations
+                .push(format!("the scenario failed: {}", stderr.trim()));
+        }
+        total_calls += result.calls;
+        total_violations += result.violations.len();
+        let ok = result.violations.is_empty();
+        passed += usize::from(ok);
+        println!(
+            "    {:<26} {}  calls {:>4} ({:>2} routines)  callbacks {:>3}  pool allocations {:>3}  flushes {}",
+            spec.name,
+            if ok { "ok  " } else { "FAIL" },
+            result.calls,
+            result.distinct,
+            result.callbacks,
+            result.allocations,
+            result.flushes
+        );
+        for v in &result.violations {
+            println!("        violation: {v}");
+        }
+        if verbose {
+            for d in &result.debug {
+                println!("        DbgPrintEx {d}");
+            }
+        }
+    }
+    println!(
+        "\n==> sys-test summary: {} scenarios, {passed} passed; {bound} imports bound; {total_calls} \
+         kernel/Filter Manager calls checked; {total_violations} violation(s); {:.1} s",
+        scenario::SCENARIOS.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(total_violations == 0 && passed == scenario::SCENARIOS.len())
+}

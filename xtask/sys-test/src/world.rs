@@ -1,0 +1,363 @@
+//! The simulated kernel's state, shared by every import implementation: one global
+//! [`World`] per process (each scenario runs in a process of its own).
+//!
+//! Import implementations never panic (a panic inside an `extern "win64"` function
+//! aborts the process): they record [`World::violation`]s, which the harness reports
+//! once control is back in Rust frames.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+/// `PASSIVE_LEVEL`.
+pub const PASSIVE_LEVEL: u8 = 0;
+/// `APC_LEVEL`.
+pub const APC_LEVEL: u8 = 1;
+/// `DISPATCH_LEVEL`.
+pub const DISPATCH_LEVEL: u8 = 2;
+
+/// A pool block handed to the driver; the memory lives as long as the entry.
+pub struct PoolBlock {
+    /// The memory (16-byte aligned, as `MEMORY_ALLOCATION_ALIGNMENT`).
+    pub memory: Box<[u128]>,
+    /// Requested size, bytes.
+    pub size: usize,
+    /// Pool tag (4 ASCII bytes, little-endian).
+    pub tag: u32,
+    /// Who allocated it (`ExAllocatePool2`, `SeLocateProcessImageName`, ...).
+    pub by: &'static str,
+}
+
+/// A Filter Manager context (`FltAllocateContext`).
+pub struct Context {
+    /// The context memory.
+    pub memory: Box<[u128]>,
+    /// References (the driver's and Filter Manager's).
+    pub refs: i64,
+    /// Filter Manager's own references (attached to a stream handle).
+    pub fm_refs: i64,
+}
+
+/// A `FLT_FILE_NAME_INFORMATION` handed out by `FltGetFileNameInformation`.
+pub struct NameInfo {
+    /// The structure (stable address).
+    pub info: Box<crate::layout::FltFileNameInformation>,
+    /// The UTF-16 name the structure's strings point into.
+    pub _name: Box<[u16]>,
+    /// References.
+    pub refs: i64,
+}
+
+// SAFETY: the raw pointers inside `info` point into `_name`, which the same value owns
+// and moves with it; nothing else aliases them outside the world's lock.
+unsafe impl Send for NameInfo {}
+
+/// What a kernel handle refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handle {
+    /// A registry key (full path).
+    Key(String),
+    /// A file object (`ObOpenObjectByPointer`).
+    File(usize),
+}
+
+/// One simulated file object.
+#[derive(Clone, Debug, Default)]
+pub struct File {
+    /// Normalized name, e.g. `\Device\Mup\srv\share\data\a.db`.
+    pub name: String,
+    /// MUP provider id; `None` on a local volume.
+    pub provider: Option<u32>,
+    /// IRP_MJ_CREATE reached the file system and succeeded.
+    pub opened: bool,
+}
+
+/// The registered filter, as captured by `FltRegisterFilter`.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    /// `(major, flags, pre, post)` per operation-table entry.
+    pub operations: Vec<(u8, u32, usize, usize)>,
+    /// `(type, size, tag)` per context-table entry.
+    pub contexts: Vec<(u16, usize, u32)>,
+    /// `FilterUnloadCallback`.
+    pub unload: usize,
+    /// `InstanceSetupCallback`.
+    pub instance_setup: usize,
+    /// `InstanceQueryTeardownCallback`.
+    pub query_teardown: usize,
+    /// `InstanceTeardownStartCallback`.
+    pub teardown_start: usize,
+    /// `InstanceTeardownCompleteCallback`.
+    pub teardown_complete: usize,
+}
+
+/// The server port, as created by `FltCreateCommunicationPort`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerPort {
+    /// The port handle.
+    pub handle: usize,
+    /// `ConnectNotifyCallback`.
+    pub connect: usize,
+    /// `DisconnectNotifyCallback`.
+    pub disconnect: usize,
+    /// `MessageNotifyCallback`.
+    pub message: usize,
+    /// `MaxConnections`.
+    pub max_connections: i32,
+}
+
+/// One flush that reached the simulated file system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flush {
+    /// `"FltFlushBuffers2"`, `"FltFlushBuffers"` or `"ZwFlushBuffersFileEx"`.
+    pub routine: &'static str,
+    /// The file object.
+    pub file: usize,
+    /// `FLT_FLUSH_TYPE_*` / `FLUSH_FLAGS_*` as passed.
+    pub flags: u32,
+}
+
+/// Lifecycle of the filter registration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FilterState {
+    /// Before `FltRegisterFilter`.
+    #[default]
+    None,
+    /// Registered, not filtering.
+    Registered,
+    /// `FltStartFiltering` succeeded.
+    Filtering,
+    /// `FltUnregisterFilter` returned.
+    Unregistered,
+}
+
+/// The simulated kernel.
+#[derive(Default)]
+pub struct World {
+    /// The IRQL the harness simulates on the (single) driver thread.
+    pub irql: u8,
+    /// The mapped image `[start, end)`: every callback the driver registers must lie
+    /// inside it.
+    pub image: (usize, usize),
+    /// `IoGetTopLevelIrp()` on the driver thread.
+    pub top_level_irp: usize,
+    /// Import calls in order (routine names).
+    pub calls: Vec<&'static str>,
+    /// Violations, in order.
+    pub violations: Vec<String>,
+    /// `DbgPrintEx` output.
+    pub debug_output: Vec<String>,
+    /// Live pool blocks by address.
+    pub pool: HashMap<usize, PoolBlock>,
+    /// Pool allocations by tag: (allocations, frees, bytes allocated).
+    pub pool_by_tag: BTreeMap<u32, (u64, u64, u64)>,
+    /// Open kernel handles.
+    pub handles: HashMap<usize, Handle>,
+    /// Next handle value.
+    pub next_handle: usize,
+    /// Every opaque object the harness handed out (filter, volume, instance, ports,
+    /// process) keeps its address alive here.
+    pub objects: Vec<Box<[u64; 8]>>,
+    /// The filter handle returned by `FltRegisterFilter`.
+    pub filter: usize,
+    /// Registration lifecycle.
+    pub filter_state: FilterState,
+    /// The registration tables.
+    pub registration: Registration,
+    /// Live security descriptors from `FltBuildDefaultSecurityDescriptor`.
+    pub security_descriptors: HashMap<usize, Box<[u128; 4]>>,
+    /// The server port, while open.
+    pub server_port: Option<ServerPort>,
+    /// The server port's `DisconnectNotifyCallback` (Filter Manager keeps it for the
+    /// client ports after the server port closes).
+    pub server_port_disconnect: usize,
+    /// Attached instances `(volume, instance)`.
+    pub instances: Vec<(usize, usize)>,
+    /// The server port existed once (for order checks).
+    pub server_port_created: bool,
+    /// Client ports handed to the connect callback and not yet closed.
+    pub client_ports: HashMap<usize, usize>,
+    /// Filter Manager contexts by address.
+    pub contexts: HashMap<usize, Context>,
+    /// Stream-handle contexts by (instance, file object).
+    pub stream_handle_contexts: HashMap<(usize, usize), usize>,
+    /// Name information by address.
+    pub names: HashMap<usize, NameInfo>,
+    /// Simulated file objects by address.
+    pub files: HashMap<usize, File>,
+    /// Volumes: address -> `FILE_DEVICE_*`.
+    pub volumes: HashMap<usize, u32>,
+    /// Operations (callback data addresses) marked dirty by `FltSetCallbackDataDirty`.
+    pub dirty: Vec<usize>,
+    /// Synchronous operations (callback data addresses).
+    pub synchronous: Vec<usize>,
+    /// Flushes issued.
+    pub flushes: Vec<Flush>,
+    /// Depth of flushes in progress (recursion check).
+    pub flush_depth: u32,
+    /// The service key (DriverEntry's RegistryPath).
+    pub service_key: String,
+    /// `<service key>\Parameters` exists.
+    pub parameters_key: bool,
+    /// `Parameters\Policy` (REG_BINARY).
+    pub policy_value: Option<Vec<u8>>,
+    /// `FltGetRoutineAddress("FltFlushBuffers2")` resolves.
+    pub has_flush2: bool,
+    /// Deferred safe post-operation callbacks `(callback, data, objects, context, flags)`.
+    pub deferred: Vec<(usize, usize, usize, usize, u32)>,
+    /// Teardown order as observed (routine names).
+    pub teardown: Vec<&'static str>,
+    /// `ZwClose` calls that closed a file handle (`ObOpenObjectByPointer`).
+    pub file_handle_closes: u64,
+    /// Connections made through the port.
+    pub connections: u64,
+    /// Messages answered by the port.
+    pub messages: u64,
+}
+
+static WORLD: LazyLock<Mutex<World>> = LazyLock::new(|| Mutex::new(World::default()));
+
+/// The world, locked. Never held while the driver runs.
+pub fn world() -> MutexGuard<'static, World> {
+    WORLD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl World {
+    /// Records a violation.
+    pub fn violation(&mut self, message: impl Into<String>) {
+        self.violations.push(message.into());
+    }
+
+    /// Records a call of `routine` and checks its maximum IRQL (DDI page of each
+    /// routine).
+    pub fn call(&mut self, routine: &'static str, max_irql: u8) {
+        self.calls.push(routine);
+        if self.irql > max_irql {
+            let irql = self.irql;
+            self.violation(format!(
+                "{routine} called at IRQL {irql} (its maximum is {max_irql})"
+            ));
+        }
+    }
+
+    /// A fresh opaque object address (16 zeroed u32 words, stable).
+    pub fn object(&mut self) -> usize {
+        let object = Box::new([0u64; 8]);
+        let address = object.as_ptr() as usize;
+        self.objects.push(object);
+        address
+    }
+
+    /// A fresh kernel handle for `what`.
+    pub fn open_handle(&mut self, what: Handle) -> usize {
+        self.next_handle += 4;
+        let handle = 0xFFFF_FFFF_8000_0000 + self.next_handle;
+        self.handles.insert(handle, what);
+        handle
+    }
+
+    /// References the driver holds right now (contexts beyond Filter Manager's own,
+    /// name information), for the per-callback balance check.
+    pub fn driver_references(&self) -> i64 {
+        let contexts: i64 = self.contexts.values().map(|c| c.refs - c.fm_refs).sum();
+        let names: i64 = self.names.values().map(|n| n.refs).sum();
+        contexts + names
+    }
+
+    /// Allocates a pool block of `size` bytes with `tag`; returns its address.
+    pub fn allocate(&mut self, size: usize, tag: u32, by: &'static str) -> usize {
+        let memory = vec![0u128; size.div_ceil(16).max(1)].into_boxed_slice();
+        let address = memory.as_ptr() as usize;
+        self.pool.insert(
+            address,
+            PoolBlock {
+                memory,
+                size,
+                tag,
+                by,
+            },
+        );
+        let entry = self.pool_by_tag.entry(tag).or_default();
+        entry.0 += 1;
+        entry.2 += size as u64;
+        address
+    }
+
+    /// Frees a pool block; `tag` is checked when given.
+    pub fn free(&mut self, address: usize, tag: Option<u32>, routine: &'static str) {
+        match self.pool.remove(&address) {
+            Some(block) => {
+                if let Some(tag) = tag {
+                    if tag != block.tag {
+                        self.violation(format!(
+                            "{routine}(0x{address:X}) with tag {} but the block was allocated with tag {}",
+                            tag_text(tag),
+                            tag_text(block.tag)
+                        ));
+                    }
+                }
+                self.pool_by_tag.entry(block.tag).or_default().1 += 1;
+                drop(block.memory);
+            }
+            None => self.violation(format!(
+                "{routine}(0x{address:X}): not a live pool block (double free or foreign pointer)"
+            )),
+        }
+    }
+
+    /// Everything still allocated, open or referenced: the leak report after unload.
+    pub fn leaks(&self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let mut blocks: Vec<_> = self.pool.iter().collect();
+        blocks.sort_by_key(|(address, _)| **address);
+        for (address, block) in blocks {
+            leaks.push(format!(
+                "pool block 0x{address:X}: {} bytes, tag {}, from {}",
+                block.size,
+                tag_text(block.tag),
+                block.by
+            ));
+        }
+        for (handle, what) in &self.handles {
+            leaks.push(format!("handle 0x{handle:X} not closed ({what:?})"));
+        }
+        if !self.security_descriptors.is_empty() {
+            leaks.push(format!(
+                "{} port security descriptor(s) not freed (FltFreeSecurityDescriptor)",
+                self.security_descriptors.len()
+            ));
+        }
+        if self.server_port.is_some() {
+            leaks.push("server port not closed (FltCloseCommunicationPort)".to_string());
+        }
+        for port in self.client_ports.keys() {
+            leaks.push(format!("client port 0x{port:X} not closed"));
+        }
+        for (address, context) in &self.contexts {
+            leaks.push(format!(
+                "context 0x{address:X}: {} reference(s) left",
+                context.refs
+            ));
+        }
+        for (address, name) in &self.names {
+            leaks.push(format!(
+                "file name information 0x{address:X}: {} reference(s) left",
+                name.refs
+            ));
+        }
+        if self.filter_state != FilterState::Unregistered && self.filter_state != FilterState::None
+        {
+            leaks.push("filter still registered (FltUnregisterFilter not called)".to_string());
+        }
+        leaks
+    }
+}
+
+/// A pool tag as its four characters.
+pub fn tag_text(tag: u32) -> String {
+    tag.to_le_bytes()
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect()
+}
