@@ -2,12 +2,13 @@
 //! comparison with what the binary did: the calls per Filter Manager / kernel call site
 //! the fake counts, the flushes (routine and flags) and what reached the file system.
 
+use flushguard_engine::callbacks::Irql;
 use flushguard_protocol::NtStatus;
 use flushguard_tests::fake::{CallSite, FakeOptions};
 use flushguard_tests::harness::{Harness, WriteSpec};
 
 use crate::scenario::{
-    policy_of, Outcome, Seen, Spec, CREATE_OPTIONS, PROCESS, PROVIDER_SMB, SHARE_FILE,
+    create_options, policy_of, Outcome, Seen, Spec, PROCESS, PROVIDER_SMB, SHARE_FILE,
 };
 
 /// The binary's import routine that corresponds to a fake call site, and how to count
@@ -50,10 +51,26 @@ pub fn run_fake(spec: &Spec) -> FakeOutcome {
         registry: policy_of(spec),
     });
     let mut seen = Seen::default();
-    let (file, options) = h.open_seen(SHARE_FILE, Some(PROVIDER_SMB), PROCESS, CREATE_OPTIONS);
+    let (file, options) = h.open_seen(
+        SHARE_FILE,
+        Some(PROVIDER_SMB),
+        PROCESS,
+        create_options(spec),
+    );
     seen.create_write_through = options & 0x2 != 0;
     if let Some(file) = file {
-        let flags = h.write(file, WriteSpec::default()).unwrap_or(0);
+        let write = if spec.asynchronous {
+            WriteSpec {
+                synchronous: false,
+                post_irql: Irql::DISPATCH_LEVEL,
+                ..WriteSpec::default()
+            }
+        } else {
+            WriteSpec::default()
+        };
+        let flags = h.write(file, write).unwrap_or(0);
+        // Deferred safe post-operations run in a worker before the next request.
+        h.complete_all();
         seen.write_through = flags & 0x4 != 0;
         seen.flush_minor = h.flush(file, 0, NtStatus::SUCCESS).unwrap_or(0);
         h.close(file);

@@ -91,7 +91,7 @@ pub struct Operation {
     pub iopb: Box<FltIoParameterBlock>,
     /// `FLT_RELATED_OBJECTS`.
     pub objects: Box<FltRelatedObjects>,
-    /// Name for messages, e.g. `pre-write`.
+    /// Name for messages, e.g. `write` (reported as `pre-write` / `post-write`).
     pub what: &'static str,
 }
 
@@ -166,7 +166,7 @@ impl Operation {
 /// Calls the pre-operation callback at `pre` with `op` at the current IRQL.
 /// Returns (status, completion context).
 pub fn pre(pre: usize, op: &mut Operation) -> Option<(i32, usize)> {
-    let address = code(pre, op.what)?;
+    let address = code(pre, &format!("pre-{}", op.what))?;
     // SAFETY: `address` is inside the mapped image and was registered as a
     // PFLT_PRE_OPERATION_CALLBACK in the driver's FLT_OPERATION_REGISTRATION table.
     let callback = unsafe { std::mem::transmute::<usize, PreOpFn>(address) };
@@ -184,7 +184,7 @@ pub fn pre(pre: usize, op: &mut Operation) -> Option<(i32, usize)> {
     let held_after = w.driver_references();
     if held_after != held {
         w.violation(format!(
-            "{} returned holding {} more reference(s)",
+            "pre-{} returned holding {} more reference(s)",
             op.what,
             held_after - held
         ));
@@ -193,13 +193,13 @@ pub fn pre(pre: usize, op: &mut Operation) -> Option<(i32, usize)> {
     let changed = before != after;
     if changed && !dirty {
         w.violation(format!(
-            "{} changed the parameters without FltSetCallbackDataDirty",
+            "pre-{} changed the parameters without FltSetCallbackDataDirty",
             op.what
         ));
     }
     if dirty && !changed {
         w.violation(format!(
-            "{} called FltSetCallbackDataDirty without changing the parameters",
+            "pre-{} called FltSetCallbackDataDirty without changing the parameters",
             op.what
         ));
     }
@@ -207,7 +207,7 @@ pub fn pre(pre: usize, op: &mut Operation) -> Option<(i32, usize)> {
         status == FLT_PREOP_SUCCESS_WITH_CALLBACK || status == FLT_PREOP_SYNCHRONIZE;
     if !context.is_null() && !with_callback {
         w.violation(format!(
-            "{} set a completion context with status {status}",
+            "pre-{} set a completion context with status {status}",
             op.what
         ));
     }
@@ -220,14 +220,14 @@ pub fn pre(pre: usize, op: &mut Operation) -> Option<(i32, usize)> {
             | FLT_PREOP_COMPLETE
             | FLT_PREOP_SYNCHRONIZE
     ) {
-        w.violation(format!("{} returned unknown status {status}", op.what));
+        w.violation(format!("pre-{} returned unknown status {status}", op.what));
     }
     Some((status, context as usize))
 }
 
 /// Calls the post-operation callback at `post` at `irql` with `flags`.
 pub fn post(post: usize, op: &mut Operation, context: usize, flags: u32, irql: u8) -> Option<i32> {
-    let address = code(post, op.what)?;
+    let address = code(post, &format!("post-{}", op.what))?;
     // SAFETY: `address` is inside the mapped image and was registered as a
     // PFLT_POST_OPERATION_CALLBACK (or passed to FltDoCompletionProcessingWhenSafe).
     let callback = unsafe { std::mem::transmute::<usize, PostOpFn>(address) };
@@ -246,14 +246,14 @@ pub fn post(post: usize, op: &mut Operation, context: usize, flags: u32, irql: u
     let held_after = w.driver_references();
     if held_after != held {
         w.violation(format!(
-            "{} (post) returned holding {} more reference(s)",
+            "post-{} returned holding {} more reference(s)",
             op.what,
             held_after - held
         ));
     }
     if status != FLT_POSTOP_FINISHED_PROCESSING && status != FLT_POSTOP_MORE_PROCESSING_REQUIRED {
         w.violation(format!(
-            "{} (post) returned unknown status {status:#X}",
+            "post-{} returned unknown status {status:#X}",
             op.what
         ));
     }

@@ -1216,7 +1216,7 @@ fn paging_write_back(instance: usize, file: usize) {
         (pre, post, w.filter, volume)
     };
     let mut op = dispatch::Operation::new(
-        "pre-write (paging, from a flush)",
+        "write (paging, from a flush)",
         IRP_MJ_WRITE,
         file as *mut FileObject,
         filter,

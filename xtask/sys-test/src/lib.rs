@@ -59,6 +59,12 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
     println!("@callbacks {}", outcome.callbacks);
     println!("@allocations {}", outcome.allocations);
     println!("@flushes {:?}", outcome.flushes);
+    println!(
+        "@seen create FILE_WRITE_THROUGH={} write SL_WRITE_THROUGH={} flush minor={}",
+        u8::from(outcome.seen.create_write_through),
+        u8::from(outcome.seen.write_through),
+        outcome.seen.flush_minor
+    );
     for line in &outcome.debug_output {
         println!("@debug {line}");
     }
@@ -77,6 +83,7 @@ struct ChildResult {
     callbacks: u64,
     allocations: u64,
     flushes: String,
+    seen: String,
     violations: Vec<String>,
     debug: Vec<String>,
 }
@@ -91,6 +98,7 @@ fn parse_child(stdout: &str) -> ChildResult {
             "@callbacks" => r.callbacks = value.parse().unwrap_or(0),
             "@allocations" => r.allocations = value.parse().unwrap_or(0),
             "@flushes" => r.flushes = value.to_string(),
+            "@seen" => r.seen = value.to_string(),
             "@violation" => r.violations.push(value.to_string()),
             "@debug" => r.debug.push(value.to_string()),
             _ => {}
@@ -225,6 +233,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
             result.allocations,
             result.flushes
         );
+        println!("        file system saw: {}", result.seen);
         for v in &result.violations {
             println!("        violation: {v}");
         }
@@ -236,9 +245,9 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     }
     println!(
         "\n==> sys-test summary: {} scenarios, {passed} passed; {bound} imports bound; {total_calls} \
-         kernel/Filter Manager calls checked; {total_violations} violation(s); {:.1} s",
+         kernel/Filter Manager calls checked; {total_violations} violation(s); {} ms",
         scenario::SCENARIOS.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_millis()
     );
     Ok(total_violations == 0 && passed == scenario::SCENARIOS.len())
 }

@@ -12,7 +12,7 @@
 use std::ffi::c_void;
 use std::ptr::null_mut;
 
-use flushguard_engine::policy::{FlushMethod, Mode};
+use flushguard_engine::policy::{FlushMethod, Mode, ProviderSelector};
 use flushguard_protocol::message::ReplyHeader;
 use flushguard_protocol::{ConnectContext, FlushFlags, NtStatus};
 
@@ -22,7 +22,7 @@ use crate::layout::{
     DriverObject, FileObject, FltRelatedObjects, FltWriteParameters, UnicodeString,
 };
 use crate::loader::LoadedImage;
-use crate::world::{world, File, FilterState, World, PASSIVE_LEVEL};
+use crate::world::{world, File, FilterState, World, DISPATCH_LEVEL, PASSIVE_LEVEL};
 
 /// The requestor image (as the host scenarios use).
 pub const PROCESS: &str = "\\Device\\HarddiskVolume2\\Apps\\app.exe";
@@ -46,6 +46,17 @@ const FO_SYNCHRONOUS_IO: u32 = 0x2;
 /// Create options: `FILE_OPEN_IF` disposition, `FILE_SYNCHRONOUS_IO_NONALERT`,
 /// `FILE_NON_DIRECTORY_FILE`.
 pub const CREATE_OPTIONS: u32 = (3 << 24) | 0x20 | 0x40;
+/// As [`CREATE_OPTIONS`] without `FILE_SYNCHRONOUS_IO_NONALERT` (asynchronous I/O).
+pub const CREATE_OPTIONS_ASYNC: u32 = (3 << 24) | 0x40;
+
+/// The create options of `spec`'s file.
+pub fn create_options(spec: &Spec) -> u32 {
+    if spec.asynchronous {
+        CREATE_OPTIONS_ASYNC
+    } else {
+        CREATE_OPTIONS
+    }
+}
 /// `FILE_WRITE_THROUGH`.
 const FILE_WRITE_THROUGH: u32 = 0x2;
 /// `SL_WRITE_THROUGH`.
@@ -64,6 +75,14 @@ pub struct Spec {
     pub method: FlushMethod,
     /// `FltGetRoutineAddress("FltFlushBuffers2")` resolves.
     pub has_flush2: bool,
+    /// The file is opened for asynchronous I/O (no `FO_SYNCHRONOUS_IO`): the write is
+    /// not synchronous and its post-operation runs at DISPATCH_LEVEL (a redirector's
+    /// completion), deferred work in a PASSIVE_LEVEL worker.
+    pub asynchronous: bool,
+    /// The rule matches any provider (`provider = any`), so it can act in pre-create
+    /// (`FILE_WRITE_THROUGH`); an SMB-only rule waits for the post-create, where MUP
+    /// names the redirector.
+    pub any_provider: bool,
 }
 
 /// Every scenario.
@@ -73,42 +92,80 @@ pub const SCENARIOS: &[Spec] = &[
         mode: None,
         method: FlushMethod::Filter,
         has_flush2: true,
+        asynchronous: false,
+        any_provider: false,
     },
     Spec {
         name: "flush-after-write",
         mode: Some(Mode::FlushAfterWrite),
         method: FlushMethod::Filter,
         has_flush2: true,
+        asynchronous: false,
+        any_provider: false,
     },
     Spec {
         name: "flush-after-write-legacy",
         mode: Some(Mode::FlushAfterWrite),
         method: FlushMethod::Filter,
         has_flush2: false,
+        asynchronous: false,
+        any_provider: false,
     },
     Spec {
         name: "flush-after-write-native",
         mode: Some(Mode::FlushAfterWrite),
         method: FlushMethod::Native,
         has_flush2: true,
+        asynchronous: false,
+        any_provider: false,
     },
     Spec {
         name: "write-through",
         mode: Some(Mode::WriteThrough),
         method: FlushMethod::Filter,
         has_flush2: true,
+        asynchronous: false,
+        any_provider: false,
+    },
+    Spec {
+        name: "write-through-any-provider",
+        mode: Some(Mode::WriteThrough),
+        method: FlushMethod::Filter,
+        has_flush2: true,
+        asynchronous: false,
+        any_provider: true,
     },
     Spec {
         name: "flush-on-close",
         mode: Some(Mode::FlushOnClose),
         method: FlushMethod::Filter,
         has_flush2: true,
+        asynchronous: false,
+        any_provider: false,
+    },
+    Spec {
+        name: "flush-after-write-async",
+        mode: Some(Mode::FlushAfterWrite),
+        method: FlushMethod::Filter,
+        has_flush2: true,
+        asynchronous: true,
+        any_provider: false,
+    },
+    Spec {
+        name: "flush-on-close-async",
+        mode: Some(Mode::FlushOnClose),
+        method: FlushMethod::Filter,
+        has_flush2: true,
+        asynchronous: true,
+        any_provider: false,
     },
     Spec {
         name: "audit",
         mode: Some(Mode::Audit),
         method: FlushMethod::Filter,
         has_flush2: true,
+        asynchronous: false,
+        any_provider: false,
     },
 ];
 
@@ -116,7 +173,14 @@ pub const SCENARIOS: &[Spec] = &[
 pub fn policy_of(spec: &Spec) -> Option<Vec<u8>> {
     let mode = spec.mode?;
     let action = flushguard_tests::scenario::action(mode, spec.method, FlushFlags::empty(), None);
-    Some(flushguard_tests::scenario::policy_blob(action))
+    let provider = if spec.any_provider {
+        ProviderSelector::Any
+    } else {
+        ProviderSelector::Smb
+    };
+    Some(flushguard_tests::scenario::policy_blob_for(
+        provider, action,
+    ))
 }
 
 /// Attached instances `(volume, instance)`.
@@ -198,17 +262,21 @@ fn operation(major: u8) -> Option<(usize, usize)> {
 }
 
 /// Runs one pre/post pair the way Filter Manager does for an IRP-based operation:
-/// the post-operation runs for SUCCESS_WITH_CALLBACK / SYNCHRONIZE (at PASSIVE_LEVEL
-/// here: a synchronous operation completed in the issuing thread), then any deferred
-/// safe post-operation work.
+/// the post-operation runs for SUCCESS_WITH_CALLBACK (at `post_irql`) or SYNCHRONIZE
+/// (at PASSIVE_LEVEL, in the issuing thread), then any deferred safe post-operation
+/// work (a worker at PASSIVE_LEVEL).
 fn run(
     driver: &mut Driver,
     op: &mut Operation,
     synchronous: bool,
+    post_irql: u8,
     complete: impl FnOnce(&mut Operation),
 ) -> i32 {
     let Some((pre, post)) = operation(op.iopb.MajorFunction) else {
-        violation(format!("{}: the operation is not registered", op.what));
+        violation(format!(
+            "IRP_MJ {}: the operation is not registered",
+            op.what
+        ));
         return dispatch::FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     if synchronous {
@@ -224,11 +292,16 @@ fn run(
         || status == dispatch::FLT_PREOP_SYNCHRONIZE;
     if wants_post && post != 0 {
         driver.callbacks += 1;
-        let _ = dispatch::post(post, op, context, 0, PASSIVE_LEVEL);
+        let irql = if status == dispatch::FLT_PREOP_SYNCHRONIZE {
+            PASSIVE_LEVEL
+        } else {
+            post_irql
+        };
+        let _ = dispatch::post(post, op, context, 0, irql);
         dispatch::run_deferred(op);
     } else if wants_post {
         violation(format!(
-            "{} asked for a post-operation callback it did not register",
+            "pre-{} asked for a post-operation callback it did not register",
             op.what
         ));
     }
@@ -378,7 +451,11 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
     let mut file_object: Box<FileObject> = Box::new(unsafe { std::mem::zeroed() });
     file_object.Type = 5;
     file_object.Size = std::mem::size_of::<FileObject>() as i16;
-    file_object.Flags = FO_SYNCHRONOUS_IO;
+    file_object.Flags = if spec.asynchronous {
+        0
+    } else {
+        FO_SYNCHRONOUS_IO
+    };
     file_object.FileName = UnicodeString {
         Length: (file_name.len() * 2) as u16,
         MaximumLength: (file_name.len() * 2) as u16,
@@ -394,9 +471,9 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         },
     );
 
-    let mut create = Operation::new("pre-create", 0x00, fo, driver.filter, volume, instance);
-    create.iopb.Parameters.Create.Options = CREATE_OPTIONS;
-    run(&mut driver, &mut create, true, |op| {
+    let mut create = Operation::new("create", 0x00, fo, driver.filter, volume, instance);
+    create.iopb.Parameters.Create.Options = create_options(spec);
+    run(&mut driver, &mut create, true, PASSIVE_LEVEL, |op| {
         // SAFETY: IRP_MJ_CREATE: `Create` is the active member (harness-written).
         let options = unsafe { op.iopb.Parameters.Create.Options };
         seen.create_write_through = options & FILE_WRITE_THROUGH != 0;
@@ -407,22 +484,27 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         }
     });
 
-    let mut write = Operation::new("pre-write", 0x04, fo, driver.filter, volume, instance);
+    let mut write = Operation::new("write", 0x04, fo, driver.filter, volume, instance);
     write.iopb.Parameters.Write = write_parameters(WRITE_LENGTH);
-    run(&mut driver, &mut write, true, |op| {
+    let (synchronous, post_irql) = if spec.asynchronous {
+        (false, DISPATCH_LEVEL)
+    } else {
+        (true, PASSIVE_LEVEL)
+    };
+    run(&mut driver, &mut write, synchronous, post_irql, |op| {
         seen.write_through = op.iopb.OperationFlags & SL_WRITE_THROUGH != 0;
         op.data.IoStatus.Status = 0;
         op.data.IoStatus.Information = WRITE_LENGTH as usize;
     });
 
-    let mut flush = Operation::new("pre-flush", 0x09, fo, driver.filter, volume, instance);
-    run(&mut driver, &mut flush, true, |op| {
+    let mut flush = Operation::new("flush", 0x09, fo, driver.filter, volume, instance);
+    run(&mut driver, &mut flush, true, PASSIVE_LEVEL, |op| {
         seen.flush_minor = op.iopb.MinorFunction;
         op.data.IoStatus.Status = 0;
     });
 
-    let mut cleanup = Operation::new("pre-cleanup", 0x12, fo, driver.filter, volume, instance);
-    run(&mut driver, &mut cleanup, true, |op| {
+    let mut cleanup = Operation::new("cleanup", 0x12, fo, driver.filter, volume, instance);
+    run(&mut driver, &mut cleanup, true, PASSIVE_LEVEL, |op| {
         op.data.IoStatus.Status = 0
     });
     kernel::close_file_object(instance, fo as usize);
