@@ -5,10 +5,11 @@
 use flushguard_engine::callbacks::Irql;
 use flushguard_protocol::NtStatus;
 use flushguard_tests::fake::{CallSite, FakeOptions};
-use flushguard_tests::harness::{Harness, WriteSpec};
+use flushguard_tests::harness::{Harness, WriteKind as FakeWriteKind, WriteSpec};
 
 use crate::scenario::{
-    create_options, policy_of, Outcome, Seen, Spec, PROCESS, PROVIDER_SMB, SHARE_FILE,
+    create_options, policy_blob, policy_of, Outcome, Seen, Spec, Step, WriteKind, PROCESS,
+    PROVIDER_SMB, SHARE_FILE,
 };
 
 /// The binary's import routine that corresponds to a fake call site, and how to count
@@ -44,39 +45,81 @@ pub struct FakeOutcome {
     pub violations: Vec<String>,
 }
 
-/// Runs `spec` on the host fake: load, create, write, flush, close, GetVersion, unload.
+/// Runs `spec` on the host fake: the same steps through the engine's callbacks.
 pub fn run_fake(spec: &Spec) -> FakeOutcome {
     let h = Harness::new(FakeOptions {
         has_flush2: spec.has_flush2,
         registry: policy_of(spec),
     });
     let mut seen = Seen::default();
-    let (file, options) = h.open_seen(
-        SHARE_FILE,
-        Some(PROVIDER_SMB),
-        PROCESS,
-        create_options(spec),
-    );
-    seen.create_write_through = options & 0x2 != 0;
-    if let Some(file) = file {
-        let write = if spec.asynchronous {
-            WriteSpec {
-                synchronous: false,
-                post_irql: Irql::DISPATCH_LEVEL,
-                ..WriteSpec::default()
+    let mut file = None;
+    let mut reply = vec![0u8; 4096];
+    for &step in spec.steps {
+        match step {
+            Step::Open => {
+                let (f, options) = h.open_seen(
+                    SHARE_FILE,
+                    Some(PROVIDER_SMB),
+                    PROCESS,
+                    create_options(spec),
+                );
+                seen.create_write_through = options & 0x2 != 0;
+                file = f;
             }
-        } else {
-            WriteSpec::default()
-        };
-        let flags = h.write(file, write).unwrap_or(0);
-        // Deferred safe post-operations run in a worker before the next request.
-        h.complete_all();
-        seen.write_through = flags & 0x4 != 0;
-        seen.flush_minor = h.flush(file, 0, NtStatus::SUCCESS).unwrap_or(0);
-        h.close(file);
+            Step::Write(kind) => {
+                let Some(f) = file else { continue };
+                let write = match kind {
+                    WriteKind::Cached if spec.asynchronous => WriteSpec {
+                        synchronous: false,
+                        post_irql: Irql::DISPATCH_LEVEL,
+                        ..WriteSpec::default()
+                    },
+                    WriteKind::Cached => WriteSpec::default(),
+                    WriteKind::FastIo => WriteSpec {
+                        kind: FakeWriteKind::FastIo,
+                        ..WriteSpec::default()
+                    },
+                    WriteKind::Paging => WriteSpec {
+                        kind: FakeWriteKind::Paging,
+                        synchronous: false,
+                        ..WriteSpec::default()
+                    },
+                };
+                let flags = h.write(f, write).unwrap_or(0);
+                seen.write_through = flags & 0x4 != 0;
+                // Deferred safe post-operations run in a worker before the next request.
+                h.complete_all();
+            }
+            Step::Flush(minor) => {
+                if let Some(f) = file {
+                    seen.flush_minor = h.flush(f, minor, NtStatus::SUCCESS).unwrap_or(0);
+                }
+            }
+            Step::Cleanup => {
+                if let Some(f) = file {
+                    h.cleanup(f);
+                }
+            }
+            Step::Close => {
+                if let Some(f) = file.take() {
+                    h.fake.close_file(f);
+                }
+            }
+            Step::Connect | Step::Disconnect => {}
+            Step::GetVersion => {
+                let _ = h.message(&flushguard_tests::port_request_get_version(), &mut reply);
+            }
+            Step::BadRequest => {
+                let request = flushguard_tests::port_request_get_version();
+                let _ = h.message(&request[..3], &mut reply);
+            }
+            Step::SetPolicy(mode) => {
+                let request =
+                    flushguard_tests::port_request_set_policy(&policy_blob(spec, mode), true);
+                let _ = h.message(&request, &mut reply);
+            }
+        }
     }
-    let mut reply = vec![0u8; 512];
-    let _ = h.message(&flushguard_tests::port_request_get_version(), &mut reply);
     h.unload();
     FakeOutcome {
         counts: CallSite::ALL

@@ -810,7 +810,7 @@ extern "win64" fn flt_unregister_filter(filter: usize) {
             }
             let clients: Vec<(usize, usize)> =
                 w.client_ports.iter().map(|(&p, &c)| (p, c)).collect();
-            let instances: Vec<(usize, usize)> = crate::scenario::instances(&w);
+            let instances: Vec<(usize, usize)> = crate::binary::instances(&w);
             let disconnect = w.server_port_disconnect;
             (
                 clients,
@@ -1106,6 +1106,7 @@ extern "win64" fn flt_create_communication_port(
                 max_connections,
             });
             w.server_port_disconnect = disconnect;
+            w.server_port_message = message;
             w.server_port_created = true;
             drop(w);
             // SAFETY: the driver passes a pointer to its local PFLT_PORT.
@@ -1212,7 +1213,7 @@ fn paging_write_back(instance: usize, file: usize) {
         else {
             return;
         };
-        let volume = crate::scenario::volume_of(&w, instance);
+        let volume = crate::binary::volume_of(&w, instance);
         (pre, post, w.filter, volume)
     };
     let mut op = dispatch::Operation::new(
@@ -1224,7 +1225,7 @@ fn paging_write_back(instance: usize, file: usize) {
         instance,
     );
     op.iopb.IrpFlags = PAGING_WRITE_FLAGS;
-    op.iopb.Parameters.Write = crate::scenario::write_parameters(4096);
+    op.iopb.Parameters.Write = crate::binary::write_parameters(4096);
     let (saved_top, saved_depth) = {
         let mut w = world();
         let saved = (w.top_level_irp, w.flush_depth);

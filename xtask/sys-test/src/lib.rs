@@ -8,7 +8,8 @@
 //!   `extern "win64"` function with Filter Verifier's checks, over the [`world`].
 //! - [`dispatch`]: calls into the image (DriverEntry, callbacks, port) with the
 //!   post-call checks; [`layout`]: the structures, declared here from the headers.
-//! - [`scenario`]: the scenarios; [`compare`]: the same scenario on the host fake.
+//! - [`scenario`]: the scenarios, one description; [`binary`] runs them on the image,
+//!   [`compare`] on the host fake, and compares.
 //!
 //! Each scenario runs in a child process of its own (`--scenario NAME`): the driver's
 //! globals start fresh, and a bug check or crash in one cannot hide the others.
@@ -17,6 +18,7 @@
 //! `unsafe` blocks map memory, call into the image and read or write the raw memory
 //! the driver hands over, one operation each with a `// SAFETY:` comment.
 
+pub mod binary;
 pub mod compare;
 pub mod dispatch;
 pub mod kernel;
@@ -50,7 +52,7 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
         .with_context(|| format!("unknown scenario {name}"))?;
     let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
     let image = load(&bytes)?;
-    let outcome = scenario::run_scenario(&image, spec);
+    let outcome = binary::run_scenario(&image, spec);
     let fake = compare::run_fake(spec);
     let mut violations = outcome.violations.clone();
     violations.extend(compare::differences(&outcome, &fake));
@@ -224,7 +226,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         let ok = result.violations.is_empty();
         passed += usize::from(ok);
         println!(
-            "    {:<26} {}  calls {:>4} ({:>2} routines)  callbacks {:>3}  pool allocations {:>3}  flushes {}",
+            "    {:<34} {}  calls {:>4} ({:>2} routines)  callbacks {:>3}  pool allocations {:>3}  flushes {}",
             spec.name,
             if ok { "ok  " } else { "FAIL" },
             result.calls,

@@ -170,6 +170,8 @@ pub struct World {
     /// The server port's `DisconnectNotifyCallback` (Filter Manager keeps it for the
     /// client ports after the server port closes).
     pub server_port_disconnect: usize,
+    /// The server port's `MessageNotifyCallback` (client ports keep using it).
+    pub server_port_message: usize,
     /// Attached instances `(volume, instance)`.
     pub instances: Vec<(usize, usize)>,
     /// The server port existed once (for order checks).
