@@ -3,8 +3,9 @@
 # prerequisites, formatting, lints for the host and the Windows driver target, every
 # workspace test, the local durability proof (scripts/durability-local-e2e.sh: crash
 # model, needs root and /dev/fuse), the main job (scripts/run.sh: the packaged and
-# test-signed driver with its PE gate, then the replay of the generated sample), and the
-# SEH copy shim under wine. Stops at the first failure.
+# test-signed driver with its PE gate, then the replay of the generated sample), the
+# packaged driver executed in a test process (cargo xtask sys-test), and the SEH copy
+# shim under wine. Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,9 @@ bash scripts/durability-local-e2e.sh
 
 step "main job: scripts/run.sh (README's first command: package with PE gate, SEH unwind check, test signing + verify, flushctl.exe; then replay of the generated sample)"
 bash scripts/run.sh
+
+step "the shipped binary executed: cargo xtask sys-test (target/package/flushguard.sys at a non-preferred base, imports bound to an ABI-level ntoskrnl/fltmgr; every scenario, leak report, compared with the host fake)"
+cargo xtask sys-test
 
 step "SEH shim under wine: cargo xtask seh-test (the driver's seh_shim.lib in a console program)"
 cargo xtask seh-test
