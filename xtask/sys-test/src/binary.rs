@@ -310,7 +310,7 @@ impl Runner<'_> {
         world().client_ports.insert(client, 0);
         self.callbacks += 1;
         // SAFETY: the context buffer and cookie slot are live locals for the call.
-        let status = unsafe {
+        let status = dispatch::into_driver(|| unsafe {
             connect(
                 client,
                 null_mut(),
@@ -318,7 +318,7 @@ impl Runner<'_> {
                 context.len() as u32,
                 &mut cookie,
             )
-        };
+        });
         if status != 0 {
             world().client_ports.remove(&client);
             violation(format!(
@@ -348,7 +348,7 @@ impl Runner<'_> {
         // SAFETY: request and reply are live buffers of the stated lengths (length <=
         // request.len()), the reply 8-byte aligned (REPLY_ALIGNMENT), below
         // MmUserProbeAddress like user buffers.
-        let status = unsafe {
+        let status = dispatch::into_driver(|| unsafe {
             message(
                 cookie as *mut c_void,
                 request.as_ptr().cast_mut().cast(),
@@ -357,7 +357,7 @@ impl Runner<'_> {
                 (reply.len() * 8) as u32,
                 &mut written,
             )
-        };
+        });
         world().messages += 1;
         let bytes: Vec<u8> = reply.iter().flat_map(|w| w.to_le_bytes()).collect();
         let reply = bytes.get(..written as usize).unwrap_or(&[]).to_vec();
@@ -378,7 +378,7 @@ impl Runner<'_> {
             unsafe { std::mem::transmute::<usize, dispatch::DisconnectFn>(disconnect) };
         self.callbacks += 1;
         // SAFETY: the cookie the driver returned from connect.
-        unsafe { disconnect(cookie as *mut c_void) };
+        dispatch::into_driver(|| unsafe { disconnect(cookie as *mut c_void) });
         if world().client_ports.remove(&client).is_some() {
             violation("DisconnectNotify did not close the client port (FltCloseClientPort)");
         }
@@ -408,7 +408,8 @@ impl Runner<'_> {
         let callback = unsafe { std::mem::transmute::<usize, dispatch::InstanceSetupFn>(address) };
         self.callbacks += 1;
         // SAFETY: `objects` is a live local for the call; PASSIVE_LEVEL.
-        let status = unsafe { callback(&objects, 0x1, device_type, fs_type) };
+        let status =
+            dispatch::into_driver(|| unsafe { callback(&objects, 0x1, device_type, fs_type) });
         (status, volume, instance)
     }
 }
@@ -452,7 +453,7 @@ fn driver_entry(image: &LoadedImage, runner: &mut Runner<'_>) -> bool {
     dispatch::set_irql(PASSIVE_LEVEL);
     // SAFETY: the driver object and registry path are live harness allocations for the
     // call (the driver copies the path); PASSIVE_LEVEL.
-    let status = unsafe { entry(&mut *driver_object, &registry_path) };
+    let status = dispatch::into_driver(|| unsafe { entry(&mut *driver_object, &registry_path) });
     if status != 0 {
         violation(format!("DriverEntry returned {}", NtStatus(status)));
         return false;
@@ -490,7 +491,7 @@ fn unload(runner: &mut Runner<'_>) {
         dispatch::set_irql(PASSIVE_LEVEL);
         runner.callbacks += 1;
         // SAFETY: no arguments but the flags; PASSIVE_LEVEL; no callback is running.
-        let status = unsafe { callback(0) };
+        let status = dispatch::into_driver(|| unsafe { callback(0) });
         if status != 0 {
             violation(format!("FilterUnload returned {}", NtStatus(status)));
         }

@@ -78,6 +78,25 @@ pub fn code(address: usize, what: &str) -> Option<usize> {
     Some(address)
 }
 
+/// Runs `call` (a call into the driver), recording the stack pointer at the call so
+/// that the imports can measure how deep the driver's own frames reach (see
+/// `World::deepest_import_call`).
+#[inline(never)]
+pub fn into_driver<T>(call: impl FnOnce() -> T) -> T {
+    let marker = 0u8;
+    let sp = std::hint::black_box(&marker) as *const u8 as usize;
+    {
+        let mut w = world();
+        let below = w.driver_segments.last().map_or(0, |&(entry, below, last)| {
+            below + entry.saturating_sub(last)
+        });
+        w.driver_segments.push((sp, below, sp));
+    }
+    let result = call();
+    world().driver_segments.pop();
+    result
+}
+
 /// Sets the simulated IRQL.
 pub fn set_irql(irql: u8) {
     world().irql = irql;
@@ -178,7 +197,7 @@ pub fn pre(pre: usize, op: &mut Operation) -> Option<(i32, usize)> {
     let objects: *const FltRelatedObjects = &*op.objects;
     // SAFETY: the callback data, parameter block, related objects and file object are
     // live harness allocations for the whole call; the world is unlocked.
-    let status = unsafe { callback(data, objects, &mut context) };
+    let status = into_driver(|| unsafe { callback(data, objects, &mut context) });
     let after = op.snapshot();
     let mut w = world();
     let held_after = w.driver_references();
@@ -241,7 +260,7 @@ pub fn post(post: usize, op: &mut Operation, context: usize, flags: u32, irql: u
     let data: *mut FltCallbackData = &mut *op.data;
     let objects: *const FltRelatedObjects = &*op.objects;
     // SAFETY: live harness allocations for the whole call; the world is unlocked.
-    let status = unsafe { callback(data, objects, context as *mut c_void, flags) };
+    let status = into_driver(|| unsafe { callback(data, objects, context as *mut c_void, flags) });
     let mut w = world();
     let held_after = w.driver_references();
     if held_after != held {

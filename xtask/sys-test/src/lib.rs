@@ -40,8 +40,49 @@ pub fn load(bytes: &[u8]) -> Result<loader::LoadedImage> {
     loader::load(bytes, kernel::resolve)
 }
 
+/// Stack of the thread a scenario runs on, bytes.
+const SCENARIO_STACK: usize = 16 << 20;
+/// Bytes below the scenario's top frame painted before the run.
+const PAINTED: usize = 4 << 20;
+/// Bytes right below the top frame left unpainted (the painting routines' own frames).
+const GAP: usize = 4 << 10;
+/// The paint.
+const PAINT: u64 = 0x5A5A_A5A5_5A5A_A5A5;
+
+/// Paints `[top - PAINTED, top - GAP)` of the current thread's stack.
+#[inline(never)]
+fn paint_stack(top: usize) {
+    let mut address = top - PAINTED;
+    while address < top - GAP {
+        // SAFETY: the address lies in this thread's stack (SCENARIO_STACK bytes, of which
+        // the frames above `top - GAP` are in use), 8-byte aligned, below every live
+        // frame: nothing reads or writes it until the scenario's calls grow down to it.
+        unsafe { (address as *mut u64).write_volatile(PAINT) };
+        address += 8;
+    }
+}
+
+/// Bytes below `top` the scenario's frames reached: the lowest word not holding the
+/// paint any more.
+#[inline(never)]
+fn stack_high_water(top: usize) -> usize {
+    let mut address = top - PAINTED;
+    while address < top - GAP {
+        // SAFETY: as in `paint_stack`: this thread's stack below every live frame.
+        let word = unsafe { (address as *const u64).read_volatile() };
+        if word != PAINT {
+            return top - address;
+        }
+        address += 8;
+    }
+    0
+}
+
 /// Runs one scenario in this process and prints its result lines for the parent
 /// (`@calls`, `@callbacks`, `@violation`, ...). Returns true if it passed.
+///
+/// The scenario runs on a thread of its own whose stack is painted first, so the
+/// deepest stack the run reached can be read back.
 ///
 /// # Errors
 /// The image cannot be read or loaded, or the scenario is unknown.
@@ -51,8 +92,23 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
         .find(|s| s.name == name)
         .with_context(|| format!("unknown scenario {name}"))?;
     let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
-    let image = load(&bytes)?;
-    let outcome = binary::run_scenario(&image, spec);
+    let (outcome, high_water) = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("scenario {name}"))
+            .stack_size(SCENARIO_STACK)
+            .spawn_scoped(scope, || -> Result<_> {
+                let image = load(&bytes)?;
+                let marker = 0u8;
+                let top = std::hint::black_box(&marker) as *const u8 as usize & !0xF;
+                paint_stack(top);
+                let outcome = binary::run_scenario(&image, spec);
+                Ok((outcome, stack_high_water(top)))
+            })
+            .map(|handle| handle.join())
+    })
+    .context("starting the scenario thread")?
+    .map_err(|_| anyhow::anyhow!("the scenario thread panicked (harness bug)"))??;
+    let deepest_import_call = world::world().deepest_import_call;
     let fake = compare::run_fake(spec);
     let mut violations = outcome.violations.clone();
     violations.extend(compare::differences(&outcome, &fake));
@@ -61,6 +117,7 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
     println!("@callbacks {}", outcome.callbacks);
     println!("@allocations {}", outcome.allocations);
     println!("@flushes {:?}", outcome.flushes);
+    println!("@stack {deepest_import_call} {high_water}");
     println!(
         "@seen create FILE_WRITE_THROUGH={} write SL_WRITE_THROUGH={} flush minor={}",
         u8::from(outcome.seen.create_write_through),
@@ -73,7 +130,6 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
     for v in &violations {
         println!("@violation {v}");
     }
-    drop(image);
     Ok(violations.is_empty())
 }
 
@@ -86,6 +142,10 @@ struct ChildResult {
     allocations: u64,
     flushes: String,
     seen: String,
+    /// Deepest driver frames at an import call, bytes (lower bound).
+    stack_driver: usize,
+    /// Painted-stack high-water mark of the whole run (harness frames included), bytes.
+    stack_high_water: usize,
     violations: Vec<String>,
     debug: Vec<String>,
 }
@@ -101,6 +161,11 @@ fn parse_child(stdout: &str) -> ChildResult {
             "@allocations" => r.allocations = value.parse().unwrap_or(0),
             "@flushes" => r.flushes = value.to_string(),
             "@seen" => r.seen = value.to_string(),
+            "@stack" => {
+                let mut parts = value.split(' ').map(|p| p.parse().unwrap_or(0));
+                r.stack_driver = parts.next().unwrap_or(0);
+                r.stack_high_water = parts.next().unwrap_or(0);
+            }
             "@violation" => r.violations.push(value.to_string()),
             "@debug" => r.debug.push(value.to_string()),
             _ => {}
@@ -193,6 +258,8 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     let mut total_calls = 0;
     let mut total_violations = 0;
     let mut passed = 0;
+    let mut deepest_driver = 0;
+    let mut deepest_painted = 0;
     for spec in scenario::SCENARIOS {
         let output = Command::new(exe)
             .args(child_args)
@@ -235,7 +302,13 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
             result.allocations,
             result.flushes
         );
-        println!("        file system saw: {}", result.seen);
+        println!(
+            "        file system saw: {}; stack: driver frames {} bytes at its deepest import \
+             call, painted high-water mark {} bytes (harness frames included)",
+            result.seen, result.stack_driver, result.stack_high_water
+        );
+        deepest_driver = deepest_driver.max(result.stack_driver);
+        deepest_painted = deepest_painted.max(result.stack_high_water);
         for v in &result.violations {
             println!("        violation: {v}");
         }
@@ -250,6 +323,12 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
          kernel/Filter Manager calls checked; {total_violations} violation(s); {} ms",
         scenario::SCENARIOS.len(),
         started.elapsed().as_millis()
+    );
+    println!(
+        "    stack: the driver's own frames reached {deepest_driver} bytes at its deepest \
+         import call (summed over re-entries; lower bound); the painted scenario stack \
+         reached {deepest_painted} bytes (upper bound: the debug-built harness's frames \
+         included)"
     );
     Ok(total_violations == 0 && passed == scenario::SCENARIOS.len())
 }

@@ -210,6 +210,16 @@ pub struct World {
     pub teardown: Vec<&'static str>,
     /// `ZwClose` calls that closed a file handle (`ObOpenObjectByPointer`).
     pub file_handle_closes: u64,
+    /// Calls into the driver in progress, outermost first: (stack pointer at the call,
+    /// bytes of driver frames below the enclosing calls, stack pointer at the driver's
+    /// latest import call in this segment).
+    pub driver_segments: Vec<(usize, usize, usize)>,
+    /// The driver's own frames, in bytes, at its deepest import call: the sum over
+    /// nested calls into the driver (a flush re-entering the pre-write) of the stack
+    /// between each call into the driver and the import it made, harness frames
+    /// excluded. A lower bound of its stack use (leaf frames that call no import are
+    /// not seen).
+    pub deepest_import_call: usize,
     /// Connections made through the port.
     pub connections: u64,
     /// Messages answered by the port.
@@ -235,6 +245,13 @@ impl World {
     /// routine).
     pub fn call(&mut self, routine: &'static str, max_irql: u8) {
         self.calls.push(routine);
+        let marker = 0u8;
+        let sp = std::hint::black_box(&marker) as *const u8 as usize;
+        if let Some(segment) = self.driver_segments.last_mut() {
+            segment.2 = sp;
+            let depth = segment.1 + segment.0.saturating_sub(sp);
+            self.deepest_import_call = self.deepest_import_call.max(depth);
+        }
         if self.irql > max_irql {
             let irql = self.irql;
             self.violation(format!(
