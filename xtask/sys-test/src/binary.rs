@@ -6,15 +6,15 @@ use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use flushguard_protocol::message::ReplyHeader;
-use flushguard_protocol::{ConnectContext, NtStatus};
+use flushguard_protocol::NtStatus;
 
 use crate::dispatch::{self, Operation};
 use crate::kernel::{self, FILE_DEVICE_NETWORK_FILE_SYSTEM};
 use crate::layout::{DriverObject, FileObject, FltRelatedObjects, UnicodeString};
 use crate::loader::LoadedImage;
 use crate::scenario::{
-    create_options, policy_blob, policy_of, Outcome, Seen, Spec, Step, WriteKind, PROVIDER_SMB,
-    SERVICE_KEY, SHARE_FILE, WRITE_LENGTH,
+    bad_requests, create_options, policy_blob, policy_of, Outcome, Seen, Spec, Step, WriteKind,
+    PROVIDER_SMB, SERVICE_KEY, SHARE_FILE, WRITE_LENGTH,
 };
 use crate::world::{world, File, FilterState, World, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 
@@ -92,6 +92,8 @@ struct Runner<'a> {
     _file_name: Vec<u16>,
     /// The connected client port and its connection cookie.
     client: Option<(usize, usize)>,
+    /// Port messages `(what, status, reply)`.
+    messages: Vec<(String, i32, Vec<u8>)>,
 }
 
 impl Runner<'_> {
@@ -187,7 +189,7 @@ impl Runner<'_> {
             Step::Connect => self.connect(),
             Step::GetVersion => {
                 let request = flushguard_tests::port_request_get_version();
-                if let Some((status, reply)) = self.message(&request, request.len()) {
+                if let Some((status, reply)) = self.message("GetVersion", &request) {
                     match ReplyHeader::decode(&reply) {
                         Ok((header, _)) if status == 0 && header.status.is_success() => {}
                         other => violation(format!(
@@ -198,22 +200,29 @@ impl Runner<'_> {
                     }
                 }
             }
-            Step::BadRequest => {
-                let request = flushguard_tests::port_request_get_version();
-                if let Some((status, reply)) = self.message(&request, 3) {
-                    if status >= 0 || !reply.is_empty() {
-                        violation(format!(
-                            "a 3-byte request returned {} with {} bytes",
-                            NtStatus(status),
-                            reply.len()
-                        ));
+            Step::BadRequests => {
+                for (what, request) in bad_requests() {
+                    if let Some((status, reply)) = self.message(what, &request) {
+                        if status >= 0 || !reply.is_empty() {
+                            violation(format!(
+                                "request \"{what}\" returned {} with {} bytes",
+                                NtStatus(status),
+                                reply.len()
+                            ));
+                        }
                     }
                 }
             }
+            Step::PortAbuse => match self.client {
+                Some((_, cookie)) => {
+                    self.callbacks += crate::port::abuse(cookie);
+                }
+                None => violation("port abuse without a connection"),
+            },
             Step::SetPolicy(mode) => {
                 let blob = policy_blob(self.spec, mode);
                 let request = flushguard_tests::port_request_set_policy(&blob, true);
-                if let Some((status, reply)) = self.message(&request, request.len()) {
+                if let Some((status, reply)) = self.message("SetPolicy", &request) {
                     match ReplyHeader::decode(&reply) {
                         Ok((header, _)) if status == 0 && header.status.is_success() => {}
                         other => violation(format!(
@@ -295,72 +304,27 @@ impl Runner<'_> {
     }
 
     fn connect(&mut self) {
-        let Some(port) = world().server_port else {
-            violation("no server port to connect to");
-            return;
-        };
-        let Some(connect) = dispatch::code(port.connect, "ConnectNotify") else {
-            return;
-        };
-        let client = world().object();
-        let context = ConnectContext::current().encode();
-        let mut cookie: *mut c_void = null_mut();
-        // SAFETY: the PFLT_CONNECT_NOTIFY registered with FltCreateCommunicationPort.
-        let connect = unsafe { std::mem::transmute::<usize, dispatch::ConnectFn>(connect) };
-        world().client_ports.insert(client, 0);
         self.callbacks += 1;
-        // SAFETY: the context buffer and cookie slot are live locals for the call.
-        let status = dispatch::into_driver(|| unsafe {
-            connect(
-                client,
-                null_mut(),
-                context.as_ptr().cast_mut().cast(),
-                context.len() as u32,
-                &mut cookie,
-            )
-        });
-        if status != 0 {
-            world().client_ports.remove(&client);
-            violation(format!(
+        let (status, connection) = crate::port::connect();
+        match connection {
+            Some(c) => self.client = Some(c),
+            None => violation(format!(
                 "ConnectNotify with the current context returned {}",
                 NtStatus(status)
-            ));
-            return;
+            )),
         }
-        world().client_ports.insert(client, cookie as usize);
-        world().connections += 1;
-        self.client = Some((client, cookie as usize));
     }
 
-    /// Sends the first `length` bytes of `request`; returns the status and the reply.
-    fn message(&mut self, request: &[u8], length: usize) -> Option<(i32, Vec<u8>)> {
+    /// Sends `request` on the connection; records `(what, status, reply)`.
+    fn message(&mut self, what: &str, request: &[u8]) -> Option<(i32, Vec<u8>)> {
         let Some((_, cookie)) = self.client else {
             violation("a port message without a connection");
             return None;
         };
-        let port = world().server_port_message;
-        let message = dispatch::code(port, "MessageNotify")?;
-        // SAFETY: the PFLT_MESSAGE_NOTIFY registered with FltCreateCommunicationPort.
-        let message = unsafe { std::mem::transmute::<usize, dispatch::MessageFn>(message) };
-        let mut reply = vec![0u64; 512];
-        let mut written = 0u32;
         self.callbacks += 1;
-        // SAFETY: request and reply are live buffers of the stated lengths (length <=
-        // request.len()), the reply 8-byte aligned (REPLY_ALIGNMENT), below
-        // MmUserProbeAddress like user buffers.
-        let status = dispatch::into_driver(|| unsafe {
-            message(
-                cookie as *mut c_void,
-                request.as_ptr().cast_mut().cast(),
-                length.min(request.len()) as u32,
-                reply.as_mut_ptr().cast(),
-                (reply.len() * 8) as u32,
-                &mut written,
-            )
-        });
-        world().messages += 1;
-        let bytes: Vec<u8> = reply.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let reply = bytes.get(..written as usize).unwrap_or(&[]).to_vec();
+        let (status, reply) = crate::port::message(cookie, request);
+        self.messages
+            .push((what.to_string(), status, reply.clone()));
         Some((status, reply))
     }
 
@@ -369,19 +333,8 @@ impl Runner<'_> {
             violation("disconnect without a connection");
             return;
         };
-        let disconnect = world().server_port_disconnect;
-        let Some(disconnect) = dispatch::code(disconnect, "DisconnectNotify") else {
-            return;
-        };
-        // SAFETY: the PFLT_DISCONNECT_NOTIFY registered with FltCreateCommunicationPort.
-        let disconnect =
-            unsafe { std::mem::transmute::<usize, dispatch::DisconnectFn>(disconnect) };
         self.callbacks += 1;
-        // SAFETY: the cookie the driver returned from connect.
-        dispatch::into_driver(|| unsafe { disconnect(cookie as *mut c_void) });
-        if world().client_ports.remove(&client).is_some() {
-            violation("DisconnectNotify did not close the client port (FltCloseClientPort)");
-        }
+        crate::port::disconnect(client, cookie);
     }
 
     fn instance_setup(&mut self, device_type: u32, fs_type: u32) -> (i32, usize, usize) {
@@ -548,6 +501,7 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         file_object,
         _file_name: file_name,
         client: None,
+        messages: Vec::new(),
     };
     let file = runner.file() as usize;
     kernel::add_file(
@@ -605,5 +559,6 @@ fn finish(runner: &Runner<'_>) -> Outcome {
         counts,
         flushes: w.flushes.iter().map(|f| (f.routine, f.flags)).collect(),
         seen: runner.seen,
+        messages: runner.messages.clone(),
     }
 }

@@ -8,8 +8,8 @@ use flushguard_tests::fake::{CallSite, FakeOptions};
 use flushguard_tests::harness::{Harness, WriteKind as FakeWriteKind, WriteSpec};
 
 use crate::scenario::{
-    create_options, policy_blob, policy_of, Outcome, Seen, Spec, Step, WriteKind, PROCESS,
-    PROVIDER_SMB, SHARE_FILE,
+    bad_requests, create_options, policy_blob, policy_of, Outcome, Seen, Spec, Step, WriteKind,
+    PROCESS, PROVIDER_SMB, SHARE_FILE,
 };
 
 /// The binary's import routine that corresponds to a fake call site, and how to count
@@ -43,6 +43,19 @@ pub struct FakeOutcome {
     pub seen: Seen,
     /// The fake's own violations.
     pub violations: Vec<String>,
+    /// Port messages `(what, status, reply)`.
+    pub messages: Vec<(String, i32, Vec<u8>)>,
+}
+
+/// One message through the engine's handler, as the port would deliver it.
+fn message(h: &Harness, what: &str, request: &[u8], out: &mut Vec<(String, i32, Vec<u8>)>) {
+    let mut reply = vec![0u8; 4096];
+    let (status, bytes) = match h.message(request, &mut reply) {
+        Some(Ok(n)) => (0, reply.get(..n).unwrap_or(&[]).to_vec()),
+        Some(Err(status)) => (status.0, Vec::new()),
+        None => return,
+    };
+    out.push((what.to_string(), status, bytes));
 }
 
 /// Runs `spec` on the host fake: the same steps through the engine's callbacks.
@@ -53,7 +66,7 @@ pub fn run_fake(spec: &Spec) -> FakeOutcome {
     });
     let mut seen = Seen::default();
     let mut file = None;
-    let mut reply = vec![0u8; 4096];
+    let mut messages = Vec::new();
     for &step in spec.steps {
         match step {
             Step::Open => {
@@ -105,19 +118,24 @@ pub fn run_fake(spec: &Spec) -> FakeOutcome {
                     h.fake.close_file(f);
                 }
             }
-            Step::Connect | Step::Disconnect => {}
-            Step::GetVersion => {
-                let _ = h.message(&flushguard_tests::port_request_get_version(), &mut reply);
+            Step::Connect | Step::Disconnect | Step::PortAbuse => {}
+            Step::GetVersion => message(
+                &h,
+                "GetVersion",
+                &flushguard_tests::port_request_get_version(),
+                &mut messages,
+            ),
+            Step::BadRequests => {
+                for (what, request) in bad_requests() {
+                    message(&h, what, &request, &mut messages);
+                }
             }
-            Step::BadRequest => {
-                let request = flushguard_tests::port_request_get_version();
-                let _ = h.message(&request[..3], &mut reply);
-            }
-            Step::SetPolicy(mode) => {
-                let request =
-                    flushguard_tests::port_request_set_policy(&policy_blob(spec, mode), true);
-                let _ = h.message(&request, &mut reply);
-            }
+            Step::SetPolicy(mode) => message(
+                &h,
+                "SetPolicy",
+                &flushguard_tests::port_request_set_policy(&policy_blob(spec, mode), true),
+                &mut messages,
+            ),
         }
     }
     h.unload();
@@ -134,6 +152,7 @@ pub fn run_fake(spec: &Spec) -> FakeOutcome {
             .collect(),
         seen,
         violations: h.fake.violations(),
+        messages,
     }
 }
 
@@ -161,6 +180,27 @@ pub fn differences(outcome: &Outcome, fake: &FakeOutcome) -> Vec<String> {
             "file system saw: binary {:?}, host fake {:?}",
             outcome.seen, fake.seen
         ));
+    }
+    if outcome.messages.len() != fake.messages.len() {
+        out.push(format!(
+            "port messages: binary answered {}, host fake {}",
+            outcome.messages.len(),
+            fake.messages.len()
+        ));
+    }
+    for (binary, fake) in outcome.messages.iter().zip(&fake.messages) {
+        if binary != fake {
+            out.push(format!(
+                "port message \"{}\": binary {} with {} reply byte(s), host fake \"{}\" {} with {} \
+                 (or different bytes)",
+                binary.0,
+                NtStatus(binary.1),
+                binary.2.len(),
+                fake.0,
+                NtStatus(fake.1),
+                fake.2.len()
+            ));
+        }
     }
     for v in &fake.violations {
         out.push(format!("host fake violation (same scenario): {v}"));

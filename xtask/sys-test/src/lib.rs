@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod kernel;
 pub mod layout;
 pub mod loader;
+pub mod port;
 pub mod scenario;
 pub mod world;
 

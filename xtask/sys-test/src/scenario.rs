@@ -58,8 +58,14 @@ pub enum Step {
     Connect,
     /// GetVersion request; the reply must decode with a success status.
     GetVersion,
-    /// A 3-byte request; it must be rejected with an error status and no reply.
-    BadRequest,
+    /// The malformed requests of [`bad_requests`]: each must be rejected with the same
+    /// status the engine gives on the host fake, and no reply.
+    BadRequests,
+    /// Port-level abuse only the driver's port code sees (binary only): empty and
+    /// oversized input, NULL or misaligned output, a kernel-address input, too small an
+    /// output, bad connect contexts, one connection over `MaxConnections`. Each must be
+    /// rejected with its documented status and change nothing.
+    PortAbuse,
     /// SetPolicy (persisted) with a one-rule policy of this mode.
     SetPolicy(Mode),
     /// flushctl disconnects (binary only).
@@ -75,9 +81,39 @@ pub const FILE_LIFE: &[Step] = &[
     Step::Close,
     Step::Connect,
     Step::GetVersion,
-    Step::BadRequest,
+    Step::BadRequests,
     Step::Disconnect,
 ];
+
+/// Malformed requests (DESIGN section 4) derived from a valid GetVersion request:
+/// `(what, bytes)`.
+pub fn bad_requests() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = flushguard_tests::port_request_get_version();
+    let with = |at: usize, bytes: &[u8]| {
+        let mut r = valid.clone();
+        r[at..at + bytes.len()].copy_from_slice(bytes);
+        r
+    };
+    vec![
+        ("truncated to 3 bytes", valid[..3].to_vec()),
+        (
+            "unknown protocol version",
+            with(0, &(u32::MAX).to_le_bytes()),
+        ),
+        ("unknown command", with(4, &0x7FFFu16.to_le_bytes())),
+        ("undefined flag bit", with(6, &0x8000u16.to_le_bytes())),
+        (
+            "declared length != buffer length",
+            with(8, &17u32.to_le_bytes()),
+        ),
+        ("non-zero reserved field", with(12, &1u32.to_le_bytes())),
+        ("trailing byte", {
+            let mut r = with(8, &((valid.len() + 1) as u32).to_le_bytes());
+            r.push(0);
+            r
+        }),
+    ]
+}
 
 /// One scenario.
 #[derive(Clone, Copy, Debug)]
@@ -173,7 +209,12 @@ pub const SCENARIOS: &[Spec] = &[
         ..spec("policy-change-over-port", None)
     },
     Spec {
-        steps: &[Step::Connect, Step::Open, Step::Write(WriteKind::Cached)],
+        steps: &[
+            Step::Connect,
+            Step::PortAbuse,
+            Step::Open,
+            Step::Write(WriteKind::Cached),
+        ],
         ..spec(
             "unload-with-open-handle-and-client",
             Some(Mode::FlushOnClose),
@@ -228,6 +269,8 @@ pub struct Outcome {
     pub flushes: Vec<(&'static str, u32)>,
     /// What reached the file system.
     pub seen: Seen,
+    /// Port messages `(what, status, reply)` in order, for the comparison.
+    pub messages: Vec<(String, i32, Vec<u8>)>,
 }
 
 /// What reached the (simulated) file system below the filter.
