@@ -41,6 +41,10 @@ enum Task {
         /// processes).
         #[arg(long)]
         scenario: Option<String>,
+        /// With --scenario: the first call of this Filter Manager call site fails (the
+        /// host fake's call-site names, e.g. GetFileNameInformation).
+        #[arg(long, requires = "scenario")]
+        inject: Option<String>,
         /// Also print the driver's DbgPrintEx output.
         #[arg(long)]
         verbose: bool,
@@ -54,7 +58,12 @@ enum Task {
 
 /// `cargo xtask sys-test`: all scenarios (each in a child process running this very
 /// executable with `--scenario`), or one scenario in this process.
-fn sys_test(sys: Option<PathBuf>, scenario: Option<String>, verbose: bool) -> anyhow::Result<()> {
+fn sys_test(
+    sys: Option<PathBuf>,
+    scenario: Option<String>,
+    inject: Option<String>,
+    verbose: bool,
+) -> anyhow::Result<()> {
     let sys = match sys {
         Some(sys) => sys,
         None => xtask::build::metadata()?
@@ -64,7 +73,7 @@ fn sys_test(sys: Option<PathBuf>, scenario: Option<String>, verbose: bool) -> an
             .join(xtask::package::PACKAGED_SYS),
     };
     let passed = match scenario {
-        Some(name) => flushguard_sys_test::run_child(&sys, &name)?,
+        Some(name) => flushguard_sys_test::run_child(&sys, &name, inject.as_deref())?,
         None => {
             let exe = std::env::current_exe()?;
             flushguard_sys_test::run_all(&sys, &exe, &["sys-test"], verbose)?
@@ -85,8 +94,9 @@ fn main() -> ExitCode {
         Task::SysTest {
             sys,
             scenario,
+            inject,
             verbose,
-        } => sys_test(sys, scenario, verbose),
+        } => sys_test(sys, scenario, inject, verbose),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

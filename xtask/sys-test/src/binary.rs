@@ -181,6 +181,10 @@ impl Runner<'_> {
                 self.run(&mut op, true, (PASSIVE_LEVEL, PASSIVE_LEVEL), |op| {
                     op.data.IoStatus.Status = 0
                 });
+                let file = self.file() as usize;
+                if let Some(f) = world().files.get_mut(&file) {
+                    f.user_handle_open = false;
+                }
             }
             Step::Close => {
                 let file = self.file() as usize;
@@ -252,6 +256,7 @@ impl Runner<'_> {
             op.data.IoStatus.Information = 2; // FILE_CREATED
             if let Some(f) = world().files.get_mut(&file) {
                 f.opened = true;
+                f.user_handle_open = true;
             }
         });
         self.seen.create_write_through = write_through;
@@ -510,6 +515,8 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
             name: SHARE_FILE.to_string(),
             provider: Some(PROVIDER_SMB),
             opened: false,
+            user_handle_open: false,
+            kernel_handles: 0,
         },
     );
 

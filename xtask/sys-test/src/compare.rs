@@ -14,7 +14,7 @@ use crate::scenario::{
 
 /// The binary's import routine that corresponds to a fake call site, and how to count
 /// it in the binary's call record.
-fn routine_of(site: CallSite) -> &'static str {
+pub fn routine_of(site: CallSite) -> &'static str {
     match site {
         CallSite::GetFileNameInformation => "FltGetFileNameInformation",
         CallSite::MupProviderOfFile => "FsRtlMupGetProviderInfoFromFileObject",
@@ -31,6 +31,20 @@ fn routine_of(site: CallSite) -> &'static str {
         CallSite::ReadPolicy => "ZwOpenKey",
         CallSite::WritePolicy => "ZwCreateKey",
     }
+}
+
+/// The call site named `name` (its `Debug` spelling, e.g. `GetFileNameInformation`).
+pub fn site_by_name(name: &str) -> Option<CallSite> {
+    CallSite::ALL
+        .iter()
+        .copied()
+        .find(|site| format!("{site:?}") == name)
+}
+
+/// The call sites whose first call can fail in a scenario: every one but the registry
+/// read and write (the fake reads the policy before a failure can be injected).
+pub fn injectable(site: CallSite) -> bool {
+    !matches!(site, CallSite::ReadPolicy | CallSite::WritePolicy)
 }
 
 /// What the fake saw for `spec`.
@@ -58,12 +72,16 @@ fn message(h: &Harness, what: &str, request: &[u8], out: &mut Vec<(String, i32, 
     out.push((what.to_string(), status, bytes));
 }
 
-/// Runs `spec` on the host fake: the same steps through the engine's callbacks.
-pub fn run_fake(spec: &Spec) -> FakeOutcome {
+/// Runs `spec` on the host fake: the same steps through the engine's callbacks, the
+/// first call of `inject` failing.
+pub fn run_fake(spec: &Spec, inject: Option<CallSite>) -> FakeOutcome {
     let h = Harness::new(FakeOptions {
         has_flush2: spec.has_flush2,
         registry: policy_of(spec),
     });
+    if let Some(site) = inject {
+        h.fake.inject(site, 0);
+    }
     let mut seen = Seen::default();
     let mut file = None;
     let mut messages = Vec::new();

@@ -87,11 +87,20 @@ fn stack_high_water(top: usize) -> usize {
 ///
 /// # Errors
 /// The image cannot be read or loaded, or the scenario is unknown.
-pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
+pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
     let spec = scenario::SCENARIOS
         .iter()
         .find(|s| s.name == name)
         .with_context(|| format!("unknown scenario {name}"))?;
+    let site = match inject {
+        Some(inject) => Some(
+            compare::site_by_name(inject).with_context(|| format!("unknown call site {inject}"))?,
+        ),
+        None => None,
+    };
+    if let Some(site) = site {
+        world::world().inject = Some((compare::routine_of(site), 0, site.failure().0));
+    }
     let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
     let (outcome, high_water) = std::thread::scope(|scope| {
         std::thread::Builder::new()
@@ -110,7 +119,10 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
     .context("starting the scenario thread")?
     .map_err(|_| anyhow::anyhow!("the scenario thread panicked (harness bug)"))??;
     let deepest_import_call = world::world().deepest_import_call;
-    let fake = compare::run_fake(spec);
+    let fake = compare::run_fake(spec, site);
+    if site.is_some() && !world::world().injected {
+        println!("@violation the injected failure never happened in the binary");
+    }
     let mut violations = outcome.violations.clone();
     violations.extend(compare::differences(&outcome, &fake));
     println!("@calls {}", outcome.calls);
@@ -118,6 +130,18 @@ pub fn run_child(sys: &Path, name: &str) -> Result<bool> {
     println!("@callbacks {}", outcome.callbacks);
     println!("@allocations {}", outcome.allocations);
     println!("@flushes {:?}", outcome.flushes);
+    let sites: Vec<String> = flushguard_tests::fake::CallSite::ALL
+        .iter()
+        .filter(|&&site| compare::injectable(site))
+        .filter(|&&site| {
+            outcome
+                .counts
+                .get(compare::routine_of(site))
+                .is_some_and(|&n| n > 0)
+        })
+        .map(|site| format!("{site:?}"))
+        .collect();
+    println!("@sites {}", sites.join(" "));
     println!("@stack {deepest_import_call} {high_water}");
     println!(
         "@seen create FILE_WRITE_THROUGH={} write SL_WRITE_THROUGH={} flush minor={}",
@@ -143,6 +167,8 @@ struct ChildResult {
     allocations: u64,
     flushes: String,
     seen: String,
+    /// Injectable call sites the scenario reached.
+    sites: Vec<String>,
     /// Deepest driver frames at an import call, bytes (lower bound).
     stack_driver: usize,
     /// Painted-stack high-water mark of the whole run (harness frames included), bytes.
@@ -162,6 +188,7 @@ fn parse_child(stdout: &str) -> ChildResult {
             "@allocations" => r.allocations = value.parse().unwrap_or(0),
             "@flushes" => r.flushes = value.to_string(),
             "@seen" => r.seen = value.to_string(),
+            "@sites" => r.sites = value.split_whitespace().map(str::to_string).collect(),
             "@stack" => {
                 let mut parts = value.split(' ').map(|p| p.parse().unwrap_or(0));
                 r.stack_driver = parts.next().unwrap_or(0);
@@ -207,6 +234,50 @@ fn loader_self_checks(bytes: &[u8]) -> Result<[String; 2]> {
         bail!("the stripped-relocations failure does not say so: {relocs}");
     }
     Ok([missing, relocs])
+}
+
+/// Runs one scenario (with the first call of `inject` failing) in a child process and
+/// collects its result; a crash or bug check becomes a violation.
+fn run_one(
+    exe: &Path,
+    child_args: &[&str],
+    sys: &Path,
+    name: &str,
+    inject: Option<&str>,
+) -> Result<ChildResult> {
+    let mut command = Command::new(exe);
+    command
+        .args(child_args)
+        .arg("--sys")
+        .arg(sys)
+        .arg("--scenario")
+        .arg(name);
+    if let Some(site) = inject {
+        command.arg("--inject").arg(site);
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut result = parse_child(&stdout);
+    match output.status.code() {
+        Some(0) | Some(1) => {}
+        code => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
+            result.violations.push(format!(
+                "the scenario process ended with {code:?} (crash or bug check): {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+        }
+    }
+    if output.status.code() == Some(1) && result.violations.is_empty() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        result
+            .violations
+            .push(format!("the scenario failed: {}", stderr.trim()));
+    }
+    Ok(result)
 }
 
 /// Loads `sys`, reports the image, runs every scenario in a child process
@@ -261,34 +332,23 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     let mut passed = 0;
     let mut deepest_driver = 0;
     let mut deepest_painted = 0;
+    let mut injections = 0;
+    let mut injections_passed = 0;
     for spec in scenario::SCENARIOS {
-        let output = Command::new(exe)
-            .args(child_args)
-            .arg("--sys")
-            .arg(sys)
-            .arg("--scenario")
-            .arg(spec.name)
-            .output()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let mut result = parse_child(&stdout);
-        match output.status.code() {
-            Some(0) | Some(1) => {}
-            code => {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
-                result.violations.push(format!(
-                    "the scenario process ended with {code:?} (crash or bug check): {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ));
+        let mut result = run_one(exe, child_args, sys, spec.name, None)?;
+        // The same scenario with the first call of each call site it reached failing.
+        let mut injected = Vec::new();
+        for site in result.sites.clone() {
+            let r = run_one(exe, child_args, sys, spec.name, Some(&site))?;
+            injections += 1;
+            injections_passed += usize::from(r.violations.is_empty());
+            total_calls += r.calls;
+            for v in r.violations {
+                injected.push(format!("[first {site} call fails] {v}"));
             }
         }
-        if output.status.code() == Some(1) && result.violations.is_empty() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            result
-                .violations
-                .push(format!("the scenario failed: {}", stderr.trim()));
-        }
+        let injected_sites = result.sites.len();
+        result.violations.extend(injected);
         total_calls += result.calls;
         total_violations += result.violations.len();
         let ok = result.violations.is_empty();
@@ -308,6 +368,10 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
              call, painted high-water mark {} bytes (harness frames included)",
             result.seen, result.stack_driver, result.stack_high_water
         );
+        println!(
+            "        failure injection: the first call of each of {injected_sites} call site(s) \
+             failing, binary vs host fake"
+        );
         deepest_driver = deepest_driver.max(result.stack_driver);
         deepest_painted = deepest_painted.max(result.stack_high_water);
         for v in &result.violations {
@@ -321,7 +385,8 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     }
     println!(
         "\n==> sys-test summary: {} scenarios, {passed} passed; {bound} imports bound; {total_calls} \
-         kernel/Filter Manager calls checked; {total_violations} violation(s); {} ms",
+         kernel/Filter Manager calls checked; {injections} failure-injection runs, \
+         {injections_passed} passed; {total_violations} violation(s); {} ms",
         scenario::SCENARIOS.len(),
         started.elapsed().as_millis()
     );

@@ -69,6 +69,10 @@ pub struct File {
     pub provider: Option<u32>,
     /// IRP_MJ_CREATE reached the file system and succeeded.
     pub opened: bool,
+    /// The user's handle is open (false from IRP_MJ_CLEANUP on).
+    pub user_handle_open: bool,
+    /// Kernel handles open on it (`ObOpenObjectByPointer`).
+    pub kernel_handles: u32,
 }
 
 /// The registered filter, as captured by `FltRegisterFilter`.
@@ -220,6 +224,13 @@ pub struct World {
     /// excluded. A lower bound of its stack use (leaf frames that call no import are
     /// not seen).
     pub deepest_import_call: usize,
+    /// Failure injection: the `n`-th call (from 0) of the call site named like the
+    /// routine fails with the status.
+    pub inject: Option<(&'static str, u64, i32)>,
+    /// Calls per injectable call site.
+    pub site_counts: HashMap<&'static str, u64>,
+    /// The injected failure happened.
+    pub injected: bool,
     /// Connections made through the port.
     pub connections: u64,
     /// Messages answered by the port.
@@ -257,6 +268,22 @@ impl World {
             self.violation(format!(
                 "{routine} called at IRQL {irql} (its maximum is {max_irql})"
             ));
+        }
+    }
+
+    /// Counts a call of the injectable call site `site`; returns the status to fail
+    /// with if this is the call the scenario injects a failure into.
+    pub fn fail_now(&mut self, site: &'static str) -> Option<i32> {
+        let n = self.site_counts.entry(site).or_insert(0);
+        let this = *n;
+        *n += 1;
+        match self.inject {
+            Some((s, nth, status)) if s == site && nth == this => {
+                self.inject = None;
+                self.injected = true;
+                Some(status)
+            }
+            _ => None,
         }
     }
 

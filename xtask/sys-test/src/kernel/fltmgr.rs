@@ -235,6 +235,9 @@ pub(super) extern "win64" fn flt_allocate_context(
     guarded("FltAllocateContext", STATUS_INVALID_PARAMETER, || {
         let mut w = world();
         w.call("FltAllocateContext", APC_LEVEL);
+        if let Some(status) = w.fail_now("FltAllocateContext") {
+            return status;
+        }
         if !check_filter(&mut w, "FltAllocateContext", filter) {
             return STATUS_INVALID_PARAMETER;
         }
@@ -291,6 +294,9 @@ pub(super) extern "win64" fn flt_set_stream_handle_context(
         || {
             let mut w = world();
             w.call("FltSetStreamHandleContext", APC_LEVEL);
+            if let Some(status) = w.fail_now("FltSetStreamHandleContext") {
+                return status;
+            }
             if operation != 0 && operation != 1 {
                 w.violation(format!("FltSetStreamHandleContext operation {operation}"));
             }
@@ -334,6 +340,9 @@ pub(super) extern "win64" fn flt_get_stream_handle_context(
         || {
             let mut w = world();
             w.call("FltGetStreamHandleContext", DISPATCH_LEVEL);
+            if let Some(status) = w.fail_now("FltGetStreamHandleContext") {
+                return status;
+            }
             let Some(&found) = w
                 .stream_handle_contexts
                 .get(&(instance, file_object as usize))
@@ -502,6 +511,9 @@ pub(super) extern "win64" fn flt_do_completion_processing_when_safe(
     guarded("FltDoCompletionProcessingWhenSafe", 0, || {
         let mut w = world();
         w.call("FltDoCompletionProcessingWhenSafe", DISPATCH_LEVEL);
+        if w.fail_now("FltDoCompletionProcessingWhenSafe").is_some() {
+            return 0;
+        }
         if flags & 0x1 != 0 {
             w.violation("FltDoCompletionProcessingWhenSafe while draining");
             return 0;
@@ -533,6 +545,9 @@ pub(super) extern "win64" fn flt_get_file_name_information(
         || {
             let mut w = world();
             w.call("FltGetFileNameInformation", APC_LEVEL);
+            if let Some(status) = w.fail_now("FltGetFileNameInformation") {
+                return status;
+            }
             // SAFETY: `data` is the live callback data of the running operation (harness
             // allocation); its Iopb is the harness's parameter block.
             let Some(d) = (unsafe { data.as_ref() }) else {

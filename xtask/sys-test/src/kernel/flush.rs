@@ -86,6 +86,9 @@ pub(super) extern "win64" fn flt_flush_buffers(
             let mut w = world();
             w.call("FltFlushBuffers", PASSIVE_LEVEL);
             flush_checks(&mut w, "FltFlushBuffers", file_object as usize, 0);
+            if let Some(status) = w.fail_now("FltFlushBuffers") {
+                return status;
+            }
         }
         paging_write_back(instance, file_object as usize);
         STATUS_SUCCESS
@@ -109,6 +112,9 @@ pub(super) extern "win64" fn flt_flush_buffers2(
                 w.violation(format!("FltFlushBuffers2 flush type 0x{flush_type:X}"));
             }
             flush_checks(&mut w, "FltFlushBuffers2", file_object as usize, flush_type);
+            if let Some(status) = w.fail_now("FltFlushBuffers2") {
+                return status;
+            }
         }
         paging_write_back(instance, file_object as usize);
         STATUS_SUCCESS
@@ -132,7 +138,13 @@ pub(super) extern "win64" fn zw_flush_buffers_file_ex(
             return STATUS_INVALID_HANDLE;
         };
         flush_checks(&mut w, "ZwFlushBuffersFileEx", file, flags);
+        let instance = w.instances.first().map_or(0, |&(_, i)| i);
         drop(w);
+        own_flush_reenters(instance, file, flags);
+        if let Some(status) = world().fail_now("ZwFlushBuffersFileEx") {
+            return status;
+        }
+        paging_write_back(instance, file);
         // SAFETY: the driver passes a pointer to a local IO_STATUS_BLOCK.
         unsafe {
             put(
@@ -146,4 +158,44 @@ pub(super) extern "win64" fn zw_flush_buffers_file_ex(
         };
         STATUS_SUCCESS
     })
+}
+
+/// `ZwFlushBuffersFileEx` enters the stack at the top: the driver's own pre-flush sees
+/// its flush (kernel mode, the minor function from the flags) and must pass it through
+/// untouched, without a post-operation.
+fn own_flush_reenters(instance: usize, file: usize, flags: u32) {
+    let (pre, filter, volume) = {
+        let w = world();
+        let Some(&(_, _, pre, _)) = w.registration.operations.iter().find(|o| o.0 == 0x09) else {
+            return;
+        };
+        (pre, w.filter, crate::binary::volume_of(&w, instance))
+    };
+    let mut op = dispatch::Operation::new(
+        "flush (the driver's own ZwFlushBuffersFileEx)",
+        0x09,
+        file as *mut FileObject,
+        filter,
+        volume,
+        instance,
+    );
+    op.data.RequestorMode = 0;
+    op.iopb.MinorFunction = match flags {
+        0x1 => 2, // FLUSH_FLAGS_FILE_DATA_ONLY -> IRP_MN_FLUSH_DATA_ONLY
+        0x2 => 3, // FLUSH_FLAGS_NO_SYNC -> IRP_MN_FLUSH_NO_SYNC
+        0x4 => 4, // FLUSH_FLAGS_FILE_DATA_SYNC_ONLY -> IRP_MN_FLUSH_DATA_SYNC_ONLY
+        _ => 0,
+    };
+    let minor = op.iopb.MinorFunction;
+    world().flush_depth += 1;
+    let result = dispatch::pre(pre, &mut op);
+    let mut w = world();
+    w.flush_depth -= 1;
+    match result {
+        Some((dispatch::FLT_PREOP_SUCCESS_NO_CALLBACK, _)) if op.iopb.MinorFunction == minor => {}
+        other => w.violation(format!(
+            "the driver's own flush was not passed through untouched: {other:?}, minor {} -> {}",
+            minor, op.iopb.MinorFunction
+        )),
+    }
 }

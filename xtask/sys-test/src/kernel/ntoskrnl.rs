@@ -144,6 +144,9 @@ pub(super) extern "win64" fn fs_rtl_mup_get_provider_info_from_file_object(
         || {
             let mut w = world();
             w.call("FsRtlMupGetProviderInfoFromFileObject", PASSIVE_LEVEL);
+            if let Some(status) = w.fail_now("FsRtlMupGetProviderInfoFromFileObject") {
+                return status;
+            }
             if level != 1 {
                 w.violation(format!(
                     "FsRtlMupGetProviderInfoFromFileObject level {level}"
@@ -276,10 +279,14 @@ pub(super) extern "win64" fn ob_open_object_by_pointer(
         if mode != 0 {
             w.violation("ObOpenObjectByPointer with UserMode access checks");
         }
-        if !w.files.contains_key(&(object as usize)) {
+        if let Some(status) = w.fail_now("ObOpenObjectByPointer") {
+            return status;
+        }
+        let Some(file) = w.files.get_mut(&(object as usize)) else {
             w.violation("ObOpenObjectByPointer on an unknown object");
             return STATUS_INVALID_PARAMETER;
-        }
+        };
+        file.kernel_handles += 1;
         let h = w.open_handle(Handle::File(object as usize));
         drop(w);
         // SAFETY: the driver passes a pointer to a local HANDLE.
@@ -302,6 +309,9 @@ pub(super) extern "win64" fn se_locate_process_image_name(
     guarded("SeLocateProcessImageName", STATUS_INVALID_PARAMETER, || {
         let mut w = world();
         w.call("SeLocateProcessImageName", PASSIVE_LEVEL);
+        if let Some(status) = w.fail_now("SeLocateProcessImageName") {
+            return status;
+        }
         let name: Vec<u16> = crate::scenario::PROCESS.encode_utf16().collect();
         let header = std::mem::size_of::<UnicodeString>();
         let block = w.allocate(
@@ -337,9 +347,22 @@ pub(super) extern "win64" fn zw_close(handle: usize) -> i32 {
         let mut w = world();
         w.call("ZwClose", PASSIVE_LEVEL);
         match w.handles.remove(&handle) {
-            Some(Handle::File(_)) => {
+            Some(Handle::File(file)) => {
                 w.file_handle_closes += 1;
-                STATUS_SUCCESS
+                let last = match w.files.get_mut(&file) {
+                    Some(f) => {
+                        f.kernel_handles = f.kernel_handles.saturating_sub(1);
+                        f.kernel_handles == 0 && !f.user_handle_open && f.opened
+                    }
+                    None => false,
+                };
+                if last {
+                    w.violation(
+                        "ZwClose of the driver's handle sent a second IRP_MJ_CLEANUP (the \
+                         user's handle was already cleaned up)",
+                    );
+                }
+                w.fail_now("ZwClose(file handle)").unwrap_or(STATUS_SUCCESS)
             }
             Some(Handle::Key(_)) => STATUS_SUCCESS,
             None => {
