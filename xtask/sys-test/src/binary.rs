@@ -281,6 +281,9 @@ impl Runner<'_> {
                 };
                 self.run(&mut op, sync_fo, irql, complete);
             }
+            WriteKind::Synchronous => {
+                self.run(&mut op, true, (PASSIVE_LEVEL, PASSIVE_LEVEL), complete);
+            }
             WriteKind::FastIo => {
                 op.data.Flags = FLTFL_CALLBACK_DATA_FAST_IO_OPERATION;
                 let status = self.run(
@@ -479,6 +482,7 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         w.policy_value = policy_of(spec);
         w.parameters_key = w.policy_value.is_some();
         w.has_flush2 = spec.has_flush2;
+        w.has_pool2 = spec.has_pool2;
     }
     let file_name: Vec<u16> = "\\srv\\share\\data\\a.db".encode_utf16().collect();
     // SAFETY: FILE_OBJECT is plain data (integers and raw pointers); all-zero is a

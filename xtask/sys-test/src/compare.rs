@@ -105,7 +105,7 @@ pub fn run_fake(spec: &Spec, inject: Option<CallSite>) -> FakeOutcome {
                         post_irql: Irql::DISPATCH_LEVEL,
                         ..WriteSpec::default()
                     },
-                    WriteKind::Cached => WriteSpec::default(),
+                    WriteKind::Cached | WriteKind::Synchronous => WriteSpec::default(),
                     WriteKind::FastIo => WriteSpec {
                         kind: FakeWriteKind::FastIo,
                         ..WriteSpec::default()

@@ -142,6 +142,14 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
         .map(|site| format!("{site:?}"))
         .collect();
     println!("@sites {}", sites.join(" "));
+    let called: Vec<&str> = outcome
+        .counts
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(routine, _)| *routine)
+        .filter(|routine| !routine.contains(' '))
+        .collect();
+    println!("@called {}", called.join(" "));
     println!("@stack {deepest_import_call} {high_water}");
     println!(
         "@seen create FILE_WRITE_THROUGH={} write SL_WRITE_THROUGH={} flush minor={}",
@@ -169,6 +177,8 @@ struct ChildResult {
     seen: String,
     /// Injectable call sites the scenario reached.
     sites: Vec<String>,
+    /// Imports the driver called.
+    called: Vec<String>,
     /// Deepest driver frames at an import call, bytes (lower bound).
     stack_driver: usize,
     /// Painted-stack high-water mark of the whole run (harness frames included), bytes.
@@ -189,6 +199,7 @@ fn parse_child(stdout: &str) -> ChildResult {
             "@flushes" => r.flushes = value.to_string(),
             "@seen" => r.seen = value.to_string(),
             "@sites" => r.sites = value.split_whitespace().map(str::to_string).collect(),
+            "@called" => r.called = value.split_whitespace().map(str::to_string).collect(),
             "@stack" => {
                 let mut parts = value.split(' ').map(|p| p.parse().unwrap_or(0));
                 r.stack_driver = parts.next().unwrap_or(0);
@@ -321,6 +332,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         );
     }
     let bound = image.imports.len();
+    let imported: Vec<String> = image.imports.iter().map(|i| i.name.clone()).collect();
     drop(image);
     let [missing, relocs] = loader_self_checks(&bytes)?;
     println!("    loader refuses a renamed import: {missing}");
@@ -332,10 +344,12 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     let mut passed = 0;
     let mut deepest_driver = 0;
     let mut deepest_painted = 0;
+    let mut called = std::collections::BTreeSet::new();
     let mut injections = 0;
     let mut injections_passed = 0;
     for spec in scenario::SCENARIOS {
         let mut result = run_one(exe, child_args, sys, spec.name, None)?;
+        called.extend(result.called.iter().cloned());
         // The same scenario with the first call of each call site it reached failing.
         let mut injected = Vec::new();
         for site in result.sites.clone() {
@@ -389,6 +403,24 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
          {injections_passed} passed; {total_violations} violation(s); {} ms",
         scenario::SCENARIOS.len(),
         started.elapsed().as_millis()
+    );
+    // Not calls: the data import, and what only a failure calls (a bug check, an
+    // exception dispatched to the SEH shim).
+    let not_expected = ["MmUserProbeAddress", "KeBugCheckEx", "__C_specific_handler"];
+    let never: Vec<&str> = imported
+        .iter()
+        .filter(|name| !called.contains(*name) && !not_expected.contains(&name.as_str()))
+        .map(String::as_str)
+        .collect();
+    println!(
+        "    imports the driver called: {} of {bound} (not counted: the data import \
+         MmUserProbeAddress, KeBugCheckEx, __C_specific_handler); never called: {}",
+        bound - never.len() - not_expected.len(),
+        if never.is_empty() {
+            "none".to_string()
+        } else {
+            never.join(", ")
+        }
     );
     println!(
         "    stack: the driver's own frames reached {deepest_driver} bytes at its deepest \

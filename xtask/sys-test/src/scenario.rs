@@ -33,6 +33,10 @@ pub enum WriteKind {
     /// A cached IRP write from the application (synchronous unless the scenario's file
     /// is asynchronous).
     Cached,
+    /// A synchronous IRP write (`FltIsOperationSynchronous` TRUE, post-operation in the
+    /// issuing thread) even on a file opened for asynchronous I/O: the case where the
+    /// native flush (`ZwFlushBuffersFileEx` on the driver's own handle) may be used.
+    Synchronous,
     /// A fast I/O write (`FLTFL_CALLBACK_DATA_FAST_IO_OPERATION`); reissued as an IRP
     /// if the driver disallows fast I/O.
     FastIo,
@@ -126,6 +130,9 @@ pub struct Spec {
     pub method: FlushMethod,
     /// `FltGetRoutineAddress("FltFlushBuffers2")` resolves.
     pub has_flush2: bool,
+    /// `MmGetSystemRoutineAddress("ExAllocatePool2")` resolves (else the driver's pool
+    /// allocator falls back to `ExAllocatePoolWithTag`).
+    pub has_pool2: bool,
     /// The file is opened for asynchronous I/O (no `FO_SYNCHRONOUS_IO`): a cached
     /// write is not synchronous and its post-operation runs at DISPATCH_LEVEL (a
     /// redirector's completion), deferred work in a PASSIVE_LEVEL worker.
@@ -144,6 +151,7 @@ const fn spec(name: &'static str, mode: Option<Mode>) -> Spec {
         mode,
         method: FlushMethod::Filter,
         has_flush2: true,
+        has_pool2: true,
         asynchronous: false,
         any_provider: false,
         steps: FILE_LIFE,
@@ -156,6 +164,7 @@ pub const SCENARIOS: &[Spec] = &[
     spec("flush-after-write", Some(Mode::FlushAfterWrite)),
     Spec {
         has_flush2: false,
+        has_pool2: false,
         ..spec("flush-after-write-legacy", Some(Mode::FlushAfterWrite))
     },
     Spec {
@@ -169,6 +178,18 @@ pub const SCENARIOS: &[Spec] = &[
             "flush-after-write-native-async",
             Some(Mode::FlushAfterWrite),
         )
+    },
+    Spec {
+        method: FlushMethod::Native,
+        asynchronous: true,
+        steps: &[
+            Step::Open,
+            Step::Write(WriteKind::Synchronous),
+            Step::Flush(0),
+            Step::Cleanup,
+            Step::Close,
+        ],
+        ..spec("native-flush-own-handle", Some(Mode::FlushAfterWrite))
     },
     spec("write-through", Some(Mode::WriteThrough)),
     Spec {

@@ -208,6 +208,8 @@ pub struct World {
     pub policy_value: Option<Vec<u8>>,
     /// `FltGetRoutineAddress("FltFlushBuffers2")` resolves.
     pub has_flush2: bool,
+    /// `MmGetSystemRoutineAddress("ExAllocatePool2")` resolves (Windows 10 2004+).
+    pub has_pool2: bool,
     /// Deferred safe post-operation callbacks `(callback, data, objects, context, flags)`.
     pub deferred: Vec<(usize, usize, usize, usize, u32)>,
     /// Teardown order as observed (routine names).

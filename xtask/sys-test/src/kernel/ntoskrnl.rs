@@ -258,7 +258,9 @@ pub(super) extern "win64" fn mm_get_system_routine_address(
         // SAFETY: the driver passes a UNICODE_STRING describing a static buffer.
         let name = unsafe { read_unicode(name) }.unwrap_or_default();
         match name.as_str() {
-            "ExAllocatePool2" => ex_allocate_pool2 as *const () as usize as *mut c_void,
+            "ExAllocatePool2" if world().has_pool2 => {
+                ex_allocate_pool2 as *const () as usize as *mut c_void
+            }
             _ => std::ptr::null_mut(),
         }
     })
@@ -548,6 +550,7 @@ pub(super) extern "win64" fn c_specific_handler(
 }
 
 pub(super) extern "win64" fn mem_cmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    world().call("memcmp", u8::MAX);
     if n == 0 {
         return 0;
     }
@@ -562,6 +565,7 @@ pub(super) extern "win64" fn mem_cmp(a: *const u8, b: *const u8, n: usize) -> i3
 }
 
 pub(super) extern "win64" fn mem_cpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    world().call("memcpy", u8::MAX);
     // SAFETY: memcpy's contract: `dst` and `src` hold `n` bytes and do not overlap
     // (copy, not copy_nonoverlapping: tolerate the common memmove-through-memcpy).
     unsafe { std::ptr::copy(src, dst, n) };
@@ -569,6 +573,7 @@ pub(super) extern "win64" fn mem_cpy(dst: *mut u8, src: *const u8, n: usize) -> 
 }
 
 pub(super) extern "win64" fn mem_set(dst: *mut u8, value: i32, n: usize) -> *mut u8 {
+    world().call("memset", u8::MAX);
     // SAFETY: memset's contract: `dst` holds `n` writable bytes.
     unsafe { std::ptr::write_bytes(dst, value as u8, n) };
     dst
