@@ -41,8 +41,9 @@ enum Task {
         /// processes).
         #[arg(long)]
         scenario: Option<String>,
-        /// With --scenario: the first call of this Filter Manager call site fails (the
-        /// host fake's call-site names, e.g. GetFileNameInformation).
+        /// With --scenario: `SITE` or `SITE#N` makes the first (or the N-th, from 0)
+        /// call of this Filter Manager call site fail (the host fake's call-site names,
+        /// e.g. GetFileNameInformation).
         #[arg(long, requires = "scenario")]
         inject: Option<String>,
         /// Also print the driver's DbgPrintEx output.

@@ -73,14 +73,14 @@ fn message(h: &Harness, what: &str, request: &[u8], out: &mut Vec<(String, i32, 
 }
 
 /// Runs `spec` on the host fake: the same steps through the engine's callbacks, the
-/// first call of `inject` failing.
-pub fn run_fake(spec: &Spec, inject: Option<CallSite>) -> FakeOutcome {
+/// `n`-th call (from 0) of the call site `inject` failing.
+pub fn run_fake(spec: &Spec, inject: Option<(CallSite, u64)>) -> FakeOutcome {
     let h = Harness::new(FakeOptions {
         has_flush2: spec.has_flush2,
         registry: policy_of(spec),
     });
-    if let Some(site) = inject {
-        h.fake.inject(site, 0);
+    if let Some((site, nth)) = inject {
+        h.fake.inject(site, nth);
     }
     let mut seen = Seen::default();
     let mut file = None;

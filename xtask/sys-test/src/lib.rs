@@ -92,14 +92,21 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
         .iter()
         .find(|s| s.name == name)
         .with_context(|| format!("unknown scenario {name}"))?;
+    // `SITE` or `SITE#N`: the first (or the N-th, from 0) call of SITE fails.
     let site = match inject {
-        Some(inject) => Some(
-            compare::site_by_name(inject).with_context(|| format!("unknown call site {inject}"))?,
-        ),
+        Some(inject) => {
+            let (name, nth) = inject.split_once('#').unwrap_or((inject, "0"));
+            let site =
+                compare::site_by_name(name).with_context(|| format!("unknown call site {name}"))?;
+            let nth: u64 = nth
+                .parse()
+                .with_context(|| format!("bad call number in {inject}"))?;
+            Some((site, nth))
+        }
         None => None,
     };
-    if let Some(site) = site {
-        world::world().inject = Some((compare::routine_of(site), 0, site.failure().0));
+    if let Some((site, nth)) = site {
+        world::world().inject = Some((compare::routine_of(site), nth, site.failure().0));
     }
     let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
     let (outcome, high_water) = std::thread::scope(|scope| {
@@ -120,10 +127,10 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
     .map_err(|_| anyhow::anyhow!("the scenario thread panicked (harness bug)"))??;
     let deepest_import_call = world::world().deepest_import_call;
     let fake = compare::run_fake(spec, site);
-    if site.is_some() && !world::world().injected {
-        println!("@violation the injected failure never happened in the binary");
-    }
     let mut violations = outcome.violations.clone();
+    if site.is_some() && !world::world().injected {
+        violations.push("the injected failure never happened in the binary".to_string());
+    }
     violations.extend(compare::differences(&outcome, &fake));
     println!("@calls {}", outcome.calls);
     println!("@distinct {}", outcome.distinct_calls);
@@ -133,13 +140,10 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
     let sites: Vec<String> = flushguard_tests::fake::CallSite::ALL
         .iter()
         .filter(|&&site| compare::injectable(site))
-        .filter(|&&site| {
-            outcome
-                .counts
-                .get(compare::routine_of(site))
-                .is_some_and(|&n| n > 0)
+        .filter_map(|&site| {
+            let n = outcome.counts.get(compare::routine_of(site)).copied()?;
+            (n > 0).then(|| format!("{site:?}#{n}"))
         })
-        .map(|site| format!("{site:?}"))
         .collect();
     println!("@sites {}", sites.join(" "));
     let called: Vec<&str> = outcome
@@ -175,7 +179,7 @@ struct ChildResult {
     allocations: u64,
     flushes: String,
     seen: String,
-    /// Injectable call sites the scenario reached.
+    /// Injectable call sites the scenario reached, as `SITE#CALLS`.
     sites: Vec<String>,
     /// Imports the driver called.
     called: Vec<String>,
@@ -247,7 +251,10 @@ fn loader_self_checks(bytes: &[u8]) -> Result<[String; 2]> {
     Ok([missing, relocs])
 }
 
-/// Runs one scenario (with the first call of `inject` failing) in a child process and
+/// Calls of one call site made to fail, at most: the first, second and third.
+const MAX_INJECTED_CALLS: u64 = 3;
+
+/// Runs one scenario (with a call of `inject`, `SITE#N`, failing) in a child process and
 /// collects its result; a crash or bug check becomes a violation.
 fn run_one(
     exe: &Path,
@@ -352,13 +359,20 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         called.extend(result.called.iter().cloned());
         // The same scenario with the first call of each call site it reached failing.
         let mut injected = Vec::new();
-        for site in result.sites.clone() {
-            let r = run_one(exe, child_args, sys, spec.name, Some(&site))?;
-            injections += 1;
-            injections_passed += usize::from(r.violations.is_empty());
-            total_calls += r.calls;
-            for v in r.violations {
-                injected.push(format!("[first {site} call fails] {v}"));
+        let mut injected_runs = 0;
+        for entry in result.sites.clone() {
+            let (site, calls) = entry.split_once('#').unwrap_or((&entry, "1"));
+            let calls: u64 = calls.parse().unwrap_or(1);
+            for nth in 0..calls.min(MAX_INJECTED_CALLS) {
+                let inject = format!("{site}#{nth}");
+                let r = run_one(exe, child_args, sys, spec.name, Some(&inject))?;
+                injections += 1;
+                injected_runs += 1;
+                injections_passed += usize::from(r.violations.is_empty());
+                total_calls += r.calls;
+                for v in r.violations {
+                    injected.push(format!("[call {} of {site} fails] {v}", nth + 1));
+                }
             }
         }
         let injected_sites = result.sites.len();
@@ -383,8 +397,9 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
             result.seen, result.stack_driver, result.stack_high_water
         );
         println!(
-            "        failure injection: the first call of each of {injected_sites} call site(s) \
-             failing, binary vs host fake"
+            "        failure injection: {injected_runs} run(s), each with one of the first \
+             {MAX_INJECTED_CALLS} calls of one of {injected_sites} call site(s) failing, binary \
+             vs host fake"
         );
         deepest_driver = deepest_driver.max(result.stack_driver);
         deepest_painted = deepest_painted.max(result.stack_high_water);
