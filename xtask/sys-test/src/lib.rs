@@ -161,6 +161,9 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
         u8::from(outcome.seen.write_through),
         outcome.seen.flush_minor
     );
+    for finding in &world::world().findings {
+        println!("@finding {finding}");
+    }
     for line in &outcome.debug_output {
         println!("@debug {line}");
     }
@@ -183,6 +186,8 @@ struct ChildResult {
     sites: Vec<String>,
     /// Imports the driver called.
     called: Vec<String>,
+    /// Findings (not failing).
+    findings: Vec<String>,
     /// Deepest driver frames at an import call, bytes (lower bound).
     stack_driver: usize,
     /// Painted-stack high-water mark of the whole run (harness frames included), bytes.
@@ -204,6 +209,7 @@ fn parse_child(stdout: &str) -> ChildResult {
             "@seen" => r.seen = value.to_string(),
             "@sites" => r.sites = value.split_whitespace().map(str::to_string).collect(),
             "@called" => r.called = value.split_whitespace().map(str::to_string).collect(),
+            "@finding" => r.findings.push(value.to_string()),
             "@stack" => {
                 let mut parts = value.split(' ').map(|p| p.parse().unwrap_or(0));
                 r.stack_driver = parts.next().unwrap_or(0);
@@ -352,11 +358,16 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     let mut deepest_driver = 0;
     let mut deepest_painted = 0;
     let mut called = std::collections::BTreeSet::new();
+    let mut findings: std::collections::BTreeMap<String, Vec<&str>> =
+        std::collections::BTreeMap::new();
     let mut injections = 0;
     let mut injections_passed = 0;
     for spec in scenario::SCENARIOS {
         let mut result = run_one(exe, child_args, sys, spec.name, None)?;
         called.extend(result.called.iter().cloned());
+        for finding in &result.findings {
+            findings.entry(finding.clone()).or_default().push(spec.name);
+        }
         // The same scenario with the first call of each call site it reached failing.
         let mut injected = Vec::new();
         let mut injected_runs = 0;
@@ -437,6 +448,12 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
             never.join(", ")
         }
     );
+    for (finding, scenarios) in &findings {
+        println!(
+            "    finding (reported, not failing): {finding} [scenarios: {}]",
+            scenarios.join(", ")
+        );
+    }
     println!(
         "    stack: the driver's own frames reached {deepest_driver} bytes at its deepest \
          import call (summed over re-entries; lower bound); the painted scenario stack \

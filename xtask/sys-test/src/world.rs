@@ -233,6 +233,9 @@ pub struct World {
     pub site_counts: HashMap<&'static str, u64>,
     /// The injected failure happened.
     pub injected: bool,
+    /// Findings reported without failing the run (deviations from DESIGN the binary
+    /// shows, for the maintainers to decide).
+    pub findings: std::collections::BTreeSet<String>,
     /// Connections made through the port.
     pub connections: u64,
     /// Messages answered by the port.

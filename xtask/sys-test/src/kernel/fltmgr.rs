@@ -511,6 +511,26 @@ pub(super) extern "win64" fn flt_do_completion_processing_when_safe(
     guarded("FltDoCompletionProcessingWhenSafe", 0, || {
         let mut w = world();
         w.call("FltDoCompletionProcessingWhenSafe", DISPATCH_LEVEL);
+        // SAFETY: `data` is the live callback data of the running post-operation (a
+        // harness allocation) or NULL.
+        let major = unsafe { data.as_ref() }
+            .map(|d| d.Iopb)
+            .filter(|i| !i.is_null());
+        // SAFETY: the harness's parameter block of that operation.
+        let major = major.map(|iopb| unsafe { (*iopb).MajorFunction });
+        if let Some(major @ (0x03 | 0x04 | 0x09)) = major {
+            let name = match major {
+                0x03 => "IRP_MJ_READ",
+                0x04 => "IRP_MJ_WRITE",
+                _ => "IRP_MJ_FLUSH_BUFFERS",
+            };
+            w.findings.insert(format!(
+                "FltDoCompletionProcessingWhenSafe for {name}: the DDI page's caution forbids \
+                 it for operations a storage-stack driver can complete (READ, WRITE, \
+                 FLUSH_BUFFERS) \"to avoid deadlocks\"; DESIGN section 1 holds the caution \
+                 binding, the engine narrows it to local volumes"
+            ));
+        }
         if w.fail_now("FltDoCompletionProcessingWhenSafe").is_some() {
             return 0;
         }
