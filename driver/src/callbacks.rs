@@ -241,3 +241,42 @@ pub extern "system" fn pre_cleanup(
 ) -> FLT_PREOP_CALLBACK_STATUS {
     pre(data, objects, completion_context, Filter::pre_cleanup)
 }
+
+/// IRP_MJ_FILE_SYSTEM_CONTROL pre-operation (data-changing FSCTLs).
+pub extern "system" fn pre_fs_control(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(data, objects, completion_context, Filter::pre_fs_control)
+}
+
+/// IRP_MJ_SET_INFORMATION pre-operation (end-of-file / allocation changes).
+pub extern "system" fn pre_set_information(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(
+        data,
+        objects,
+        completion_context,
+        Filter::pre_set_information,
+    )
+}
+
+/// Post-operation of IRP_MJ_FILE_SYSTEM_CONTROL and IRP_MJ_SET_INFORMATION.
+pub extern "system" fn post_data_change(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    post(
+        data,
+        objects,
+        completion_context,
+        flags,
+        Filter::post_data_change,
+    )
+}

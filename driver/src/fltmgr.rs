@@ -341,6 +341,19 @@ impl CallbackData for KernelOp {
         // SAFETY: as in `write_offset` (plain u32).
         unsafe { parameters.Write.Length }
     }
+    fn fs_control_code(&self) -> u32 {
+        let parameters = self.parameters();
+        // SAFETY: reading a union member of a local copy; the engine reads it only for
+        // IRP_MJ_FILE_SYSTEM_CONTROL, whose active member it is (plain u32 at +16,
+        // layout.rs).
+        unsafe { parameters.FileSystemControl.FsControlCode }
+    }
+    fn file_information_class(&self) -> u32 {
+        let parameters = self.parameters();
+        // SAFETY: as above for IRP_MJ_SET_INFORMATION (plain enum value at +8).
+        let class = unsafe { parameters.SetFileInformation.FileInformationClass };
+        class as u32
+    }
     fn io_status(&self) -> NtStatus {
         // SAFETY: live FLT_CALLBACK_DATA in a post-operation callback, where IoStatus
         // holds the completion status.

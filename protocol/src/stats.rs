@@ -121,7 +121,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 38;
+pub const CALLBACK_COUNTER_COUNT: usize = 40;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -220,6 +220,14 @@ callback_counters! {
     /// Such a miss came less than a second after the last resolution attempt: the
     /// file was classified as from another redirector without asking MUP again.
     ProviderReresolveThrottled = 37, "provider_reresolve_throttled";
+    /// A successful data-changing FSCTL (`FSCTL_SRV_COPYCHUNK(_WRITE)`,
+    /// `FSCTL_OFFLOAD_WRITE`, `FSCTL_DUPLICATE_EXTENTS_TO_FILE(_EX)`) or end-of-file /
+    /// allocation change on a governed handle was recorded as a write.
+    DataChangeRecorded = 38, "data_change_recorded";
+    /// An asynchronous data-changing FSCTL under flush-after-write or write-through:
+    /// no safe place to flush right after it, so the flush is left to cleanup (where
+    /// a flushing rule flushes the written handle).
+    DataChangeFlushLeftToCleanup = 39, "data_change_flush_left_to_cleanup";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

@@ -9,6 +9,7 @@ use flushguard_engine::callbacks::{
     PreOpStatus, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
     SL_WRITE_THROUGH,
 };
+use flushguard_protocol::nt::{IRP_MJ_FILE_SYSTEM_CONTROL, IRP_MJ_SET_INFORMATION};
 use flushguard_protocol::NtStatus;
 
 use flushguard_engine::callbacks::{Counter, FilterManager, TopLevelIrp, FO_SYNCHRONOUS_IO};
@@ -36,6 +37,9 @@ pub fn dispatch_post(
         IRP_MJ_CREATE => filter.post_create(data, ctx, flags),
         IRP_MJ_WRITE => filter.post_write(data, ctx, flags),
         IRP_MJ_FLUSH_BUFFERS => filter.post_flush(data, ctx, flags),
+        IRP_MJ_FILE_SYSTEM_CONTROL | IRP_MJ_SET_INFORMATION => {
+            filter.post_data_change(data, ctx, flags)
+        }
         _ => PostOpStatus::FinishedProcessing,
     })
 }
@@ -346,6 +350,59 @@ impl Harness {
         );
         fake::set_top_level(false);
         Some(seen)
+    }
+
+    /// An IRP_MJ_FILE_SYSTEM_CONTROL (`IRP_MN_USER_FS_REQUEST`) with FSCTL `code` on
+    /// `file`, completing with `status` (the post-operation at PASSIVE_LEVEL in this
+    /// thread when synchronous, else at `DISPATCH_LEVEL`). Returns the pre-operation's
+    /// status (`None` if the Filter Manager no longer calls the filter).
+    pub fn fs_control(
+        &self,
+        file: u64,
+        code: u32,
+        synchronous: bool,
+        status: NtStatus,
+    ) -> Option<PreOpStatus> {
+        let _op = self.fake.begin_operation()?;
+        let mut data = FakeData::new(file, IRP_MJ_FILE_SYSTEM_CONTROL);
+        data.fs_control_code = code;
+        data.synchronous = synchronous;
+        data.fo_flags = self.fake.fo_flags(file);
+        let pre = self.pre("pre-fs-control", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_fs_control(d)
+        });
+        data.status = status;
+        let irql = if synchronous {
+            Irql::PASSIVE_LEVEL
+        } else {
+            Irql::DISPATCH_LEVEL
+        };
+        self.post("post-fs-control", &mut data, &pre, irql, false);
+        Some(pre.status())
+    }
+
+    /// An IRP_MJ_SET_INFORMATION of `class` (`FILE_INFORMATION_CLASS`) on `file`,
+    /// completing with `status`. Returns the pre-operation's status.
+    pub fn set_information(&self, file: u64, class: u32, status: NtStatus) -> Option<PreOpStatus> {
+        let _op = self.fake.begin_operation()?;
+        let mut data = FakeData::new(file, IRP_MJ_SET_INFORMATION);
+        data.file_information_class = class;
+        data.fo_flags = self.fake.fo_flags(file);
+        let pre = self.pre(
+            "pre-set-information",
+            &mut data,
+            Irql::PASSIVE_LEVEL,
+            |f, d| f.pre_set_information(d),
+        );
+        data.status = status;
+        self.post(
+            "post-set-information",
+            &mut data,
+            &pre,
+            Irql::PASSIVE_LEVEL,
+            false,
+        );
+        Some(pre.status())
     }
 
     /// An application IRP_MJ_FLUSH_BUFFERS with `minor` (`IRP_MN_FLUSH_*`). Returns

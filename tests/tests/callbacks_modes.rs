@@ -829,3 +829,102 @@ fn a_redirector_registered_after_load_is_resolved_on_a_miss() {
     h.unload();
     h.assert_clean();
 }
+
+/// Issue 9 finding 2: data changes that arrive without an IRP_MJ_WRITE — server-side
+/// copy, offload write, block cloning, end-of-file / allocation changes — mark the
+/// handle written, and flush-after-write flushes right after a synchronous one.
+#[test]
+fn data_changing_fsctls_and_size_changes_count_as_writes() {
+    use flushguard_engine::callbacks::PreOpStatus;
+    use flushguard_protocol::nt::{
+        DATA_CHANGING_FSCTLS, FILE_ALLOCATION_INFORMATION, FILE_END_OF_FILE_INFORMATION,
+        FSCTL_SRV_COPYCHUNK,
+    };
+    /// `FSCTL_GET_REPARSE_POINT` (winioctl.h): reads, changes nothing.
+    const FSCTL_GET_REPARSE_POINT: u32 = 0x0009_00A8;
+    /// `FileBasicInformation` (timestamps, attributes).
+    const FILE_BASIC_INFORMATION: u32 = 4;
+    let close_flushes = |h: &Harness, file: u64| {
+        let before = h.fake.flushes().len();
+        h.close(file);
+        h.fake.flushes().len() - before
+    };
+    let on_close = || {
+        harness(
+            action(
+                Mode::FlushOnClose,
+                FlushMethod::Filter,
+                FlushFlags::empty(),
+                None,
+            ),
+            true,
+        )
+    };
+    // Flush-on-close: each data-changing FSCTL alone makes the close flush.
+    for code in DATA_CHANGING_FSCTLS {
+        let h = on_close();
+        let file = open(&h);
+        h.fs_control(file, code, true, NtStatus::SUCCESS);
+        assert_eq!(close_flushes(&h, file), 1, "FSCTL {code:#010X}");
+        assert_eq!(h.filter.counters().get(Counter::DataChangeRecorded), 1);
+        h.unload();
+        h.assert_clean();
+    }
+    // ... so does an end-of-file or allocation change; a failed one, another FSCTL or
+    // another information class does not.
+    for (what, step, flushes) in [
+        ("end of file", 0u8, 1usize),
+        ("allocation", 1, 1),
+        ("failed copy", 2, 0),
+        ("reparse query", 3, 0),
+        ("basic information", 4, 0),
+    ] {
+        let h = on_close();
+        let file = open(&h);
+        let pre = match step {
+            0 => h.set_information(file, FILE_END_OF_FILE_INFORMATION, NtStatus::SUCCESS),
+            1 => h.set_information(file, FILE_ALLOCATION_INFORMATION, NtStatus::SUCCESS),
+            2 => h.fs_control(file, FSCTL_SRV_COPYCHUNK, true, NtStatus::ACCESS_DENIED),
+            3 => h.fs_control(file, FSCTL_GET_REPARSE_POINT, true, NtStatus::SUCCESS),
+            _ => h.set_information(file, FILE_BASIC_INFORMATION, NtStatus::SUCCESS),
+        };
+        if step >= 3 {
+            assert_eq!(pre, Some(PreOpStatus::SuccessNoCallback), "{what}");
+        }
+        assert_eq!(close_flushes(&h, file), flushes, "{what}");
+        h.unload();
+        h.assert_clean();
+    }
+    // Flush-after-write: a synchronous server-side copy is synchronized and flushed
+    // right after it; an asynchronous one is left to the close.
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let file = open(&h);
+    let pre = h.fs_control(file, FSCTL_SRV_COPYCHUNK, true, NtStatus::SUCCESS);
+    assert_eq!(pre, Some(PreOpStatus::Synchronize));
+    assert_eq!(h.fake.flushes().len(), 1, "flushed after the copy");
+    assert_eq!(close_flushes(&h, file), 0, "the copy is covered");
+    let file = open(&h);
+    let pre = h.fs_control(file, FSCTL_SRV_COPYCHUNK, false, NtStatus::SUCCESS);
+    assert_eq!(pre, Some(PreOpStatus::SuccessWithCallback));
+    assert_eq!(
+        h.filter
+            .counters()
+            .get(Counter::DataChangeFlushLeftToCleanup),
+        1
+    );
+    assert_eq!(
+        close_flushes(&h, file),
+        1,
+        "asynchronous copy flushed at close"
+    );
+    h.unload();
+    h.assert_clean();
+}

@@ -284,6 +284,15 @@ pub enum CompletionContext {
         /// IRP_MJ_WRITE" (DDI page "FltDoCompletionProcessingWhenSafe", caution).
         deferrable: bool,
     },
+    /// Post-operation of an operation that changes the file's data without an
+    /// IRP_MJ_WRITE: a data-changing FSCTL (`FSCTL_SRV_COPYCHUNK(_WRITE)`,
+    /// `FSCTL_OFFLOAD_WRITE`, `FSCTL_DUPLICATE_EXTENTS_TO_FILE(_EX)`) or an end-of-file
+    /// / allocation change (IRP_MJ_SET_INFORMATION).
+    DataChange {
+        /// Flush once it succeeded: set only when the pre-operation returned
+        /// `FLT_PREOP_SYNCHRONIZE`, so the post-operation runs in the issuing thread.
+        flush: Option<FlushOrder>,
+    },
     /// Post-flush of an application flush on a governed handle.
     Flush {
         /// [`StreamContext::write_seq`] observed before the flush went down (at most
@@ -305,6 +314,7 @@ pub struct FlushOrder {
 const TAG_CREATE: usize = 1;
 const TAG_WRITE: usize = 2;
 const TAG_FLUSH: usize = 3;
+const TAG_DATA_CHANGE: usize = 4;
 
 impl CompletionContext {
     /// Encodes as a non-zero `usize` (bits 0..3 tag, payload above), for the
@@ -344,6 +354,17 @@ impl CompletionContext {
                 }
                 v
             }
+            CompletionContext::DataChange { flush } => {
+                let mut v = TAG_DATA_CHANGE;
+                if let Some(f) = flush {
+                    v |= 1 << 5;
+                    if f.native {
+                        v |= 1 << 6;
+                    }
+                    v |= usize::from(f.flags.bits()) << 8;
+                }
+                v
+            }
             CompletionContext::Flush { observed_write_seq } => {
                 TAG_FLUSH | ((observed_write_seq as usize & ((1usize << 56) - 1)) << 4)
             }
@@ -371,6 +392,12 @@ impl CompletionContext {
                 write_back: v & (1 << 25) != 0,
                 synchronized: v & (1 << 7) != 0,
                 deferrable: v & (1 << 24) != 0,
+                flush: (v & (1 << 5) != 0).then_some(FlushOrder {
+                    native: v & (1 << 6) != 0,
+                    flags: FlushFlags::from_bits_retain((v >> 8) as u16),
+                }),
+            }),
+            TAG_DATA_CHANGE => Some(CompletionContext::DataChange {
                 flush: (v & (1 << 5) != 0).then_some(FlushOrder {
                     native: v & (1 << 6) != 0,
                     flags: FlushFlags::from_bits_retain((v >> 8) as u16),
@@ -422,6 +449,13 @@ mod tests {
             },
             CompletionContext::Flush {
                 observed_write_seq: 123_456_789,
+            },
+            CompletionContext::DataChange { flush: None },
+            CompletionContext::DataChange {
+                flush: Some(FlushOrder {
+                    native: true,
+                    flags: FlushFlags::DATA_SYNC_ONLY,
+                }),
             },
         ];
         for c in cases {

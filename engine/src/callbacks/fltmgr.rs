@@ -145,6 +145,17 @@ pub trait CallbackData {
     fn write_length(&self) -> u32;
     /// Post-operation only: `IoStatus.Status`.
     fn io_status(&self) -> NtStatus;
+    /// IRP_MJ_FILE_SYSTEM_CONTROL: `Parameters.FileSystemControl.Common.FsControlCode`
+    /// (`FSCTL_*`; meaningful for `IRP_MN_USER_FS_REQUEST`). The default, 0 (no
+    /// FSCTL), suits implementations that see no file system controls (a replay).
+    fn fs_control_code(&self) -> u32 {
+        0
+    }
+    /// IRP_MJ_SET_INFORMATION: `Parameters.SetFileInformation.FileInformationClass`
+    /// (`FILE_INFORMATION_CLASS`, e.g. `FileEndOfFileInformation` 20). Default 0.
+    fn file_information_class(&self) -> u32 {
+        0
+    }
 }
 
 /// What `IoGetTopLevelIrp()` returns on the current thread (DDI page

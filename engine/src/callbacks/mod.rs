@@ -28,6 +28,7 @@
 
 mod context;
 mod counters;
+mod data_change;
 mod fltmgr;
 mod glue;
 mod guard;
