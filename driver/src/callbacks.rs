@@ -48,6 +48,7 @@ static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
 /// `Parameters` key name, the event ring) fails.
 #[inline(never)]
 pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
+    crate::locks::initialize();
     let fm = KernelFltMgr::new(filter, registry_path)?;
     let events =
         EventRing::try_new(DEFAULT_EVENT_CAPACITY).map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
@@ -96,17 +97,19 @@ pub fn get() -> Option<&'static Filter<KernelFltMgr>> {
 }
 
 /// Drops and frees the installed filter. Call only after `FltUnregisterFilter`
-/// returned (or when it was never registered). PASSIVE_LEVEL.
+/// returned (or when it was never registered); then deletes the SetPolicy push lock.
+/// PASSIVE_LEVEL.
 pub fn free() {
     let p = FILTER.swap(null_mut(), Ordering::AcqRel);
-    if p.is_null() {
-        return;
+    if !p.is_null() {
+        // SAFETY: `p` came from `install` and the swap makes this its only release; no
+        // callback can hold a reference (see `get`).
+        unsafe { p.drop_in_place() };
+        // SAFETY: `p` was allocated by `install` with this layout.
+        unsafe { dealloc(p.cast(), Layout::new::<Filter<KernelFltMgr>>()) };
     }
-    // SAFETY: `p` came from `install` and the swap makes this its only release; no
-    // callback can hold a reference (see `get`).
-    unsafe { p.drop_in_place() };
-    // SAFETY: `p` was allocated by `install` with this layout.
-    unsafe { dealloc(p.cast(), Layout::new::<Filter<KernelFltMgr>>()) };
+    // No SetPolicy can run any more: the port and the filter are gone (or never were).
+    crate::locks::delete();
 }
 
 fn pre(

@@ -579,6 +579,9 @@ impl FilterManager for KernelFltMgr {
         let top = unsafe { IoGetTopLevelIrp() };
         TopLevelIrp::from_raw(top as usize)
     }
+    fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
+        &crate::locks::KERNEL_POLICY_LOCKS
+    }
     fn current_thread_id(&self) -> u64 {
         // SAFETY: PsGetCurrentThreadId has no preconditions; any IRQL.
         let id = unsafe { PsGetCurrentThreadId() };

@@ -23,6 +23,7 @@
 //! - [`callbacks`]: the `extern "system"` operation callbacks (pointer conversion only)
 //!   and the global `flushguard_engine::callbacks::Filter` they call.
 //! - [`fltmgr`]: the engine's `FilterManager` / `CallbackData` traits over FFI.
+//! - [`locks`]: the `EX_SPIN_LOCK` and push lock behind the engine's policy locks.
 //! - [`layout`]: `#[repr(C)]` mirrors of the structures the driver dereferences, each
 //!   offset asserted against fltKernel.h / wdm.h (windows-sys's `FLT_PARAMETERS` is wrong).
 #![cfg_attr(flushguard_kernel, no_std)]
@@ -43,6 +44,8 @@ mod crt;
 #[cfg(flushguard_kernel)]
 pub mod instance;
 pub mod layout;
+#[cfg(flushguard_kernel)]
+pub mod locks;
 #[cfg(flushguard_kernel)]
 pub mod pool;
 #[cfg(flushguard_kernel)]

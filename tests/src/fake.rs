@@ -221,6 +221,92 @@ thread_local! {
     static HELD: Cell<i64> = const { Cell::new(0) };
     static FLUSH_DEPTH: Cell<u32> = const { Cell::new(0) };
     static DEFERRED_BY_THIS_THREAD: Cell<u64> = const { Cell::new(0) };
+    /// Inside `FakeLocks::serialize` on this thread.
+    static SERIALIZING: Cell<bool> = const { Cell::new(false) };
+    /// Calls of `FakeLocks` on this thread: read_shared, write_exclusive, serialize,
+    /// and registry writes made while serializing.
+    static LOCK_CALLS: Cell<LockCalls> = const { Cell::new(LockCalls { read_shared: 0, write_exclusive: 0, serialize: 0, registry_writes_serialized: 0 }) };
+    /// IRQL-rule violations of the policy locks on this thread (see [`FakeLocks`]).
+    static LOCK_VIOLATIONS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The fake's policy locks ([`flushguard_engine::locks::PolicyLocks`]), with the
+/// rules of the driver's primitives: the policy lock (`ExAcquireSpinLockShared` /
+/// `Exclusive`) may be taken at IRQL <= DISPATCH_LEVEL and runs its holder at
+/// DISPATCH_LEVEL (so a registry call or a wait inside is an IRQL violation the fake
+/// reports); the SetPolicy lock (push lock in a critical region) only at
+/// PASSIVE_LEVEL, never recursively, and its holder stays at PASSIVE_LEVEL.
+/// Violations are kept per thread and reported by [`Fake::violations`].
+pub struct FakeLocks;
+
+/// The one [`FakeLocks`].
+pub static FAKE_LOCKS: FakeLocks = FakeLocks;
+
+/// How often this thread used [`FakeLocks`] (see [`lock_calls`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockCalls {
+    /// `read_shared` (policy `Arc` clones).
+    pub read_shared: u64,
+    /// `write_exclusive` (policy swaps).
+    pub write_exclusive: u64,
+    /// `serialize` (SetPolicy, registry load).
+    pub serialize: u64,
+    /// `ZwSetValueKey` calls made while serializing.
+    pub registry_writes_serialized: u64,
+}
+
+/// The [`FakeLocks`] calls made on this thread so far.
+pub fn lock_calls() -> LockCalls {
+    LOCK_CALLS.with(|c| c.get())
+}
+
+fn count_lock(f: impl FnOnce(&mut LockCalls)) {
+    LOCK_CALLS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v);
+    });
+}
+
+fn lock_violation(msg: String) {
+    LOCK_VIOLATIONS.with(|v| v.borrow_mut().push(msg));
+}
+
+impl FakeLocks {
+    fn at_dispatch(routine: &str, f: &mut dyn FnMut()) {
+        let before = irql();
+        if before > Irql::DISPATCH_LEVEL {
+            lock_violation(format!("{routine} at IRQL {} (max 2)", before.0));
+        }
+        set_irql(Irql::DISPATCH_LEVEL);
+        f();
+        set_irql(before);
+    }
+}
+
+impl flushguard_engine::locks::PolicyLocks for FakeLocks {
+    fn read_shared(&self, f: &mut dyn FnMut()) {
+        count_lock(|c| c.read_shared += 1);
+        Self::at_dispatch("ExAcquireSpinLockShared", f);
+    }
+    fn write_exclusive(&self, f: &mut dyn FnMut()) {
+        count_lock(|c| c.write_exclusive += 1);
+        Self::at_dispatch("ExAcquireSpinLockExclusive", f);
+    }
+    fn serialize(&self, f: &mut dyn FnMut()) {
+        count_lock(|c| c.serialize += 1);
+        if irql() != Irql::PASSIVE_LEVEL {
+            lock_violation(format!(
+                "FltAcquirePushLockExclusive at IRQL {} (PASSIVE_LEVEL only)",
+                irql().0
+            ));
+        }
+        if SERIALIZING.with(|c| c.replace(true)) {
+            lock_violation("FltAcquirePushLockExclusive: recursive acquire (deadlock)".into());
+        }
+        f();
+        SERIALIZING.with(|c| c.set(false));
+    }
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(0x100);
@@ -369,11 +455,14 @@ impl Fake {
 
     /// Every violation recorded so far.
     pub fn violations(&self) -> Vec<String> {
-        self.inner
+        let mut v = self
+            .inner
             .violations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        v.extend(LOCK_VIOLATIONS.with(|l| l.borrow().clone()));
+        v
     }
 
     /// Makes the `nth` (0-based, counted from now) call of `site` fail.
@@ -755,6 +844,9 @@ impl FilterManager for Fake {
         let _gate = crate::alloc_gate::fm_scope();
         TOP_LEVEL.with(|c| c.get())
     }
+    fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
+        &FAKE_LOCKS
+    }
     fn current_thread_id(&self) -> u64 {
         let _gate = crate::alloc_gate::fm_scope();
         thread_id()
@@ -1109,6 +1201,9 @@ impl FilterManager for Fake {
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwSetValueKey");
+        if SERIALIZING.with(|c| c.get()) {
+            count_lock(|c| c.registry_writes_serialized += 1);
+        }
         self.count_and_fail(CallSite::WritePolicy)?;
         self.world().registry = Some(value.to_vec());
         Ok(())

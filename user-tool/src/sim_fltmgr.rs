@@ -228,6 +228,10 @@ impl FilterManager for SimFm {
         // A trace records no guarded regions: APCs are disabled only by the IRQL.
         self.current_irql() >= Irql::APC_LEVEL
     }
+    fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
+        // One thread replays a trace: the engine's inner locks suffice.
+        &flushguard_engine::locks::HOST_LOCKS
+    }
     fn current_thread_id(&self) -> u64 {
         self.thread.load(Ordering::Relaxed)
     }

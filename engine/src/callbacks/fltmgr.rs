@@ -232,6 +232,11 @@ pub trait FilterManager: Sync {
     }
     /// `PsGetCurrentThreadId()` as a non-zero integer. Any IRQL.
     fn current_thread_id(&self) -> u64;
+    /// The kernel primitives around the engine's policy locks (an `EX_SPIN_LOCK` for
+    /// the policy `Arc`, a PASSIVE_LEVEL lock serializing SetPolicy): see
+    /// [`crate::locks::PolicyLocks`]. Initialised before [`super::Filter::new`] and
+    /// valid until the driver image unloads. Any IRQL.
+    fn policy_locks(&self) -> &'static dyn crate::locks::PolicyLocks;
     /// A monotonic clock in microseconds (interrupt time / 10), for flush latency.
     /// Any IRQL.
     fn now_us(&self) -> u64;

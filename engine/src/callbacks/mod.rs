@@ -172,8 +172,10 @@ impl<F: FilterManager> Filter<F> {
     /// `state` (pass-through): resolves the MUP provider ids and reports the
     /// capabilities. The policy stays pass-through until
     /// [`Filter::load_persisted_policy`]. (Two steps so the driver can build the value
-    /// in place with a small stack frame.)
-    pub fn new(fm: F, state: crate::handler::State) -> Self {
+    /// in place with a small stack frame.) Installs the Filter Manager's policy
+    /// locks ([`FilterManager::policy_locks`]) in `state`.
+    pub fn new(fm: F, mut state: crate::handler::State) -> Self {
+        state.set_locks(fm.policy_locks());
         let providers = ProviderTable::resolve(&fm);
         let mut caps = flushguard_protocol::Capabilities::empty();
         caps.set(
@@ -324,10 +326,10 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// The policy in force, or `None` above APC_LEVEL: the engine's policy lock is
-    /// a spin lock meant for IRQL <= APC_LEVEL (a DISPATCH_LEVEL waiter could spin
-    /// on a preempted holder forever). `None` is counted and never expected: the
-    /// callbacks only ask at IRQL <= APC_LEVEL.
+    /// The policy in force, or `None` above APC_LEVEL. The policy lock itself works up
+    /// to DISPATCH_LEVEL ([`crate::locks::PolicyLocks`]), but a rule lookup may need a
+    /// name query (PASSIVE_LEVEL): the callbacks only ask at IRQL <= APC_LEVEL, and
+    /// `None` above is counted (`PolicyAboveApcLevel`, never expected).
     fn policy(&self) -> Option<PolicySnapshot> {
         if self.fm.current_irql() > Irql::APC_LEVEL {
             self.counters().bump(Counter::PolicyAboveApcLevel);
