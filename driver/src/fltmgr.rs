@@ -12,27 +12,27 @@ use core::ops::Deref;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use flushguard_engine::callbacks::{
-    CallbackData, CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
-    TopLevelIrp,
+    CallbackData, CompletionContext, FilterManager, Irql, StreamContext, TopLevelIrp,
 };
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltAllocateContext, FltDoCompletionProcessingWhenSafe, FltFlushBuffers,
+    FltAllocateContext, FltAllocateDeferredIoWorkItem, FltFlushBuffers, FltFreeDeferredIoWorkItem,
     FltGetFileNameInformation, FltGetRequestorProcess, FltGetRoutineAddress,
     FltGetStreamHandleContext, FltGetVolumeProperties, FltIsOperationSynchronous,
-    FltParseFileNameInformation, FltReleaseContext, FltReleaseFileNameInformation,
-    FltSetCallbackDataDirty, FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
-    FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED,
-    FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+    FltParseFileNameInformation, FltQueueDeferredIoWorkItem, FltReleaseContext,
+    FltReleaseFileNameInformation, FltSetCallbackDataDirty, FltSetStreamHandleContext,
+    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION,
+    FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS,
+    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT,
+    PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
     SeLocateProcessImageName, FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
+    DelayedWorkQueue, ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
     KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise, PsGetCurrentThreadId,
 };
 use windows_sys::Win32::Foundation::{
@@ -174,7 +174,12 @@ fn status(raw: NTSTATUS) -> Result<(), NtStatus> {
 /// own pointer type back.
 pub struct KernelOp {
     data: *mut FltCallbackData,
-    objects: *const FltRelatedObjects,
+    /// `PFLT_INSTANCE` the operation runs on.
+    instance: PFLT_INSTANCE,
+    /// `PFILE_OBJECT` of the operation (may be NULL for some operations).
+    file_object: *const FILE_OBJECT,
+    /// `PFLT_VOLUME`, or 0 when not known (a pended operation in the flush worker).
+    volume: isize,
 }
 
 impl KernelOp {
@@ -184,9 +189,45 @@ impl KernelOp {
     /// `data` and `objects` are the non-NULL pointers Filter Manager passed to the
     /// running callback; the value must not outlive that callback.
     pub unsafe fn new(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) -> Self {
+        let objects = objects.cast::<FltRelatedObjects>();
+        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (caller's contract),
+        // valid for the callback's duration; any IRQL.
+        let instance = unsafe { (*objects).Instance };
+        // SAFETY: as above.
+        let file_object = unsafe { (*objects).FileObject };
+        // SAFETY: as above.
+        let volume = unsafe { (*objects).Volume };
         KernelOp {
             data: data.cast::<FltCallbackData>(),
-            objects: objects.cast::<FltRelatedObjects>(),
+            instance,
+            file_object: file_object.cast_const().cast::<FILE_OBJECT>(),
+            volume,
+        }
+    }
+
+    /// Wraps a post-operation pended to the flush worker: the instance and file object
+    /// come from `Iopb->TargetInstance` / `TargetFileObject` (FLT_RELATED_OBJECTS is
+    /// not available there; Filter Manager keeps the instance referenced until the
+    /// operation is completed); the volume is not known.
+    ///
+    /// # Safety
+    /// `data` is the callback data of an operation pended with
+    /// `FltQueueDeferredIoWorkItem` and not completed yet; the value must not outlive
+    /// the `FltCompletePendedPostOperation` that ends it.
+    pub unsafe fn pended(data: *mut FLT_CALLBACK_DATA) -> Self {
+        let data = data.cast::<FltCallbackData>();
+        // SAFETY: `data` is the live, pended operation's callback data (caller's
+        // contract); its Iopb is valid until completion.
+        let iopb = unsafe { (*data).Iopb };
+        // SAFETY: as above; a plain read of a pointer-sized member.
+        let instance = unsafe { (*iopb).TargetInstance };
+        // SAFETY: as above.
+        let file_object = unsafe { (*iopb).TargetFileObject };
+        KernelOp {
+            data,
+            instance: instance as PFLT_INSTANCE,
+            file_object: file_object.cast_const().cast::<FILE_OBJECT>(),
+            volume: 0,
         }
     }
 
@@ -209,18 +250,17 @@ impl KernelOp {
     }
 
     fn instance(&self) -> PFLT_INSTANCE {
-        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
-        // contract), valid for the callback's duration; any IRQL.
-        unsafe { (*self.objects).Instance }
+        self.instance
     }
 
     /// True when the operation's volume is a network file system (the MUP volume):
     /// `FltGetVolumeProperties(FltObjects->Volume)->DeviceType ==
     /// FILE_DEVICE_NETWORK_FILE_SYSTEM`. IRQL <= APC_LEVEL.
     fn on_network_volume(&self) -> bool {
-        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
-        // contract), owned by Filter Manager for the callback; any IRQL.
-        let volume = unsafe { (*self.objects).Volume };
+        let volume = self.volume;
+        if volume == 0 {
+            return false;
+        }
         let mut properties = FLT_VOLUME_PROPERTIES::default();
         let mut returned = 0u32;
         // SAFETY: `volume` is the operation's volume (referenced by Filter Manager for
@@ -239,10 +279,7 @@ impl KernelOp {
     }
 
     fn file_object(&self) -> *const FILE_OBJECT {
-        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
-        // contract), owned by Filter Manager for the callback; any IRQL.
-        let file_object = unsafe { (*self.objects).FileObject };
-        file_object.cast_const().cast::<FILE_OBJECT>()
+        self.file_object
     }
 }
 
@@ -758,35 +795,31 @@ impl FilterManager for KernelFltMgr {
         unsafe { FltReleaseContext(ctx.0) };
     }
 
-    fn on_network_file_system(&self, data: &KernelOp) -> bool {
-        data.on_network_volume()
-    }
-
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut KernelOp,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus> {
-        let mut post = 0i32;
-        // SAFETY: called from a post-operation callback with its live data/objects;
-        // the completion context is an encoded value, not a pointer to memory;
-        // `safe_post_write` matches PFLT_POST_OPERATION_CALLBACK.
-        let queued = unsafe {
-            FltDoCompletionProcessingWhenSafe(
+    fn queue_deferred_flush(&self, data: &mut KernelOp, ctx: CompletionContext) -> bool {
+        // SAFETY: no preconditions; IRQL <= DISPATCH_LEVEL; nonpaged pool.
+        let item = unsafe { FltAllocateDeferredIoWorkItem() };
+        if item == 0 {
+            return false;
+        }
+        // SAFETY: `item` was just allocated; `data` is the live post-operation's
+        // callback data (IRP-based, not paging: the logic checks); the context is an
+        // encoded value, not a pointer; `flush_worker` matches
+        // PFLT_DEFERRED_IO_WORKITEM_ROUTINE; IRQL <= DISPATCH_LEVEL.
+        let raw = unsafe {
+            FltQueueDeferredIoWorkItem(
+                item,
                 data.raw(),
-                data.objects.cast::<FLT_RELATED_OBJECTS>(),
+                Some(crate::callbacks::flush_worker),
+                DelayedWorkQueue,
                 ctx.encode() as *const c_void,
-                flags.0,
-                Some(crate::callbacks::safe_post_write),
-                &mut post,
             )
         };
-        queued.then_some(if post == PostOpStatus::MoreProcessingRequired.raw() {
-            PostOpStatus::MoreProcessingRequired
-        } else {
-            PostOpStatus::FinishedProcessing
-        })
+        if raw < 0 {
+            // SAFETY: the item was not queued, so it is still ours to free.
+            unsafe { FltFreeDeferredIoWorkItem(item) };
+            return false;
+        }
+        true
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {

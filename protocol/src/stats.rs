@@ -121,7 +121,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 40;
+pub const CALLBACK_COUNTER_COUNT: usize = 41;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -134,7 +134,9 @@ callback_counters! {
     FastIoDisallowed = 3, "fast_io_disallowed";
     /// A pre-write returned `FLT_PREOP_SYNCHRONIZE` for flush-after-write.
     WriteSynchronized = 4, "write_synchronized";
-    /// A post-write deferred its flush with `FltDoCompletionProcessingWhenSafe`.
+    /// A post-write pended an asynchronous write to FlushGuard's flush worker
+    /// (`FltQueueDeferredIoWorkItem`, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`): the
+    /// write completes to the application after its flush.
     FlushDeferred = 5, "flush_deferred";
     /// An application flush type was upgraded.
     AppFlushUpgraded = 6, "app_flush_upgraded";
@@ -163,7 +165,9 @@ callback_counters! {
     FlushSkippedTopLevelIrp = 15, "flush_skipped_top_level_irp";
     /// Flush skipped: IRQL above PASSIVE_LEVEL where it had to run.
     FlushSkippedIrql = 16, "flush_skipped_irql";
-    /// Flush skipped: `FltDoCompletionProcessingWhenSafe` returned FALSE.
+    /// Flush skipped: an asynchronous write could not be pended to the flush worker
+    /// (fast I/O; `FltQueueDeferredIoWorkItem` refused: top-level IRP, instance
+    /// torn down, no work item; or the worker full).
     FlushSkippedNotDeferrable = 17, "flush_skipped_not_deferrable";
     /// Flush skipped: the thread is already inside one of our flushes (a full
     /// recursion guard no longer skips: see `OwnFlushUnguarded`).
@@ -228,6 +232,10 @@ callback_counters! {
     /// no safe place to flush right after it, so the flush is left to cleanup (where
     /// a flushing rule flushes the written handle).
     DataChangeFlushLeftToCleanup = 39, "data_change_flush_left_to_cleanup";
+    /// `MAX_PENDED_WRITES` asynchronous writes were already pended to the flush
+    /// worker: this one completed without its flush (fail open; also counted
+    /// `FlushSkippedNotDeferrable`), left to the cleanup flush.
+    FlushWorkerFull = 40, "flush_worker_full";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use flushguard_engine::callbacks::{
-    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
-    StreamContext, TopLevelIrp, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE,
-    FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, StreamContext,
+    TopLevelIrp, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE, FO_SYNCHRONOUS_IO,
+    IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_PAGING_IO,
 };
 use flushguard_engine::plain_callback_data::PlainCallbackData;
 use flushguard_protocol::NtStatus;
@@ -61,8 +61,9 @@ pub enum CallSite {
     SetStreamHandleContext,
     /// `FltGetStreamHandleContext`.
     GetStreamHandleContext,
-    /// `FltDoCompletionProcessingWhenSafe` (fails = returns FALSE).
-    CompletionWhenSafe,
+    /// `FltQueueDeferredIoWorkItem` (pending a write to the flush worker; fails =
+    /// `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`).
+    QueueDeferredIoWorkItem,
     /// `FltFlushBuffers2`.
     FltFlushBuffers2,
     /// `FltFlushBuffers`.
@@ -88,7 +89,7 @@ impl CallSite {
         CallSite::AllocateContext,
         CallSite::SetStreamHandleContext,
         CallSite::GetStreamHandleContext,
-        CallSite::CompletionWhenSafe,
+        CallSite::QueueDeferredIoWorkItem,
         CallSite::FltFlushBuffers2,
         CallSite::FltFlushBuffers,
         CallSite::OpenKernelHandle,
@@ -167,20 +168,26 @@ pub struct FileObject {
     pub opened: bool,
 }
 
-/// An operation the fake holds for later: an in-flight post-operation or a
-/// deferred `FltDoCompletionProcessingWhenSafe` callback.
+/// An operation the fake holds for later: an in-flight post-operation or a write
+/// pended to FlushGuard's flush worker (`FltQueueDeferredIoWorkItem`).
 #[derive(Debug)]
 pub struct Pending {
     /// The operation.
     pub data: FakeData,
     /// Its completion context.
     pub ctx: Option<CompletionContext>,
-    /// True for a deferred safe post-write, false for a post-operation not yet run.
+    /// True for a write pended to the flush worker (`FltQueueDeferredIoWorkItem`),
+    /// false for a post-operation not yet run.
     pub safe_callback: bool,
 }
 
 #[derive(Default)]
 struct World {
+    /// Post-operations pended to the flush worker and not yet completed
+    /// (`FltCompletePendedPostOperation`).
+    pended: i64,
+    /// `FltCompletePendedPostOperation` calls so far.
+    completed_pended: u64,
     files: HashMap<u64, FileObject>,
     outstanding: HashMap<u64, RefKind>,
     counts: HashMap<CallSite, u64>,
@@ -428,6 +435,52 @@ impl Fake {
     /// Moves the fake's monotonic clock (`now_us`) forward by `us` microseconds.
     pub fn advance_clock(&self, us: u64) {
         self.inner.clock_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Runs FlushGuard's flush worker for a pended write as the system work queue
+    /// does: a worker thread (a fresh thread id, no top-level IRP) at PASSIVE_LEVEL
+    /// calls `Filter::flush_pended_write`, then completes the pended post-operation
+    /// (`FltCompletePendedPostOperation`). The caller's thread state is restored.
+    pub fn run_flush_worker(&self, filter: &Filter<Fake>, p: &mut Pending) {
+        let saved = (
+            THREAD_ID.with(|c| c.get()),
+            TOP_LEVEL.with(|c| c.get()),
+            irql(),
+        );
+        new_thread_id();
+        set_top_level_irp(TopLevelIrp::None);
+        set_irql(Irql::PASSIVE_LEVEL);
+        let g = self.enter_callback("flush worker (pended write)");
+        crate::alloc_gate::engine(|| filter.flush_pended_write(&mut p.data, p.ctx));
+        drop(g);
+        self.complete_pended_post_operation();
+        THREAD_ID.with(|c| c.set(saved.0));
+        set_top_level_irp(saved.1);
+        set_irql(saved.2);
+    }
+
+    /// `FltCompletePendedPostOperation`: exactly once per pended post-operation.
+    fn complete_pended_post_operation(&self) {
+        let mut w = self.world();
+        w.completed_pended += 1;
+        if w.pended <= 0 {
+            drop(w);
+            self.violation(
+                "FltCompletePendedPostOperation for an operation not pended (completed twice?)",
+            );
+            return;
+        }
+        w.pended -= 1;
+    }
+
+    /// Post-operations pended to the flush worker and not completed yet.
+    pub fn pended(&self) -> i64 {
+        self.world().pended
+    }
+
+    /// `FltCompletePendedPostOperation` calls so far.
+    pub fn completed_pended(&self) -> u64 {
+        self.world().completed_pended
     }
 
     /// Connects the fake to the filter it serves (for re-entry).
@@ -1004,70 +1057,37 @@ impl FilterManager for Fake {
         self.release(ctx.id, RefKind::Context, "FltReleaseContext");
     }
 
-    fn on_network_file_system(&self, data: &FakeData) -> bool {
+    fn queue_deferred_flush(&self, data: &mut FakeData, ctx: CompletionContext) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
-        self.check_irql(Irql::APC_LEVEL, "FltGetVolumeProperties");
-        self.world()
-            .files
-            .get(&data.file)
-            .is_some_and(|f| f.provider.is_some())
-    }
-
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut FakeData,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus> {
-        let _gate = crate::alloc_gate::fm_scope();
-        self.check_irql(Irql::DISPATCH_LEVEL, "FltDoCompletionProcessingWhenSafe");
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltQueueDeferredIoWorkItem");
+        // DDI page "FltQueueDeferredIoWorkItem": IRP-based operations only, never
+        // paging I/O; refused with a top-level IRP on this thread
+        // (STATUS_FLT_NOT_SAFE_TO_POST_OPERATION) or for an instance being torn down
+        // (STATUS_FLT_DELETING_OBJECT).
         if data.irp_flags & IRP_PAGING_IO != 0 {
-            self.violation("FltDoCompletionProcessingWhenSafe for paging I/O");
-            return None;
+            self.violation("FltQueueDeferredIoWorkItem for paging I/O");
+            return false;
         }
-        // DDI page "FltDoCompletionProcessingWhenSafe": only for IRP-based operations,
-        // never while draining, and not for writes a storage-stack driver can complete.
         if data.fast_io {
-            self.violation("FltDoCompletionProcessingWhenSafe for a fast I/O (non-IRP) operation");
-            return None;
+            self.violation("FltQueueDeferredIoWorkItem for a fast I/O (non-IRP) operation");
+            return false;
         }
-        if flags.draining() {
-            self.violation("FltDoCompletionProcessingWhenSafe with FLTFL_POST_OPERATION_DRAINING");
-            return None;
-        }
-        let local = self
-            .world()
-            .files
-            .get(&data.file)
-            .is_some_and(|f| f.provider.is_none());
-        if local && data.major == IRP_MJ_WRITE {
-            self.violation(
-                "FltDoCompletionProcessingWhenSafe for IRP_MJ_WRITE on a local (storage-stack) volume",
-            );
-            return None;
-        }
-        // Posting to a worker fails for fast I/O, with a top-level IRP on this thread,
-        // and for a draining instance (DDI "Pending an I/O Operation in a
-        // Postoperation Callback Routine").
-        let cannot_post = irql() > Irql::APC_LEVEL
-            && (TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None || flags.draining());
-        if data.fast_io || cannot_post || self.count_and_fail(CallSite::CompletionWhenSafe).is_err()
+        if TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None
+            || self.inner.unregistered.load(Ordering::Acquire)
+            || self
+                .count_and_fail(CallSite::QueueDeferredIoWorkItem)
+                .is_err()
         {
-            return None;
+            return false;
         }
-        if irql() <= Irql::APC_LEVEL {
-            let filter = self.filter()?;
-            return Some(crate::alloc_gate::engine(|| {
-                filter.post_write_when_safe(data, Some(ctx), flags)
-            }));
-        }
+        self.world().pended += 1;
         self.push_pending(Pending {
             data: data.clone(),
             ctx: Some(ctx),
             safe_callback: true,
         });
         DEFERRED_BY_THIS_THREAD.with(|c| c.set(c.get() + 1));
-        Some(PostOpStatus::MoreProcessingRequired)
+        true
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {
@@ -1231,17 +1251,20 @@ impl FilterManager for Fake {
         // Drain: in-flight post-operations get FLTFL_POST_OPERATION_DRAINING.
         if let Some(filter) = self.filter() {
             while let Some(mut p) = self.pop_pending() {
+                if p.safe_callback {
+                    // A queued deferred-I/O work item is not drained: the system
+                    // worker runs it, and instance teardown waits for it.
+                    self.run_flush_worker(&filter, &mut p);
+                    continue;
+                }
                 set_irql(Irql::PASSIVE_LEVEL);
                 let flags = PostOpFlags(FLTFL_POST_OPERATION_DRAINING);
                 let _g = self.enter_callback("draining post-operation");
-                if p.safe_callback {
-                    crate::alloc_gate::engine(|| {
-                        filter.post_write_when_safe(&mut p.data, p.ctx, flags)
-                    });
-                } else {
-                    crate::harness::dispatch_post(&filter, &mut p.data, p.ctx, flags);
-                }
+                crate::harness::dispatch_post(&filter, &mut p.data, p.ctx, flags);
             }
+        }
+        if self.world().pended != 0 {
+            self.violation("unload finished with post-operations still pended");
         }
         // Instance teardown frees the Filter Manager's context references.
         for f in self.world().files.values_mut() {

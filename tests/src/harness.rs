@@ -474,8 +474,8 @@ impl Harness {
         }
     }
 
-    /// Completes the oldest in-flight post-operation or deferred safe callback (a
-    /// worker thread at PASSIVE_LEVEL for deferred work). False if none.
+    /// Completes the oldest in-flight post-operation, or runs the flush worker for the
+    /// oldest pended write (a worker thread at PASSIVE_LEVEL). False if none.
     pub fn complete_one(&self, irql: Irql) -> bool {
         let Some(_op) = self.fake.begin_operation() else {
             return false;
@@ -486,13 +486,7 @@ impl Harness {
         // FileObject->Flags are read live: the handle may have closed meanwhile.
         p.data.fo_flags = self.fake.fo_flags(p.data.file);
         if p.safe_callback {
-            fake::set_irql(Irql::PASSIVE_LEVEL);
-            let g = self.fake.enter_callback("safe post-write (worker)");
-            crate::alloc_gate::engine(|| {
-                self.filter
-                    .post_write_when_safe(&mut p.data, p.ctx, PostOpFlags(0))
-            });
-            drop(g);
+            self.fake.run_flush_worker(&self.filter, &mut p);
         } else {
             fake::set_irql(irql);
             let g = self.fake.enter_callback("post-operation (completed later)");

@@ -595,12 +595,14 @@ fn native_flush_in_a_guarded_region_goes_through_the_filter() {
     h.assert_clean();
 }
 
+/// Issue 11 (flush placement): an asynchronous governed write is never flushed in the
+/// thread that completes it. Its post-operation is pended to FlushGuard's flush worker
+/// (`FltQueueDeferredIoWorkItem`, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`) on every
+/// volume — `FltDoCompletionProcessingWhenSafe`, whose DDI page excludes
+/// IRP_MJ_WRITE, is not used — and the write completes to the application only after
+/// the worker's flush (`FltCompletePendedPostOperation`).
 #[test]
-fn async_write_flush_is_deferred_only_on_a_network_file_system() {
-    // FltDoCompletionProcessingWhenSafe "cannot be called for I/O operations that can
-    // be directly completed by a driver in the storage stack, such as IRP_MJ_WRITE"
-    // (DDI page, caution): with local volumes opted in, an asynchronous write on a
-    // local volume completing at DISPATCH_LEVEL must not be deferred with it.
+fn async_writes_are_pended_to_the_flush_worker_and_complete_after_their_flush() {
     use flushguard_engine::policy::Policy;
     let policy = Policy {
         rules: Vec::new(),
@@ -616,41 +618,98 @@ fn async_write_flush_is_deferred_only_on_a_network_file_system() {
         has_flush2: true,
         registry: Some(policy.encode().expect("valid")),
     });
+    for post_irql in [Irql::DISPATCH_LEVEL, Irql::PASSIVE_LEVEL] {
+        let asynchronous = WriteSpec {
+            synchronous: false,
+            post_irql,
+            ..WriteSpec::default()
+        };
+        let local = h
+            .open(
+                "\\Device\\HarddiskVolume2\\data\\a.txt",
+                None,
+                PROCESS,
+                0,
+                NtStatus::SUCCESS,
+            )
+            .expect("create succeeds");
+        let share = open(&h);
+        for file in [local, share] {
+            let flushes = h.fake.flushes().len();
+            let completed = h.fake.completed_pended();
+            h.write(file, asynchronous);
+            assert_eq!(h.fake.pending_len(), 1, "pended to the worker");
+            assert_eq!(h.fake.pended(), 1, "the write has not completed yet");
+            assert_eq!(
+                h.fake.flushes().len(),
+                flushes,
+                "not flushed in the completing thread ({post_irql:?})"
+            );
+            assert_eq!(h.filter.pended_writes(), 1);
+            assert!(h.complete_one(Irql::PASSIVE_LEVEL), "the worker runs");
+            assert_eq!(h.fake.flushes().len(), flushes + 1, "flushed by the worker");
+            assert_eq!(h.fake.completed_pended(), completed + 1, "then completed");
+            assert_eq!(h.fake.pended(), 0);
+            assert_eq!(h.filter.pended_writes(), 0);
+        }
+        h.close(local);
+        h.close(share);
+    }
+    assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 4);
+    assert_eq!(
+        h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
+        0
+    );
+    let violations = h.fake.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    h.unload();
+    h.assert_clean();
+}
+
+/// Issue 11: writes still pended at unload are flushed and completed by the worker
+/// before the filter goes (none left pended, none completed twice); a write the
+/// worker cannot take (posting refused) completes at once, its flush skipped and
+/// counted, and the cleanup flush covers it.
+#[test]
+fn pended_writes_at_unload_and_refused_posting() {
+    use flushguard_tests::fake::CallSite;
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let file = open(&h);
     let asynchronous = WriteSpec {
         synchronous: false,
         post_irql: Irql::DISPATCH_LEVEL,
         ..WriteSpec::default()
     };
-    let local = h
-        .open(
-            "\\Device\\HarddiskVolume2\\data\\a.txt",
-            None,
-            PROCESS,
-            0,
-            NtStatus::SUCCESS,
-        )
-        .expect("create succeeds");
-    h.write(local, asynchronous);
-    let violations = h.fake.violations();
-    assert!(violations.is_empty(), "{violations:?}");
-    assert_eq!(h.fake.pending_len(), 0, "not posted to a worker");
+    // Posting refused: no flush now, one at cleanup.
+    h.fake.inject(CallSite::QueueDeferredIoWorkItem, 0);
+    h.write(file, asynchronous);
+    assert_eq!(h.fake.pended(), 0);
     assert_eq!(
         h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
         1
     );
     assert!(h.fake.flushes().is_empty());
-    // The same write on the MUP volume is deferred and flushed by the worker.
-    let share = open(&h);
-    h.write(share, asynchronous);
-    assert_eq!(h.fake.pending_len(), 1, "posted to a worker");
-    assert!(h.complete_one(Irql::PASSIVE_LEVEL));
-    assert_eq!(h.fake.flushes().len(), 1);
-    assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 1);
-    let violations = h.fake.violations();
-    assert!(violations.is_empty(), "{violations:?}");
-    h.close(local);
-    h.close(share);
+    h.cleanup(file);
+    assert_eq!(h.fake.flushes().len(), 1, "the cleanup flush covers it");
+    h.fake.close_file(file);
+    // Three writes pended, then unload: each is flushed and completed exactly once.
+    let file = open(&h);
+    for _ in 0..3 {
+        h.write(file, asynchronous);
+    }
+    assert_eq!(h.fake.pended(), 3);
     h.unload();
+    assert_eq!(h.fake.pended(), 0);
+    assert_eq!(h.fake.completed_pended(), 3);
+    assert_eq!(h.fake.flushes().len(), 4);
     h.assert_clean();
 }
 

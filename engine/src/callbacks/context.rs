@@ -277,12 +277,9 @@ pub enum CompletionContext {
         /// issuing thread before the write's system service returns (a user handle
         /// to the file object exists unless another thread closes it concurrently).
         synchronized: bool,
-        /// The pre-write found the file on a network file system volume (MUP), so the
-        /// post-write may hand the flush to `FltDoCompletionProcessingWhenSafe`. On
-        /// other volumes it must not: "cannot be called for I/O operations that can
-        /// be directly completed by a driver in the storage stack, such as
-        /// IRP_MJ_WRITE" (DDI page "FltDoCompletionProcessingWhenSafe", caution).
-        deferrable: bool,
+        /// The rule is `audit`: the post-write only counts what it would do, and never
+        /// holds the write for a flush worker.
+        audit: bool,
     },
     /// Post-operation of an operation that changes the file's data without an
     /// IRP_MJ_WRITE: a data-changing FSCTL (`FSCTL_SRV_COPYCHUNK(_WRITE)`,
@@ -330,14 +327,14 @@ impl CompletionContext {
                 write_back,
                 flush,
                 synchronized,
-                deferrable,
+                audit,
             } => {
                 let mut v = TAG_WRITE;
+                if audit {
+                    v |= 1 << 24;
+                }
                 if write_back {
                     v |= 1 << 25;
-                }
-                if deferrable {
-                    v |= 1 << 24;
                 }
                 if record_write {
                     v |= 1 << 4;
@@ -390,8 +387,8 @@ impl CompletionContext {
             TAG_WRITE => Some(CompletionContext::Write {
                 record_write: v & (1 << 4) != 0,
                 write_back: v & (1 << 25) != 0,
+                audit: v & (1 << 24) != 0,
                 synchronized: v & (1 << 7) != 0,
-                deferrable: v & (1 << 24) != 0,
                 flush: (v & (1 << 5) != 0).then_some(FlushOrder {
                     native: v & (1 << 6) != 0,
                     flags: FlushFlags::from_bits_retain((v >> 8) as u16),
@@ -435,13 +432,13 @@ mod tests {
                 write_back: true,
                 flush: None,
                 synchronized: false,
-                deferrable: true,
+                audit: true,
             },
             CompletionContext::Write {
                 record_write: false,
                 write_back: false,
                 synchronized: true,
-                deferrable: false,
+                audit: false,
                 flush: Some(FlushOrder {
                     native: true,
                     flags: FlushFlags::FLUSH_AND_PURGE,

@@ -76,8 +76,9 @@ impl PreOpStatus {
 pub enum PostOpStatus {
     /// `FLT_POSTOP_FINISHED_PROCESSING` (0).
     FinishedProcessing = 0,
-    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (1): only as forwarded from
-    /// `FltDoCompletionProcessingWhenSafe`, which owns completing the operation.
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (1): only after
+    /// [`FilterManager::queue_deferred_flush`] pended the operation to the flush
+    /// worker, which completes it (`FltCompletePendedPostOperation`).
     MoreProcessingRequired = 1,
 }
 
@@ -337,31 +338,21 @@ pub trait FilterManager: Sync {
 
     // ---- post-operation deferral ------------------------------------------
 
-    /// True when the operation's volume is a network file system (the MUP volume):
-    /// `FltGetVolumeProperties(FltObjects->Volume)->DeviceType ==
-    /// FILE_DEVICE_NETWORK_FILE_SYSTEM`. Writes there are completed by a network
-    /// redirector, not by a driver in a storage stack, so their post-write may be
-    /// deferred with [`FilterManager::do_completion_processing_when_safe`]. False when
-    /// the query fails. IRQL <= APC_LEVEL (the logic asks in the pre-write).
-    fn on_network_file_system(&self, data: &Self::Data) -> bool;
-
-    /// `FltDoCompletionProcessingWhenSafe(Data, FltObjects, ctx, Flags,
-    /// <safe post-write>)`. The safe callback, when the implementation runs it, must
-    /// call [`super::Filter::post_write_when_safe`] with the same `ctx` and `flags`
-    /// (inline when IRQL <= APC_LEVEL, else later from a worker thread at
-    /// PASSIVE_LEVEL). Returns `None` when it returned FALSE (the operation could not
-    /// be posted), else the status to return from the post-operation callback. The
-    /// logic calls it only for IRP-based, non-paging writes on a network file system
-    /// volume, never while draining (DDI page "FltDoCompletionProcessingWhenSafe").
-    /// IRQL <= DISPATCH_LEVEL.
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut Self::Data,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus>;
-
-    // ---- flushes -------------------------------------------------------------
+    /// Pends the post-operation of an asynchronous write to FlushGuard's flush
+    /// worker: `FltAllocateDeferredIoWorkItem` + `FltQueueDeferredIoWorkItem(Data,
+    /// <worker>, DelayedWorkQueue, ctx)`; the post-operation callback then returns
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (DDI page "Pending an I/O Operation in a
+    /// Postoperation Callback Routine"). The worker, at PASSIVE_LEVEL in a system
+    /// thread, must call [`super::Filter::flush_pended_write`] with `ctx`, then
+    /// `FltCompletePendedPostOperation(Data)` and free the work item — exactly once.
+    /// Filter Manager keeps the instance (and so the filter) from being torn down
+    /// until then. Returns false, having pended nothing, when the work item cannot be
+    /// allocated or posting is refused (`STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`: not
+    /// IRP-based, paging I/O, a top-level IRP on this thread;
+    /// `STATUS_FLT_DELETING_OBJECT`: the instance is being torn down). The logic
+    /// never calls it for fast I/O, paging I/O or while draining. IRQL <=
+    /// DISPATCH_LEVEL.
+    fn queue_deferred_flush(&self, data: &mut Self::Data, ctx: CompletionContext) -> bool;
 
     /// True when `FltGetRoutineAddress("FltFlushBuffers2")` resolved at load
     /// (Windows 10 1903+).
