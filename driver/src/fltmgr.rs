@@ -17,23 +17,25 @@ use flushguard_engine::callbacks::{
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltAllocateContext, FltAllocateDeferredIoWorkItem, FltFlushBuffers, FltFreeDeferredIoWorkItem,
-    FltGetFileNameInformation, FltGetRequestorProcess, FltGetRoutineAddress,
-    FltGetStreamHandleContext, FltGetVolumeProperties, FltIsOperationSynchronous,
-    FltParseFileNameInformation, FltQueueDeferredIoWorkItem, FltReleaseContext,
-    FltReleaseFileNameInformation, FltSetCallbackDataDirty, FltSetStreamHandleContext,
-    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION,
-    FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS,
-    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT,
-    PFLT_FILTER, PFLT_INSTANCE,
+    FltAllocateContext, FltAllocateDeferredIoWorkItem, FltClose, FltCreateFileEx2, FltFlushBuffers,
+    FltFreeDeferredIoWorkItem, FltGetFileNameInformation, FltGetRequestorProcess,
+    FltGetRoutineAddress, FltGetStreamHandleContext, FltGetVolumeProperties,
+    FltIsOperationSynchronous, FltParseFileNameInformation, FltQueueDeferredIoWorkItem,
+    FltReleaseContext, FltReleaseFileNameInformation, FltSetCallbackDataDirty,
+    FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLT_CALLBACK_DATA,
+    FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
+    FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT,
+    FLT_VOLUME_PROPERTIES, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
-    FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
-    SeLocateProcessImageName, FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
+    FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, SeLocateProcessImageName,
+    FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_SYNCHRONOUS_IO_NONALERT,
+    FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
 };
 use windows_sys::Wdk::System::SystemServices::{
     DelayedWorkQueue, ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
     KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise, PsGetCurrentThreadId,
+    IO_IGNORE_SHARE_ACCESS_CHECK,
 };
 use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
@@ -43,6 +45,9 @@ use crate::layout::{
     FileObjectPrefix, FltCallbackData, FltIoParameterBlock, FltParameters, FltRelatedObjects,
 };
 use flushguard_ntoskrnl_imports as nt;
+use windows_sys::Win32::Storage::FileSystem::{
+    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, SYNCHRONIZE,
+};
 use windows_sys::Win32::System::Ioctl::FILE_DEVICE_NETWORK_FILE_SYSTEM;
 
 /// `STATUS_NOT_FOUND` (0xC0000225): `FltGetStreamHandleContext` found no context.
@@ -54,7 +59,7 @@ const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32 as i32;
 /// `STATUS_OBJECT_TYPE_MISMATCH` (0xC0000024).
 const STATUS_OBJECT_TYPE_MISMATCH: i32 = 0xC000_0024_u32 as i32;
 /// `FILE_WRITE_DATA` (0x2): the access NtFlushBuffersFileEx requires on the handle
-/// (else `STATUS_ACCESS_DENIED`). Granted without an access check in KernelMode.
+/// (else `STATUS_ACCESS_DENIED`).
 const FILE_WRITE_DATA: u32 = 0x2;
 /// `KernelMode` (`KPROCESSOR_MODE` 0).
 const KERNEL_MODE: i8 = 0;
@@ -840,20 +845,41 @@ impl FilterManager for KernelFltMgr {
         let raw = unsafe { FltFlushBuffers(data.instance(), data.file_object()) };
         status(raw)
     }
-    fn open_kernel_handle(&self, data: &KernelOp) -> Result<KernelHandle, NtStatus> {
+    fn open_flush_handle(&self, data: &KernelOp, name: &[u16]) -> Result<KernelHandle, NtStatus> {
+        let mut name = unicode(name);
+        let attributes = OBJECT_ATTRIBUTES {
+            Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+            RootDirectory: core::ptr::null_mut(),
+            ObjectName: &mut name,
+            Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+            SecurityDescriptor: core::ptr::null(),
+            SecurityQualityOfService: core::ptr::null(),
+        };
         let mut handle: HANDLE = core::ptr::null_mut();
-        // SAFETY: PASSIVE_LEVEL; the operation's file object is referenced by the I/O
-        // in progress; ObjectType may be NULL with KernelMode; the kernel handle is
-        // owned by KernelHandle and closed by close_kernel_handle.
+        let mut iosb = windows_sys::Win32::System::IO::IO_STATUS_BLOCK::default();
+        // SAFETY: PASSIVE_LEVEL (the flush worker); `self.filter` is our registered
+        // filter and the instance the pended operation's (referenced until it
+        // completes); `attributes` names a local UNICODE_STRING over the caller's name
+        // buffer, alive for the call; no file object is returned (NULL), so the kernel
+        // handle alone is owned by KernelHandle and closed by close_kernel_handle.
         let raw = unsafe {
-            ObOpenObjectByPointer(
-                data.file_object().cast(),
-                OBJ_KERNEL_HANDLE,
-                core::ptr::null(),
-                FILE_WRITE_DATA,
-                0,
-                KERNEL_MODE,
+            FltCreateFileEx2(
+                self.filter,
+                data.instance(),
                 &mut handle,
+                core::ptr::null_mut(),
+                FILE_WRITE_DATA | SYNCHRONIZE,
+                &attributes,
+                &mut iosb,
+                core::ptr::null(),
+                0,
+                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                FILE_OPEN,
+                FILE_NON_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT,
+                core::ptr::null(),
+                0,
+                IO_IGNORE_SHARE_ACCESS_CHECK,
+                core::ptr::null(),
             )
         };
         status(raw).map(|()| KernelHandle(handle))
@@ -867,8 +893,9 @@ impl FilterManager for KernelFltMgr {
         status(raw)
     }
     fn close_kernel_handle(&self, handle: KernelHandle) -> Result<(), NtStatus> {
-        // SAFETY: PASSIVE_LEVEL; closes the one kernel handle `handle` owned.
-        let raw = unsafe { nt::ZwClose(handle.0) };
+        // SAFETY: PASSIVE_LEVEL; closes the one handle FltCreateFileEx2 gave
+        // `handle`.
+        let raw = unsafe { FltClose(handle.0) };
         status(raw)
     }
 

@@ -152,10 +152,10 @@ callback_counters! {
     FlushFailedPermanent = 10, "flush_failed_permanent";
     /// `FltFlushBuffers2` missing: a typed flush ran as a full `FltFlushBuffers`.
     FlushTypeWidened = 11, "flush_type_widened";
-    /// A native flush ran through `FltFlushBuffers(2)` instead: at cleanup, after
-    /// cleanup, outside the issuing thread of a synchronized write, or on a
-    /// `FO_SYNCHRONOUS_IO` file object (a second IRP_MJ_CLEANUP or a file object
-    /// lock self-deadlock would follow otherwise).
+    /// A native flush ran through `FltFlushBuffers(2)` instead: anywhere but the
+    /// flush worker (at cleanup, after a data-changing FSCTL), with all APCs disabled,
+    /// or without the recursion guard. `ZwFlushBuffersFileEx` runs only in the flush
+    /// worker, on a handle FlushGuard opens for it.
     NativeFlushViaFilter = 12, "native_flush_via_filter";
     /// Flush flags with no `FLUSH_FLAGS_*` equivalent (purge) for the native method.
     FlushFlagsUnsupported = 13, "flush_flags_unsupported";
@@ -186,7 +186,9 @@ callback_counters! {
     ProcessQueryFailed = 24, "process_query_failed";
     /// A stream-handle context could not be allocated, set or read.
     ContextFailed = 25, "context_failed";
-    /// `ObOpenObjectByPointer` failed: native flush not issued.
+    /// Opening FlushGuard's own handle for a native flush (`FltCreateFileEx2` by the
+    /// file's name) failed: native flush not issued (the failure is counted as a
+    /// flush failure too).
     HandleOpenFailed = 26, "handle_open_failed";
     /// `ZwClose` of our kernel handle failed.
     HandleCloseFailed = 27, "handle_close_failed";

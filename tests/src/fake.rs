@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use flushguard_engine::callbacks::{
     CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, StreamContext,
     TopLevelIrp, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE, FO_SYNCHRONOUS_IO,
-    IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_PAGING_IO,
+    IRP_MJ_FLUSH_BUFFERS, IRP_PAGING_IO,
 };
 use flushguard_engine::plain_callback_data::PlainCallbackData;
 use flushguard_protocol::NtStatus;
@@ -1113,15 +1113,22 @@ impl FilterManager for Fake {
         self.simulate_paging_writes(data.file);
         Ok(())
     }
-    fn open_kernel_handle(&self, data: &FakeData) -> Result<FakeHandle, NtStatus> {
+    fn open_flush_handle(&self, data: &FakeData, name: &[u16]) -> Result<FakeHandle, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
-        self.check_irql(Irql::PASSIVE_LEVEL, "ObOpenObjectByPointer");
+        self.check_irql(Irql::PASSIVE_LEVEL, "FltCreateFileEx2");
         self.count_and_fail(CallSite::OpenKernelHandle)?;
-        {
-            let mut w = self.world();
-            let f = w.files.get_mut(&data.file).ok_or(NtStatus::FILE_CLOSED)?;
-            f.kernel_handles += 1;
+        let expected = self
+            .world()
+            .files
+            .get(&data.file)
+            .map(|f| f.name.encode_utf16().collect::<Vec<u16>>())
+            .ok_or(NtStatus::FILE_CLOSED)?;
+        if name != expected.as_slice() {
+            self.violation("FltCreateFileEx2 of a name other than the file's normalized name");
+            return Err(NtStatus::OBJECT_NAME_INVALID);
         }
+        // A file object of FlushGuard's own, opened below our instance: the flush goes
+        // to the same file, its cleanup and close never touch the application's.
         Ok(FakeHandle {
             id: self.acquire(RefKind::KernelHandle),
             file: data.file,
@@ -1134,18 +1141,6 @@ impl FilterManager for Fake {
         self.check_apcs_enabled("ZwFlushBuffersFileEx");
         if !self.world().outstanding.contains_key(&handle.id) {
             self.violation("ZwFlushBuffersFileEx on a closed handle");
-        }
-        let me = thread_id();
-        let deadlock = self
-            .world()
-            .files
-            .get(&handle.file)
-            .is_some_and(|f| f.synchronous_io && f.lock_owner == Some(me));
-        if deadlock {
-            self.violation(
-                "ZwFlushBuffersFileEx on a FO_SYNCHRONOUS_IO file object whose lock this thread holds (self-deadlock)",
-            );
-            return Err(NtStatus::UNSUCCESSFUL);
         }
         // The request enters the stack at the top: our own pre-flush sees it.
         if let Some(filter) = self.filter() {
@@ -1177,31 +1172,8 @@ impl FilterManager for Fake {
         let _gate = crate::alloc_gate::fm_scope();
         // Freed inside the Filter Manager scope (a parameter would drop after it).
         let handle = owned;
-        self.check_irql(Irql::PASSIVE_LEVEL, "ZwClose");
-        self.release(handle.id, RefKind::KernelHandle, "ZwClose");
-        let second_cleanup = {
-            let mut w = self.world();
-            match w.files.get_mut(&handle.file) {
-                Some(f) => {
-                    f.kernel_handles -= 1;
-                    let last = f.kernel_handles == 0 && !f.user_handle_open;
-                    if last {
-                        f.cleanups += 1;
-                    }
-                    last
-                }
-                None => false,
-            }
-        };
-        if second_cleanup {
-            self.violation("ZwClose of our handle sent a second IRP_MJ_CLEANUP");
-            if let Some(filter) = self.filter() {
-                let mut data = FakeData::new(handle.file, IRP_MJ_CLEANUP);
-                let g = self.enter_callback("pre-cleanup (our ZwClose)");
-                crate::alloc_gate::engine(|| filter.pre_cleanup(&mut data));
-                drop(g);
-            }
-        }
+        self.check_irql(Irql::PASSIVE_LEVEL, "FltClose");
+        self.release(handle.id, RefKind::KernelHandle, "FltClose");
         self.count_and_fail(CallSite::CloseKernelHandle)
     }
 

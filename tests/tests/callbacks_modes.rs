@@ -169,12 +169,19 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             true,
         );
         let file = open(&h);
+        // A native rule's flush runs only in the flush worker, on FlushGuard's own
+        // handle: even a synchronous write is pended there, not synchronized.
+        let native = method == FlushMethod::Native;
         h.write(file, WriteSpec::default());
         assert_eq!(
             h.filter.counters().get(Counter::WriteSynchronized),
-            1,
-            "sync write -> FLT_PREOP_SYNCHRONIZE"
+            u64::from(!native),
+            "sync write -> FLT_PREOP_SYNCHRONIZE (filter method)"
         );
+        if native {
+            assert!(h.fake.flushes().is_empty(), "held until the worker flushes");
+            assert!(h.complete_one(Irql::PASSIVE_LEVEL));
+        }
         assert_eq!(h.fake.flushes().len(), 1);
         let routine = h.fake.flushes()[0].routine;
         match method {
@@ -203,7 +210,10 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             },
         );
         assert_eq!(h.fake.flushes().len(), 1, "not flushed at DISPATCH_LEVEL");
-        assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 1);
+        assert_eq!(
+            h.filter.counters().get(Counter::FlushDeferred),
+            1 + u64::from(native)
+        );
         assert!(h.complete_one(Irql::PASSIVE_LEVEL), "deferred work queued");
         assert_eq!(
             h.fake.flushes().len(),
@@ -249,6 +259,7 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             },
         );
         assert_eq!(h.filter.counters().get(Counter::FastIoDisallowed), 1);
+        h.complete_all();
         assert_eq!(h.fake.flushes().len(), 3);
         h.close(file);
         h.unload();
@@ -415,7 +426,9 @@ fn own_native_flush_re_enters_once_and_passes_through() {
     );
     let file = open(&h);
     h.write(file, WriteSpec::default());
+    assert!(h.complete_one(Irql::PASSIVE_LEVEL), "the flush worker runs");
     assert_eq!(h.fake.flushes().len(), 1);
+    assert_eq!(h.fake.flushes()[0].routine, "ZwFlushBuffersFileEx");
     assert!(
         h.filter.counters().get(Counter::OwnIoPassedThrough) >= 2,
         "the ZwFlushBuffersFileEx pre-flush and the paging write were recognised"
@@ -509,8 +522,13 @@ fn process_rule_uses_the_requestor_image() {
     h.assert_clean();
 }
 
+/// Issue 11 item 3: ZwFlushBuffersFileEx runs only in the flush worker, on a handle
+/// FlushGuard opens by the file's name and closes itself — never a handle to the
+/// application's file object. So a pended write whose application closed its last
+/// handle before the worker ran is still flushed natively, with no second
+/// IRP_MJ_CLEANUP for the application's file object.
 #[test]
-fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
+fn native_flush_runs_in_the_worker_on_flushguards_own_handle() {
     let h = harness(
         action(
             Mode::FlushAfterWrite,
@@ -521,7 +539,8 @@ fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
         true,
     );
     let file = open(&h);
-    // An asynchronous write completes at DISPATCH_LEVEL: its flush is deferred ...
+    // An asynchronous write completes at DISPATCH_LEVEL: it is pended to the worker
+    // ...
     h.write(
         file,
         WriteSpec {
@@ -531,65 +550,42 @@ fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
         },
     );
     assert_eq!(h.fake.pending_len(), 1);
-    // ... and the application closes its last handle before the worker runs.
+    // ... and the application closes its last handle before the worker runs: the
+    // cleanup flush uses the filter method (native only in the worker).
     h.cleanup(file);
     assert!(h.complete_one(Irql::PASSIVE_LEVEL));
     let violations = h.fake.violations();
     assert!(violations.is_empty(), "{violations:?}");
-    // The cleanup flushed the written handle; the deferred flush ran after it. Both
-    // went through FltFlushBuffers2: no kernel handle is opened at or after cleanup.
     let flushes = h.fake.flushes();
-    assert_eq!(flushes.len(), 2, "{flushes:?}");
-    assert!(
-        flushes.iter().all(|f| f.routine == "FltFlushBuffers2"),
-        "{flushes:?}"
-    );
+    let routines: Vec<_> = flushes.iter().map(|f| f.routine).collect();
+    assert_eq!(routines, ["FltFlushBuffers2", "ZwFlushBuffersFileEx"]);
     assert_eq!(
         h.fake
             .calls(flushguard_tests::fake::CallSite::OpenKernelHandle),
-        0
+        1,
+        "one FltCreateFileEx2 of FlushGuard's own handle"
     );
-    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 2);
+    assert_eq!(
+        h.fake.with_file(file, |f| f.cleanups),
+        Some(1),
+        "the application's file object saw one IRP_MJ_CLEANUP"
+    );
+    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 1);
     h.fake.close_file(file);
-    h.unload();
-    h.assert_clean();
-}
-
-#[test]
-fn native_flush_in_a_guarded_region_goes_through_the_filter() {
-    // A synchronized write on a thread inside a guarded region (all APCs disabled at
-    // PASSIVE_LEVEL, e.g. a guarded mutex held above us): ZwFlushBuffersFileEx needs
-    // special kernel APCs enabled ("ZwFlushBuffersFileEx", "KeAreAllApcsDisabled" DDI
-    // pages), so the flush must use FltFlushBuffers2.
-    let h = harness(
-        action(
-            Mode::FlushAfterWrite,
-            FlushMethod::Native,
-            FlushFlags::empty(),
-            None,
-        ),
-        true,
-    );
+    // A synchronous write on a thread inside a guarded region (all APCs disabled):
+    // not synchronized, pended; the worker (APCs enabled) flushes natively.
     let file = open(&h);
     flushguard_tests::fake::set_guarded_region(true);
     h.write(file, WriteSpec::default());
     flushguard_tests::fake::set_guarded_region(false);
+    assert_eq!(h.filter.counters().get(Counter::WriteSynchronized), 0);
+    assert!(h.complete_one(Irql::PASSIVE_LEVEL));
+    assert_eq!(
+        h.fake.flushes().last().map(|f| f.routine),
+        Some("ZwFlushBuffersFileEx")
+    );
     let violations = h.fake.violations();
     assert!(violations.is_empty(), "{violations:?}");
-    let flushes = h.fake.flushes();
-    assert_eq!(flushes.len(), 1, "{flushes:?}");
-    assert_eq!(flushes[0].routine, "FltFlushBuffers2");
-    assert_eq!(
-        h.fake
-            .calls(flushguard_tests::fake::CallSite::OpenKernelHandle),
-        0
-    );
-    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 1);
-    // Outside the guarded region the same write uses ZwFlushBuffersFileEx.
-    h.write(file, WriteSpec::default());
-    let flushes = h.fake.flushes();
-    assert_eq!(flushes.len(), 2, "{flushes:?}");
-    assert_eq!(flushes[1].routine, "ZwFlushBuffersFileEx");
     h.close(file);
     h.unload();
     h.assert_clean();
@@ -735,6 +731,7 @@ fn flush_after_write_runs_when_every_recursion_guard_slot_is_taken() {
             })
             .collect();
         h.write(file, WriteSpec::default());
+        h.complete_all(); // a native rule's write is flushed by the worker
         assert_eq!(
             h.fake.flushes().len(),
             1,
@@ -751,6 +748,7 @@ fn flush_after_write_runs_when_every_recursion_guard_slot_is_taken() {
         drop(others);
         // With the guard free again, the rule's method is used.
         h.write(file, WriteSpec::default());
+        h.complete_all();
         let routine = h.fake.flushes()[1].routine;
         assert_eq!(
             routine,

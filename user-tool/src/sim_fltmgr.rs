@@ -324,7 +324,8 @@ impl FilterManager for SimFm {
     fn flt_flush_buffers(&self, data: &SimData) -> Result<(), NtStatus> {
         self.flt_flush_buffers2(data, 0)
     }
-    fn open_kernel_handle(&self, data: &SimData) -> Result<FileObjectId, NtStatus> {
+    fn open_flush_handle(&self, data: &SimData, _name: &[u16]) -> Result<FileObjectId, NtStatus> {
+        // The flush is recorded against the application's file object.
         Ok(data.file)
     }
     fn zw_flush_buffers_file_ex(&self, handle: &FileObjectId, flags: u32) -> Result<(), NtStatus> {

@@ -370,13 +370,28 @@ pub trait FilterManager: Sync {
     /// # Errors
     /// As [`FilterManager::flt_flush_buffers2`].
     fn flt_flush_buffers(&self, data: &Self::Data) -> Result<(), NtStatus>;
-    /// `ObOpenObjectByPointer(FileObject, OBJ_KERNEL_HANDLE, NULL, FILE_WRITE_DATA,
-    /// NULL /*object type: optional in KernelMode*/, KernelMode, &handle)`: a handle
-    /// with the write access NtFlushBuffersFileEx checks. PASSIVE_LEVEL.
+    /// Opens FlushGuard's own handle to the operation's file, for one
+    /// `ZwFlushBuffersFileEx`: `FltCreateFileEx2(Filter, Instance, &handle, NULL,
+    /// FILE_WRITE_DATA | SYNCHRONIZE, {name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE},
+    /// .., FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, FILE_OPEN,
+    /// FILE_NON_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT, NULL, 0,
+    /// IO_IGNORE_SHARE_ACCESS_CHECK, NULL)`, where `name` is the file's normalized
+    /// name (UTF-16, `FltGetFileNameInformation`). The create goes to the instances
+    /// below ours; the handle and its file object belong to FlushGuard for their whole
+    /// life, so closing them never touches the application's file object. Cost: one
+    /// more open and close on the server per flush; the server still applies its
+    /// share modes (an application that denied write sharing makes it fail with
+    /// `STATUS_SHARING_VIOLATION`: counted, not flushed). PASSIVE_LEVEL.
     ///
     /// # Errors
-    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_ACCESS_DENIED`, ...
-    fn open_kernel_handle(&self, data: &Self::Data) -> Result<Self::KernelHandle, NtStatus>;
+    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_ACCESS_DENIED`,
+    /// `STATUS_SHARING_VIOLATION`, `STATUS_OBJECT_NAME_NOT_FOUND` (renamed or deleted
+    /// meanwhile), ...
+    fn open_flush_handle(
+        &self,
+        data: &Self::Data,
+        name: &[u16],
+    ) -> Result<Self::KernelHandle, NtStatus>;
     /// `ZwFlushBuffersFileEx(handle, flags /*FLUSH_FLAGS_* */, NULL, 0, &iosb)`.
     /// Enters the stack at the top: our own pre-flush sees it (recursion guard).
     /// PASSIVE_LEVEL with special kernel APCs enabled (the logic checks
@@ -389,8 +404,9 @@ pub trait FilterManager: Sync {
         handle: &Self::KernelHandle,
         flags: u32,
     ) -> Result<(), NtStatus>;
-    /// `ZwClose(handle)`. PASSIVE_LEVEL. Closing the last handle of a file object
-    /// sends IRP_MJ_CLEANUP (which re-enters our pre-cleanup).
+    /// `FltClose(handle)` of a handle from [`FilterManager::open_flush_handle`]: the
+    /// cleanup and close of FlushGuard's own file object go to the instances below
+    /// ours. PASSIVE_LEVEL.
     ///
     /// # Errors
     /// `STATUS_INVALID_HANDLE` (a bug; counted).

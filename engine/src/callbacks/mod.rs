@@ -691,8 +691,11 @@ impl<F: FilterManager> Filter<F> {
         // The post-write records the write only once it succeeded (its data is then
         // in the cache) and, when the engine asked for a post-write, asks it again
         // with the completion status (the rule's flush travels along as a marker).
+        // A native-method rule's flush runs in the flush worker on FlushGuard's own
+        // handle: its writes are pended there, never synchronized.
         let synchronize = d.pre_op == EnginePreOp::Synchronize
             && !data.is_fast_io()
+            && action.method != crate::policy::FlushMethod::Native
             && self.fm.is_operation_synchronous(data);
         // Classed here, in the issuing thread: only the flushing thread's own cache
         // write-back may count as covered by that flush (WriteClass).
@@ -1008,26 +1011,21 @@ impl<F: FilterManager> Filter<F> {
             fm.release_context(c);
             seq
         });
-        // The native method opens a kernel handle to the caller's file object and
-        // re-enters the stack at the top through the I/O manager. It is used only in
-        // the issuing thread of a synchronized write (FLT_PREOP_SYNCHRONIZE), while the
-        // caller's system service is still in progress, and never:
-        // - at IRP_MJ_CLEANUP, or after it (FO_CLEANUP_COMPLETE; a deferred completion
-        //   can run after the last user handle closed): closing our handle would drop
-        //   the handle count to zero again and send a second IRP_MJ_CLEANUP;
-        // - on a FO_SYNCHRONOUS_IO file object: NtFlushBuffersFileEx waits for the file
-        //   object lock the I/O manager holds for the write in progress on this thread;
-        // - with all APCs disabled (a guarded region at PASSIVE_LEVEL): ZwFlushBuffersFileEx
-        //   needs special kernel APCs enabled (its completion is one);
-        // - without the recursion guard (every slot taken): its re-entrant pre-flush
-        //   and pre-cleanup would not be recognised as ours.
-        // Otherwise the flush goes to the instances below through FltFlushBuffers(2).
-        let fo_flags = data.file_object_flags();
+        // The native method (ZwFlushBuffersFileEx) runs only in FlushGuard's flush
+        // worker (a write pended after it completed: not the issuing thread), on a
+        // handle FlushGuard opens by name for this flush and closes right after
+        // (FilterManager::open_flush_handle): never a handle to the application's file
+        // object, so closing it can never send a second IRP_MJ_CLEANUP for it, and no
+        // application file object lock is involved. Not at cleanup (the filter method
+        // runs there), never with all APCs disabled (ZwFlushBuffersFileEx's completion
+        // is a special kernel APC), never without the recursion guard (its
+        // re-entrant pre-flush would not be recognised as ours). Otherwise the flush
+        // goes to the instances below through FltFlushBuffers(2), counted
+        // NativeFlushViaFilter.
         let native = order.native
             && token.is_some()
             && place == FlushPlace::AfterWrite
-            && issuing_thread
-            && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0
+            && !issuing_thread
             && !fm.all_apcs_disabled();
         if order.native && !native {
             self.counters().bump(Counter::NativeFlushViaFilter);
@@ -1087,7 +1085,16 @@ impl<F: FilterManager> Filter<F> {
             self.counters().bump(Counter::FlushFlagsUnsupported);
             return Err(NtStatus::INVALID_PARAMETER_MIX);
         };
-        let handle = match fm.open_kernel_handle(data) {
+        let name = match fm.get_file_name_information(data) {
+            Ok(n) => n,
+            Err(status) => {
+                self.counters().bump(Counter::NameQueryFailed);
+                return Err(status);
+            }
+        };
+        let handle = fm.open_flush_handle(data, fm.file_name(&name));
+        fm.release_file_name_information(name);
+        let handle = match handle {
             Ok(h) => h,
             Err(status) => {
                 self.counters().bump(Counter::HandleOpenFailed);
