@@ -7,11 +7,13 @@ requests (following compound chains), and prints one JSON object:
 
   {"requests": N, "create": N, "create_options": {"0x...": N}, "write": N,
    "write_flags": {"0x...": N}, "flush": N, "encrypted": N, "compressed": N,
-   "other": {"COMMAND": N}}
+   "holes": N, "other": {"COMMAND": N}}
 
 create_options counts CREATE requests by CreateOptions (MS-SMB2 2.2.13, body offset 40),
 write_flags counts WRITE requests by Flags (2.2.21, body offset 44). Encrypted (0xFD
-'SMB') and compressed (0xFC 'SMB') messages cannot be inspected and are only counted.
+'SMB') and compressed (0xFC 'SMB') messages cannot be inspected and are only counted;
+holes counts streams cut short where the capture missed bytes (only what comes before
+the hole is counted).
 Exit status 2 for an unreadable capture. Used by scripts/durability-e2e.sh.
 """
 import json
@@ -67,7 +69,8 @@ def ip_payload(linktype, frame):
 
 
 def streams(data, port):
-    """Client-to-server byte streams to `port`, reassembled by sequence number."""
+    """Client-to-server byte streams to `port`, reassembled by sequence number, each
+    with whether it was cut short by a hole (bytes the capture missed)."""
     segs = defaultdict(dict)
     for linktype, frame in packets(data):
         got = ip_payload(linktype, frame)
@@ -85,13 +88,14 @@ def streams(data, port):
     for seg in segs.values():
         out = bytearray()
         first = min(seg)
-        for seq in sorted(seg):
-            rel = (seq - first) & 0xFFFFFFFF
-            p = seg[seq]
-            if rel + len(p) <= len(out):
-                continue
-            out += p[len(out) - rel:] if rel < len(out) else p
-        yield bytes(out)
+        hole = False
+        for rel, p in sorted(((seq - first) & 0xFFFFFFFF, p) for seq, p in seg.items()):
+            if rel > len(out):
+                hole = True
+                break
+            if rel + len(p) > len(out):
+                out += p[len(out) - rel:]
+        yield bytes(out), hole
 
 
 def main():
@@ -104,8 +108,9 @@ def main():
         port = int(sys.argv[2])
         out = {"requests": 0, "create": 0, "create_options": Counter(), "write": 0,
                "write_flags": Counter(), "flush": 0, "encrypted": 0, "compressed": 0,
-               "other": Counter()}
-        for s in streams(data, port):
+               "holes": 0, "other": Counter()}
+        for s, hole in streams(data, port):
+            out["holes"] += hole
             off = 0
             while off + 4 <= len(s):
                 length = struct.unpack(">I", s[off:off + 4])[0] & 0xFFFFFF
