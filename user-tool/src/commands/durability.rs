@@ -67,6 +67,9 @@ fn connect(spec: &TargetSpec) -> Result<Target, CliError> {
 struct RunReport<'a> {
     run: String,
     target: String,
+    /// The negotiated SMB dialect of an `smb://` target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smb_dialect: Option<String>,
     witness: String,
     pattern: &'static str,
     threads: u32,
@@ -143,6 +146,10 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
     let report = RunReport {
         run: format!("{:016x}", cfg.run),
         target: cfg.target.describe(),
+        smb_dialect: match &cfg.target {
+            Target::Smb(s) => Some(s.dialect()),
+            Target::Local(_) => None,
+        },
         witness: witness.describe(),
         pattern: cfg.pattern.name(),
         threads: cfg.threads,
@@ -167,6 +174,9 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
             report.pattern,
             report.target
         );
+        if let Some(d) = &report.smb_dialect {
+            outln!("SMB dialect {d}, requests built by flushctl (docs/flushctl.md, SMB target)");
+        }
         outln!("{}", report.witness);
         outln!(
             "acknowledged {} records ({}) in {:.2} s: {:.0} records/s",

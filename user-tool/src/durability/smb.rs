@@ -156,8 +156,8 @@ fn check_name(what: &'static str, value: &str) -> Result<(), UrlError> {
     if value.chars().any(|c| c.is_control()) {
         return bad("control characters are not allowed");
     }
-    if what != "user" && value.chars().any(|c| "\"*:<>?\\|".contains(c)) {
-        return bad("SMB names cannot contain \" * : < > ? \\ |");
+    if what != "user" && value.chars().any(|c| "\"*:<>?\\|/".contains(c)) {
+        return bad("SMB names cannot contain \" * : < > ? \\ | (nor an escaped /)");
     }
     if what != "user" && value.ends_with([' ', '.']) {
         return bad("SMB names cannot end in a space or a period");
@@ -582,7 +582,11 @@ impl SmbFile<'_> {
     /// The server's NTSTATUS or a connection error.
     pub fn flush(&self) -> io::Result<()> {
         self.target
-            .execute(Command::Flush, &FlushRequest { file_id: self.id }, "")
+            .execute(
+                Command::Flush,
+                &FlushRequest { file_id: self.id },
+                "of the target",
+            )
             .map(drop)
     }
 }
@@ -596,7 +600,7 @@ impl Drop for SmbFile<'_> {
                 flags: 0,
                 file_id: self.id,
             },
-            "",
+            "of the target",
         );
     }
 }
@@ -774,6 +778,8 @@ mod tests {
         assert!(matches!(e("smb://u@h/share/../b"), BadComponent { .. }));
         assert!(matches!(e("smb://u@h/share/a?b"), BadComponent { .. }));
         assert!(matches!(e("smb://u@h/share/a%5Cb"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/share/a%2Fb"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/sh:are/b"), BadComponent { .. }));
         assert!(matches!(e("smb://u@h/share/a%zz"), BadEscape(_)));
         assert!(matches!(e("smb://u@h/share/a%ff"), BadEscape(_)));
         let msg = e("smb://u:pw@h/s/t").to_string();
