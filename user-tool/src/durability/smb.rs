@@ -369,15 +369,22 @@ pub enum SmbError {
     Runtime(io::Error),
     /// TCP connect, NEGOTIATE or SESSION_SETUP failed (unreachable host, refused
     /// connection, wrong user or password, signing refused, timeout).
-    #[error("connecting to {url} (negotiate and sign in): {source}")]
+    #[error(
+        "connecting to {url} (negotiate and sign in): {source}{}",
+        access_hint(source)
+    )]
     Connect {
         /// The target (without password).
         url: String,
         /// The client's error.
         source: smb2::Error,
     },
-    /// TREE_CONNECT to the share failed (no such share, access denied).
-    #[error("connecting to share `{share}` of {addr}: {source}")]
+    /// TREE_CONNECT to the share failed (no such share, access denied; a share that
+    /// requires encryption is refused by Samba: see [`ENCRYPTION_NOTE`]).
+    #[error(
+        "connecting to share `{share}` of {addr}: {source}{}",
+        access_hint(source)
+    )]
     Share {
         /// The share.
         share: String,
@@ -386,6 +393,21 @@ pub enum SmbError {
         /// The client's error.
         source: smb2::Error,
     },
+}
+
+/// Why a server that requires encryption may refuse flushctl: `smb2` 0.39 offers its
+/// ciphers in the SMB 3.1.1 NEGOTIATE context but does not set
+/// `SMB2_GLOBAL_CAP_ENCRYPTION`, and Samba 4.17 then negotiates no cipher and refuses
+/// the session (`server smb encrypt = required`) or the tree connect (a share's
+/// `smb encrypt = required`) with STATUS_ACCESS_DENIED. Signed sessions work.
+pub const ENCRYPTION_NOTE: &str = "if the server or share requires encryption (Samba: smb encrypt = required), flushctl cannot reach it yet: its SMB client negotiates no cipher with Samba; use a share with signing only (docs/flushctl.md, SMB target)";
+
+fn access_hint(e: &smb2::Error) -> String {
+    if e.to_string().contains("STATUS_ACCESS_DENIED") {
+        format!("\n  (access denied: check the account's rights; {ENCRYPTION_NOTE})")
+    } else {
+        String::new()
+    }
 }
 
 /// A signed-in session with a tree connected to the URL's share.
