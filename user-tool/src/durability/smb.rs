@@ -1,6 +1,7 @@
 //! The SMB2/3 target of `durability run|verify --target smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`:
-//! flushctl speaks SMB itself (the `smb2` crate: NTLM, signing and encryption as the
-//! server requires), so a share can be tested from any OS, without a kernel client.
+//! flushctl speaks SMB itself (the `smb2` crate: NTLM, signing as the server requires;
+//! encryption only where the server negotiates a cipher with it, see
+//! [`ENCRYPTION_NOTE`]), so a share can be tested from any OS, without a kernel client.
 //!
 //! The requests whose bits matter are built here, from `smb2`'s wire structures, not by
 //! the crate's file helpers, so each pattern reaches the wire exactly as documented:
@@ -444,9 +445,9 @@ fn client_error(cmd: &str, what: &str, e: smb2::Error) -> io::Error {
 
 impl SmbTarget {
     /// Connects to `url` (TCP, NEGOTIATE up to SMB 3.1.1, NTLM SESSION_SETUP with
-    /// `password`, TREE_CONNECT to the share), with signing or encryption as the server
-    /// requires. No compression, no DFS, no automatic reconnect (a reconnect would hide
-    /// the crash under test).
+    /// `password`, TREE_CONNECT to the share), signed as the server requires (encrypted
+    /// only where a cipher is negotiated: [`ENCRYPTION_NOTE`]). No compression, no DFS,
+    /// no automatic reconnect (a reconnect would hide the crash under test).
     ///
     /// # Errors
     /// [`SmbError::Runtime`], [`SmbError::Connect`], [`SmbError::Share`].
