@@ -140,7 +140,7 @@ pub enum DurabilityCommand {
 pub struct DurabilityRunArgs {
     /// The file the records are written to (created when missing; an existing file is
     /// overwritten in place, not truncated, except by create-write-through): a path, or
-    /// smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH to speak SMB2/3 to the server directly
+    /// `smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH` to speak SMB2/3 to the server directly
     /// (password from FLUSHCTL_SMB_PASSWORD, else asked for on the terminal).
     #[arg(long, value_name = "FILE|URL", value_parser = parse_target)]
     pub target: TargetSpec,
