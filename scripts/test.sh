@@ -2,10 +2,11 @@
 # FlushGuard's full test command (README, second command; .ci/run calls it):
 # prerequisites, formatting, lints for the host and the Windows driver target, every
 # workspace test, the local durability proof (scripts/durability-local-e2e.sh: crash
-# model, needs root and /dev/fuse), the main job (scripts/run.sh: the packaged and
-# test-signed driver with its PE gate, then the replay of the generated sample), the
-# packaged driver executed in a test process (cargo xtask sys-test), and the SEH copy
-# shim under wine. Stops at the first failure.
+# model, needs root and /dev/fuse), the SMB durability proof (scripts/durability-e2e.sh:
+# Samba over the crash model, wire bits from a capture), the main job (scripts/run.sh: the
+# packaged and test-signed driver with its PE gate, then the replay of the generated
+# sample), the packaged driver executed in a test process (cargo xtask sys-test), and the
+# SEH copy shim under wine. Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,9 @@ cargo test --workspace
 
 step "durability proof: scripts/durability-local-e2e.sh (crashfs crash model; write-through and flush lose 0 acknowledged records, plain loses some)"
 bash scripts/durability-local-e2e.sh
+
+step "SMB durability proof: scripts/durability-e2e.sh (Samba on 127.0.0.1 over crashfs; write-through, create-write-through and flush lose 0 acknowledged records, plain loses some, strict sync = no is caught; wire bits checked in a capture)"
+bash scripts/durability-e2e.sh
 
 step "main job: scripts/run.sh (README's first command: package with PE gate, SEH unwind check, test signing + verify, flushctl.exe; then replay of the generated sample)"
 bash scripts/run.sh

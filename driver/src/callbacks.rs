@@ -1,6 +1,7 @@
-//! The `extern "system"` operation callbacks Filter Manager calls, and the global
-//! [`Filter`] they share (DDI pages "PFLT_PRE_OPERATION_CALLBACK",
-//! "PFLT_POST_OPERATION_CALLBACK", "FltDoCompletionProcessingWhenSafe").
+//! The `extern "system"` operation callbacks Filter Manager calls (DDI pages
+//! "PFLT_PRE_OPERATION_CALLBACK", "PFLT_POST_OPERATION_CALLBACK",
+//! "FltQueueDeferredIoWorkItem"); the engine's `Filter` they share lives in
+//! [`crate::globals`].
 //!
 //! Each callback only turns Filter Manager's pointers into a [`KernelOp`], calls the
 //! matching method of `flushguard_engine::callbacks::Filter`, and turns the result
@@ -11,103 +12,17 @@
 //! pre-write <= APC_LEVEL, post-operations <= DISPATCH_LEVEL); the engine checks
 //! IRQL before every PASSIVE_LEVEL-only service.
 
-use alloc::alloc::{alloc, dealloc, Layout};
 use core::ffi::c_void;
-use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
-use flushguard_engine::callbacks::{
-    CompletionContext, Filter, PolicySource, PostOpFlags, PostOpStatus, PreOp,
-};
-use flushguard_engine::events::{EventRing, DEFAULT_EVENT_CAPACITY};
-use flushguard_engine::handler::State;
-use flushguard_protocol::NtStatus;
+use flushguard_engine::callbacks::{CompletionContext, Filter, PostOpFlags, PostOpStatus, PreOp};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
-    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS, PFLT_FILTER,
+    FltCompletePendedPostOperation, FltFreeDeferredIoWorkItem, FLT_CALLBACK_DATA,
+    FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS, PFLT_DEFERRED_IO_WORKITEM,
 };
 
 use crate::fltmgr::{KernelFltMgr, KernelOp};
-
-/// The driver's one [`Filter`]: set in DriverEntry before `FltStartFiltering`,
-/// freed in FilterUnload after `FltUnregisterFilter` returned (no callback and no
-/// port message can run then). NULL otherwise.
-static FILTER: AtomicPtr<Filter<KernelFltMgr>> = AtomicPtr::new(null_mut());
-
-/// Builds the driver's [`Filter`] in pool memory and publishes it: the engine state
-/// (pass-through), the FFI Filter Manager for the registered `filter` and the service
-/// key `registry_path` (UTF-16),
-/// and the persisted policy from `Parameters\Policy` ([`Filter::load`]). Returns where
-/// the policy came from. PASSIVE_LEVEL (DriverEntry, after `FltRegisterFilter`).
-///
-/// Kept out of line so DriverEntry's frame stays small (no `__chkstk` in unoptimised
-/// builds).
-///
-/// # Errors
-/// `STATUS_INSUFFICIENT_RESOURCES` if a pool allocation (the filter, the
-/// `Parameters` key name, the event ring) fails.
-#[inline(never)]
-pub fn install(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<PolicySource, NtStatus> {
-    let fm = KernelFltMgr::new(filter, registry_path)?;
-    let events =
-        EventRing::try_new(DEFAULT_EVENT_CAPACITY).map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
-    let layout = Layout::new::<Filter<KernelFltMgr>>();
-    // SAFETY: `layout` has a non-zero size; the global allocator is the pool allocator
-    // (pool.rs); PASSIVE_LEVEL.
-    let p = unsafe { alloc(layout) }.cast::<Filter<KernelFltMgr>>();
-    if p.is_null() {
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
-    }
-    // SAFETY: `p` is the fresh, aligned allocation for one Filter made just above,
-    // owned here and not shared yet; PASSIVE_LEVEL.
-    unsafe { write_filter(p, fm, events) };
-    // SAFETY: `p` was initialised by `write_filter` and is not shared yet.
-    let filter = unsafe { &*p };
-    let source = filter.load_persisted_policy();
-    FILTER.store(p, Ordering::Release);
-    Ok(source)
-}
-
-/// Builds the engine state around `events` and writes the filter into `p`. Out of
-/// line so that `install`'s unoptimised frame stays far below 4 KiB (the `State`
-/// temporaries live here). PASSIVE_LEVEL.
-///
-/// # Safety
-/// `p` is fresh, suitably aligned pool memory for one `Filter`, owned by the caller
-/// and not shared; nothing reads it before this write.
-#[inline(never)]
-unsafe fn write_filter(p: *mut Filter<KernelFltMgr>, fm: KernelFltMgr, events: EventRing) {
-    let state = State::with_events(
-        crate::fltmgr::system_time,
-        crate::fltmgr::DRIVER_VERSION,
-        events,
-    );
-    // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned by
-    // `install` until it publishes it (see above); nothing reads it before this write.
-    unsafe { p.write(Filter::new(fm, state)) };
-}
-
-/// The installed filter, if any.
-pub fn get() -> Option<&'static Filter<KernelFltMgr>> {
-    let p = FILTER.load(Ordering::Acquire);
-    // SAFETY: a non-NULL FILTER points to the Filter `install` wrote; it is freed only
-    // by `free`, after FltUnregisterFilter, when no callback or message can run.
-    unsafe { p.as_ref() }
-}
-
-/// Drops and frees the installed filter. Call only after `FltUnregisterFilter`
-/// returned (or when it was never registered). PASSIVE_LEVEL.
-pub fn free() {
-    let p = FILTER.swap(null_mut(), Ordering::AcqRel);
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: `p` came from `install` and the swap makes this its only release; no
-    // callback can hold a reference (see `get`).
-    unsafe { p.drop_in_place() };
-    // SAFETY: `p` was allocated by `install` with this layout.
-    unsafe { dealloc(p.cast(), Layout::new::<Filter<KernelFltMgr>>()) };
-}
+use crate::globals::engine as get;
 
 fn pre(
     data: *mut FLT_CALLBACK_DATA,
@@ -197,21 +112,37 @@ pub extern "system" fn post_write(
     post(data, objects, completion_context, flags, Filter::post_write)
 }
 
-/// The safe post-write `FltDoCompletionProcessingWhenSafe` calls (IRQL <= APC_LEVEL,
-/// or PASSIVE_LEVEL in a worker thread).
-pub extern "system" fn safe_post_write(
-    data: *mut FLT_CALLBACK_DATA,
-    objects: *const FLT_RELATED_OBJECTS,
-    completion_context: *const c_void,
-    flags: u32,
-) -> FLT_POSTOP_CALLBACK_STATUS {
-    post(
-        data,
-        objects,
-        completion_context,
-        flags,
-        Filter::post_write_when_safe,
-    )
+/// FlushGuard's flush worker (`PFLT_DEFERRED_IO_WORKITEM_ROUTINE`, queued by
+/// `KernelFltMgr::queue_deferred_flush` with `FltQueueDeferredIoWorkItem`):
+/// PASSIVE_LEVEL in a system worker thread. Flushes the pended asynchronous write
+/// (`Filter::flush_pended_write`), frees the work item and only then completes the
+/// write (`FltCompletePendedPostOperation`), exactly once. Filter Manager keeps the
+/// instance, and so the filter, from being torn down until then.
+pub extern "system" fn flush_worker(
+    item: PFLT_DEFERRED_IO_WORKITEM,
+    data: *const FLT_CALLBACK_DATA,
+    context: *const c_void,
+) {
+    run_flush_worker(item, data, context);
+}
+
+fn run_flush_worker(
+    item: PFLT_DEFERRED_IO_WORKITEM,
+    data: *const FLT_CALLBACK_DATA,
+    context: *const c_void,
+) {
+    let ctx = CompletionContext::decode(context as usize);
+    if let Some(filter) = get() {
+        // SAFETY: `data` is the pended operation's callback data, live until the
+        // FltCompletePendedPostOperation below; `op` is dropped before it.
+        let mut op = unsafe { KernelOp::pended(data.cast_mut()) };
+        filter.flush_pended_write(&mut op, ctx);
+    }
+    // SAFETY: `item` was allocated by queue_deferred_flush and its work is done.
+    unsafe { FltFreeDeferredIoWorkItem(item) };
+    // SAFETY: completes the post-operation `post_write` pended, exactly once (this
+    // routine runs once per queued item).
+    unsafe { FltCompletePendedPostOperation(data) };
 }
 
 /// IRP_MJ_FLUSH_BUFFERS pre-operation.
@@ -240,4 +171,43 @@ pub extern "system" fn pre_cleanup(
     completion_context: *mut *mut c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     pre(data, objects, completion_context, Filter::pre_cleanup)
+}
+
+/// IRP_MJ_FILE_SYSTEM_CONTROL pre-operation (data-changing FSCTLs).
+pub extern "system" fn pre_fs_control(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(data, objects, completion_context, Filter::pre_fs_control)
+}
+
+/// IRP_MJ_SET_INFORMATION pre-operation (end-of-file / allocation changes).
+pub extern "system" fn pre_set_information(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    pre(
+        data,
+        objects,
+        completion_context,
+        Filter::pre_set_information,
+    )
+}
+
+/// Post-operation of IRP_MJ_FILE_SYSTEM_CONTROL and IRP_MJ_SET_INFORMATION.
+pub extern "system" fn post_data_change(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    post(
+        data,
+        objects,
+        completion_context,
+        flags,
+        Filter::post_data_change,
+    )
 }

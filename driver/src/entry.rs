@@ -9,8 +9,6 @@
 //! the engine's teardown defines and the fake Filter Manager checks) -> free globals
 //! (DESIGN.md section 1, "Unload").
 
-use core::sync::atomic::{AtomicIsize, Ordering};
-
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -20,18 +18,17 @@ use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
 use flushguard_engine::callbacks::PolicySource;
 
-use crate::fltmgr;
+use crate::fltmgr::{self, Hooks};
+use crate::globals::{self, engine, filter_handle, free_engine, install_engine};
 use crate::registration::REGISTRATION;
 use crate::{callbacks, pool, port, trace};
 
-/// The registered filter (`PFLT_FILTER`), 0 before registration and after unload.
-static FILTER: AtomicIsize = AtomicIsize::new(0);
-
-/// The registered filter handle. Valid from `FltRegisterFilter` until `FilterUnload`
-/// finishes, i.e. whenever a Filter Manager callback of ours runs.
-pub fn filter() -> PFLT_FILTER {
-    FILTER.load(Ordering::Acquire)
-}
+/// What the Filter Manager layer hands work back to.
+const HOOKS: Hooks = Hooks {
+    close_server_port: port::close,
+    unregister_filter: unregister,
+    flush_worker: Some(callbacks::flush_worker),
+};
 
 /// The driver's entry point, called once by the I/O manager when `fltmc load FlushGuard`
 /// (or the service start) loads the image.
@@ -66,7 +63,7 @@ fn start(
         trace::error_status(c"FltRegisterFilter failed", status);
         return Err(error);
     }
-    FILTER.store(filter, Ordering::Release);
+    globals::set_filter_handle(filter);
 
     // SAFETY: `registry_path` is DriverEntry's argument, valid during DriverEntry.
     let key = match unsafe { fltmgr::registry_path(registry_path) } {
@@ -77,7 +74,7 @@ fn start(
             return Err(error);
         }
     };
-    match callbacks::install(filter, &key) {
+    match install_engine(filter, &key, HOOKS) {
         Ok(PolicySource::Registry) => trace::info(c"policy loaded from Parameters\\Policy"),
         Ok(PolicySource::Absent) => trace::info(c"no persisted policy: pass-through"),
         Ok(PolicySource::Invalid(status)) => {
@@ -92,7 +89,7 @@ fn start(
 
     if let Err(error) = port::create(filter) {
         unregister();
-        callbacks::free();
+        free_engine();
         return Err(error);
     }
 
@@ -103,7 +100,7 @@ fn start(
         trace::error_status(c"FltStartFiltering failed", status);
         port::close();
         unregister();
-        callbacks::free();
+        free_engine();
         return Err(error);
     }
     trace::info(c"filtering started");
@@ -111,17 +108,17 @@ fn start(
 }
 
 /// Unregisters the filter, if registered. Waits for outstanding callbacks and detaches
-/// every instance. The handle stays readable through [`filter`] until
+/// every instance. The handle stays readable through [`filter_handle`] until
 /// `FltUnregisterFilter` returns: callbacks still draining (disconnect notifications,
 /// post-operations) may use it. Called once (unload, or a failed DriverEntry).
 /// IRQL: PASSIVE_LEVEL.
 pub(crate) fn unregister() {
-    let filter = FILTER.load(Ordering::Acquire);
+    let filter = filter_handle();
     if filter != 0 {
         // SAFETY: `filter` came from FltRegisterFilter; unload and DriverEntry's unwind
         // are mutually exclusive, so this is its only unregistration.
         unsafe { FltUnregisterFilter(filter) };
-        FILTER.store(0, Ordering::Release);
+        globals::set_filter_handle(0);
     }
 }
 
@@ -132,14 +129,14 @@ pub(crate) fn unregister() {
 /// are freed. Returns `STATUS_SUCCESS` (FlushGuard never vetoes an unload; with
 /// `FLTFL_FILTER_UNLOAD_MANDATORY` it could not anyway). IRQL: PASSIVE_LEVEL.
 pub extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
-    match callbacks::get() {
+    match engine() {
         Some(engine) => engine.unload(),
         None => {
             port::close();
             unregister();
         }
     }
-    callbacks::free();
+    free_engine();
     trace::info(c"unloaded");
     STATUS_SUCCESS
 }

@@ -29,7 +29,7 @@ pub extern "system" fn instance_setup(
 ) -> NTSTATUS {
     let network = attaches_to(volume_device_type);
     // The engine adds local volumes when the policy opts them in and counts instances.
-    let attach = crate::callbacks::get().map_or(network, |engine| engine.instance_setup(network));
+    let attach = crate::globals::engine().map_or(network, |engine| engine.instance_setup(network));
     if attach {
         STATUS_SUCCESS
     } else {
@@ -43,7 +43,7 @@ pub extern "system" fn instance_teardown_complete(
     _flt_objects: *const FLT_RELATED_OBJECTS,
     _reason: u32,
 ) {
-    if let Some(engine) = crate::callbacks::get() {
+    if let Some(engine) = crate::globals::engine() {
         engine.instance_teardown();
     }
 }

@@ -20,9 +20,12 @@
 //! - [`user_buffer`]: the only code that touches user memory, through the C SEH shim
 //!   (`driver/seh/seh_copy.c`).
 //! - [`pool`]: the global allocator over the kernel pool (tag `POOL_TAG`).
+//! - [`globals`]: the filter handle and the engine's `Filter` (one place, as minispy's
+//!   `MINISPY_DATA`).
 //! - [`callbacks`]: the `extern "system"` operation callbacks (pointer conversion only)
-//!   and the global `flushguard_engine::callbacks::Filter` they call.
+//!   and the flush worker.
 //! - [`fltmgr`]: the engine's `FilterManager` / `CallbackData` traits over FFI.
+//! - [`locks`]: the `EX_SPIN_LOCK` and push lock behind the engine's policy locks.
 //! - [`layout`]: `#[repr(C)]` mirrors of the structures the driver dereferences, each
 //!   offset asserted against fltKernel.h / wdm.h (windows-sys's `FLT_PARAMETERS` is wrong).
 #![cfg_attr(flushguard_kernel, no_std)]
@@ -41,8 +44,12 @@ pub mod fltmgr;
 #[cfg(all(flushguard_kernel, debug_assertions))]
 mod crt;
 #[cfg(flushguard_kernel)]
+pub mod globals;
+#[cfg(flushguard_kernel)]
 pub mod instance;
 pub mod layout;
+#[cfg(flushguard_kernel)]
+pub mod locks;
 #[cfg(flushguard_kernel)]
 pub mod pool;
 #[cfg(flushguard_kernel)]

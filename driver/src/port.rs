@@ -34,7 +34,7 @@ use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 use windows_sys::Win32::Storage::FileSystem::STANDARD_RIGHTS_ALL;
 
 use crate::unicode::{ascii_to_utf16, unicode_string};
-use crate::{entry, trace, user_buffer};
+use crate::{trace, user_buffer};
 
 /// `FLT_PORT_ALL_ACCESS` (fltKernel.h): `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
 pub const FLT_PORT_ALL_ACCESS: u32 = FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL;
@@ -209,7 +209,7 @@ extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
     }
     // SAFETY: `port` is the client port Filter Manager gave connect_notify for this slot;
     // the swap makes this its only close; the filter stays registered while callbacks run.
-    unsafe { FltCloseClientPort(entry::filter(), &mut port) };
+    unsafe { FltCloseClientPort(crate::globals::filter_handle(), &mut port) };
 }
 
 /// `MessageNotifyCallback`: one request from flushctl (`FilterSendMessage`).
@@ -289,7 +289,7 @@ fn handle_message(
 /// status of `flushguard_engine::handler::handle_persisting`, including the
 /// registry write's (the policy in force is then unchanged).
 fn dispatch(request: &[u8], reply: &mut [u8]) -> Result<usize, NtStatus> {
-    let engine = crate::callbacks::get().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+    let engine = crate::globals::engine().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
     engine.handle_message(request, reply)
 }
 

@@ -6,7 +6,8 @@
 
 use flushguard_engine::callbacks::StreamContext;
 use flushguard_protocol::nt::{
-    IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_OPERATION_END, IRP_MJ_WRITE,
+    IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FILE_SYSTEM_CONTROL, IRP_MJ_FLUSH_BUFFERS,
+    IRP_MJ_OPERATION_END, IRP_MJ_SET_INFORMATION, IRP_MJ_WRITE,
 };
 use flushguard_protocol::POOL_TAG;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -44,7 +45,7 @@ const fn operation(
 }
 
 /// Number of entries in [`OPERATIONS`], the `IRP_MJ_OPERATION_END` terminator included.
-const OPERATION_COUNT: usize = 5;
+const OPERATION_COUNT: usize = 7;
 
 /// The operations FlushGuard filters, terminated by `IRP_MJ_OPERATION_END`.
 ///
@@ -67,6 +68,18 @@ pub static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; OPERATION_COUNT]> = S
         Some(callbacks::post_flush_buffers),
     ),
     operation(IRP_MJ_CLEANUP, Some(callbacks::pre_cleanup), None),
+    // Data changes without an IRP_MJ_WRITE (server-side copy, offload write, block
+    // cloning; end-of-file and allocation changes): recorded as writes.
+    operation(
+        IRP_MJ_FILE_SYSTEM_CONTROL,
+        Some(callbacks::pre_fs_control),
+        Some(callbacks::post_data_change),
+    ),
+    operation(
+        IRP_MJ_SET_INFORMATION,
+        Some(callbacks::pre_set_information),
+        Some(callbacks::post_data_change),
+    ),
     operation(IRP_MJ_OPERATION_END, None, None),
 ]);
 

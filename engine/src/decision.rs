@@ -143,8 +143,8 @@ pub enum PreOp {
     /// `FLT_PREOP_SUCCESS_NO_CALLBACK`.
     #[default]
     SuccessNoCallback,
-    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK` (post-op may run at DISPATCH_LEVEL; a flush
-    /// there goes through `FltDoCompletionProcessingWhenSafe`).
+    /// `FLT_PREOP_SUCCESS_WITH_CALLBACK` (post-op may run at DISPATCH_LEVEL in any
+    /// thread; a flush for it is left to FlushGuard's flush worker).
     SuccessWithCallback,
     /// `FLT_PREOP_SYNCHRONIZE` (only for synchronous operations: the post-op runs
     /// at PASSIVE_LEVEL in the issuing thread).

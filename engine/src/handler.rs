@@ -30,6 +30,7 @@ use flushguard_protocol::{
 
 use crate::callbacks::CallbackCounters;
 use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
+use crate::locks::{PolicyLocks, HOST_LOCKS};
 use crate::matcher::CompiledPolicy;
 use crate::path::InsufficientResources;
 use crate::policy::FlushMethod;
@@ -37,13 +38,20 @@ use crate::stats::{Stats, StatsSnapshot};
 
 /// Driver-wide state shared by callbacks and the port.
 ///
-/// The active policy is an `Arc<CompiledPolicy>` behind a reader-writer spin
-/// lock held only to clone or swap the `Arc` (IRQL <= APC_LEVEL); callbacks keep
-/// their clone (or a per-file [`crate::matcher::CachedRule`]) for the operation.
+/// The active policy is an `Arc<CompiledPolicy>` behind a reader-writer lock held
+/// only to clone or swap the `Arc`, inside the kernel locks of [`PolicyLocks`]
+/// (an `EX_SPIN_LOCK` in the driver: IRQL <= DISPATCH_LEVEL, never preempted while
+/// held); callbacks keep their clone (or a per-file
+/// [`crate::matcher::CachedRule`]) for the operation. SetPolicy is serialized by
+/// [`PolicyLocks::serialize`] (PASSIVE_LEVEL, registry I/O allowed).
 pub struct State {
     policy: spin::RwLock<Arc<CompiledPolicy>>,
-    /// Serializes SetPolicy (validation runs outside the policy lock).
+    /// Serializes SetPolicy (validation runs outside the policy lock); taken inside
+    /// [`PolicyLocks::serialize`], so never contended in the driver.
     set_lock: spin::Mutex<()>,
+    /// The kernel primitives around the locks above ([`HOST_LOCKS`] until
+    /// [`State::set_locks`]).
+    locks: &'static dyn PolicyLocks,
     next_generation: AtomicU64,
     stats: Stats,
     callback_counters: CallbackCounters,
@@ -123,6 +131,7 @@ impl State {
         State {
             policy: spin::RwLock::new(Arc::new(CompiledPolicy::pass_through(0))),
             set_lock: spin::Mutex::new(()),
+            locks: &HOST_LOCKS,
             next_generation: AtomicU64::new(1),
             stats: Stats::new(),
             callback_counters: CallbackCounters::new(),
@@ -135,14 +144,40 @@ impl State {
         }
     }
 
-    /// The active policy (a cheap `Arc` clone under the policy lock).
-    ///
-    /// IRQL: <= APC_LEVEL, outside any special kernel APC that could interrupt a
-    /// SetPolicy on the same thread (the spin lock does not raise IRQL). Post-op
-    /// callbacks at DISPATCH_LEVEL use the per-file [`crate::matcher::CachedRule`]
-    /// or an `Arc` taken in the pre-op instead.
+    /// Installs the kernel primitives around the policy locks (the Filter
+    /// Manager's [`crate::callbacks::FilterManager::policy_locks`]); called once, before the
+    /// state is shared.
+    pub fn set_locks(&mut self, locks: &'static dyn PolicyLocks) {
+        self.locks = locks;
+    }
+
+    /// The active policy (a cheap `Arc` clone under the policy lock, taken shared
+    /// through [`PolicyLocks::read_shared`]). IRQL <= DISPATCH_LEVEL.
     pub fn policy(&self) -> Arc<CompiledPolicy> {
-        self.policy.read().clone()
+        let mut out = None;
+        self.locks
+            .read_shared(&mut || out = Some(self.policy.read().clone()));
+        // A PolicyLocks implementation always runs the closure; should one not, the
+        // inner lock alone is still memory-safe.
+        out.unwrap_or_else(|| self.policy.read().clone())
+    }
+
+    /// Runs `f` with SetPolicy serialized ([`PolicyLocks::serialize`], then the inner
+    /// lock). Should a [`PolicyLocks`] implementation not run the closure, `f` runs
+    /// afterwards under the inner lock alone; `unrun` is only the type-level answer
+    /// for a closure that ran neither time (impossible). PASSIVE_LEVEL.
+    fn serialized<T, E>(&self, unrun: E, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let mut f = Some(f);
+        let mut out = None;
+        let mut run = || {
+            if let Some(f) = f.take() {
+                let _g = self.set_lock.lock();
+                out = Some(f());
+            }
+        };
+        self.locks.serialize(&mut run);
+        run();
+        out.unwrap_or(Err(unrun))
     }
 
     /// Global statistics.
@@ -178,10 +213,9 @@ impl State {
     /// the decoded or compiled policy (allocated fallibly, see
     /// [`arc_after_probe`] for the `Arc`).
     pub fn load_registry_policy(&self, blob: &[u8]) -> Result<u64, crate::policy::PolicyError> {
-        let compiled = {
-            let _g = self.set_lock.lock();
+        let compiled = self.serialized(crate::policy::PolicyError::InsufficientResources, || {
             self.compile(blob).map(|c| self.activate(c, false))
-        };
+        });
         match compiled {
             Ok(p) => {
                 self.status_flags
@@ -224,17 +258,27 @@ impl State {
     /// A store failure changes nothing (policy, generation, status flags), records
     /// a `RegistryPolicyRejected` event with `value` = [`REGISTRY_STORE`] and counts
     /// `CallbackCounter::PolicyStoreFailed`. Concurrent SetPolicy requests are
-    /// serialized by `set_lock`, held across the store so the registry and the
-    /// policy in force end in the same order (it is a spin lock that does not raise
-    /// IRQL: a second SetPolicy waits, preemptible, at PASSIVE_LEVEL); the policy
-    /// lock is held only for the `Arc` swap.
+    /// serialized ([`PolicyLocks::serialize`]: PASSIVE_LEVEL, so the registry store
+    /// may run inside it), held across the store so the registry and the policy in
+    /// force end in the same order; the policy lock is held only for the `Arc` swap
+    /// (DISPATCH_LEVEL in the driver, never across registry I/O).
     fn install(
         &self,
         blob: &[u8],
         persist: bool,
         store: Option<PolicyStore<'_>>,
     ) -> Result<Arc<CompiledPolicy>, InstallError> {
-        let _g = self.set_lock.lock();
+        self.serialized(InstallError::Store(NtStatus::UNSUCCESSFUL), || {
+            self.install_serialized(blob, persist, store)
+        })
+    }
+
+    fn install_serialized(
+        &self,
+        blob: &[u8],
+        persist: bool,
+        store: Option<PolicyStore<'_>>,
+    ) -> Result<Arc<CompiledPolicy>, InstallError> {
         let compiled = self.compile(blob).map_err(InstallError::Policy)?;
         if let Some(store) = store {
             if let Err(status) = store(compiled.blob()) {
@@ -265,7 +309,20 @@ impl State {
             compiled.policy().attach_local_volumes,
         );
         self.status_flags.store(flags.bits(), Ordering::Relaxed);
-        *self.policy.write() = compiled.clone();
+        let mut new = Some(compiled.clone());
+        let mut old = None;
+        self.locks.write_exclusive(&mut || {
+            if let Some(new) = new.take() {
+                old = Some(core::mem::replace(&mut *self.policy.write(), new));
+            }
+        });
+        if let Some(new) = new {
+            // Not run by the kernel lock (never expected): swap under the inner lock.
+            old = Some(core::mem::replace(&mut *self.policy.write(), new));
+        }
+        // The previous policy is released outside the lock (its last reference may
+        // free it).
+        drop(old);
         self.events.push(ev, (self.clock)());
         compiled
     }

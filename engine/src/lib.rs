@@ -16,6 +16,7 @@ pub mod callbacks;
 pub mod decision;
 pub mod events;
 pub mod handler;
+pub mod locks;
 pub mod matcher;
 pub mod path;
 #[cfg(feature = "sim")]

@@ -41,6 +41,10 @@ pub struct PlainCallbackData<X = ()> {
     pub dirty: bool,
     /// `FileObject->Flags` (`FO_SYNCHRONOUS_IO` 0x2, `FO_WRITE_THROUGH` 0x10).
     pub fo_flags: u32,
+    /// `Parameters.FileSystemControl.Common.FsControlCode` (IRP_MJ_FILE_SYSTEM_CONTROL).
+    pub fs_control_code: u32,
+    /// `Parameters.SetFileInformation.FileInformationClass` (IRP_MJ_SET_INFORMATION).
+    pub file_information_class: u32,
     /// The owner's own per-operation data.
     pub extra: X,
 }
@@ -63,6 +67,8 @@ impl<X: Default> PlainCallbackData<X> {
             synchronous: true,
             dirty: false,
             fo_flags: 0,
+            fs_control_code: 0,
+            file_information_class: 0,
             extra: X::default(),
         }
     }
@@ -134,5 +140,11 @@ impl<X> CallbackData for PlainCallbackData<X> {
     }
     fn io_status(&self) -> NtStatus {
         self.status
+    }
+    fn fs_control_code(&self) -> u32 {
+        self.fs_control_code
+    }
+    fn file_information_class(&self) -> u32 {
+        self.file_information_class
     }
 }

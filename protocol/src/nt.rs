@@ -9,6 +9,42 @@ pub const IRP_MJ_CREATE: u8 = 0x00;
 pub const IRP_MJ_WRITE: u8 = 0x04;
 /// `IRP_MJ_FLUSH_BUFFERS` (wdm.h, "IRP_MJ_FLUSH_BUFFERS" IFS page).
 pub const IRP_MJ_FLUSH_BUFFERS: u8 = 0x09;
+/// `IRP_MJ_SET_INFORMATION` (wdm.h, "IRP_MJ_SET_INFORMATION" IFS page).
+pub const IRP_MJ_SET_INFORMATION: u8 = 0x06;
+/// `IRP_MJ_FILE_SYSTEM_CONTROL` (wdm.h, "IRP_MJ_FILE_SYSTEM_CONTROL" IFS page).
+pub const IRP_MJ_FILE_SYSTEM_CONTROL: u8 = 0x0D;
+/// `IRP_MN_USER_FS_REQUEST`: the minor function of IRP_MJ_FILE_SYSTEM_CONTROL that
+/// carries an `FSCTL_*` code from user mode or a kernel caller (wdm.h).
+pub const IRP_MN_USER_FS_REQUEST: u8 = 0x00;
+/// `FSCTL_SRV_COPYCHUNK` (MS-SMB2 2.2.31 "SMB2 IOCTL Request"): server-side copy into
+/// the handle's file, what CopyFile uses within a share (source opened for read).
+pub const FSCTL_SRV_COPYCHUNK: u32 = 0x0014_40F2;
+/// `FSCTL_SRV_COPYCHUNK_WRITE` (MS-SMB2 2.2.31): server-side copy, source opened for
+/// write.
+pub const FSCTL_SRV_COPYCHUNK_WRITE: u32 = 0x0014_80F2;
+/// `FSCTL_OFFLOAD_WRITE` (winioctl.h, "FSCTL_OFFLOAD_WRITE" IFS page): offloaded data
+/// transfer (ODX) into the handle's file.
+pub const FSCTL_OFFLOAD_WRITE: u32 = 0x0009_8268;
+/// `FSCTL_DUPLICATE_EXTENTS_TO_FILE` (winioctl.h): block cloning into the handle's
+/// file (ReFS; SMB3 servers pass it through).
+pub const FSCTL_DUPLICATE_EXTENTS_TO_FILE: u32 = 0x0009_8344;
+/// `FSCTL_DUPLICATE_EXTENTS_TO_FILE_EX` (winioctl.h): as above, with flags.
+pub const FSCTL_DUPLICATE_EXTENTS_TO_FILE_EX: u32 = 0x0009_83E8;
+/// The FSCTLs that change the data of the file they are sent to (issue 9 finding 2):
+/// FlushGuard treats a successful one like a write.
+pub const DATA_CHANGING_FSCTLS: [u32; 5] = [
+    FSCTL_SRV_COPYCHUNK,
+    FSCTL_SRV_COPYCHUNK_WRITE,
+    FSCTL_OFFLOAD_WRITE,
+    FSCTL_DUPLICATE_EXTENTS_TO_FILE,
+    FSCTL_DUPLICATE_EXTENTS_TO_FILE_EX,
+];
+/// `FileAllocationInformation` (`FILE_INFORMATION_CLASS` 19, wdm.h): sets the
+/// allocation size (may truncate the file).
+pub const FILE_ALLOCATION_INFORMATION: u32 = 19;
+/// `FileEndOfFileInformation` (`FILE_INFORMATION_CLASS` 20, wdm.h): sets the end of
+/// file (extends or truncates).
+pub const FILE_END_OF_FILE_INFORMATION: u32 = 20;
 /// `IRP_MJ_CLEANUP` (wdm.h, "IRP_MJ_CLEANUP" IFS page).
 pub const IRP_MJ_CLEANUP: u8 = 0x12;
 /// `IRP_MJ_OPERATION_END` (fltKernel.h): terminates `FLT_OPERATION_REGISTRATION` arrays.
@@ -70,6 +106,22 @@ pub const FLUSH_FLAGS_FILE_DATA_SYNC_ONLY: u32 = 0x0000_0004;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `CTL_CODE(DeviceType, Function, Method, Access)` (winioctl.h).
+    const fn ctl_code(device: u32, function: u32, method: u32, access: u32) -> u32 {
+        (device << 16) | (access << 14) | (function << 2) | method
+    }
+
+    #[test]
+    fn srv_copychunk_codes_follow_ctl_code() {
+        // windows-sys has no FSCTL_SRV_COPYCHUNK*: recompute them from their
+        // definition (FILE_DEVICE_NETWORK_FILE_SYSTEM 0x14, function 60,
+        // METHOD_OUT_DIRECT 2, FILE_READ_ACCESS 1 / FILE_WRITE_ACCESS 2).
+        assert_eq!(FSCTL_SRV_COPYCHUNK, ctl_code(0x14, 60, 2, 1));
+        assert_eq!(FSCTL_SRV_COPYCHUNK_WRITE, ctl_code(0x14, 60, 2, 2));
+        // FILE_DEVICE_FILE_SYSTEM 9, METHOD_BUFFERED, FILE_WRITE_ACCESS.
+        assert_eq!(FSCTL_OFFLOAD_WRITE, ctl_code(9, 154, 0, 2));
+    }
     use windows_sys::Wdk::Storage::FileSystem::Minifilters as M;
     use windows_sys::Wdk::System::SystemServices as S;
 
@@ -79,6 +131,31 @@ mod tests {
         assert_eq!(IRP_MJ_WRITE as u32, S::IRP_MJ_WRITE);
         assert_eq!(IRP_MJ_FLUSH_BUFFERS as u32, S::IRP_MJ_FLUSH_BUFFERS);
         assert_eq!(IRP_MJ_CLEANUP as u32, S::IRP_MJ_CLEANUP);
+        assert_eq!(IRP_MJ_SET_INFORMATION as u32, S::IRP_MJ_SET_INFORMATION);
+        assert_eq!(
+            IRP_MJ_FILE_SYSTEM_CONTROL as u32,
+            S::IRP_MJ_FILE_SYSTEM_CONTROL
+        );
+        assert_eq!(IRP_MN_USER_FS_REQUEST as u32, S::IRP_MN_USER_FS_REQUEST);
+        use windows_sys::Win32::System::Ioctl as I;
+        assert_eq!(FSCTL_OFFLOAD_WRITE, I::FSCTL_OFFLOAD_WRITE);
+        assert_eq!(
+            FSCTL_DUPLICATE_EXTENTS_TO_FILE,
+            I::FSCTL_DUPLICATE_EXTENTS_TO_FILE
+        );
+        assert_eq!(
+            FSCTL_DUPLICATE_EXTENTS_TO_FILE_EX,
+            I::FSCTL_DUPLICATE_EXTENTS_TO_FILE_EX
+        );
+        use windows_sys::Wdk::Storage::FileSystem as W;
+        assert_eq!(
+            FILE_ALLOCATION_INFORMATION as i32,
+            W::FileAllocationInformation
+        );
+        assert_eq!(
+            FILE_END_OF_FILE_INFORMATION as i32,
+            W::FileEndOfFileInformation
+        );
         assert_eq!(IRP_MJ_OPERATION_END as u32, M::IRP_MJ_OPERATION_END as u32);
         assert_eq!(IRP_MN_FLUSH_AND_PURGE as u32, S::IRP_MN_FLUSH_AND_PURGE);
         assert_eq!(IRP_MN_FLUSH_DATA_ONLY as u32, S::IRP_MN_FLUSH_DATA_ONLY);

@@ -121,7 +121,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 38;
+pub const CALLBACK_COUNTER_COUNT: usize = 41;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -134,7 +134,9 @@ callback_counters! {
     FastIoDisallowed = 3, "fast_io_disallowed";
     /// A pre-write returned `FLT_PREOP_SYNCHRONIZE` for flush-after-write.
     WriteSynchronized = 4, "write_synchronized";
-    /// A post-write deferred its flush with `FltDoCompletionProcessingWhenSafe`.
+    /// A post-write pended an asynchronous write to FlushGuard's flush worker
+    /// (`FltQueueDeferredIoWorkItem`, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`): the
+    /// write completes to the application after its flush.
     FlushDeferred = 5, "flush_deferred";
     /// An application flush type was upgraded.
     AppFlushUpgraded = 6, "app_flush_upgraded";
@@ -150,10 +152,10 @@ callback_counters! {
     FlushFailedPermanent = 10, "flush_failed_permanent";
     /// `FltFlushBuffers2` missing: a typed flush ran as a full `FltFlushBuffers`.
     FlushTypeWidened = 11, "flush_type_widened";
-    /// A native flush ran through `FltFlushBuffers(2)` instead: at cleanup, after
-    /// cleanup, outside the issuing thread of a synchronized write, or on a
-    /// `FO_SYNCHRONOUS_IO` file object (a second IRP_MJ_CLEANUP or a file object
-    /// lock self-deadlock would follow otherwise).
+    /// A native flush ran through `FltFlushBuffers(2)` instead: anywhere but the
+    /// flush worker (at cleanup, after a data-changing FSCTL), with all APCs disabled,
+    /// or without the recursion guard. `ZwFlushBuffersFileEx` runs only in the flush
+    /// worker, on a handle FlushGuard opens for it.
     NativeFlushViaFilter = 12, "native_flush_via_filter";
     /// Flush flags with no `FLUSH_FLAGS_*` equivalent (purge) for the native method.
     FlushFlagsUnsupported = 13, "flush_flags_unsupported";
@@ -163,7 +165,9 @@ callback_counters! {
     FlushSkippedTopLevelIrp = 15, "flush_skipped_top_level_irp";
     /// Flush skipped: IRQL above PASSIVE_LEVEL where it had to run.
     FlushSkippedIrql = 16, "flush_skipped_irql";
-    /// Flush skipped: `FltDoCompletionProcessingWhenSafe` returned FALSE.
+    /// Flush skipped: an asynchronous write could not be pended to the flush worker
+    /// (fast I/O; `FltQueueDeferredIoWorkItem` refused: top-level IRP, instance
+    /// torn down, no work item; or the worker full).
     FlushSkippedNotDeferrable = 17, "flush_skipped_not_deferrable";
     /// Flush skipped: the thread is already inside one of our flushes (a full
     /// recursion guard no longer skips: see `OwnFlushUnguarded`).
@@ -182,7 +186,9 @@ callback_counters! {
     ProcessQueryFailed = 24, "process_query_failed";
     /// A stream-handle context could not be allocated, set or read.
     ContextFailed = 25, "context_failed";
-    /// `ObOpenObjectByPointer` failed: native flush not issued.
+    /// Opening FlushGuard's own handle for a native flush (`FltCreateFileEx2` by the
+    /// file's name) failed: native flush not issued (the failure is counted as a
+    /// flush failure too).
     HandleOpenFailed = 26, "handle_open_failed";
     /// `ZwClose` of our kernel handle failed.
     HandleCloseFailed = 27, "handle_close_failed";
@@ -220,6 +226,18 @@ callback_counters! {
     /// Such a miss came less than a second after the last resolution attempt: the
     /// file was classified as from another redirector without asking MUP again.
     ProviderReresolveThrottled = 37, "provider_reresolve_throttled";
+    /// A successful data-changing FSCTL (`FSCTL_SRV_COPYCHUNK(_WRITE)`,
+    /// `FSCTL_OFFLOAD_WRITE`, `FSCTL_DUPLICATE_EXTENTS_TO_FILE(_EX)`) or end-of-file /
+    /// allocation change on a governed handle was recorded as a write.
+    DataChangeRecorded = 38, "data_change_recorded";
+    /// An asynchronous data-changing FSCTL under flush-after-write or write-through:
+    /// no safe place to flush right after it, so the flush is left to cleanup (where
+    /// a flushing rule flushes the written handle).
+    DataChangeFlushLeftToCleanup = 39, "data_change_flush_left_to_cleanup";
+    /// `MAX_PENDED_WRITES` asynchronous writes were already pended to the flush
+    /// worker: this one completed without its flush (fail open; also counted
+    /// `FlushSkippedNotDeferrable`), left to the cleanup flush.
+    FlushWorkerFull = 40, "flush_worker_full";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use flushguard_engine::callbacks::{
-    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus,
-    StreamContext, TopLevelIrp, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE,
-    FO_SYNCHRONOUS_IO, IRP_MJ_CLEANUP, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
+    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, StreamContext,
+    TopLevelIrp, FLTFL_POST_OPERATION_DRAINING, FO_CLEANUP_COMPLETE, FO_SYNCHRONOUS_IO,
+    IRP_MJ_FLUSH_BUFFERS, IRP_PAGING_IO,
 };
 use flushguard_engine::plain_callback_data::PlainCallbackData;
 use flushguard_protocol::NtStatus;
@@ -61,8 +61,9 @@ pub enum CallSite {
     SetStreamHandleContext,
     /// `FltGetStreamHandleContext`.
     GetStreamHandleContext,
-    /// `FltDoCompletionProcessingWhenSafe` (fails = returns FALSE).
-    CompletionWhenSafe,
+    /// `FltQueueDeferredIoWorkItem` (pending a write to the flush worker; fails =
+    /// `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`).
+    QueueDeferredIoWorkItem,
     /// `FltFlushBuffers2`.
     FltFlushBuffers2,
     /// `FltFlushBuffers`.
@@ -88,7 +89,7 @@ impl CallSite {
         CallSite::AllocateContext,
         CallSite::SetStreamHandleContext,
         CallSite::GetStreamHandleContext,
-        CallSite::CompletionWhenSafe,
+        CallSite::QueueDeferredIoWorkItem,
         CallSite::FltFlushBuffers2,
         CallSite::FltFlushBuffers,
         CallSite::OpenKernelHandle,
@@ -167,20 +168,26 @@ pub struct FileObject {
     pub opened: bool,
 }
 
-/// An operation the fake holds for later: an in-flight post-operation or a
-/// deferred `FltDoCompletionProcessingWhenSafe` callback.
+/// An operation the fake holds for later: an in-flight post-operation or a write
+/// pended to FlushGuard's flush worker (`FltQueueDeferredIoWorkItem`).
 #[derive(Debug)]
 pub struct Pending {
     /// The operation.
     pub data: FakeData,
     /// Its completion context.
     pub ctx: Option<CompletionContext>,
-    /// True for a deferred safe post-write, false for a post-operation not yet run.
+    /// True for a write pended to the flush worker (`FltQueueDeferredIoWorkItem`),
+    /// false for a post-operation not yet run.
     pub safe_callback: bool,
 }
 
 #[derive(Default)]
 struct World {
+    /// Post-operations pended to the flush worker and not yet completed
+    /// (`FltCompletePendedPostOperation`).
+    pended: i64,
+    /// `FltCompletePendedPostOperation` calls so far.
+    completed_pended: u64,
     files: HashMap<u64, FileObject>,
     outstanding: HashMap<u64, RefKind>,
     counts: HashMap<CallSite, u64>,
@@ -221,6 +228,92 @@ thread_local! {
     static HELD: Cell<i64> = const { Cell::new(0) };
     static FLUSH_DEPTH: Cell<u32> = const { Cell::new(0) };
     static DEFERRED_BY_THIS_THREAD: Cell<u64> = const { Cell::new(0) };
+    /// Inside `FakeLocks::serialize` on this thread.
+    static SERIALIZING: Cell<bool> = const { Cell::new(false) };
+    /// Calls of `FakeLocks` on this thread: read_shared, write_exclusive, serialize,
+    /// and registry writes made while serializing.
+    static LOCK_CALLS: Cell<LockCalls> = const { Cell::new(LockCalls { read_shared: 0, write_exclusive: 0, serialize: 0, registry_writes_serialized: 0 }) };
+    /// IRQL-rule violations of the policy locks on this thread (see [`FakeLocks`]).
+    static LOCK_VIOLATIONS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The fake's policy locks ([`flushguard_engine::locks::PolicyLocks`]), with the
+/// rules of the driver's primitives: the policy lock (`ExAcquireSpinLockShared` /
+/// `Exclusive`) may be taken at IRQL <= DISPATCH_LEVEL and runs its holder at
+/// DISPATCH_LEVEL (so a registry call or a wait inside is an IRQL violation the fake
+/// reports); the SetPolicy lock (push lock in a critical region) only at
+/// PASSIVE_LEVEL, never recursively, and its holder stays at PASSIVE_LEVEL.
+/// Violations are kept per thread and reported by [`Fake::violations`].
+pub struct FakeLocks;
+
+/// The one [`FakeLocks`].
+pub static FAKE_LOCKS: FakeLocks = FakeLocks;
+
+/// How often this thread used [`FakeLocks`] (see [`lock_calls`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockCalls {
+    /// `read_shared` (policy `Arc` clones).
+    pub read_shared: u64,
+    /// `write_exclusive` (policy swaps).
+    pub write_exclusive: u64,
+    /// `serialize` (SetPolicy, registry load).
+    pub serialize: u64,
+    /// `ZwSetValueKey` calls made while serializing.
+    pub registry_writes_serialized: u64,
+}
+
+/// The [`FakeLocks`] calls made on this thread so far.
+pub fn lock_calls() -> LockCalls {
+    LOCK_CALLS.with(|c| c.get())
+}
+
+fn count_lock(f: impl FnOnce(&mut LockCalls)) {
+    LOCK_CALLS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v);
+    });
+}
+
+fn lock_violation(msg: String) {
+    LOCK_VIOLATIONS.with(|v| v.borrow_mut().push(msg));
+}
+
+impl FakeLocks {
+    fn at_dispatch(routine: &str, f: &mut dyn FnMut()) {
+        let before = irql();
+        if before > Irql::DISPATCH_LEVEL {
+            lock_violation(format!("{routine} at IRQL {} (max 2)", before.0));
+        }
+        set_irql(Irql::DISPATCH_LEVEL);
+        f();
+        set_irql(before);
+    }
+}
+
+impl flushguard_engine::locks::PolicyLocks for FakeLocks {
+    fn read_shared(&self, f: &mut dyn FnMut()) {
+        count_lock(|c| c.read_shared += 1);
+        Self::at_dispatch("ExAcquireSpinLockShared", f);
+    }
+    fn write_exclusive(&self, f: &mut dyn FnMut()) {
+        count_lock(|c| c.write_exclusive += 1);
+        Self::at_dispatch("ExAcquireSpinLockExclusive", f);
+    }
+    fn serialize(&self, f: &mut dyn FnMut()) {
+        count_lock(|c| c.serialize += 1);
+        if irql() != Irql::PASSIVE_LEVEL {
+            lock_violation(format!(
+                "FltAcquirePushLockExclusive at IRQL {} (PASSIVE_LEVEL only)",
+                irql().0
+            ));
+        }
+        if SERIALIZING.with(|c| c.replace(true)) {
+            lock_violation("FltAcquirePushLockExclusive: recursive acquire (deadlock)".into());
+        }
+        f();
+        SERIALIZING.with(|c| c.set(false));
+    }
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(0x100);
@@ -344,6 +437,52 @@ impl Fake {
         self.inner.clock_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// Runs FlushGuard's flush worker for a pended write as the system work queue
+    /// does: a worker thread (a fresh thread id, no top-level IRP) at PASSIVE_LEVEL
+    /// calls `Filter::flush_pended_write`, then completes the pended post-operation
+    /// (`FltCompletePendedPostOperation`). The caller's thread state is restored.
+    pub fn run_flush_worker(&self, filter: &Filter<Fake>, p: &mut Pending) {
+        let saved = (
+            THREAD_ID.with(|c| c.get()),
+            TOP_LEVEL.with(|c| c.get()),
+            irql(),
+        );
+        new_thread_id();
+        set_top_level_irp(TopLevelIrp::None);
+        set_irql(Irql::PASSIVE_LEVEL);
+        let g = self.enter_callback("flush worker (pended write)");
+        crate::alloc_gate::engine(|| filter.flush_pended_write(&mut p.data, p.ctx));
+        drop(g);
+        self.complete_pended_post_operation();
+        THREAD_ID.with(|c| c.set(saved.0));
+        set_top_level_irp(saved.1);
+        set_irql(saved.2);
+    }
+
+    /// `FltCompletePendedPostOperation`: exactly once per pended post-operation.
+    fn complete_pended_post_operation(&self) {
+        let mut w = self.world();
+        w.completed_pended += 1;
+        if w.pended <= 0 {
+            drop(w);
+            self.violation(
+                "FltCompletePendedPostOperation for an operation not pended (completed twice?)",
+            );
+            return;
+        }
+        w.pended -= 1;
+    }
+
+    /// Post-operations pended to the flush worker and not completed yet.
+    pub fn pended(&self) -> i64 {
+        self.world().pended
+    }
+
+    /// `FltCompletePendedPostOperation` calls so far.
+    pub fn completed_pended(&self) -> u64 {
+        self.world().completed_pended
+    }
+
     /// Connects the fake to the filter it serves (for re-entry).
     pub fn attach(&self, filter: &Arc<Filter<Fake>>) {
         let _ = self.inner.filter.set(Arc::downgrade(filter));
@@ -369,11 +508,14 @@ impl Fake {
 
     /// Every violation recorded so far.
     pub fn violations(&self) -> Vec<String> {
-        self.inner
+        let mut v = self
+            .inner
             .violations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        v.extend(LOCK_VIOLATIONS.with(|l| l.borrow().clone()));
+        v
     }
 
     /// Makes the `nth` (0-based, counted from now) call of `site` fail.
@@ -755,6 +897,9 @@ impl FilterManager for Fake {
         let _gate = crate::alloc_gate::fm_scope();
         TOP_LEVEL.with(|c| c.get())
     }
+    fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
+        &FAKE_LOCKS
+    }
     fn current_thread_id(&self) -> u64 {
         let _gate = crate::alloc_gate::fm_scope();
         thread_id()
@@ -912,70 +1057,37 @@ impl FilterManager for Fake {
         self.release(ctx.id, RefKind::Context, "FltReleaseContext");
     }
 
-    fn on_network_file_system(&self, data: &FakeData) -> bool {
+    fn queue_deferred_flush(&self, data: &mut FakeData, ctx: CompletionContext) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
-        self.check_irql(Irql::APC_LEVEL, "FltGetVolumeProperties");
-        self.world()
-            .files
-            .get(&data.file)
-            .is_some_and(|f| f.provider.is_some())
-    }
-
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut FakeData,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus> {
-        let _gate = crate::alloc_gate::fm_scope();
-        self.check_irql(Irql::DISPATCH_LEVEL, "FltDoCompletionProcessingWhenSafe");
+        self.check_irql(Irql::DISPATCH_LEVEL, "FltQueueDeferredIoWorkItem");
+        // DDI page "FltQueueDeferredIoWorkItem": IRP-based operations only, never
+        // paging I/O; refused with a top-level IRP on this thread
+        // (STATUS_FLT_NOT_SAFE_TO_POST_OPERATION) or for an instance being torn down
+        // (STATUS_FLT_DELETING_OBJECT).
         if data.irp_flags & IRP_PAGING_IO != 0 {
-            self.violation("FltDoCompletionProcessingWhenSafe for paging I/O");
-            return None;
+            self.violation("FltQueueDeferredIoWorkItem for paging I/O");
+            return false;
         }
-        // DDI page "FltDoCompletionProcessingWhenSafe": only for IRP-based operations,
-        // never while draining, and not for writes a storage-stack driver can complete.
         if data.fast_io {
-            self.violation("FltDoCompletionProcessingWhenSafe for a fast I/O (non-IRP) operation");
-            return None;
+            self.violation("FltQueueDeferredIoWorkItem for a fast I/O (non-IRP) operation");
+            return false;
         }
-        if flags.draining() {
-            self.violation("FltDoCompletionProcessingWhenSafe with FLTFL_POST_OPERATION_DRAINING");
-            return None;
-        }
-        let local = self
-            .world()
-            .files
-            .get(&data.file)
-            .is_some_and(|f| f.provider.is_none());
-        if local && data.major == IRP_MJ_WRITE {
-            self.violation(
-                "FltDoCompletionProcessingWhenSafe for IRP_MJ_WRITE on a local (storage-stack) volume",
-            );
-            return None;
-        }
-        // Posting to a worker fails for fast I/O, with a top-level IRP on this thread,
-        // and for a draining instance (DDI "Pending an I/O Operation in a
-        // Postoperation Callback Routine").
-        let cannot_post = irql() > Irql::APC_LEVEL
-            && (TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None || flags.draining());
-        if data.fast_io || cannot_post || self.count_and_fail(CallSite::CompletionWhenSafe).is_err()
+        if TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None
+            || self.inner.unregistered.load(Ordering::Acquire)
+            || self
+                .count_and_fail(CallSite::QueueDeferredIoWorkItem)
+                .is_err()
         {
-            return None;
+            return false;
         }
-        if irql() <= Irql::APC_LEVEL {
-            let filter = self.filter()?;
-            return Some(crate::alloc_gate::engine(|| {
-                filter.post_write_when_safe(data, Some(ctx), flags)
-            }));
-        }
+        self.world().pended += 1;
         self.push_pending(Pending {
             data: data.clone(),
             ctx: Some(ctx),
             safe_callback: true,
         });
         DEFERRED_BY_THIS_THREAD.with(|c| c.set(c.get() + 1));
-        Some(PostOpStatus::MoreProcessingRequired)
+        true
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {
@@ -1001,15 +1113,22 @@ impl FilterManager for Fake {
         self.simulate_paging_writes(data.file);
         Ok(())
     }
-    fn open_kernel_handle(&self, data: &FakeData) -> Result<FakeHandle, NtStatus> {
+    fn open_flush_handle(&self, data: &FakeData, name: &[u16]) -> Result<FakeHandle, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
-        self.check_irql(Irql::PASSIVE_LEVEL, "ObOpenObjectByPointer");
+        self.check_irql(Irql::PASSIVE_LEVEL, "FltCreateFileEx2");
         self.count_and_fail(CallSite::OpenKernelHandle)?;
-        {
-            let mut w = self.world();
-            let f = w.files.get_mut(&data.file).ok_or(NtStatus::FILE_CLOSED)?;
-            f.kernel_handles += 1;
+        let expected = self
+            .world()
+            .files
+            .get(&data.file)
+            .map(|f| f.name.encode_utf16().collect::<Vec<u16>>())
+            .ok_or(NtStatus::FILE_CLOSED)?;
+        if name != expected.as_slice() {
+            self.violation("FltCreateFileEx2 of a name other than the file's normalized name");
+            return Err(NtStatus::OBJECT_NAME_INVALID);
         }
+        // A file object of FlushGuard's own, opened below our instance: the flush goes
+        // to the same file, its cleanup and close never touch the application's.
         Ok(FakeHandle {
             id: self.acquire(RefKind::KernelHandle),
             file: data.file,
@@ -1022,18 +1141,6 @@ impl FilterManager for Fake {
         self.check_apcs_enabled("ZwFlushBuffersFileEx");
         if !self.world().outstanding.contains_key(&handle.id) {
             self.violation("ZwFlushBuffersFileEx on a closed handle");
-        }
-        let me = thread_id();
-        let deadlock = self
-            .world()
-            .files
-            .get(&handle.file)
-            .is_some_and(|f| f.synchronous_io && f.lock_owner == Some(me));
-        if deadlock {
-            self.violation(
-                "ZwFlushBuffersFileEx on a FO_SYNCHRONOUS_IO file object whose lock this thread holds (self-deadlock)",
-            );
-            return Err(NtStatus::UNSUCCESSFUL);
         }
         // The request enters the stack at the top: our own pre-flush sees it.
         if let Some(filter) = self.filter() {
@@ -1065,31 +1172,8 @@ impl FilterManager for Fake {
         let _gate = crate::alloc_gate::fm_scope();
         // Freed inside the Filter Manager scope (a parameter would drop after it).
         let handle = owned;
-        self.check_irql(Irql::PASSIVE_LEVEL, "ZwClose");
-        self.release(handle.id, RefKind::KernelHandle, "ZwClose");
-        let second_cleanup = {
-            let mut w = self.world();
-            match w.files.get_mut(&handle.file) {
-                Some(f) => {
-                    f.kernel_handles -= 1;
-                    let last = f.kernel_handles == 0 && !f.user_handle_open;
-                    if last {
-                        f.cleanups += 1;
-                    }
-                    last
-                }
-                None => false,
-            }
-        };
-        if second_cleanup {
-            self.violation("ZwClose of our handle sent a second IRP_MJ_CLEANUP");
-            if let Some(filter) = self.filter() {
-                let mut data = FakeData::new(handle.file, IRP_MJ_CLEANUP);
-                let g = self.enter_callback("pre-cleanup (our ZwClose)");
-                crate::alloc_gate::engine(|| filter.pre_cleanup(&mut data));
-                drop(g);
-            }
-        }
+        self.check_irql(Irql::PASSIVE_LEVEL, "FltClose");
+        self.release(handle.id, RefKind::KernelHandle, "FltClose");
         self.count_and_fail(CallSite::CloseKernelHandle)
     }
 
@@ -1109,6 +1193,9 @@ impl FilterManager for Fake {
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwSetValueKey");
+        if SERIALIZING.with(|c| c.get()) {
+            count_lock(|c| c.registry_writes_serialized += 1);
+        }
         self.count_and_fail(CallSite::WritePolicy)?;
         self.world().registry = Some(value.to_vec());
         Ok(())
@@ -1136,17 +1223,20 @@ impl FilterManager for Fake {
         // Drain: in-flight post-operations get FLTFL_POST_OPERATION_DRAINING.
         if let Some(filter) = self.filter() {
             while let Some(mut p) = self.pop_pending() {
+                if p.safe_callback {
+                    // A queued deferred-I/O work item is not drained: the system
+                    // worker runs it, and instance teardown waits for it.
+                    self.run_flush_worker(&filter, &mut p);
+                    continue;
+                }
                 set_irql(Irql::PASSIVE_LEVEL);
                 let flags = PostOpFlags(FLTFL_POST_OPERATION_DRAINING);
                 let _g = self.enter_callback("draining post-operation");
-                if p.safe_callback {
-                    crate::alloc_gate::engine(|| {
-                        filter.post_write_when_safe(&mut p.data, p.ctx, flags)
-                    });
-                } else {
-                    crate::harness::dispatch_post(&filter, &mut p.data, p.ctx, flags);
-                }
+                crate::harness::dispatch_post(&filter, &mut p.data, p.ctx, flags);
             }
+        }
+        if self.world().pended != 0 {
+            self.violation("unload finished with post-operations still pended");
         }
         // Instance teardown frees the Filter Manager's context references.
         for f in self.world().files.values_mut() {

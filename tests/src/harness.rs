@@ -9,6 +9,7 @@ use flushguard_engine::callbacks::{
     PreOpStatus, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
     SL_WRITE_THROUGH,
 };
+use flushguard_protocol::nt::{IRP_MJ_FILE_SYSTEM_CONTROL, IRP_MJ_SET_INFORMATION};
 use flushguard_protocol::NtStatus;
 
 use flushguard_engine::callbacks::{Counter, FilterManager, TopLevelIrp, FO_SYNCHRONOUS_IO};
@@ -36,6 +37,9 @@ pub fn dispatch_post(
         IRP_MJ_CREATE => filter.post_create(data, ctx, flags),
         IRP_MJ_WRITE => filter.post_write(data, ctx, flags),
         IRP_MJ_FLUSH_BUFFERS => filter.post_flush(data, ctx, flags),
+        IRP_MJ_FILE_SYSTEM_CONTROL | IRP_MJ_SET_INFORMATION => {
+            filter.post_data_change(data, ctx, flags)
+        }
         _ => PostOpStatus::FinishedProcessing,
     })
 }
@@ -348,6 +352,59 @@ impl Harness {
         Some(seen)
     }
 
+    /// An IRP_MJ_FILE_SYSTEM_CONTROL (`IRP_MN_USER_FS_REQUEST`) with FSCTL `code` on
+    /// `file`, completing with `status` (the post-operation at PASSIVE_LEVEL in this
+    /// thread when synchronous, else at `DISPATCH_LEVEL`). Returns the pre-operation's
+    /// status (`None` if the Filter Manager no longer calls the filter).
+    pub fn fs_control(
+        &self,
+        file: u64,
+        code: u32,
+        synchronous: bool,
+        status: NtStatus,
+    ) -> Option<PreOpStatus> {
+        let _op = self.fake.begin_operation()?;
+        let mut data = FakeData::new(file, IRP_MJ_FILE_SYSTEM_CONTROL);
+        data.fs_control_code = code;
+        data.synchronous = synchronous;
+        data.fo_flags = self.fake.fo_flags(file);
+        let pre = self.pre("pre-fs-control", &mut data, Irql::PASSIVE_LEVEL, |f, d| {
+            f.pre_fs_control(d)
+        });
+        data.status = status;
+        let irql = if synchronous {
+            Irql::PASSIVE_LEVEL
+        } else {
+            Irql::DISPATCH_LEVEL
+        };
+        self.post("post-fs-control", &mut data, &pre, irql, false);
+        Some(pre.status())
+    }
+
+    /// An IRP_MJ_SET_INFORMATION of `class` (`FILE_INFORMATION_CLASS`) on `file`,
+    /// completing with `status`. Returns the pre-operation's status.
+    pub fn set_information(&self, file: u64, class: u32, status: NtStatus) -> Option<PreOpStatus> {
+        let _op = self.fake.begin_operation()?;
+        let mut data = FakeData::new(file, IRP_MJ_SET_INFORMATION);
+        data.file_information_class = class;
+        data.fo_flags = self.fake.fo_flags(file);
+        let pre = self.pre(
+            "pre-set-information",
+            &mut data,
+            Irql::PASSIVE_LEVEL,
+            |f, d| f.pre_set_information(d),
+        );
+        data.status = status;
+        self.post(
+            "post-set-information",
+            &mut data,
+            &pre,
+            Irql::PASSIVE_LEVEL,
+            false,
+        );
+        Some(pre.status())
+    }
+
     /// An application IRP_MJ_FLUSH_BUFFERS with `minor` (`IRP_MN_FLUSH_*`). Returns
     /// the minor function the file system saw.
     pub fn flush(&self, file: u64, minor: u8, status: NtStatus) -> Option<u8> {
@@ -417,8 +474,8 @@ impl Harness {
         }
     }
 
-    /// Completes the oldest in-flight post-operation or deferred safe callback (a
-    /// worker thread at PASSIVE_LEVEL for deferred work). False if none.
+    /// Completes the oldest in-flight post-operation, or runs the flush worker for the
+    /// oldest pended write (a worker thread at PASSIVE_LEVEL). False if none.
     pub fn complete_one(&self, irql: Irql) -> bool {
         let Some(_op) = self.fake.begin_operation() else {
             return false;
@@ -429,13 +486,7 @@ impl Harness {
         // FileObject->Flags are read live: the handle may have closed meanwhile.
         p.data.fo_flags = self.fake.fo_flags(p.data.file);
         if p.safe_callback {
-            fake::set_irql(Irql::PASSIVE_LEVEL);
-            let g = self.fake.enter_callback("safe post-write (worker)");
-            crate::alloc_gate::engine(|| {
-                self.filter
-                    .post_write_when_safe(&mut p.data, p.ctx, PostOpFlags(0))
-            });
-            drop(g);
+            self.fake.run_flush_worker(&self.filter, &mut p);
         } else {
             fake::set_irql(irql);
             let g = self.fake.enter_callback("post-operation (completed later)");

@@ -169,12 +169,19 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             true,
         );
         let file = open(&h);
+        // A native rule's flush runs only in the flush worker, on FlushGuard's own
+        // handle: even a synchronous write is pended there, not synchronized.
+        let native = method == FlushMethod::Native;
         h.write(file, WriteSpec::default());
         assert_eq!(
             h.filter.counters().get(Counter::WriteSynchronized),
-            1,
-            "sync write -> FLT_PREOP_SYNCHRONIZE"
+            u64::from(!native),
+            "sync write -> FLT_PREOP_SYNCHRONIZE (filter method)"
         );
+        if native {
+            assert!(h.fake.flushes().is_empty(), "held until the worker flushes");
+            assert!(h.complete_one(Irql::PASSIVE_LEVEL));
+        }
         assert_eq!(h.fake.flushes().len(), 1);
         let routine = h.fake.flushes()[0].routine;
         match method {
@@ -203,7 +210,10 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             },
         );
         assert_eq!(h.fake.flushes().len(), 1, "not flushed at DISPATCH_LEVEL");
-        assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 1);
+        assert_eq!(
+            h.filter.counters().get(Counter::FlushDeferred),
+            1 + u64::from(native)
+        );
         assert!(h.complete_one(Irql::PASSIVE_LEVEL), "deferred work queued");
         assert_eq!(
             h.fake.flushes().len(),
@@ -249,6 +259,7 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             },
         );
         assert_eq!(h.filter.counters().get(Counter::FastIoDisallowed), 1);
+        h.complete_all();
         assert_eq!(h.fake.flushes().len(), 3);
         h.close(file);
         h.unload();
@@ -415,7 +426,9 @@ fn own_native_flush_re_enters_once_and_passes_through() {
     );
     let file = open(&h);
     h.write(file, WriteSpec::default());
+    assert!(h.complete_one(Irql::PASSIVE_LEVEL), "the flush worker runs");
     assert_eq!(h.fake.flushes().len(), 1);
+    assert_eq!(h.fake.flushes()[0].routine, "ZwFlushBuffersFileEx");
     assert!(
         h.filter.counters().get(Counter::OwnIoPassedThrough) >= 2,
         "the ZwFlushBuffersFileEx pre-flush and the paging write were recognised"
@@ -509,8 +522,13 @@ fn process_rule_uses_the_requestor_image() {
     h.assert_clean();
 }
 
+/// Issue 11 item 3: ZwFlushBuffersFileEx runs only in the flush worker, on a handle
+/// FlushGuard opens by the file's name and closes itself — never a handle to the
+/// application's file object. So a pended write whose application closed its last
+/// handle before the worker ran is still flushed natively, with no second
+/// IRP_MJ_CLEANUP for the application's file object.
 #[test]
-fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
+fn native_flush_runs_in_the_worker_on_flushguards_own_handle() {
     let h = harness(
         action(
             Mode::FlushAfterWrite,
@@ -521,7 +539,8 @@ fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
         true,
     );
     let file = open(&h);
-    // An asynchronous write completes at DISPATCH_LEVEL: its flush is deferred ...
+    // An asynchronous write completes at DISPATCH_LEVEL: it is pended to the worker
+    // ...
     h.write(
         file,
         WriteSpec {
@@ -531,76 +550,55 @@ fn deferred_flush_after_the_last_handle_closed_never_opens_a_handle() {
         },
     );
     assert_eq!(h.fake.pending_len(), 1);
-    // ... and the application closes its last handle before the worker runs.
+    // ... and the application closes its last handle before the worker runs: the
+    // cleanup flush uses the filter method (native only in the worker).
     h.cleanup(file);
     assert!(h.complete_one(Irql::PASSIVE_LEVEL));
     let violations = h.fake.violations();
     assert!(violations.is_empty(), "{violations:?}");
-    // The cleanup flushed the written handle; the deferred flush ran after it. Both
-    // went through FltFlushBuffers2: no kernel handle is opened at or after cleanup.
     let flushes = h.fake.flushes();
-    assert_eq!(flushes.len(), 2, "{flushes:?}");
-    assert!(
-        flushes.iter().all(|f| f.routine == "FltFlushBuffers2"),
-        "{flushes:?}"
-    );
+    let routines: Vec<_> = flushes.iter().map(|f| f.routine).collect();
+    assert_eq!(routines, ["FltFlushBuffers2", "ZwFlushBuffersFileEx"]);
     assert_eq!(
         h.fake
             .calls(flushguard_tests::fake::CallSite::OpenKernelHandle),
-        0
+        1,
+        "one FltCreateFileEx2 of FlushGuard's own handle"
     );
-    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 2);
+    assert_eq!(
+        h.fake.with_file(file, |f| f.cleanups),
+        Some(1),
+        "the application's file object saw one IRP_MJ_CLEANUP"
+    );
+    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 1);
     h.fake.close_file(file);
-    h.unload();
-    h.assert_clean();
-}
-
-#[test]
-fn native_flush_in_a_guarded_region_goes_through_the_filter() {
-    // A synchronized write on a thread inside a guarded region (all APCs disabled at
-    // PASSIVE_LEVEL, e.g. a guarded mutex held above us): ZwFlushBuffersFileEx needs
-    // special kernel APCs enabled ("ZwFlushBuffersFileEx", "KeAreAllApcsDisabled" DDI
-    // pages), so the flush must use FltFlushBuffers2.
-    let h = harness(
-        action(
-            Mode::FlushAfterWrite,
-            FlushMethod::Native,
-            FlushFlags::empty(),
-            None,
-        ),
-        true,
-    );
+    // A synchronous write on a thread inside a guarded region (all APCs disabled):
+    // not synchronized, pended; the worker (APCs enabled) flushes natively.
     let file = open(&h);
     flushguard_tests::fake::set_guarded_region(true);
     h.write(file, WriteSpec::default());
     flushguard_tests::fake::set_guarded_region(false);
+    assert_eq!(h.filter.counters().get(Counter::WriteSynchronized), 0);
+    assert!(h.complete_one(Irql::PASSIVE_LEVEL));
+    assert_eq!(
+        h.fake.flushes().last().map(|f| f.routine),
+        Some("ZwFlushBuffersFileEx")
+    );
     let violations = h.fake.violations();
     assert!(violations.is_empty(), "{violations:?}");
-    let flushes = h.fake.flushes();
-    assert_eq!(flushes.len(), 1, "{flushes:?}");
-    assert_eq!(flushes[0].routine, "FltFlushBuffers2");
-    assert_eq!(
-        h.fake
-            .calls(flushguard_tests::fake::CallSite::OpenKernelHandle),
-        0
-    );
-    assert_eq!(h.filter.counters().get(Counter::NativeFlushViaFilter), 1);
-    // Outside the guarded region the same write uses ZwFlushBuffersFileEx.
-    h.write(file, WriteSpec::default());
-    let flushes = h.fake.flushes();
-    assert_eq!(flushes.len(), 2, "{flushes:?}");
-    assert_eq!(flushes[1].routine, "ZwFlushBuffersFileEx");
     h.close(file);
     h.unload();
     h.assert_clean();
 }
 
+/// Issue 11 (flush placement): an asynchronous governed write is never flushed in the
+/// thread that completes it. Its post-operation is pended to FlushGuard's flush worker
+/// (`FltQueueDeferredIoWorkItem`, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`) on every
+/// volume — `FltDoCompletionProcessingWhenSafe`, whose DDI page excludes
+/// IRP_MJ_WRITE, is not used — and the write completes to the application only after
+/// the worker's flush (`FltCompletePendedPostOperation`).
 #[test]
-fn async_write_flush_is_deferred_only_on_a_network_file_system() {
-    // FltDoCompletionProcessingWhenSafe "cannot be called for I/O operations that can
-    // be directly completed by a driver in the storage stack, such as IRP_MJ_WRITE"
-    // (DDI page, caution): with local volumes opted in, an asynchronous write on a
-    // local volume completing at DISPATCH_LEVEL must not be deferred with it.
+fn async_writes_are_pended_to_the_flush_worker_and_complete_after_their_flush() {
     use flushguard_engine::policy::Policy;
     let policy = Policy {
         rules: Vec::new(),
@@ -616,41 +614,98 @@ fn async_write_flush_is_deferred_only_on_a_network_file_system() {
         has_flush2: true,
         registry: Some(policy.encode().expect("valid")),
     });
+    for post_irql in [Irql::DISPATCH_LEVEL, Irql::PASSIVE_LEVEL] {
+        let asynchronous = WriteSpec {
+            synchronous: false,
+            post_irql,
+            ..WriteSpec::default()
+        };
+        let local = h
+            .open(
+                "\\Device\\HarddiskVolume2\\data\\a.txt",
+                None,
+                PROCESS,
+                0,
+                NtStatus::SUCCESS,
+            )
+            .expect("create succeeds");
+        let share = open(&h);
+        for file in [local, share] {
+            let flushes = h.fake.flushes().len();
+            let completed = h.fake.completed_pended();
+            h.write(file, asynchronous);
+            assert_eq!(h.fake.pending_len(), 1, "pended to the worker");
+            assert_eq!(h.fake.pended(), 1, "the write has not completed yet");
+            assert_eq!(
+                h.fake.flushes().len(),
+                flushes,
+                "not flushed in the completing thread ({post_irql:?})"
+            );
+            assert_eq!(h.filter.pended_writes(), 1);
+            assert!(h.complete_one(Irql::PASSIVE_LEVEL), "the worker runs");
+            assert_eq!(h.fake.flushes().len(), flushes + 1, "flushed by the worker");
+            assert_eq!(h.fake.completed_pended(), completed + 1, "then completed");
+            assert_eq!(h.fake.pended(), 0);
+            assert_eq!(h.filter.pended_writes(), 0);
+        }
+        h.close(local);
+        h.close(share);
+    }
+    assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 4);
+    assert_eq!(
+        h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
+        0
+    );
+    let violations = h.fake.violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    h.unload();
+    h.assert_clean();
+}
+
+/// Issue 11: writes still pended at unload are flushed and completed by the worker
+/// before the filter goes (none left pended, none completed twice); a write the
+/// worker cannot take (posting refused) completes at once, its flush skipped and
+/// counted, and the cleanup flush covers it.
+#[test]
+fn pended_writes_at_unload_and_refused_posting() {
+    use flushguard_tests::fake::CallSite;
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let file = open(&h);
     let asynchronous = WriteSpec {
         synchronous: false,
         post_irql: Irql::DISPATCH_LEVEL,
         ..WriteSpec::default()
     };
-    let local = h
-        .open(
-            "\\Device\\HarddiskVolume2\\data\\a.txt",
-            None,
-            PROCESS,
-            0,
-            NtStatus::SUCCESS,
-        )
-        .expect("create succeeds");
-    h.write(local, asynchronous);
-    let violations = h.fake.violations();
-    assert!(violations.is_empty(), "{violations:?}");
-    assert_eq!(h.fake.pending_len(), 0, "not posted to a worker");
+    // Posting refused: no flush now, one at cleanup.
+    h.fake.inject(CallSite::QueueDeferredIoWorkItem, 0);
+    h.write(file, asynchronous);
+    assert_eq!(h.fake.pended(), 0);
     assert_eq!(
         h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
         1
     );
     assert!(h.fake.flushes().is_empty());
-    // The same write on the MUP volume is deferred and flushed by the worker.
-    let share = open(&h);
-    h.write(share, asynchronous);
-    assert_eq!(h.fake.pending_len(), 1, "posted to a worker");
-    assert!(h.complete_one(Irql::PASSIVE_LEVEL));
-    assert_eq!(h.fake.flushes().len(), 1);
-    assert_eq!(h.filter.counters().get(Counter::FlushDeferred), 1);
-    let violations = h.fake.violations();
-    assert!(violations.is_empty(), "{violations:?}");
-    h.close(local);
-    h.close(share);
+    h.cleanup(file);
+    assert_eq!(h.fake.flushes().len(), 1, "the cleanup flush covers it");
+    h.fake.close_file(file);
+    // Three writes pended, then unload: each is flushed and completed exactly once.
+    let file = open(&h);
+    for _ in 0..3 {
+        h.write(file, asynchronous);
+    }
+    assert_eq!(h.fake.pended(), 3);
     h.unload();
+    assert_eq!(h.fake.pended(), 0);
+    assert_eq!(h.fake.completed_pended(), 3);
+    assert_eq!(h.fake.flushes().len(), 4);
     h.assert_clean();
 }
 
@@ -676,6 +731,7 @@ fn flush_after_write_runs_when_every_recursion_guard_slot_is_taken() {
             })
             .collect();
         h.write(file, WriteSpec::default());
+        h.complete_all(); // a native rule's write is flushed by the worker
         assert_eq!(
             h.fake.flushes().len(),
             1,
@@ -692,6 +748,7 @@ fn flush_after_write_runs_when_every_recursion_guard_slot_is_taken() {
         drop(others);
         // With the guard free again, the rule's method is used.
         h.write(file, WriteSpec::default());
+        h.complete_all();
         let routine = h.fake.flushes()[1].routine;
         assert_eq!(
             routine,
@@ -826,6 +883,105 @@ fn a_redirector_registered_after_load_is_resolved_on_a_miss() {
     for f in [a, b, c] {
         h.close(f);
     }
+    h.unload();
+    h.assert_clean();
+}
+
+/// Issue 9 finding 2: data changes that arrive without an IRP_MJ_WRITE — server-side
+/// copy, offload write, block cloning, end-of-file / allocation changes — mark the
+/// handle written, and flush-after-write flushes right after a synchronous one.
+#[test]
+fn data_changing_fsctls_and_size_changes_count_as_writes() {
+    use flushguard_engine::callbacks::PreOpStatus;
+    use flushguard_protocol::nt::{
+        DATA_CHANGING_FSCTLS, FILE_ALLOCATION_INFORMATION, FILE_END_OF_FILE_INFORMATION,
+        FSCTL_SRV_COPYCHUNK,
+    };
+    /// `FSCTL_GET_REPARSE_POINT` (winioctl.h): reads, changes nothing.
+    const FSCTL_GET_REPARSE_POINT: u32 = 0x0009_00A8;
+    /// `FileBasicInformation` (timestamps, attributes).
+    const FILE_BASIC_INFORMATION: u32 = 4;
+    let close_flushes = |h: &Harness, file: u64| {
+        let before = h.fake.flushes().len();
+        h.close(file);
+        h.fake.flushes().len() - before
+    };
+    let on_close = || {
+        harness(
+            action(
+                Mode::FlushOnClose,
+                FlushMethod::Filter,
+                FlushFlags::empty(),
+                None,
+            ),
+            true,
+        )
+    };
+    // Flush-on-close: each data-changing FSCTL alone makes the close flush.
+    for code in DATA_CHANGING_FSCTLS {
+        let h = on_close();
+        let file = open(&h);
+        h.fs_control(file, code, true, NtStatus::SUCCESS);
+        assert_eq!(close_flushes(&h, file), 1, "FSCTL {code:#010X}");
+        assert_eq!(h.filter.counters().get(Counter::DataChangeRecorded), 1);
+        h.unload();
+        h.assert_clean();
+    }
+    // ... so does an end-of-file or allocation change; a failed one, another FSCTL or
+    // another information class does not.
+    for (what, step, flushes) in [
+        ("end of file", 0u8, 1usize),
+        ("allocation", 1, 1),
+        ("failed copy", 2, 0),
+        ("reparse query", 3, 0),
+        ("basic information", 4, 0),
+    ] {
+        let h = on_close();
+        let file = open(&h);
+        let pre = match step {
+            0 => h.set_information(file, FILE_END_OF_FILE_INFORMATION, NtStatus::SUCCESS),
+            1 => h.set_information(file, FILE_ALLOCATION_INFORMATION, NtStatus::SUCCESS),
+            2 => h.fs_control(file, FSCTL_SRV_COPYCHUNK, true, NtStatus::ACCESS_DENIED),
+            3 => h.fs_control(file, FSCTL_GET_REPARSE_POINT, true, NtStatus::SUCCESS),
+            _ => h.set_information(file, FILE_BASIC_INFORMATION, NtStatus::SUCCESS),
+        };
+        if step >= 3 {
+            assert_eq!(pre, Some(PreOpStatus::SuccessNoCallback), "{what}");
+        }
+        assert_eq!(close_flushes(&h, file), flushes, "{what}");
+        h.unload();
+        h.assert_clean();
+    }
+    // Flush-after-write: a synchronous server-side copy is synchronized and flushed
+    // right after it; an asynchronous one is left to the close.
+    let h = harness(
+        action(
+            Mode::FlushAfterWrite,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ),
+        true,
+    );
+    let file = open(&h);
+    let pre = h.fs_control(file, FSCTL_SRV_COPYCHUNK, true, NtStatus::SUCCESS);
+    assert_eq!(pre, Some(PreOpStatus::Synchronize));
+    assert_eq!(h.fake.flushes().len(), 1, "flushed after the copy");
+    assert_eq!(close_flushes(&h, file), 0, "the copy is covered");
+    let file = open(&h);
+    let pre = h.fs_control(file, FSCTL_SRV_COPYCHUNK, false, NtStatus::SUCCESS);
+    assert_eq!(pre, Some(PreOpStatus::SuccessWithCallback));
+    assert_eq!(
+        h.filter
+            .counters()
+            .get(Counter::DataChangeFlushLeftToCleanup),
+        1
+    );
+    assert_eq!(
+        close_flushes(&h, file),
+        1,
+        "asynchronous copy flushed at close"
+    );
     h.unload();
     h.assert_clean();
 }

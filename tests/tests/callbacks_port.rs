@@ -254,3 +254,45 @@ fn get_stats_reports_callback_counters_by_cause() {
     h.unload();
     h.assert_clean();
 }
+
+/// Issue 9 finding 3: SetPolicy is serialized by a lock taken at PASSIVE_LEVEL (the
+/// registry store runs inside it, at PASSIVE_LEVEL), the policy is swapped and read
+/// under the spin lock (its holder at DISPATCH_LEVEL, where the fake would report a
+/// registry call), and a reader at DISPATCH_LEVEL is allowed.
+#[test]
+fn set_policy_is_serialized_at_passive_and_swapped_under_the_spin_lock() {
+    use flushguard_engine::callbacks::Irql;
+    use flushguard_tests::fake;
+    let h = Harness::new(FakeOptions::default());
+    let before = fake::lock_calls();
+    let blob = policy_blob(action(
+        Mode::FlushOnClose,
+        FlushMethod::Filter,
+        FlushFlags::empty(),
+        None,
+    ));
+    let mut out = reply();
+    h.message(&port_request_set_policy(&blob, true), &mut out)
+        .expect("port open")
+        .expect("SetPolicy accepted");
+    let after = fake::lock_calls();
+    assert_eq!(after.serialize - before.serialize, 1, "{after:?}");
+    assert_eq!(
+        after.registry_writes_serialized - before.registry_writes_serialized,
+        1,
+        "the registry store runs inside the SetPolicy lock"
+    );
+    assert_eq!(
+        after.write_exclusive - before.write_exclusive,
+        1,
+        "one swap"
+    );
+    // A reader at DISPATCH_LEVEL (a post-operation) takes the spin lock shared.
+    fake::set_irql(Irql::DISPATCH_LEVEL);
+    let generation = h.filter.state().policy().generation();
+    fake::set_irql(Irql::PASSIVE_LEVEL);
+    assert_eq!(generation, 1);
+    assert!(fake::lock_calls().read_shared > after.read_shared);
+    h.unload();
+    h.assert_clean();
+}

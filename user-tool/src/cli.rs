@@ -6,7 +6,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use flushguard_engine::FileProvider;
 
-use crate::durability::target::Pattern;
+use crate::durability::target::{Pattern, TargetSpec};
 
 /// Administer the FlushGuard minifilter: show and apply durability policy, read
 /// statistics and events, load and unload the driver, and replay Process Monitor traces
@@ -139,9 +139,11 @@ pub enum DurabilityCommand {
 #[derive(Debug, Args)]
 pub struct DurabilityRunArgs {
     /// The file the records are written to (created when missing; an existing file is
-    /// overwritten in place, not truncated, except by create-write-through).
-    #[arg(long, value_name = "FILE")]
-    pub target: PathBuf,
+    /// overwritten in place, not truncated, except by create-write-through): a path, or
+    /// `smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH` to speak SMB2/3 to the server directly
+    /// (password from FLUSHCTL_SMB_PASSWORD, else asked for on the terminal).
+    #[arg(long, value_name = "FILE|URL", value_parser = parse_target)]
+    pub target: TargetSpec,
     /// Writer threads; writer W writes its record S at byte offset
     /// (S * THREADS + W) * RECORD_SIZE.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -179,9 +181,9 @@ pub struct DurabilityRunArgs {
 /// `durability verify` arguments.
 #[derive(Debug, Args)]
 pub struct DurabilityVerifyArgs {
-    /// The target file written by `durability run`.
-    #[arg(long, value_name = "FILE")]
-    pub target: PathBuf,
+    /// The target written by `durability run`: a path or an smb:// URL (as for run).
+    #[arg(long, value_name = "FILE|URL", value_parser = parse_target)]
+    pub target: TargetSpec,
     /// The run's witness file (a local witness, or DIR/RUN.fgw of a remote witness).
     #[arg(long, value_name = "FILE")]
     pub witness: PathBuf,
@@ -197,6 +199,17 @@ pub struct DurabilityWitnessArgs {
     /// Directory of the witness files, one per run (created when missing).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// Parses `--target`: an `smb://` URL or a path ([`TargetSpec::parse`]).
+///
+/// # Errors
+/// The URL's error ([`crate::durability::smb::UrlError`]) as a message; an empty value.
+pub fn parse_target(s: &str) -> Result<TargetSpec, String> {
+    TargetSpec::parse(s).map_err(|e| match e {
+        crate::durability::smb::UrlError::NotSmb(_) => "expected a path or an smb:// URL".into(),
+        e => e.to_string(),
+    })
 }
 
 /// Parses `--duration`: a number with an optional unit `ms`, `s`, `m` or `h` (seconds

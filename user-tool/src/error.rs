@@ -60,6 +60,9 @@ pub enum CliError {
     /// Not supported on this operating system.
     #[error("{0}")]
     Unsupported(String),
+    /// An `smb://` target could not be reached: connect, sign-in or tree connect failed.
+    #[error("{0}")]
+    Smb(String),
     /// Any other I/O failure.
     #[error("{what}: {source}")]
     Io {
@@ -79,7 +82,7 @@ impl CliError {
             CliError::Trace { source, .. } if source.is_invalid_input() => exit::INVALID_INPUT,
             CliError::Usage(_) => exit::USAGE,
             CliError::Unsupported(_) => exit::UNSUPPORTED,
-            CliError::Witness(_) => exit::FAILED,
+            CliError::Witness(_) | CliError::Smb(_) => exit::FAILED,
             CliError::PolicyDecode(_) | CliError::Trace { .. } | CliError::Io { .. } => {
                 exit::FAILED
             }

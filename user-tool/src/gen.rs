@@ -162,7 +162,7 @@ impl Generator {
             ),
             Kind::Copy => (
                 "robocopy.exe",
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     format!("C:\\Users\\gen\\AppData\\Local\\Temp\\stage-{n:04}.bin")
                 } else {
                     format!("\\\\gen-fs01\\generated\\backup\\image-{n:04}.vhdx")
@@ -251,7 +251,7 @@ impl Generator {
             let detail = match s.kind {
                 Kind::Save => "Desired Access: Generic Write, Read Attributes, Disposition: OverwriteIf, Options: Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Overwritten",
                 // Half the database opens ask for write-through themselves.
-                Kind::DbWriteThrough if s.pid % 8 == 0 => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Write Through, No Buffering, Random Access, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Opened",
+                Kind::DbWriteThrough if s.pid.is_multiple_of(8) => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Write Through, No Buffering, Random Access, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Opened",
                 Kind::DbWriteThrough => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Random Access, Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Opened",
                 Kind::DbFlush => "Desired Access: Generic Read/Write, Disposition: OpenIf, Options: Synchronous IO Non-Alert, Non-Directory File, Random Access, Attributes: N, ShareMode: Read, Write, AllocationSize: 0, OpenResult: Opened",
                 Kind::Logger => "Desired Access: Append Data, Synchronize, Disposition: OpenIf, Options: Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, Write, Delete, AllocationSize: 0, OpenResult: Opened",
@@ -294,7 +294,7 @@ impl Generator {
                 }
                 Kind::DbWriteThrough => {
                     let off = 8192 * u64::from(self.rng.u32(0..4096));
-                    let flags = if s.pid % 8 == 0 {
+                    let flags = if s.pid.is_multiple_of(8) {
                         ", I/O Flags: Non-cached, Write Through"
                     } else {
                         ""

@@ -12,6 +12,8 @@ pub mod exit;
 pub mod gen;
 pub mod output;
 pub mod port;
+// flushctl's MSRV is 1.91 (smb2); replay.rs, under change elsewhere, still uses `%`.
+#[allow(clippy::manual_is_multiple_of)]
 pub mod replay;
 pub mod sim_fltmgr;
 pub mod trace;

@@ -856,12 +856,10 @@ impl<'f> Replayer<'f> {
             self.filter.fm().set_irql(irql);
             self.filter.post_write(&mut data, Some(ctx), PostOpFlags(0));
             self.filter.fm().set_irql(Irql::PASSIVE_LEVEL);
+            // FlushGuard's flush worker: the pended asynchronous writes, at PASSIVE_LEVEL.
             for mut deferred in self.filter.fm().take_deferred() {
-                self.filter.post_write_when_safe(
-                    &mut deferred.data,
-                    Some(deferred.ctx),
-                    deferred.flags,
-                );
+                self.filter
+                    .flush_pended_write(&mut deferred.data, Some(deferred.ctx));
             }
         }
         let effects = self.apply_flushes(f);

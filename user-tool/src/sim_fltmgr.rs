@@ -11,8 +11,8 @@
 //!   `ZwFlushBuffersFileEx` append a [`FlushRecord`] and succeed.
 //! - **IRQL**: PASSIVE_LEVEL, except that the replay sets DISPATCH_LEVEL around the
 //!   post-operation of an asynchronous write (as a completion routine may run);
-//!   `FltDoCompletionProcessingWhenSafe` then queues the safe post-write, which the
-//!   replay runs at PASSIVE_LEVEL right after ([`SimFm::take_deferred`]).
+//!   `FltQueueDeferredIoWorkItem` then pends it to FlushGuard's flush worker, which
+//!   the replay runs at PASSIVE_LEVEL right after ([`SimFm::take_deferred`]).
 //! - **Top-level IRP**: set for paging I/O (the lazy writer and mapped-page writer run
 //!   with `FSRTL_CACHE_TOP_LEVEL_IRP` / `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`).
 //! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4, another = 5; local files
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flushguard_engine::callbacks::{
-    CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext, TopLevelIrp,
+    CompletionContext, FilterManager, Irql, StreamContext, TopLevelIrp,
     STATUS_OBJECT_NAME_NOT_FOUND,
 };
 use flushguard_engine::protocol::NtStatus;
@@ -86,15 +86,14 @@ pub struct FlushRecord {
     pub flags: u32,
 }
 
-/// A safe post-write queued by `FltDoCompletionProcessingWhenSafe`.
+/// An asynchronous write pended to FlushGuard's flush worker
+/// (`FltQueueDeferredIoWorkItem`).
 #[derive(Debug, Clone)]
 pub struct Deferred {
     /// The operation (a copy, as Filter Manager keeps the callback data alive).
     pub data: SimData,
     /// Its completion context.
     pub ctx: CompletionContext,
-    /// Its post-operation flags.
-    pub flags: PostOpFlags,
 }
 
 /// The simulated Filter Manager.
@@ -228,6 +227,10 @@ impl FilterManager for SimFm {
         // A trace records no guarded regions: APCs are disabled only by the IRQL.
         self.current_irql() >= Irql::APC_LEVEL
     }
+    fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
+        // One thread replays a trace: the engine's inner locks suffice.
+        &flushguard_engine::locks::HOST_LOCKS
+    }
     fn current_thread_id(&self) -> u64 {
         self.thread.load(Ordering::Relaxed)
     }
@@ -258,9 +261,6 @@ impl FilterManager for SimFm {
             _ => return Err(STATUS_OBJECT_NAME_NOT_FOUND),
         };
         provider_id(p).ok_or(STATUS_OBJECT_NAME_NOT_FOUND)
-    }
-    fn on_network_file_system(&self, data: &SimData) -> bool {
-        data.extra.provider != FileProvider::Local
     }
     fn mup_provider_id_of_file(&self, data: &SimData) -> Result<Option<u32>, NtStatus> {
         Ok(provider_id(data.extra.provider))
@@ -299,21 +299,15 @@ impl FilterManager for SimFm {
     }
     fn release_context(&self, _ctx: Arc<StreamContext>) {}
 
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut SimData,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus> {
+    fn queue_deferred_flush(&self, data: &mut SimData, ctx: CompletionContext) -> bool {
         if data.fast_io || data.irp_flags & flushguard_engine::protocol::nt::IRP_PAGING_IO != 0 {
-            return None;
+            return false;
         }
         lock(&self.deferred).push(Deferred {
             data: data.clone(),
             ctx,
-            flags,
         });
-        Some(PostOpStatus::MoreProcessingRequired)
+        true
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {
@@ -330,7 +324,8 @@ impl FilterManager for SimFm {
     fn flt_flush_buffers(&self, data: &SimData) -> Result<(), NtStatus> {
         self.flt_flush_buffers2(data, 0)
     }
-    fn open_kernel_handle(&self, data: &SimData) -> Result<FileObjectId, NtStatus> {
+    fn open_flush_handle(&self, data: &SimData, _name: &[u16]) -> Result<FileObjectId, NtStatus> {
+        // The flush is recorded against the application's file object.
         Ok(data.file)
     }
     fn zw_flush_buffers_file_ex(&self, handle: &FileObjectId, flags: u32) -> Result<(), NtStatus> {

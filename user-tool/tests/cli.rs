@@ -570,7 +570,7 @@ fn nonzero_callback_counters(stats: &Value) -> Vec<(String, u64)> {
     keys.sort_unstable();
     labels.sort_unstable();
     assert_eq!(keys, labels);
-    assert_eq!(keys.len(), 38);
+    assert_eq!(keys.len(), 41);
     m.iter()
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .filter(|(_, v)| *v != 0)

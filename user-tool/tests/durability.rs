@@ -309,3 +309,48 @@ fn remote_witness_on_loopback() {
         .code(1)
         .stderr(predicate::str::contains("remote witness"));
 }
+
+#[test]
+fn smb_targets_get_clear_errors() {
+    let d = Dir::new();
+    let w = d.at("w.fgw");
+    let run = |target: &str| {
+        let mut c = flushctl();
+        c.env_remove("FLUSHCTL_SMB_PASSWORD")
+            .args(["durability", "run", "--target", target, "--witness", p(&w)])
+            .args(["--records", "1"])
+            .write_stdin("");
+        c
+    };
+    for (url, says) in [
+        ("smb://u:pw@127.0.0.1/s/t.dat", "FLUSHCTL_SMB_PASSWORD"),
+        ("smb://127.0.0.1/s/t.dat", "without a user"),
+        ("smb://u@127.0.0.1:0/s/t.dat", "bad port `0`"),
+        ("smb://u@127.0.0.1/s", "without a file in the share"),
+        ("smb://u@127.0.0.1/s/a?b", "cannot contain"),
+    ] {
+        run(url)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
+    // A well-formed URL without a password and no terminal to ask on.
+    run("smb://u@127.0.0.1:1/s/t.dat")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no password for smb://u@127.0.0.1:1/s/t.dat",
+        ));
+    // Nothing listens on port 1 of the loopback address: a connect error, exit 1.
+    run("smb://u@127.0.0.1:1/s/t.dat")
+        .env("FLUSHCTL_SMB_PASSWORD", "x")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "connecting to smb://u@127.0.0.1:1/s/t.dat",
+        ));
+    assert!(
+        !w.exists(),
+        "no witness is created before the target is reached"
+    );
+}

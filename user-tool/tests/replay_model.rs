@@ -75,7 +75,7 @@ fn advanced_output_names_and_fast_io() {
 #[test]
 fn asynchronous_handle_flushes_through_the_deferred_path() {
     // No Synchronous IO option: the write is asynchronous, its post-write runs at
-    // DISPATCH_LEVEL and the flush goes through FltDoCompletionProcessingWhenSafe.
+    // DISPATCH_LEVEL and the write is pended to FlushGuard's flush worker.
     for (open, path) in [
         (SYNC_OPEN, "WriteSynchronized"),
         (ASYNC_OPEN, "FlushDeferred"),

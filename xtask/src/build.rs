@@ -64,7 +64,8 @@ fn cargo_build_json(workspace: &Path, args: &[&str]) -> Result<Vec<Message>> {
     Ok(messages)
 }
 
-/// Builds `flushguard` in release mode for `x86_64-pc-windows-msvc`.
+/// Builds `flushguard` for `x86_64-pc-windows-msvc` with the `kernel` profile
+/// (release, optimised for size: Cargo.toml `[profile.kernel]`).
 ///
 /// # Errors
 /// The build fails or produces no image.
@@ -79,7 +80,8 @@ pub fn build_driver(metadata: &cargo_metadata::Metadata) -> Result<DriverBuild> 
         metadata.workspace_root.as_std_path(),
         &[
             "build",
-            "--release",
+            "--profile",
+            "kernel",
             "--target",
             DRIVER_TARGET,
             "--package",

@@ -110,7 +110,7 @@ pub fn package() -> Result<PathBuf> {
     let scratch = target_dir.join("package-scratch");
 
     step(
-        "build flushguard.sys: cargo build --release --target x86_64-pc-windows-msvc -p flushguard",
+        "build flushguard.sys: cargo build --profile kernel --target x86_64-pc-windows-msvc -p flushguard",
     );
     let driver = build::build_driver(&metadata)?;
 
@@ -181,7 +181,7 @@ pub fn package() -> Result<PathBuf> {
 pub fn seh_test() -> Result<()> {
     let metadata = build::metadata()?;
     let work = metadata.target_directory.as_std_path().join("seh-test");
-    step("build the driver's SEH shim: cargo build --release --target x86_64-pc-windows-msvc -p flushguard");
+    step("build the driver's SEH shim: cargo build --profile kernel --target x86_64-pc-windows-msvc -p flushguard");
     let driver = build::build_driver(&metadata)?;
     step("link the driver's seh_shim.lib into a CRT-less console program (clang, llvm-dlltool, rust-lld)");
     let exe = seh::build_harness(&driver.seh_shim_lib(), &work)?;

@@ -277,12 +277,18 @@ pub enum CompletionContext {
         /// issuing thread before the write's system service returns (a user handle
         /// to the file object exists unless another thread closes it concurrently).
         synchronized: bool,
-        /// The pre-write found the file on a network file system volume (MUP), so the
-        /// post-write may hand the flush to `FltDoCompletionProcessingWhenSafe`. On
-        /// other volumes it must not: "cannot be called for I/O operations that can
-        /// be directly completed by a driver in the storage stack, such as
-        /// IRP_MJ_WRITE" (DDI page "FltDoCompletionProcessingWhenSafe", caution).
-        deferrable: bool,
+        /// The rule is `audit`: the post-write only counts what it would do, and never
+        /// holds the write for a flush worker.
+        audit: bool,
+    },
+    /// Post-operation of an operation that changes the file's data without an
+    /// IRP_MJ_WRITE: a data-changing FSCTL (`FSCTL_SRV_COPYCHUNK(_WRITE)`,
+    /// `FSCTL_OFFLOAD_WRITE`, `FSCTL_DUPLICATE_EXTENTS_TO_FILE(_EX)`) or an end-of-file
+    /// / allocation change (IRP_MJ_SET_INFORMATION).
+    DataChange {
+        /// Flush once it succeeded: set only when the pre-operation returned
+        /// `FLT_PREOP_SYNCHRONIZE`, so the post-operation runs in the issuing thread.
+        flush: Option<FlushOrder>,
     },
     /// Post-flush of an application flush on a governed handle.
     Flush {
@@ -305,6 +311,7 @@ pub struct FlushOrder {
 const TAG_CREATE: usize = 1;
 const TAG_WRITE: usize = 2;
 const TAG_FLUSH: usize = 3;
+const TAG_DATA_CHANGE: usize = 4;
 
 impl CompletionContext {
     /// Encodes as a non-zero `usize` (bits 0..3 tag, payload above), for the
@@ -320,14 +327,14 @@ impl CompletionContext {
                 write_back,
                 flush,
                 synchronized,
-                deferrable,
+                audit,
             } => {
                 let mut v = TAG_WRITE;
+                if audit {
+                    v |= 1 << 24;
+                }
                 if write_back {
                     v |= 1 << 25;
-                }
-                if deferrable {
-                    v |= 1 << 24;
                 }
                 if record_write {
                     v |= 1 << 4;
@@ -335,6 +342,17 @@ impl CompletionContext {
                 if synchronized {
                     v |= 1 << 7;
                 }
+                if let Some(f) = flush {
+                    v |= 1 << 5;
+                    if f.native {
+                        v |= 1 << 6;
+                    }
+                    v |= usize::from(f.flags.bits()) << 8;
+                }
+                v
+            }
+            CompletionContext::DataChange { flush } => {
+                let mut v = TAG_DATA_CHANGE;
                 if let Some(f) = flush {
                     v |= 1 << 5;
                     if f.native {
@@ -369,8 +387,14 @@ impl CompletionContext {
             TAG_WRITE => Some(CompletionContext::Write {
                 record_write: v & (1 << 4) != 0,
                 write_back: v & (1 << 25) != 0,
+                audit: v & (1 << 24) != 0,
                 synchronized: v & (1 << 7) != 0,
-                deferrable: v & (1 << 24) != 0,
+                flush: (v & (1 << 5) != 0).then_some(FlushOrder {
+                    native: v & (1 << 6) != 0,
+                    flags: FlushFlags::from_bits_retain((v >> 8) as u16),
+                }),
+            }),
+            TAG_DATA_CHANGE => Some(CompletionContext::DataChange {
                 flush: (v & (1 << 5) != 0).then_some(FlushOrder {
                     native: v & (1 << 6) != 0,
                     flags: FlushFlags::from_bits_retain((v >> 8) as u16),
@@ -408,13 +432,13 @@ mod tests {
                 write_back: true,
                 flush: None,
                 synchronized: false,
-                deferrable: true,
+                audit: true,
             },
             CompletionContext::Write {
                 record_write: false,
                 write_back: false,
                 synchronized: true,
-                deferrable: false,
+                audit: false,
                 flush: Some(FlushOrder {
                     native: true,
                     flags: FlushFlags::FLUSH_AND_PURGE,
@@ -422,6 +446,13 @@ mod tests {
             },
             CompletionContext::Flush {
                 observed_write_seq: 123_456_789,
+            },
+            CompletionContext::DataChange { flush: None },
+            CompletionContext::DataChange {
+                flush: Some(FlushOrder {
+                    native: true,
+                    flags: FlushFlags::DATA_SYNC_ONLY,
+                }),
             },
         ];
         for c in cases {

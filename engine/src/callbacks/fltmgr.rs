@@ -76,8 +76,9 @@ impl PreOpStatus {
 pub enum PostOpStatus {
     /// `FLT_POSTOP_FINISHED_PROCESSING` (0).
     FinishedProcessing = 0,
-    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (1): only as forwarded from
-    /// `FltDoCompletionProcessingWhenSafe`, which owns completing the operation.
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (1): only after
+    /// [`FilterManager::queue_deferred_flush`] pended the operation to the flush
+    /// worker, which completes it (`FltCompletePendedPostOperation`).
     MoreProcessingRequired = 1,
 }
 
@@ -145,6 +146,17 @@ pub trait CallbackData {
     fn write_length(&self) -> u32;
     /// Post-operation only: `IoStatus.Status`.
     fn io_status(&self) -> NtStatus;
+    /// IRP_MJ_FILE_SYSTEM_CONTROL: `Parameters.FileSystemControl.Common.FsControlCode`
+    /// (`FSCTL_*`; meaningful for `IRP_MN_USER_FS_REQUEST`). The default, 0 (no
+    /// FSCTL), suits implementations that see no file system controls (a replay).
+    fn fs_control_code(&self) -> u32 {
+        0
+    }
+    /// IRP_MJ_SET_INFORMATION: `Parameters.SetFileInformation.FileInformationClass`
+    /// (`FILE_INFORMATION_CLASS`, e.g. `FileEndOfFileInformation` 20). Default 0.
+    fn file_information_class(&self) -> u32 {
+        0
+    }
 }
 
 /// What `IoGetTopLevelIrp()` returns on the current thread (DDI page
@@ -221,6 +233,11 @@ pub trait FilterManager: Sync {
     }
     /// `PsGetCurrentThreadId()` as a non-zero integer. Any IRQL.
     fn current_thread_id(&self) -> u64;
+    /// The kernel primitives around the engine's policy locks (an `EX_SPIN_LOCK` for
+    /// the policy `Arc`, a PASSIVE_LEVEL lock serializing SetPolicy): see
+    /// [`crate::locks::PolicyLocks`]. Initialised before [`super::Filter::new`] and
+    /// valid until the driver image unloads. Any IRQL.
+    fn policy_locks(&self) -> &'static dyn crate::locks::PolicyLocks;
     /// A monotonic clock in microseconds (interrupt time / 10), for flush latency.
     /// Any IRQL.
     fn now_us(&self) -> u64;
@@ -321,31 +338,21 @@ pub trait FilterManager: Sync {
 
     // ---- post-operation deferral ------------------------------------------
 
-    /// True when the operation's volume is a network file system (the MUP volume):
-    /// `FltGetVolumeProperties(FltObjects->Volume)->DeviceType ==
-    /// FILE_DEVICE_NETWORK_FILE_SYSTEM`. Writes there are completed by a network
-    /// redirector, not by a driver in a storage stack, so their post-write may be
-    /// deferred with [`FilterManager::do_completion_processing_when_safe`]. False when
-    /// the query fails. IRQL <= APC_LEVEL (the logic asks in the pre-write).
-    fn on_network_file_system(&self, data: &Self::Data) -> bool;
-
-    /// `FltDoCompletionProcessingWhenSafe(Data, FltObjects, ctx, Flags,
-    /// <safe post-write>)`. The safe callback, when the implementation runs it, must
-    /// call [`super::Filter::post_write_when_safe`] with the same `ctx` and `flags`
-    /// (inline when IRQL <= APC_LEVEL, else later from a worker thread at
-    /// PASSIVE_LEVEL). Returns `None` when it returned FALSE (the operation could not
-    /// be posted), else the status to return from the post-operation callback. The
-    /// logic calls it only for IRP-based, non-paging writes on a network file system
-    /// volume, never while draining (DDI page "FltDoCompletionProcessingWhenSafe").
-    /// IRQL <= DISPATCH_LEVEL.
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut Self::Data,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus>;
-
-    // ---- flushes -------------------------------------------------------------
+    /// Pends the post-operation of an asynchronous write to FlushGuard's flush
+    /// worker: `FltAllocateDeferredIoWorkItem` + `FltQueueDeferredIoWorkItem(Data,
+    /// <worker>, DelayedWorkQueue, ctx)`; the post-operation callback then returns
+    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (DDI page "Pending an I/O Operation in a
+    /// Postoperation Callback Routine"). The worker, at PASSIVE_LEVEL in a system
+    /// thread, must call [`super::Filter::flush_pended_write`] with `ctx`, then
+    /// `FltCompletePendedPostOperation(Data)` and free the work item — exactly once.
+    /// Filter Manager keeps the instance (and so the filter) from being torn down
+    /// until then. Returns false, having pended nothing, when the work item cannot be
+    /// allocated or posting is refused (`STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`: not
+    /// IRP-based, paging I/O, a top-level IRP on this thread;
+    /// `STATUS_FLT_DELETING_OBJECT`: the instance is being torn down). The logic
+    /// never calls it for fast I/O, paging I/O or while draining. IRQL <=
+    /// DISPATCH_LEVEL.
+    fn queue_deferred_flush(&self, data: &mut Self::Data, ctx: CompletionContext) -> bool;
 
     /// True when `FltGetRoutineAddress("FltFlushBuffers2")` resolved at load
     /// (Windows 10 1903+).
@@ -363,13 +370,28 @@ pub trait FilterManager: Sync {
     /// # Errors
     /// As [`FilterManager::flt_flush_buffers2`].
     fn flt_flush_buffers(&self, data: &Self::Data) -> Result<(), NtStatus>;
-    /// `ObOpenObjectByPointer(FileObject, OBJ_KERNEL_HANDLE, NULL, FILE_WRITE_DATA,
-    /// NULL /*object type: optional in KernelMode*/, KernelMode, &handle)`: a handle
-    /// with the write access NtFlushBuffersFileEx checks. PASSIVE_LEVEL.
+    /// Opens FlushGuard's own handle to the operation's file, for one
+    /// `ZwFlushBuffersFileEx`: `FltCreateFileEx2(Filter, Instance, &handle, NULL,
+    /// FILE_WRITE_DATA | SYNCHRONIZE, {name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE},
+    /// .., FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, FILE_OPEN,
+    /// FILE_NON_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT, NULL, 0,
+    /// IO_IGNORE_SHARE_ACCESS_CHECK, NULL)`, where `name` is the file's normalized
+    /// name (UTF-16, `FltGetFileNameInformation`). The create goes to the instances
+    /// below ours; the handle and its file object belong to FlushGuard for their whole
+    /// life, so closing them never touches the application's file object. Cost: one
+    /// more open and close on the server per flush; the server still applies its
+    /// share modes (an application that denied write sharing makes it fail with
+    /// `STATUS_SHARING_VIOLATION`: counted, not flushed). PASSIVE_LEVEL.
     ///
     /// # Errors
-    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_ACCESS_DENIED`, ...
-    fn open_kernel_handle(&self, data: &Self::Data) -> Result<Self::KernelHandle, NtStatus>;
+    /// `STATUS_INSUFFICIENT_RESOURCES`, `STATUS_ACCESS_DENIED`,
+    /// `STATUS_SHARING_VIOLATION`, `STATUS_OBJECT_NAME_NOT_FOUND` (renamed or deleted
+    /// meanwhile), ...
+    fn open_flush_handle(
+        &self,
+        data: &Self::Data,
+        name: &[u16],
+    ) -> Result<Self::KernelHandle, NtStatus>;
     /// `ZwFlushBuffersFileEx(handle, flags /*FLUSH_FLAGS_* */, NULL, 0, &iosb)`.
     /// Enters the stack at the top: our own pre-flush sees it (recursion guard).
     /// PASSIVE_LEVEL with special kernel APCs enabled (the logic checks
@@ -382,8 +404,9 @@ pub trait FilterManager: Sync {
         handle: &Self::KernelHandle,
         flags: u32,
     ) -> Result<(), NtStatus>;
-    /// `ZwClose(handle)`. PASSIVE_LEVEL. Closing the last handle of a file object
-    /// sends IRP_MJ_CLEANUP (which re-enters our pre-cleanup).
+    /// `FltClose(handle)` of a handle from [`FilterManager::open_flush_handle`]: the
+    /// cleanup and close of FlushGuard's own file object go to the instances below
+    /// ours. PASSIVE_LEVEL.
     ///
     /// # Errors
     /// `STATUS_INVALID_HANDLE` (a bug; counted).

@@ -12,10 +12,14 @@
 //! *sequencing* DESIGN.md §1 demands:
 //! - flushes only at PASSIVE_LEVEL, never for paging I/O, never with a top-level
 //!   IRP, never recursively (our own flush's re-entries pass through untouched);
-//! - `FLT_PREOP_SYNCHRONIZE` only when `FltIsOperationSynchronous`, otherwise
-//!   `FltDoCompletionProcessingWhenSafe`, and that only for IRP-based writes on a
-//!   network file system volume (its DDI page forbids it for writes a storage-stack
-//!   driver can complete); draining post-operations only clean up;
+//! - a flush is issued only (a) in a synchronized post-operation running in the
+//!   thread that issued the operation (`FLT_PREOP_SYNCHRONIZE`, used only when
+//!   `FltIsOperationSynchronous`), (b) in pre-cleanup, or (c) by FlushGuard's flush
+//!   worker, to which an asynchronous write is pended (`FltQueueDeferredIoWorkItem`,
+//!   `FLT_POSTOP_MORE_PROCESSING_REQUIRED`, completed after the flush with
+//!   `FltCompletePendedPostOperation`; at most [`MAX_PENDED_WRITES`] at once).
+//!   `FltDoCompletionProcessingWhenSafe` is not used: its DDI page excludes
+//!   IRP_MJ_WRITE. Draining post-operations only clean up;
 //! - `ZwFlushBuffersFileEx` only with special kernel APCs enabled
 //!   (`KeAreAllApcsDisabled`), else the flush goes through `FltFlushBuffers(2)`;
 //! - a completion context only with `FLT_PREOP_SUCCESS_WITH_CALLBACK` or
@@ -28,6 +32,7 @@
 
 mod context;
 mod counters;
+mod data_change;
 mod fltmgr;
 mod glue;
 mod guard;
@@ -56,6 +61,12 @@ pub use providers::{
 
 use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
 use glue::PolicySnapshot;
+
+/// Most asynchronous writes pended to the flush worker at once. Each holds its IRP
+/// and, while it flushes, a system worker thread: past this bound a governed
+/// asynchronous write completes without its flush (fail open, counted
+/// `FlushWorkerFull`); the handle stays marked written, so the cleanup flush covers it.
+pub const MAX_PENDED_WRITES: u32 = 256;
 
 pub use flushguard_protocol::nt::{
     FILE_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE,
@@ -150,6 +161,8 @@ pub struct Filter<F: FilterManager> {
     state: crate::handler::State,
     providers: ProviderTable,
     own_flushes: OwnFlushSet,
+    /// Asynchronous writes pended to the flush worker, not yet flushed.
+    pended_writes: AtomicU32,
     phase: AtomicU8,
     instances: AtomicU32,
 }
@@ -171,8 +184,10 @@ impl<F: FilterManager> Filter<F> {
     /// `state` (pass-through): resolves the MUP provider ids and reports the
     /// capabilities. The policy stays pass-through until
     /// [`Filter::load_persisted_policy`]. (Two steps so the driver can build the value
-    /// in place with a small stack frame.)
-    pub fn new(fm: F, state: crate::handler::State) -> Self {
+    /// in place with a small stack frame.) Installs the Filter Manager's policy
+    /// locks ([`FilterManager::policy_locks`]) in `state`.
+    pub fn new(fm: F, mut state: crate::handler::State) -> Self {
+        state.set_locks(fm.policy_locks());
         let providers = ProviderTable::resolve(&fm);
         let mut caps = flushguard_protocol::Capabilities::empty();
         caps.set(
@@ -186,6 +201,7 @@ impl<F: FilterManager> Filter<F> {
             providers,
             instances: AtomicU32::new(0),
             own_flushes: OwnFlushSet::new(),
+            pended_writes: AtomicU32::new(0),
             phase: AtomicU8::new(LifecyclePhase::Running as u8),
         }
     }
@@ -323,10 +339,10 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// The policy in force, or `None` above APC_LEVEL: the engine's policy lock is
-    /// a spin lock meant for IRQL <= APC_LEVEL (a DISPATCH_LEVEL waiter could spin
-    /// on a preempted holder forever). `None` is counted and never expected: the
-    /// callbacks only ask at IRQL <= APC_LEVEL.
+    /// The policy in force, or `None` above APC_LEVEL. The policy lock itself works up
+    /// to DISPATCH_LEVEL ([`crate::locks::PolicyLocks`]), but a rule lookup may need a
+    /// name query (PASSIVE_LEVEL): the callbacks only ask at IRQL <= APC_LEVEL, and
+    /// `None` above is counted (`PolicyAboveApcLevel`, never expected).
     fn policy(&self) -> Option<PolicySnapshot> {
         if self.fm.current_irql() > Irql::APC_LEVEL {
             self.counters().bump(Counter::PolicyAboveApcLevel);
@@ -675,13 +691,12 @@ impl<F: FilterManager> Filter<F> {
         // The post-write records the write only once it succeeded (its data is then
         // in the cache) and, when the engine asked for a post-write, asks it again
         // with the completion status (the rule's flush travels along as a marker).
+        // A native-method rule's flush runs in the flush worker on FlushGuard's own
+        // handle: its writes are pended there, never synchronized.
         let synchronize = d.pre_op == EnginePreOp::Synchronize
             && !data.is_fast_io()
+            && action.method != crate::policy::FlushMethod::Native
             && self.fm.is_operation_synchronous(data);
-        // Only a flush for an unsynchronized write may need deferring; whether that is
-        // allowed depends on the volume, which can be asked here (<= APC_LEVEL) but not
-        // in a post-write at DISPATCH_LEVEL.
-        let deferrable = wants_post && !synchronize && self.fm.on_network_file_system(data);
         // Classed here, in the issuing thread: only the flushing thread's own cache
         // write-back may count as covered by that flush (WriteClass).
         let write_back = d.mark_written_since_flush
@@ -698,7 +713,7 @@ impl<F: FilterManager> Filter<F> {
                 flags: action.flags,
             }),
             synchronized: synchronize,
-            deferrable,
+            audit: action.mode == crate::policy::Mode::Audit,
         };
         if synchronize {
             self.counters().bump(Counter::WriteSynchronized);
@@ -711,11 +726,19 @@ impl<F: FilterManager> Filter<F> {
     /// Post-write (any IRQL <= DISPATCH_LEVEL, arbitrary thread; <= APC_LEVEL in the
     /// originating thread after `FLT_PREOP_SYNCHRONIZE`). Draining: clean up only
     /// (nothing is held). On success records the write (context atomics only: no
-    /// policy lock above APC_LEVEL); when the pre-write asked for a flush decision,
-    /// makes it now (IRQL <= APC_LEVEL) or defers it with
-    /// `FltDoCompletionProcessingWhenSafe` (DISPATCH_LEVEL; IRP-based writes on a
-    /// network file system only, else the flush is skipped and counted
-    /// `FlushSkippedNotDeferrable`).
+    /// policy lock above APC_LEVEL); when the pre-write asked for a flush decision:
+    ///
+    /// - a synchronized write (the issuing thread, before its system service
+    ///   returns) is flushed here, inline (flush placement rule (a), DESIGN §1);
+    /// - an asynchronous write is pended to FlushGuard's flush worker
+    ///   ([`FilterManager::queue_deferred_flush`]: `FltQueueDeferredIoWorkItem`,
+    ///   `FLT_POSTOP_MORE_PROCESSING_REQUIRED`), which flushes at PASSIVE_LEVEL and
+    ///   only then lets the write complete to the application (rule (c)). Never
+    ///   flushed inline in the completing thread, never through
+    ///   `FltDoCompletionProcessingWhenSafe` (its DDI page excludes IRP_MJ_WRITE).
+    ///   When the worker cannot take it (fast I/O, posting refused, or
+    ///   [`MAX_PENDED_WRITES`] in flight) the write completes at once and the flush is
+    ///   skipped, counted; the handle stays marked written for the cleanup flush.
     pub fn post_write(
         &self,
         data: &mut F::Data,
@@ -727,7 +750,7 @@ impl<F: FilterManager> Filter<F> {
             write_back,
             flush,
             synchronized,
-            deferrable,
+            audit,
         }) = ctx
         else {
             return PostOpStatus::FinishedProcessing;
@@ -757,89 +780,91 @@ impl<F: FilterManager> Filter<F> {
         let Some(order) = flush else {
             return PostOpStatus::FinishedProcessing;
         };
-        let deferred = CompletionContext::Write {
+        let decision = CompletionContext::Write {
             record_write: false,
             write_back: false,
             flush: Some(order),
-            synchronized: false,
-            deferrable,
+            synchronized,
+            audit,
         };
-        if self.fm.current_irql() <= Irql::APC_LEVEL {
-            let inline = CompletionContext::Write {
-                record_write: false,
-                write_back: false,
-                flush: Some(order),
-                synchronized,
-                deferrable,
-            };
-            return self.post_write_when_safe(data, Some(inline), flags);
+        // An audit rule only counts what it would do: its writes are never held.
+        if (synchronized || audit) && self.fm.current_irql() <= Irql::APC_LEVEL {
+            self.flush_after_write(data, Some(decision));
+            return PostOpStatus::FinishedProcessing;
         }
-        // FltDoCompletionProcessingWhenSafe only for IRP-based operations (not fast
-        // I/O) and never for a write a storage-stack driver may complete (a volume
-        // other than a network file system): DDI page "FltDoCompletionProcessingWhenSafe".
-        if !deferrable || data.is_fast_io() {
+        if audit {
             self.skip(Counter::FlushSkippedNotDeferrable);
             return PostOpStatus::FinishedProcessing;
         }
-        match self
-            .fm
-            .do_completion_processing_when_safe(data, deferred, flags)
-        {
-            Some(status) => {
-                self.counters().bump(Counter::FlushDeferred);
-                status
-            }
-            None => {
-                self.skip(Counter::FlushSkippedNotDeferrable);
-                PostOpStatus::FinishedProcessing
-            }
+        if data.is_fast_io() {
+            self.skip(Counter::FlushSkippedNotDeferrable);
+            return PostOpStatus::FinishedProcessing;
+        }
+        if self.pended_writes.fetch_add(1, Ordering::AcqRel) >= MAX_PENDED_WRITES {
+            self.pended_writes.fetch_sub(1, Ordering::AcqRel);
+            self.counters().bump(Counter::FlushWorkerFull);
+            self.skip(Counter::FlushSkippedNotDeferrable);
+            return PostOpStatus::FinishedProcessing;
+        }
+        if self.fm.queue_deferred_flush(data, decision) {
+            self.counters().bump(Counter::FlushDeferred);
+            PostOpStatus::MoreProcessingRequired
+        } else {
+            self.pended_writes.fetch_sub(1, Ordering::AcqRel);
+            self.skip(Counter::FlushSkippedNotDeferrable);
+            PostOpStatus::FinishedProcessing
         }
     }
 
-    /// The safe post-write: `FltDoCompletionProcessingWhenSafe` calls it (inline at
-    /// IRQL <= APC_LEVEL, or from a worker thread at PASSIVE_LEVEL), and
-    /// [`Filter::post_write`] at IRQL <= APC_LEVEL. At PASSIVE_LEVEL asks the engine
-    /// (post-write phase, with the completion status) and issues the flush it
-    /// orders; above PASSIVE_LEVEL counts the flush skipped.
-    pub fn post_write_when_safe(
-        &self,
-        data: &mut F::Data,
-        ctx: Option<CompletionContext>,
-        flags: PostOpFlags,
-    ) -> PostOpStatus {
+    /// FlushGuard's flush worker (PASSIVE_LEVEL, a system worker thread with no
+    /// top-level IRP): flushes the asynchronous write [`Filter::post_write`] pended
+    /// with `ctx`, as the engine decides with its completion status. The caller then
+    /// completes the pended post-operation (`FltCompletePendedPostOperation`), so the
+    /// application sees its write complete only after the flush (or a counted failure;
+    /// the write's own status is never changed). Call exactly once per pended write.
+    pub fn flush_pended_write(&self, data: &mut F::Data, ctx: Option<CompletionContext>) {
+        self.flush_after_write(data, ctx);
+        self.pended_writes.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Asynchronous writes pended to the flush worker and not yet flushed.
+    pub fn pended_writes(&self) -> u32 {
+        self.pended_writes.load(Ordering::Acquire)
+    }
+
+    /// The flush after a successful write: at PASSIVE_LEVEL asks the engine
+    /// (post-write phase, with the completion status) and issues the flush it orders;
+    /// above PASSIVE_LEVEL counts the flush skipped.
+    fn flush_after_write(&self, data: &mut F::Data, ctx: Option<CompletionContext>) {
         let Some(CompletionContext::Write {
             flush: Some(_),
             synchronized,
             ..
         }) = ctx
         else {
-            return PostOpStatus::FinishedProcessing;
+            return;
         };
-        if flags.draining() {
-            self.skip(Counter::FlushSkippedDraining);
-            return PostOpStatus::FinishedProcessing;
-        }
         if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
             self.skip(Counter::FlushSkippedIrql);
-            return PostOpStatus::FinishedProcessing;
+            return;
         }
         let Some(context) = self.handle_context(data) else {
-            return PostOpStatus::FinishedProcessing;
+            return;
         };
         let (generation, slot) = context.rule();
         let written = context.written_since_flush();
         self.fm.release_context(context);
         let Some(policy) = self.policy() else {
-            return PostOpStatus::FinishedProcessing;
+            return;
         };
         // A rule cached under an older policy is not re-looked-up after the write: the
         // changed policy applies from the next operation on.
         if generation != policy.generation() {
             self.counters().bump(Counter::StaleRulePassedThrough);
-            return PostOpStatus::FinishedProcessing;
+            return;
         }
         let Some(action) = policy.action(slot) else {
-            return PostOpStatus::FinishedProcessing;
+            return;
         };
         let mut view = self.view(data, Phase::Post);
         view.written_since_flush = written;
@@ -849,7 +874,6 @@ impl<F: FilterManager> Filter<F> {
         if let Some((order, place)) = glue::flush_order(&d) {
             self.flush_now(data, order, place, slot, synchronized);
         }
-        PostOpStatus::FinishedProcessing
     }
 
     // ---- IRP_MJ_FLUSH_BUFFERS ---------------------------------------------
@@ -987,26 +1011,21 @@ impl<F: FilterManager> Filter<F> {
             fm.release_context(c);
             seq
         });
-        // The native method opens a kernel handle to the caller's file object and
-        // re-enters the stack at the top through the I/O manager. It is used only in
-        // the issuing thread of a synchronized write (FLT_PREOP_SYNCHRONIZE), while the
-        // caller's system service is still in progress, and never:
-        // - at IRP_MJ_CLEANUP, or after it (FO_CLEANUP_COMPLETE; a deferred completion
-        //   can run after the last user handle closed): closing our handle would drop
-        //   the handle count to zero again and send a second IRP_MJ_CLEANUP;
-        // - on a FO_SYNCHRONOUS_IO file object: NtFlushBuffersFileEx waits for the file
-        //   object lock the I/O manager holds for the write in progress on this thread;
-        // - with all APCs disabled (a guarded region at PASSIVE_LEVEL): ZwFlushBuffersFileEx
-        //   needs special kernel APCs enabled (its completion is one);
-        // - without the recursion guard (every slot taken): its re-entrant pre-flush
-        //   and pre-cleanup would not be recognised as ours.
-        // Otherwise the flush goes to the instances below through FltFlushBuffers(2).
-        let fo_flags = data.file_object_flags();
+        // The native method (ZwFlushBuffersFileEx) runs only in FlushGuard's flush
+        // worker (a write pended after it completed: not the issuing thread), on a
+        // handle FlushGuard opens by name for this flush and closes right after
+        // (FilterManager::open_flush_handle): never a handle to the application's file
+        // object, so closing it can never send a second IRP_MJ_CLEANUP for it, and no
+        // application file object lock is involved. Not at cleanup (the filter method
+        // runs there), never with all APCs disabled (ZwFlushBuffersFileEx's completion
+        // is a special kernel APC), never without the recursion guard (its
+        // re-entrant pre-flush would not be recognised as ours). Otherwise the flush
+        // goes to the instances below through FltFlushBuffers(2), counted
+        // NativeFlushViaFilter.
         let native = order.native
             && token.is_some()
             && place == FlushPlace::AfterWrite
-            && issuing_thread
-            && fo_flags & (FO_SYNCHRONOUS_IO | FO_CLEANUP_COMPLETE) == 0
+            && !issuing_thread
             && !fm.all_apcs_disabled();
         if order.native && !native {
             self.counters().bump(Counter::NativeFlushViaFilter);
@@ -1066,7 +1085,16 @@ impl<F: FilterManager> Filter<F> {
             self.counters().bump(Counter::FlushFlagsUnsupported);
             return Err(NtStatus::INVALID_PARAMETER_MIX);
         };
-        let handle = match fm.open_kernel_handle(data) {
+        let name = match fm.get_file_name_information(data) {
+            Ok(n) => n,
+            Err(status) => {
+                self.counters().bump(Counter::NameQueryFailed);
+                return Err(status);
+            }
+        };
+        let handle = fm.open_flush_handle(data, fm.file_name(&name));
+        fm.release_file_name_information(name);
+        let handle = match handle {
             Ok(h) => h,
             Err(status) => {
                 self.counters().bump(Counter::HandleOpenFailed);

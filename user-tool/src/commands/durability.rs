@@ -2,6 +2,7 @@
 //! logic is in [`crate::durability`]; this module reads arguments and prints).
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use crate::cli::{
     DurabilityCommand, DurabilityRunArgs, DurabilityVerifyArgs, DurabilityWitnessArgs,
@@ -9,6 +10,8 @@ use crate::cli::{
 use crate::durability::net::{RemoteWitness, WitnessServer};
 use crate::durability::record::check_record_size;
 use crate::durability::run::{new_run_id, run, RunConfig, RunOutcome};
+use crate::durability::smb::{SmbTarget, SmbUrl, PASSWORD_ENV};
+use crate::durability::target::{Target, TargetSpec};
 use crate::durability::verify::{verify, Verdict, VerifyError};
 use crate::durability::witness::{LocalWitness, Witness, MAX_THREADS};
 use crate::error::CliError;
@@ -19,8 +22,10 @@ use crate::output::{bytes, print_json, TableBuilder};
 /// Runs a `durability` subcommand; returns the exit code.
 ///
 /// # Errors
-/// [`CliError::Usage`] for bad arguments, [`CliError::Io`] for I/O failures of the
-/// target or the witness.
+/// [`CliError::Usage`] for bad arguments or a missing SMB password,
+/// [`CliError::Unsupported`] for a pattern this OS cannot express on a local file,
+/// [`CliError::Smb`] when an `smb://` target cannot be reached, [`CliError::Witness`]
+/// for witness failures, [`CliError::Io`] for I/O failures of the target.
 pub(super) fn durability(cmd: &DurabilityCommand, json: bool) -> Result<u8, CliError> {
     match cmd {
         DurabilityCommand::Run(a) => durability_run(a, json),
@@ -29,10 +34,42 @@ pub(super) fn durability(cmd: &DurabilityCommand, json: bool) -> Result<u8, CliE
     }
 }
 
+/// The SMB password: `FLUSHCTL_SMB_PASSWORD` when set (even empty), else asked for on
+/// the terminal without echo.
+fn smb_password(url: &SmbUrl) -> Result<String, CliError> {
+    if let Some(p) = std::env::var_os(PASSWORD_ENV) {
+        return p
+            .into_string()
+            .map_err(|_| CliError::Usage(format!("{PASSWORD_ENV} is not valid UTF-8")));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "no password for {url}: set {PASSWORD_ENV} (stdin is not a terminal to ask on)"
+        )));
+    }
+    rpassword::prompt_password(format!("SMB password for {}@{}: ", url.user, url.addr()))
+        .map_err(CliError::io_while("reading the password from the terminal"))
+}
+
+/// Connects an `smb://` target; a path is used as it is.
+fn connect(spec: &TargetSpec) -> Result<Target, CliError> {
+    match spec {
+        TargetSpec::Local(p) => Ok(Target::Local(p.clone())),
+        TargetSpec::Smb(url) => {
+            let password = smb_password(url)?;
+            let t = SmbTarget::connect(url, &password).map_err(|e| CliError::Smb(e.to_string()))?;
+            Ok(Target::Smb(Arc::new(t)))
+        }
+    }
+}
+
 #[derive(serde::Serialize)]
 struct RunReport<'a> {
     run: String,
     target: String,
+    /// The negotiated SMB dialect of an `smb://` target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smb_dialect: Option<String>,
     witness: String,
     pattern: &'static str,
     threads: u32,
@@ -53,14 +90,15 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
             a.threads
         )));
     }
-    if !a.pattern.supported() {
+    if matches!(a.target, TargetSpec::Local(_)) && !a.pattern.supported() {
         return Err(CliError::Unsupported(format!(
-            "--pattern {} is Windows only: here it is the same as write-through (O_DSYNC); use --pattern write-through",
+            "--pattern {} is Windows only for a local file: here it is the same as write-through (O_DSYNC); use --pattern write-through, or an smb:// target",
             a.pattern.name()
         )));
     }
+    let target = connect(&a.target)?;
     let cfg = RunConfig {
-        target: a.target.clone(),
+        target,
         run: new_run_id(),
         threads: a.threads,
         record_size,
@@ -100,14 +138,18 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
             b.set_position(n);
         }
     })
-    .map_err(|e| CliError::io(format!("creating target {}", cfg.target.display()), e))?;
+    .map_err(|e| CliError::io(format!("creating target {}", cfg.target.describe()), e))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let acknowledged = outcome.acknowledged();
     let report = RunReport {
         run: format!("{:016x}", cfg.run),
-        target: cfg.target.display().to_string(),
+        target: cfg.target.describe(),
+        smb_dialect: match &cfg.target {
+            Target::Smb(s) => Some(s.dialect()),
+            Target::Local(_) => None,
+        },
         witness: witness.describe(),
         pattern: cfg.pattern.name(),
         threads: cfg.threads,
@@ -132,6 +174,9 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
             report.pattern,
             report.target
         );
+        if let Some(d) = &report.smb_dialect {
+            outln!("SMB dialect {d}, requests built by flushctl (docs/flushctl.md, SMB target)");
+        }
         outln!("{}", report.witness);
         outln!(
             "acknowledged {} records ({}) in {:.2} s: {:.0} records/s",
@@ -159,10 +204,11 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
 }
 
 fn durability_verify(a: &DurabilityVerifyArgs, json: bool) -> Result<u8, CliError> {
-    let v = verify(&a.target, &a.witness).map_err(|e| match e {
+    let target = connect(&a.target)?;
+    let v = verify(&target, &a.witness).map_err(|e| match e {
         VerifyError::Witness(w) => CliError::Witness(w.to_string()),
-        VerifyError::Target { source, .. } => {
-            CliError::io(format!("reading target {}", a.target.display()), source)
+        VerifyError::Target { target, source } => {
+            CliError::io(format!("reading target {target}"), source)
         }
     })?;
     if json {

@@ -2,24 +2,24 @@
 //!
 //! Writer `w` (one thread each) writes its record `s` at byte offset
 //! `(s * threads + w) * record_size`, makes it durable as the [`Pattern`] says (nothing,
-//! an O_DSYNC / write-through handle, or `File::sync_data` after the write), and then
+//! an O_DSYNC / write-through handle or WRITE flag, or `File::sync_data` / an SMB2 FLUSH
+//! after the write), and then
 //! reports the acknowledgement to the [`Witness`]; only when the witness has it durably
 //! does the writer write its next record. So the witness never holds an acknowledgement
 //! the target was not told to keep, and at most one record per writer is in flight.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::record::{encode, RecordId};
-use super::target::{self, Pattern};
+use super::target::{Pattern, Target, TargetFile};
 use super::witness::{RunInfo, Witness};
 
 /// What to write.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     /// The target file.
-    pub target: PathBuf,
+    pub target: Target,
     /// The run id (the witness's Begin carries it too).
     pub run: u64,
     /// Writer threads, at least 1.
@@ -81,14 +81,15 @@ impl RunOutcome {
 /// acknowledged so far (from any writer thread).
 ///
 /// # Errors
-/// The OS error of the first open of the target (creating it); later failures stop the
+/// The error of the first open of the target (creating it: the OS error, or the SMB
+/// CREATE's NTSTATUS or connection error); later failures stop the
 /// failing writer and all others, and are reported per writer in [`RunOutcome`].
 pub fn run(
     cfg: &RunConfig,
     witness: &dyn Witness,
     progress: &(dyn Fn(u64) + Sync),
 ) -> std::io::Result<RunOutcome> {
-    let first = target::open(&cfg.target, cfg.pattern, true)?;
+    let first = cfg.target.open(cfg.pattern, true)?;
     let stop = AtomicBool::new(false);
     let total = AtomicU64::new(0);
     let start = Instant::now();
@@ -131,7 +132,7 @@ pub fn run(
 fn writer(
     cfg: &RunConfig,
     w: u32,
-    file: Option<std::fs::File>,
+    file: Option<TargetFile<'_>>,
     witness: &dyn Witness,
     stop: &AtomicBool,
     deadline: Option<Instant>,
@@ -142,10 +143,10 @@ fn writer(
         acknowledged: 0,
         error: None,
     };
-    let file = match file.map_or_else(|| target::open(&cfg.target, cfg.pattern, false), Ok) {
+    let file = match file.map_or_else(|| cfg.target.open(cfg.pattern, false), Ok) {
         Ok(f) => f,
         Err(e) => {
-            out.error = Some(format!("open {}: {e}", cfg.target.display()));
+            out.error = Some(format!("open {}: {e}", cfg.target.describe()));
             return out;
         }
     };
@@ -173,12 +174,12 @@ fn writer(
             },
             &mut buf,
         );
-        if let Err(e) = target::write_all_at(&file, &buf, offset) {
+        if let Err(e) = file.write_all_at(&buf, offset) {
             out.error = Some(format!("write of record {seq} at byte {offset}: {e}"));
             break;
         }
         if cfg.pattern == Pattern::Flush {
-            if let Err(e) = file.sync_data() {
+            if let Err(e) = file.flush() {
                 out.error = Some(format!("flush after record {seq}: {e}"));
                 break;
             }
@@ -209,7 +210,7 @@ mod tests {
     fn writers_interleave_and_every_ack_is_witnessed() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = RunConfig {
-            target: dir.path().join("t.dat"),
+            target: Target::Local(dir.path().join("t.dat")),
             run: 99,
             threads: 3,
             record_size: 512,
@@ -227,7 +228,7 @@ mod tests {
         assert!(out.ok(), "{out:?}");
         assert_eq!(out.acknowledged(), 30);
         assert_eq!(seen.load(Ordering::Relaxed), 30);
-        let data = std::fs::read(&cfg.target).unwrap();
+        let data = std::fs::read(dir.path().join("t.dat")).unwrap();
         assert_eq!(data.len(), 30 * 512);
         for (i, slot) in data.chunks(512).enumerate() {
             let id = RecordId {

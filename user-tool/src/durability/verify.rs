@@ -12,11 +12,11 @@
 //! - `unacknowledged`: intact records after the last acknowledged one (written, but no
 //!   acknowledgement reached the witness before the crash: expected, not an error).
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::record::{classify_against, encode, RecordId, Slot};
+use super::target::Target;
 use super::witness::{read_witness, RunInfo, WitnessError};
 
 /// One writer's verdict.
@@ -77,12 +77,12 @@ pub enum VerifyError {
     /// The witness is unreadable or malformed.
     #[error(transparent)]
     Witness(#[from] WitnessError),
-    /// The target could not be read.
-    #[error("target {}: {source}", path.display())]
+    /// The target could not be opened or read.
+    #[error("target {target}: {source}")]
     Target {
-        /// The target.
-        path: std::path::PathBuf,
-        /// The OS error.
+        /// The target's path or URL.
+        target: String,
+        /// The OS error, or the SMB request's NTSTATUS or connection error.
         source: std::io::Error,
     },
 }
@@ -101,20 +101,20 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-/// Compares `target` with `witness`.
+/// Compares `target` (a local file or an `smb://` target, read from its start to its
+/// end once) with `witness`.
 ///
 /// # Errors
 /// [`VerifyError::Witness`] (see [`read_witness`]), [`VerifyError::Target`].
-pub fn verify(target: &Path, witness: &Path) -> Result<Verdict, VerifyError> {
+pub fn verify(target: &Target, witness: &Path) -> Result<Verdict, VerifyError> {
     let log = read_witness(witness)?;
     let info = log.state.info();
     let acked = log.state.acknowledged().to_vec();
     let terr = |source| VerifyError::Target {
-        path: target.to_owned(),
+        target: target.describe(),
         source,
     };
-    let file = File::open(target).map_err(terr)?;
-    let target_len = file.metadata().map_err(terr)?.len();
+    let (file, target_len) = target.open_read().map_err(terr)?;
     let size = u64::from(info.record_size);
     let threads = u64::from(info.threads);
     let file_slots = target_len.div_ceil(size);
@@ -229,7 +229,7 @@ mod tests {
         }
         let tp = dir.path().join("t.dat");
         std::fs::write(&tp, &t).unwrap();
-        let v = verify(&tp, &wp).unwrap();
+        let v = verify(&Target::Local(tp.clone()), &wp).unwrap();
         let w0 = &v.writers[0];
         assert_eq!(
             (w0.acknowledged, w0.present, w0.lost, w0.first_lost),
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(v.lost(), 4);
         // A target cut short loses the acknowledged tail.
         std::fs::write(&tp, &t[..2048]).unwrap();
-        let v = verify(&tp, &wp).unwrap();
+        let v = verify(&Target::Local(tp.clone()), &wp).unwrap();
         assert_eq!((v.writers[0].lost, v.writers[0].missing), (5, 5));
     }
 }

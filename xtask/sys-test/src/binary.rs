@@ -142,8 +142,20 @@ impl Runner<'_> {
             } else {
                 post_irql
             };
-            let _ = dispatch::post(post, op, context, 0, irql);
+            let status = dispatch::post(post, op, context, 0, irql);
             dispatch::run_deferred(op);
+            let id = op.id();
+            let mut w = world();
+            if status == Some(dispatch::FLT_POSTOP_MORE_PROCESSING_REQUIRED)
+                && !w.completed_pended.contains(&id)
+            {
+                w.violation(format!(
+                    "post-{} returned FLT_POSTOP_MORE_PROCESSING_REQUIRED and the operation \
+                     was never completed (FltCompletePendedPostOperation)",
+                    op.what
+                ));
+            }
+            w.completed_pended.retain(|&d| d != id);
         } else if wants_post {
             violation(format!(
                 "pre-{} asked for a post-operation callback it did not register",

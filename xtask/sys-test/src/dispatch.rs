@@ -48,6 +48,9 @@ pub type DisconnectFn = unsafe extern "win64" fn(*mut c_void);
 pub type MessageFn =
     unsafe extern "win64" fn(*mut c_void, *mut c_void, u32, *mut c_void, u32, *mut u32) -> i32;
 
+/// `PFLT_DEFERRED_IO_WORKITEM_ROUTINE`.
+pub type DeferredIoWorkItemFn = unsafe extern "win64" fn(usize, *mut FltCallbackData, *mut c_void);
+
 /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`.
 pub const FLT_PREOP_SUCCESS_WITH_CALLBACK: i32 = 0;
 /// `FLT_PREOP_SUCCESS_NO_CALLBACK`.
@@ -62,8 +65,9 @@ pub const FLT_PREOP_COMPLETE: i32 = 4;
 pub const FLT_PREOP_SYNCHRONIZE: i32 = 5;
 /// `FLT_POSTOP_FINISHED_PROCESSING`.
 pub const FLT_POSTOP_FINISHED_PROCESSING: i32 = 0;
-/// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (`STATUS_MORE_PROCESSING_REQUIRED`).
-pub const FLT_POSTOP_MORE_PROCESSING_REQUIRED: i32 = 0xC000_0016_u32 as i32;
+/// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (an enumerator of
+/// `FLT_POSTOP_CALLBACK_STATUS`, fltKernel.h: 1).
+pub const FLT_POSTOP_MORE_PROCESSING_REQUIRED: i32 = 1;
 
 /// Checks `address` is a routine inside the image; records a violation if not.
 pub fn code(address: usize, what: &str) -> Option<usize> {
@@ -280,10 +284,52 @@ pub fn post(post: usize, op: &mut Operation, context: usize, flags: u32, irql: u
     Some(status)
 }
 
-/// Runs the deferred safe post-operation callbacks (a worker at PASSIVE_LEVEL) whose
-/// callback data is `op`.
+/// Runs the work queued for `op` (a worker thread at PASSIVE_LEVEL, no top-level IRP):
+/// deferred I/O work items (`FltQueueDeferredIoWorkItem`, the flush worker, which must
+/// complete the pended post-operation) and safe post-operation callbacks
+/// (`FltDoCompletionProcessingWhenSafe`).
 pub fn run_deferred(op: &mut Operation) {
     let id = op.id();
+    loop {
+        let work = {
+            let mut w = world();
+            let at = w.queued_work.iter().position(|q| q.2 == id);
+            at.map(|at| w.queued_work.remove(at))
+        };
+        let Some((routine, item, data, context)) = work else {
+            break;
+        };
+        let Some(address) = code(routine, "deferred I/O work item routine") else {
+            break;
+        };
+        // SAFETY: a PFLT_DEFERRED_IO_WORKITEM_ROUTINE inside the image, passed to
+        // FltQueueDeferredIoWorkItem.
+        let routine = unsafe { std::mem::transmute::<usize, DeferredIoWorkItemFn>(address) };
+        let saved = {
+            let mut w = world();
+            let saved = (w.irql, w.top_level_irp);
+            w.irql = PASSIVE_LEVEL;
+            w.top_level_irp = 0;
+            saved
+        };
+        let held = world().driver_references();
+        // SAFETY: the work item, the pended operation's callback data (alive until the
+        // post-operation completes) and the context the driver queued; PASSIVE_LEVEL.
+        into_driver(|| unsafe {
+            routine(item, data as *mut FltCallbackData, context as *mut c_void)
+        });
+        let mut w = world();
+        if w.driver_references() != held {
+            let n = w.driver_references() - held;
+            w.violation(format!(
+                "the flush worker returned holding {n} more reference(s)"
+            ));
+        }
+        if w.pended.contains(&data) {
+            w.violation("the flush worker returned without FltCompletePendedPostOperation");
+        }
+        (w.irql, w.top_level_irp) = saved;
+    }
     loop {
         let item = {
             let mut w = world();

@@ -233,6 +233,21 @@ pub struct World {
     pub site_counts: HashMap<&'static str, u64>,
     /// The injected failure happened.
     pub injected: bool,
+    /// Spin locks by address: (held exclusive, shared holders).
+    pub spin_locks: HashMap<usize, (bool, u32)>,
+    /// `KeEnterCriticalRegion` depth.
+    pub critical_region: u32,
+    /// Initialized push locks by address: held.
+    pub push_locks: HashMap<usize, bool>,
+    /// Deferred I/O work items allocated and not freed.
+    pub work_items: std::collections::HashSet<usize>,
+    /// Post-operations pended (`FltQueueDeferredIoWorkItem`) and not completed yet
+    /// (callback data addresses).
+    pub pended: Vec<usize>,
+    /// Operations completed with `FltCompletePendedPostOperation` (callback data).
+    pub completed_pended: Vec<usize>,
+    /// Queued work `(routine, work item, callback data, context)`, run by a worker.
+    pub queued_work: Vec<(usize, usize, usize, usize)>,
     /// Findings reported without failing the run (deviations from DESIGN the binary
     /// shows, for the maintainers to decide).
     pub findings: std::collections::BTreeSet<String>,
@@ -377,6 +392,33 @@ impl World {
             leaks.push(format!(
                 "{} port security descriptor(s) not freed (FltFreeSecurityDescriptor)",
                 self.security_descriptors.len()
+            ));
+        }
+        if !self.work_items.is_empty() {
+            leaks.push(format!(
+                "{} deferred I/O work item(s) not freed (FltFreeDeferredIoWorkItem)",
+                self.work_items.len()
+            ));
+        }
+        if !self.pended.is_empty() {
+            leaks.push(format!(
+                "{} pended post-operation(s) never completed (FltCompletePendedPostOperation)",
+                self.pended.len()
+            ));
+        }
+        if !self.push_locks.is_empty() {
+            leaks.push(format!(
+                "{} push lock(s) not deleted (FltDeletePushLock)",
+                self.push_locks.len()
+            ));
+        }
+        if self.spin_locks.values().any(|&(e, s)| e || s > 0) {
+            leaks.push("a spin lock is still held".to_string());
+        }
+        if self.critical_region != 0 {
+            leaks.push(format!(
+                "{} KeEnterCriticalRegion without KeLeaveCriticalRegion",
+                self.critical_region
             ));
         }
         if self.server_port.is_some() {

@@ -13,10 +13,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 mod fltmgr;
 mod flush;
 mod ntoskrnl;
+mod sync;
 
 use fltmgr::*;
 use flush::*;
 use ntoskrnl::*;
+use sync::*;
 
 use crate::dispatch;
 use crate::layout::{
@@ -194,6 +196,40 @@ pub fn resolve(dll: &str, name: &str) -> Option<usize> {
         }
         ("fltmgr.sys", "FltStartFiltering") => flt_start_filtering as *const () as usize,
         ("fltmgr.sys", "FltUnregisterFilter") => flt_unregister_filter as *const () as usize,
+        ("ntoskrnl.exe", "ExAcquireSpinLockExclusive") => {
+            ex_acquire_spin_lock_exclusive as *const () as usize
+        }
+        ("ntoskrnl.exe", "ExReleaseSpinLockExclusive") => {
+            ex_release_spin_lock_exclusive as *const () as usize
+        }
+        ("ntoskrnl.exe", "ExAcquireSpinLockShared") => {
+            ex_acquire_spin_lock_shared as *const () as usize
+        }
+        ("ntoskrnl.exe", "ExReleaseSpinLockShared") => {
+            ex_release_spin_lock_shared as *const () as usize
+        }
+        ("ntoskrnl.exe", "KeEnterCriticalRegion") => ke_enter_critical_region as *const () as usize,
+        ("ntoskrnl.exe", "KeLeaveCriticalRegion") => ke_leave_critical_region as *const () as usize,
+        ("fltmgr.sys", "FltInitializePushLock") => flt_initialize_push_lock as *const () as usize,
+        ("fltmgr.sys", "FltDeletePushLock") => flt_delete_push_lock as *const () as usize,
+        ("fltmgr.sys", "FltAcquirePushLockExclusive") => {
+            flt_acquire_push_lock_exclusive as *const () as usize
+        }
+        ("fltmgr.sys", "FltReleasePushLock") => flt_release_push_lock as *const () as usize,
+        ("fltmgr.sys", "FltAllocateDeferredIoWorkItem") => {
+            flt_allocate_deferred_io_work_item as *const () as usize
+        }
+        ("fltmgr.sys", "FltFreeDeferredIoWorkItem") => {
+            flt_free_deferred_io_work_item as *const () as usize
+        }
+        ("fltmgr.sys", "FltQueueDeferredIoWorkItem") => {
+            flt_queue_deferred_io_work_item as *const () as usize
+        }
+        ("fltmgr.sys", "FltCompletePendedPostOperation") => {
+            flt_complete_pended_post_operation as *const () as usize
+        }
+        ("fltmgr.sys", "FltCreateFileEx2") => flt_create_file_ex2 as *const () as usize,
+        ("fltmgr.sys", "FltClose") => flt_close as *const () as usize,
         _ => return None,
     };
     Some(address)

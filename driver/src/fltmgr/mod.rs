@@ -12,38 +12,38 @@ use core::ops::Deref;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use flushguard_engine::callbacks::{
-    CallbackData, CompletionContext, FilterManager, Irql, PostOpFlags, PostOpStatus, StreamContext,
-    TopLevelIrp,
+    CompletionContext, FilterManager, Irql, StreamContext, TopLevelIrp,
 };
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltAllocateContext, FltDoCompletionProcessingWhenSafe, FltFlushBuffers,
-    FltGetFileNameInformation, FltGetRequestorProcess, FltGetRoutineAddress,
-    FltGetStreamHandleContext, FltGetVolumeProperties, FltIsOperationSynchronous,
-    FltParseFileNameInformation, FltReleaseContext, FltReleaseFileNameInformation,
-    FltSetCallbackDataDirty, FltSetStreamHandleContext, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
+    FltAllocateContext, FltAllocateDeferredIoWorkItem, FltClose, FltCreateFileEx2, FltFlushBuffers,
+    FltFreeDeferredIoWorkItem, FltGetFileNameInformation, FltGetRequestorProcess,
+    FltGetRoutineAddress, FltGetStreamHandleContext, FltIsOperationSynchronous,
+    FltParseFileNameInformation, FltQueueDeferredIoWorkItem, FltReleaseContext,
+    FltReleaseFileNameInformation, FltSetCallbackDataDirty, FltSetStreamHandleContext,
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED,
-    FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+    FLT_FILE_NAME_QUERY_DEFAULT, FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT,
+    PFLT_CONTEXT, PFLT_DEFERRED_IO_WORKITEM_ROUTINE, PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
-    FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, ObOpenObjectByPointer,
-    SeLocateProcessImageName, FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
+    FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, SeLocateProcessImageName,
+    FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_SYNCHRONOUS_IO_NONALERT,
+    FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
+    DelayedWorkQueue, ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
     KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise, PsGetCurrentThreadId,
+    IO_IGNORE_SHARE_ACCESS_CHECK,
 };
 use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, UNICODE_STRING,
 };
 
-use crate::layout::{
-    FileObjectPrefix, FltCallbackData, FltIoParameterBlock, FltParameters, FltRelatedObjects,
-};
 use flushguard_ntoskrnl_imports as nt;
-use windows_sys::Win32::System::Ioctl::FILE_DEVICE_NETWORK_FILE_SYSTEM;
+use windows_sys::Win32::Storage::FileSystem::{
+    FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, SYNCHRONIZE,
+};
 
 /// `STATUS_NOT_FOUND` (0xC0000225): `FltGetStreamHandleContext` found no context.
 const STATUS_NOT_FOUND: i32 = 0xC000_0225_u32 as i32;
@@ -54,10 +54,8 @@ const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32 as i32;
 /// `STATUS_OBJECT_TYPE_MISMATCH` (0xC0000024).
 const STATUS_OBJECT_TYPE_MISMATCH: i32 = 0xC000_0024_u32 as i32;
 /// `FILE_WRITE_DATA` (0x2): the access NtFlushBuffersFileEx requires on the handle
-/// (else `STATUS_ACCESS_DENIED`). Granted without an access check in KernelMode.
+/// (else `STATUS_ACCESS_DENIED`).
 const FILE_WRITE_DATA: u32 = 0x2;
-/// `KernelMode` (`KPROCESSOR_MODE` 0).
-const KERNEL_MODE: i8 = 0;
 /// `KEY_READ` access mask (winnt.h).
 const KEY_READ: u32 = 0x2_0019;
 /// `KEY_WRITE` access mask (winnt.h).
@@ -165,189 +163,8 @@ fn status(raw: NTSTATUS) -> Result<(), NtStatus> {
     NtStatus(raw).ok()
 }
 
-/// One operation: the `FLT_CALLBACK_DATA` and `FLT_RELATED_OBJECTS` Filter Manager
-/// passed to a callback. Valid only during that callback (or until the safe
-/// post-operation callback of a deferred completion returns).
-///
-/// Every member is read through the mirrors of [`crate::layout`] (windows-sys's
-/// `FLT_PARAMETERS` layout is wrong); only [`KernelOp::raw`] hands Filter Manager its
-/// own pointer type back.
-pub struct KernelOp {
-    data: *mut FltCallbackData,
-    objects: *const FltRelatedObjects,
-}
-
-impl KernelOp {
-    /// Wraps the arguments of a Filter Manager callback.
-    ///
-    /// # Safety
-    /// `data` and `objects` are the non-NULL pointers Filter Manager passed to the
-    /// running callback; the value must not outlive that callback.
-    pub unsafe fn new(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) -> Self {
-        KernelOp {
-            data: data.cast::<FltCallbackData>(),
-            objects: objects.cast::<FltRelatedObjects>(),
-        }
-    }
-
-    /// The raw callback data (for Filter Manager calls).
-    pub fn raw(&self) -> *mut FLT_CALLBACK_DATA {
-        self.data.cast::<FLT_CALLBACK_DATA>()
-    }
-
-    fn iopb(&self) -> *mut FltIoParameterBlock {
-        // SAFETY: `data` is the callback's FLT_CALLBACK_DATA (KernelOp::new contract),
-        // owned by Filter Manager for the callback's duration; any IRQL.
-        unsafe { (*self.data).Iopb }
-    }
-
-    fn parameters(&self) -> FltParameters {
-        let iopb = self.iopb();
-        // SAFETY: `Iopb` of a live FLT_CALLBACK_DATA is a valid parameter block owned by
-        // Filter Manager during the callback; FLT_PARAMETERS is plain data (Copy).
-        unsafe { (*iopb).Parameters }
-    }
-
-    fn instance(&self) -> PFLT_INSTANCE {
-        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
-        // contract), valid for the callback's duration; any IRQL.
-        unsafe { (*self.objects).Instance }
-    }
-
-    /// True when the operation's volume is a network file system (the MUP volume):
-    /// `FltGetVolumeProperties(FltObjects->Volume)->DeviceType ==
-    /// FILE_DEVICE_NETWORK_FILE_SYSTEM`. IRQL <= APC_LEVEL.
-    fn on_network_volume(&self) -> bool {
-        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
-        // contract), owned by Filter Manager for the callback; any IRQL.
-        let volume = unsafe { (*self.objects).Volume };
-        let mut properties = FLT_VOLUME_PROPERTIES::default();
-        let mut returned = 0u32;
-        // SAFETY: `volume` is the operation's volume (referenced by Filter Manager for
-        // the callback); `properties` is a local of the stated size (the fixed part:
-        // the names may not fit, reported as STATUS_BUFFER_OVERFLOW); IRQL <= APC_LEVEL.
-        let raw = unsafe {
-            FltGetVolumeProperties(
-                volume,
-                &mut properties,
-                core::mem::size_of::<FLT_VOLUME_PROPERTIES>() as u32,
-                &mut returned,
-            )
-        };
-        (raw >= 0 || raw == STATUS_BUFFER_OVERFLOW)
-            && properties.DeviceType == FILE_DEVICE_NETWORK_FILE_SYSTEM
-    }
-
-    fn file_object(&self) -> *const FILE_OBJECT {
-        // SAFETY: `objects` is the callback's FLT_RELATED_OBJECTS (KernelOp::new
-        // contract), owned by Filter Manager for the callback; any IRQL.
-        let file_object = unsafe { (*self.objects).FileObject };
-        file_object.cast_const().cast::<FILE_OBJECT>()
-    }
-}
-
-impl CallbackData for KernelOp {
-    fn major_function(&self) -> u8 {
-        let iopb = self.iopb();
-        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
-        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
-        // the callback's IRQL (<= DISPATCH_LEVEL).
-        unsafe { (*iopb).MajorFunction }
-    }
-    fn minor_function(&self) -> u8 {
-        let iopb = self.iopb();
-        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
-        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
-        // the callback's IRQL (<= DISPATCH_LEVEL).
-        unsafe { (*iopb).MinorFunction }
-    }
-    fn set_minor_function(&mut self, minor: u8) {
-        let iopb = self.iopb();
-        // SAFETY: the parameter block of the running pre-flush (KernelOp::new contract),
-        // owned by Filter Manager; a pre-operation may change it (then calls
-        // FltSetCallbackDataDirty); IRQL <= APC_LEVEL.
-        unsafe { (*iopb).MinorFunction = minor };
-    }
-    fn irp_flags(&self) -> u32 {
-        let iopb = self.iopb();
-        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
-        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
-        // the callback's IRQL (<= DISPATCH_LEVEL).
-        unsafe { (*iopb).IrpFlags }
-    }
-    fn operation_flags(&self) -> u8 {
-        let iopb = self.iopb();
-        // SAFETY: `iopb` is the parameter block of the callback's FLT_CALLBACK_DATA
-        // (KernelOp::new contract), owned by Filter Manager for the callback; read at
-        // the callback's IRQL (<= DISPATCH_LEVEL).
-        unsafe { (*iopb).OperationFlags }
-    }
-    fn set_operation_flags(&mut self, flags: u8) {
-        let iopb = self.iopb();
-        // SAFETY: the parameter block of the running pre-write (KernelOp::new contract),
-        // owned by Filter Manager; a pre-operation may change it (then calls
-        // FltSetCallbackDataDirty); IRQL <= APC_LEVEL.
-        unsafe { (*iopb).OperationFlags = flags };
-    }
-    fn file_object_flags(&self) -> u32 {
-        let file_object = self.file_object();
-        if file_object.is_null() {
-            return 0;
-        }
-        let file_object = file_object.cast::<FileObjectPrefix>();
-        // SAFETY: the operation's file object (FLT_RELATED_OBJECTS, non-NULL), referenced
-        // by the I/O in progress; `Flags` (wdm.h offset 80, asserted in layout.rs) is read
-        // at the callback's IRQL.
-        unsafe { (*file_object).Flags }
-    }
-    fn is_fast_io(&self) -> bool {
-        // SAFETY: the callback's FLT_CALLBACK_DATA (KernelOp::new contract), owned by
-        // Filter Manager for the callback; any IRQL.
-        let flags = unsafe { (*self.data).Flags };
-        flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0
-    }
-    fn requestor_mode_kernel(&self) -> bool {
-        // SAFETY: the callback's FLT_CALLBACK_DATA (KernelOp::new contract), owned by
-        // Filter Manager for the callback; any IRQL.
-        let mode = unsafe { (*self.data).RequestorMode };
-        mode == KERNEL_MODE
-    }
-    fn create_options(&self) -> u32 {
-        let parameters = self.parameters();
-        // SAFETY: reading a union member of a local copy; the engine reads `Create`
-        // only for IRP_MJ_CREATE, whose active member it is (plain u32, any bits valid).
-        unsafe { parameters.Create.Options }
-    }
-    fn set_create_options(&mut self, options: u32) {
-        let iopb = self.iopb();
-        // SAFETY: the parameter block of the running pre-create (KernelOp::new
-        // contract), owned by Filter Manager; only a place is computed; PASSIVE_LEVEL.
-        let parameters = unsafe { &raw mut (*iopb).Parameters };
-        // SAFETY: IRP_MJ_CREATE pre-operation (the only caller): `Create` is the active
-        // member of the union; only a place is computed.
-        let create = unsafe { &raw mut (*parameters).Create };
-        // SAFETY: writes a u32 field of the live, active `Create` parameters; a
-        // pre-operation may change them (then calls FltSetCallbackDataDirty).
-        unsafe { (*create).Options = options };
-    }
-    fn write_offset(&self) -> i64 {
-        let parameters = self.parameters();
-        // SAFETY: reading a union member of a local copy; the engine reads `Write` only
-        // for IRP_MJ_WRITE, whose active member it is (plain i64, any bits valid).
-        unsafe { parameters.Write.ByteOffset }
-    }
-    fn write_length(&self) -> u32 {
-        let parameters = self.parameters();
-        // SAFETY: as in `write_offset` (plain u32).
-        unsafe { parameters.Write.Length }
-    }
-    fn io_status(&self) -> NtStatus {
-        // SAFETY: live FLT_CALLBACK_DATA in a post-operation callback, where IoStatus
-        // holds the completion status.
-        let io_status = unsafe { (*self.data).IoStatus };
-        NtStatus(io_status.Status)
-    }
-}
+mod op;
+pub use op::KernelOp;
 
 /// A referenced, parsed `FLT_FILE_NAME_INFORMATION`.
 pub struct KernelName(*mut FLT_FILE_NAME_INFORMATION);
@@ -387,11 +204,25 @@ fn unicode(s: &[u16]) -> UNICODE_STRING {
     }
 }
 
+/// The driver routines [`KernelFltMgr`] hands work to, given by `entry.rs` (so this
+/// module never calls up into the port, entry or callbacks modules).
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    /// Closes the server communication port (`FltCloseCommunicationPort`).
+    pub close_server_port: fn(),
+    /// `FltUnregisterFilter` of the registered filter.
+    pub unregister_filter: fn(),
+    /// FlushGuard's flush worker (`PFLT_DEFERRED_IO_WORKITEM_ROUTINE`).
+    pub flush_worker: PFLT_DEFERRED_IO_WORKITEM_ROUTINE,
+}
+
 /// The Filter Manager as the driver sees it.
 pub struct KernelFltMgr {
     /// The registered filter (`FltRegisterFilter`), valid for this value's life: it
     /// is freed only after `FltUnregisterFilter` returned.
     filter: PFLT_FILTER,
+    /// See [`Hooks`].
+    hooks: Hooks,
     /// `FltFlushBuffers2` as resolved by `FltGetRoutineAddress`, or 0.
     flush2: AtomicUsize,
     /// `<RegistryPath>\Parameters`, UTF-16 without terminator.
@@ -411,7 +242,7 @@ impl KernelFltMgr {
     /// # Errors
     /// `STATUS_INSUFFICIENT_RESOURCES` when the pool cannot hold
     /// `<RegistryPath>\Parameters` (DriverEntry then fails cleanly).
-    pub fn new(filter: PFLT_FILTER, registry_path: &[u16]) -> Result<Self, NtStatus> {
+    pub fn new(filter: PFLT_FILTER, registry_path: &[u16], hooks: Hooks) -> Result<Self, NtStatus> {
         const PARAMETERS: &str = "\\Parameters";
         let mut key = Vec::new();
         key.try_reserve_exact(registry_path.len() + PARAMETERS.len())
@@ -422,6 +253,7 @@ impl KernelFltMgr {
         let routine = unsafe { FltGetRoutineAddress(c"FltFlushBuffers2".as_ptr().cast()) };
         Ok(KernelFltMgr {
             filter,
+            hooks,
             flush2: AtomicUsize::new(routine as usize),
             parameters_key: key,
         })
@@ -565,6 +397,9 @@ impl FilterManager for KernelFltMgr {
         // SAFETY: IoGetTopLevelIrp reads the current thread's field; any IRQL.
         let top = unsafe { IoGetTopLevelIrp() };
         TopLevelIrp::from_raw(top as usize)
+    }
+    fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
+        &crate::locks::KERNEL_POLICY_LOCKS
     }
     fn current_thread_id(&self) -> u64 {
         // SAFETY: PsGetCurrentThreadId has no preconditions; any IRQL.
@@ -742,35 +577,31 @@ impl FilterManager for KernelFltMgr {
         unsafe { FltReleaseContext(ctx.0) };
     }
 
-    fn on_network_file_system(&self, data: &KernelOp) -> bool {
-        data.on_network_volume()
-    }
-
-    fn do_completion_processing_when_safe(
-        &self,
-        data: &mut KernelOp,
-        ctx: CompletionContext,
-        flags: PostOpFlags,
-    ) -> Option<PostOpStatus> {
-        let mut post = 0i32;
-        // SAFETY: called from a post-operation callback with its live data/objects;
-        // the completion context is an encoded value, not a pointer to memory;
-        // `safe_post_write` matches PFLT_POST_OPERATION_CALLBACK.
-        let queued = unsafe {
-            FltDoCompletionProcessingWhenSafe(
+    fn queue_deferred_flush(&self, data: &mut KernelOp, ctx: CompletionContext) -> bool {
+        // SAFETY: no preconditions; IRQL <= DISPATCH_LEVEL; nonpaged pool.
+        let item = unsafe { FltAllocateDeferredIoWorkItem() };
+        if item == 0 {
+            return false;
+        }
+        // SAFETY: `item` was just allocated; `data` is the live post-operation's
+        // callback data (IRP-based, not paging: the logic checks); the context is an
+        // encoded value, not a pointer; `flush_worker` matches
+        // PFLT_DEFERRED_IO_WORKITEM_ROUTINE; IRQL <= DISPATCH_LEVEL.
+        let raw = unsafe {
+            FltQueueDeferredIoWorkItem(
+                item,
                 data.raw(),
-                data.objects.cast::<FLT_RELATED_OBJECTS>(),
+                self.hooks.flush_worker,
+                DelayedWorkQueue,
                 ctx.encode() as *const c_void,
-                flags.0,
-                Some(crate::callbacks::safe_post_write),
-                &mut post,
             )
         };
-        queued.then_some(if post == PostOpStatus::MoreProcessingRequired.raw() {
-            PostOpStatus::MoreProcessingRequired
-        } else {
-            PostOpStatus::FinishedProcessing
-        })
+        if raw < 0 {
+            // SAFETY: the item was not queued, so it is still ours to free.
+            unsafe { FltFreeDeferredIoWorkItem(item) };
+            return false;
+        }
+        true
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {
@@ -791,20 +622,41 @@ impl FilterManager for KernelFltMgr {
         let raw = unsafe { FltFlushBuffers(data.instance(), data.file_object()) };
         status(raw)
     }
-    fn open_kernel_handle(&self, data: &KernelOp) -> Result<KernelHandle, NtStatus> {
+    fn open_flush_handle(&self, data: &KernelOp, name: &[u16]) -> Result<KernelHandle, NtStatus> {
+        let mut name = unicode(name);
+        let attributes = OBJECT_ATTRIBUTES {
+            Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+            RootDirectory: core::ptr::null_mut(),
+            ObjectName: &mut name,
+            Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+            SecurityDescriptor: core::ptr::null(),
+            SecurityQualityOfService: core::ptr::null(),
+        };
         let mut handle: HANDLE = core::ptr::null_mut();
-        // SAFETY: PASSIVE_LEVEL; the operation's file object is referenced by the I/O
-        // in progress; ObjectType may be NULL with KernelMode; the kernel handle is
-        // owned by KernelHandle and closed by close_kernel_handle.
+        let mut iosb = windows_sys::Win32::System::IO::IO_STATUS_BLOCK::default();
+        // SAFETY: PASSIVE_LEVEL (the flush worker); `self.filter` is our registered
+        // filter and the instance the pended operation's (referenced until it
+        // completes); `attributes` names a local UNICODE_STRING over the caller's name
+        // buffer, alive for the call; no file object is returned (NULL), so the kernel
+        // handle alone is owned by KernelHandle and closed by close_kernel_handle.
         let raw = unsafe {
-            ObOpenObjectByPointer(
-                data.file_object().cast(),
-                OBJ_KERNEL_HANDLE,
-                core::ptr::null(),
-                FILE_WRITE_DATA,
-                0,
-                KERNEL_MODE,
+            FltCreateFileEx2(
+                self.filter,
+                data.instance(),
                 &mut handle,
+                core::ptr::null_mut(),
+                FILE_WRITE_DATA | SYNCHRONIZE,
+                &attributes,
+                &mut iosb,
+                core::ptr::null(),
+                0,
+                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                FILE_OPEN,
+                FILE_NON_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT,
+                core::ptr::null(),
+                0,
+                IO_IGNORE_SHARE_ACCESS_CHECK,
+                core::ptr::null(),
             )
         };
         status(raw).map(|()| KernelHandle(handle))
@@ -818,8 +670,9 @@ impl FilterManager for KernelFltMgr {
         status(raw)
     }
     fn close_kernel_handle(&self, handle: KernelHandle) -> Result<(), NtStatus> {
-        // SAFETY: PASSIVE_LEVEL; closes the one kernel handle `handle` owned.
-        let raw = unsafe { nt::ZwClose(handle.0) };
+        // SAFETY: PASSIVE_LEVEL; closes the one handle FltCreateFileEx2 gave
+        // `handle`.
+        let raw = unsafe { FltClose(handle.0) };
         status(raw)
     }
 
@@ -856,9 +709,9 @@ impl FilterManager for KernelFltMgr {
     }
 
     fn close_server_port(&self) {
-        crate::port::close();
+        (self.hooks.close_server_port)();
     }
     fn unregister_filter(&self) {
-        crate::entry::unregister();
+        (self.hooks.unregister_filter)();
     }
 }

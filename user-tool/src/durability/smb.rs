@@ -1,0 +1,811 @@
+//! The SMB2/3 target of `durability run|verify --target smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`:
+//! flushctl speaks SMB itself (the `smb2` crate: NTLM, signing as the server requires;
+//! encryption only where the server negotiates a cipher with it, see
+//! [`ENCRYPTION_NOTE`]), so a share can be tested from any OS, without a kernel client.
+//!
+//! The requests whose bits matter are built here, from `smb2`'s wire structures, not by
+//! the crate's file helpers, so each pattern reaches the wire exactly as documented:
+//!
+//! | pattern | CREATE CreateOptions | WRITE Flags | after each record |
+//! |---|---|---|---|
+//! | `plain` | `FILE_NON_DIRECTORY_FILE` (0x40) | 0 | nothing |
+//! | `write-through` | 0x40 | `SMB2_WRITEFLAG_WRITE_THROUGH` (0x1) | nothing |
+//! | `create-write-through` | 0x40 \| `FILE_WRITE_THROUGH` (0x2) | 0 | nothing |
+//! | `flush` | 0x40 | 0 | SMB2 FLUSH |
+//!
+//! (The `smb` crate, 0.12, sends its `write_through` as bit 0x2, which is
+//! `SMB2_WRITEFLAG_WRITE_UNBUFFERED`; servers at dialect 3.0.2 or later treat that as
+//! write-through too, which hides the bug. `smb2` has the right constant, and flushctl
+//! sets the Flags field itself anyway: [`write_request`].)
+//!
+//! A record larger than [`MAX_CHUNK`] bytes goes out as several WRITEs (each with the
+//! pattern's flags), and the FLUSH of `flush` follows the last of them. Requests go out
+//! one at a time per writer; writers share one session (one TCP connection) and each
+//! has its own handle, as threads of one process on a Windows client do.
+
+use std::io::{self, Read};
+
+use smb2::client::connection::Connection;
+use smb2::msg::close::CloseRequest;
+use smb2::msg::create::{
+    CreateDisposition, CreateRequest, CreateResponse, ImpersonationLevel, ShareAccess,
+};
+use smb2::msg::flush::FlushRequest;
+use smb2::msg::read::{ReadRequest, ReadResponse};
+use smb2::msg::write::WriteRequest;
+use smb2::pack::{Pack, ReadCursor, Unpack};
+use smb2::types::flags::FileAccessMask;
+use smb2::types::status::NtStatus;
+use smb2::types::{Command, FileId, OplockLevel, TreeId};
+
+use super::target::Pattern;
+
+/// The environment variable `durability` reads the SMB password from (when unset, the
+/// password is asked for on the terminal).
+pub const PASSWORD_ENV: &str = "FLUSHCTL_SMB_PASSWORD";
+
+/// The default SMB port (direct TCP).
+pub const DEFAULT_PORT: u16 = 445;
+
+/// WRITE Flags bit: write through to stable storage before answering (MS-SMB2 2.2.21).
+pub const SMB2_WRITEFLAG_WRITE_THROUGH: u32 = 0x0000_0001;
+/// WRITE Flags bit: no server-side buffering (dialect 3.0.2 on). flushctl never sets it.
+pub const SMB2_WRITEFLAG_WRITE_UNBUFFERED: u32 = 0x0000_0002;
+/// CREATE CreateOptions bit: writes on the handle are write-through (MS-SMB2 2.2.13).
+pub const FILE_WRITE_THROUGH: u32 = 0x0000_0002;
+/// CREATE CreateOptions bit: the name must not be a directory.
+pub const FILE_NON_DIRECTORY_FILE: u32 = 0x0000_0040;
+/// Largest WRITE or READ payload sent, in bytes: 64 KiB, one credit each.
+pub const MAX_CHUNK: u32 = 65_536;
+
+/// Size of the SMB2 header, in bytes.
+const HEADER_LEN: u16 = 64;
+
+/// A parsed `smb://` target. The password is never part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmbUrl {
+    /// NTLM domain (`DOMAIN;` before the user); empty when none.
+    pub domain: String,
+    /// User name.
+    pub user: String,
+    /// Host name or IP address (an IPv6 address without its brackets).
+    pub host: String,
+    /// TCP port (445 unless given).
+    pub port: u16,
+    /// Share name.
+    pub share: String,
+    /// Path of the file in the share, components joined with `\` (no leading `\`).
+    pub path: String,
+}
+
+/// Why an `smb://` URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// It does not start with `smb://`.
+    #[error("`{0}` is not an smb:// URL")]
+    NotSmb(String),
+    /// No `USER@` before the host.
+    #[error("smb:// URL without a user: expected smb://USER@HOST[:PORT]/SHARE/PATH (use guest@ for guest access)")]
+    NoUser,
+    /// A password in the URL (`USER:PASSWORD@`).
+    #[error(
+        "smb:// URL with a password: leave it out and set {PASSWORD_ENV} (or type it when asked)"
+    )]
+    PasswordInUrl,
+    /// Empty or malformed host (including an unclosed `[` of an IPv6 address).
+    #[error("smb:// URL: bad host `{0}`")]
+    BadHost(String),
+    /// A port that is not a number in 1..=65535.
+    #[error("smb:// URL: bad port `{0}` (expected 1 to 65535)")]
+    BadPort(String),
+    /// No share after the host.
+    #[error("smb:// URL without a share: expected smb://USER@HOST[:PORT]/SHARE/PATH")]
+    NoShare,
+    /// No file path after the share.
+    #[error("smb:// URL without a file in the share: expected smb://USER@HOST[:PORT]/SHARE/PATH")]
+    NoPath,
+    /// A user, share or path component SMB cannot carry.
+    #[error("smb:// URL: {what} `{value}`: {reason}")]
+    BadComponent {
+        /// `user`, `share` or `path component`.
+        what: &'static str,
+        /// The component (after percent-decoding).
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A `%` not followed by two hex digits, or an escape that is not UTF-8.
+    #[error("smb:// URL: bad percent-escape in `{0}`")]
+    BadEscape(String),
+}
+
+fn percent_decode(s: &str) -> Result<String, UrlError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| UrlError::BadEscape(s.to_owned()))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| UrlError::BadEscape(s.to_owned()))
+}
+
+fn check_name(what: &'static str, value: &str) -> Result<(), UrlError> {
+    let bad = |reason| {
+        Err(UrlError::BadComponent {
+            what,
+            value: value.to_owned(),
+            reason,
+        })
+    };
+    if value.is_empty() {
+        return bad("empty");
+    }
+    if value == "." || value == ".." {
+        return bad("`.` and `..` are not allowed");
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return bad("control characters are not allowed");
+    }
+    if what != "user" && value.chars().any(|c| "\"*:<>?\\|/".contains(c)) {
+        return bad("SMB names cannot contain \" * : < > ? \\ | (nor an escaped /)");
+    }
+    if what != "user" && value.ends_with([' ', '.']) {
+        return bad("SMB names cannot end in a space or a period");
+    }
+    Ok(())
+}
+
+impl SmbUrl {
+    /// True when `s` is meant as an SMB target (starts with `smb://`, any case).
+    pub fn is_smb(s: &str) -> bool {
+        s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("smb://"))
+    }
+
+    /// Parses `smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`: HOST is a name, an IPv4
+    /// address or a bracketed IPv6 address; PORT defaults to 445; PATH has one or more
+    /// `/`-separated components. User, share and path may be percent-encoded.
+    ///
+    /// # Errors
+    /// [`UrlError::NotSmb`], [`UrlError::NoUser`], [`UrlError::PasswordInUrl`],
+    /// [`UrlError::BadHost`], [`UrlError::BadPort`], [`UrlError::NoShare`],
+    /// [`UrlError::NoPath`], [`UrlError::BadComponent`] (empty, `.`/`..`, control
+    /// characters, characters SMB forbids in names), [`UrlError::BadEscape`].
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        if !Self::is_smb(s) {
+            return Err(UrlError::NotSmb(s.to_owned()));
+        }
+        let rest = &s[6..];
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
+            return Err(UrlError::NoUser);
+        };
+        if userinfo.contains(':') {
+            return Err(UrlError::PasswordInUrl);
+        }
+        let userinfo = percent_decode(userinfo)?;
+        let (domain, user) = match userinfo.split_once(';') {
+            Some((d, u)) => (d.to_owned(), u.to_owned()),
+            None => (String::new(), userinfo),
+        };
+        if user.is_empty() {
+            return Err(UrlError::NoUser);
+        }
+        check_name("user", &user)?;
+        if !domain.is_empty() {
+            check_name("user", &domain)?;
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let Some((h, after)) = v6.split_once(']') else {
+                return Err(UrlError::BadHost(hostport.to_owned()));
+            };
+            match after {
+                "" => (h, None),
+                p if p.starts_with(':') => (h, Some(&p[1..])),
+                _ => return Err(UrlError::BadHost(hostport.to_owned())),
+            }
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "/\\@[]".contains(c))
+        {
+            return Err(UrlError::BadHost(host.to_owned()));
+        }
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return Err(UrlError::BadPort(p.to_owned())),
+            },
+        };
+        let mut parts = path.split('/');
+        let share = percent_decode(parts.next().unwrap_or(""))?;
+        if share.is_empty() {
+            return Err(UrlError::NoShare);
+        }
+        check_name("share", &share)?;
+        let comps: Vec<String> = parts.map(percent_decode).collect::<Result<_, _>>()?;
+        if comps.is_empty() || comps.iter().all(String::is_empty) {
+            return Err(UrlError::NoPath);
+        }
+        for c in &comps {
+            check_name("path component", c)?;
+        }
+        Ok(SmbUrl {
+            domain,
+            user,
+            host: host.to_owned(),
+            port,
+            share,
+            path: comps.join("\\"),
+        })
+    }
+
+    /// `HOST:PORT` to dial (`[V6]:PORT` for an IPv6 address).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for SmbUrl {
+    /// `smb://[DOMAIN;]USER@HOST:PORT/SHARE/PATH` (never a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dom = if self.domain.is_empty() {
+            String::new()
+        } else {
+            format!("{};", self.domain)
+        };
+        write!(
+            f,
+            "smb://{dom}{}@{}/{}/{}",
+            self.user,
+            self.addr(),
+            self.share,
+            self.path.replace('\\', "/")
+        )
+    }
+}
+
+/// The CREATE a writer sends for `pattern` (`first`: the run's first open).
+///
+/// Read and write data access, every share mode, no oplock (so the server never
+/// caches on the client's behalf), `FILE_OPEN_IF`; CreateOptions is
+/// `FILE_NON_DIRECTORY_FILE`, plus `FILE_WRITE_THROUGH` for create-write-through, whose
+/// first open is `FILE_OVERWRITE_IF` (the file is created anew, as on Windows).
+pub fn create_request(path: &str, pattern: Pattern, first: bool) -> CreateRequest {
+    let write_through = pattern == Pattern::CreateWriteThrough;
+    CreateRequest {
+        requested_oplock_level: OplockLevel::None,
+        impersonation_level: ImpersonationLevel::Impersonation,
+        desired_access: FileAccessMask::new(
+            FileAccessMask::FILE_READ_DATA
+                | FileAccessMask::FILE_WRITE_DATA
+                | FileAccessMask::FILE_READ_ATTRIBUTES
+                | FileAccessMask::SYNCHRONIZE,
+        ),
+        file_attributes: smb2::FileAttributes::NORMAL,
+        share_access: ShareAccess(
+            ShareAccess::FILE_SHARE_READ
+                | ShareAccess::FILE_SHARE_WRITE
+                | ShareAccess::FILE_SHARE_DELETE,
+        ),
+        create_disposition: if write_through && first {
+            CreateDisposition::FileOverwriteIf
+        } else {
+            CreateDisposition::FileOpenIf
+        },
+        create_options: FILE_NON_DIRECTORY_FILE
+            | if write_through { FILE_WRITE_THROUGH } else { 0 },
+        name: path.to_owned(),
+        create_contexts: vec![],
+    }
+}
+
+/// The CREATE of `durability verify`: read access, `FILE_OPEN` (the target must exist).
+pub fn open_read_request(path: &str) -> CreateRequest {
+    CreateRequest {
+        desired_access: FileAccessMask::new(
+            FileAccessMask::FILE_READ_DATA
+                | FileAccessMask::FILE_READ_ATTRIBUTES
+                | FileAccessMask::SYNCHRONIZE,
+        ),
+        create_disposition: CreateDisposition::FileOpen,
+        create_options: FILE_NON_DIRECTORY_FILE,
+        ..create_request(path, Pattern::Plain, false)
+    }
+}
+
+/// The WRITE of `data` (at most [`MAX_CHUNK`] bytes) at byte `offset`: Flags is
+/// `SMB2_WRITEFLAG_WRITE_THROUGH` for write-through and 0 otherwise (never
+/// `SMB2_WRITEFLAG_WRITE_UNBUFFERED`).
+pub fn write_request(file_id: FileId, offset: u64, data: &[u8], pattern: Pattern) -> WriteRequest {
+    WriteRequest {
+        // The data follows the 64-byte header and the 48 fixed bytes of the request.
+        data_offset: HEADER_LEN + 48,
+        offset,
+        file_id,
+        channel: 0,
+        remaining_bytes: 0,
+        write_channel_info_offset: 0,
+        write_channel_info_length: 0,
+        flags: if pattern == Pattern::WriteThrough {
+            SMB2_WRITEFLAG_WRITE_THROUGH
+        } else {
+            0
+        },
+        data: data.to_vec(),
+    }
+}
+
+/// Whether `pattern` sends an SMB2 FLUSH after each record.
+pub fn flushes(pattern: Pattern) -> bool {
+    pattern == Pattern::Flush
+}
+
+/// Why the SMB session could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SmbError {
+    /// The async runtime the client runs on could not start.
+    #[error("starting the SMB client runtime: {0}")]
+    Runtime(io::Error),
+    /// TCP connect, NEGOTIATE or SESSION_SETUP failed (unreachable host, refused
+    /// connection, wrong user or password, signing refused, timeout).
+    #[error(
+        "connecting to {url} (negotiate and sign in): {source}{}",
+        access_hint(source)
+    )]
+    Connect {
+        /// The target (without password).
+        url: String,
+        /// The client's error.
+        source: smb2::Error,
+    },
+    /// TREE_CONNECT to the share failed (no such share, access denied; a share that
+    /// requires encryption is refused by Samba: see [`ENCRYPTION_NOTE`]).
+    #[error(
+        "connecting to share `{share}` of {addr}: {source}{}",
+        access_hint(source)
+    )]
+    Share {
+        /// The share.
+        share: String,
+        /// HOST:PORT.
+        addr: String,
+        /// The client's error.
+        source: smb2::Error,
+    },
+}
+
+/// Why a server that requires encryption may refuse flushctl: `smb2` 0.39 offers its
+/// ciphers in the SMB 3.1.1 NEGOTIATE context but does not set
+/// `SMB2_GLOBAL_CAP_ENCRYPTION`, and Samba 4.17 then negotiates no cipher and refuses
+/// the session (`server smb encrypt = required`) or the tree connect (a share's
+/// `smb encrypt = required`) with STATUS_ACCESS_DENIED. Signed sessions work.
+pub const ENCRYPTION_NOTE: &str = "if the server or share requires encryption (Samba: smb encrypt = required), flushctl cannot reach it yet: its SMB client negotiates no cipher with Samba; use a share with signing only (docs/flushctl.md, SMB target)";
+
+fn access_hint(e: &smb2::Error) -> String {
+    if e.to_string().contains("STATUS_ACCESS_DENIED") {
+        format!("\n  (access denied: check the account's rights; {ENCRYPTION_NOTE})")
+    } else {
+        String::new()
+    }
+}
+
+/// A signed-in session with a tree connected to the URL's share.
+pub struct SmbTarget {
+    url: SmbUrl,
+    // Declared before `rt`: dropped while the runtime still runs.
+    _client: smb2::SmbClient,
+    conn: Connection,
+    tree: TreeId,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for SmbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmbTarget")
+            .field("url", &self.url.to_string())
+            .field("tree", &self.tree)
+            .finish_non_exhaustive()
+    }
+}
+
+fn status_error(cmd: &str, what: &str, status: NtStatus) -> io::Error {
+    let kind = match status.0 {
+        0xC000_0034 | 0xC000_003A => io::ErrorKind::NotFound,
+        0xC000_0022 => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("SMB2 {cmd} {what}: server answered {status}"))
+}
+
+fn client_error(cmd: &str, what: &str, e: smb2::Error) -> io::Error {
+    io::Error::other(format!("SMB2 {cmd} {what}: {e}"))
+}
+
+impl SmbTarget {
+    /// Connects to `url` (TCP, NEGOTIATE up to SMB 3.1.1, NTLM SESSION_SETUP with
+    /// `password`, TREE_CONNECT to the share), signed as the server requires (encrypted
+    /// only where a cipher is negotiated: [`ENCRYPTION_NOTE`]). No compression, no DFS,
+    /// no automatic reconnect (a reconnect would hide the crash under test).
+    ///
+    /// # Errors
+    /// [`SmbError::Runtime`], [`SmbError::Connect`], [`SmbError::Share`].
+    pub fn connect(url: &SmbUrl, password: &str) -> Result<Self, SmbError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(SmbError::Runtime)?;
+        let cfg = smb2::ClientConfig {
+            addr: url.addr(),
+            username: url.user.clone(),
+            password: password.to_owned(),
+            domain: url.domain.clone(),
+            compression: false,
+            dfs_enabled: false,
+            auto_reconnect: false,
+            ..Default::default()
+        };
+        let mut client = rt
+            .block_on(smb2::SmbClient::connect(cfg))
+            .map_err(|source| SmbError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let tree = rt
+            .block_on(client.connect_share(&url.share))
+            .map_err(|source| SmbError::Share {
+                share: url.share.clone(),
+                addr: url.addr(),
+                source,
+            })?;
+        let conn = client.connection().clone();
+        Ok(SmbTarget {
+            url: url.clone(),
+            _client: client,
+            conn,
+            tree: tree.tree_id,
+            rt,
+        })
+    }
+
+    /// The URL connected to.
+    pub fn url(&self) -> &SmbUrl {
+        &self.url
+    }
+
+    /// The negotiated dialect, for reports (e.g. `Smb3_1_1`).
+    pub fn dialect(&self) -> String {
+        self.conn
+            .params()
+            .map_or_else(|| "unknown".into(), |p| format!("{:?}", p.dialect))
+    }
+
+    fn execute(&self, cmd: Command, body: &dyn Pack, what: &str) -> io::Result<Vec<u8>> {
+        let name = format!("{cmd:?}").to_uppercase();
+        let frame = self
+            .rt
+            .block_on(self.conn.execute(cmd, body, Some(self.tree)))
+            .map_err(|e| client_error(&name, what, e))?;
+        if frame.header.status != NtStatus::SUCCESS {
+            return Err(status_error(&name, what, frame.header.status));
+        }
+        Ok(frame.body)
+    }
+
+    fn create(&self, req: &CreateRequest) -> io::Result<CreateResponse> {
+        let what = format!("of {}", self.url);
+        let body = self.execute(Command::Create, req, &what)?;
+        CreateResponse::unpack(&mut ReadCursor::new(&body))
+            .map_err(|e| client_error("CREATE", &what, e))
+    }
+
+    /// Opens the target for a writer as `pattern` says ([`create_request`]).
+    ///
+    /// # Errors
+    /// The CREATE's failure: the server's NTSTATUS (`NotFound` for a missing directory,
+    /// `PermissionDenied` for access denied) or a connection error.
+    pub fn open(&self, pattern: Pattern, first: bool) -> io::Result<SmbFile<'_>> {
+        let resp = self.create(&create_request(&self.url.path, pattern, first))?;
+        Ok(SmbFile {
+            target: self,
+            id: resp.file_id,
+            pattern,
+        })
+    }
+
+    /// Opens the target for reading; returns it and its length in bytes.
+    ///
+    /// # Errors
+    /// As [`SmbTarget::open`] (`NotFound` when the file does not exist).
+    pub fn open_read(&self) -> io::Result<(SmbReader<'_>, u64)> {
+        let resp = self.create(&open_read_request(&self.url.path))?;
+        let file = SmbFile {
+            target: self,
+            id: resp.file_id,
+            pattern: Pattern::Plain,
+        };
+        Ok((
+            SmbReader {
+                file,
+                offset: 0,
+                len: resp.end_of_file,
+            },
+            resp.end_of_file,
+        ))
+    }
+}
+
+/// An open handle on the target.
+#[derive(Debug)]
+pub struct SmbFile<'a> {
+    target: &'a SmbTarget,
+    id: FileId,
+    pattern: Pattern,
+}
+
+impl SmbFile<'_> {
+    /// Writes all of `buf` at byte `offset` as WRITEs of at most [`MAX_CHUNK`] bytes
+    /// ([`write_request`]: Flags by the handle's pattern). The FLUSH of the flush pattern
+    /// is [`SmbFile::flush`], sent by the writer after the whole record.
+    ///
+    /// # Errors
+    /// A WRITE the server failed (its NTSTATUS), a response without a byte count or
+    /// with a count of 0 (`WriteZero`), or a connection error (e.g. the server died).
+    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        let chunk =
+            self.target
+                .conn
+                .params()
+                .map_or(MAX_CHUNK, |p| p.max_write_size.clamp(1, MAX_CHUNK)) as usize;
+        while !buf.is_empty() {
+            let n = buf.len().min(chunk);
+            let req = write_request(self.id, offset, &buf[..n], self.pattern);
+            let what = format!("of {n} bytes at byte {offset}");
+            let body = self.target.execute(Command::Write, &req, &what)?;
+            // WRITE response: StructureSize(2) Reserved(2) Count(4) ...
+            let count = body
+                .get(4..8)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+                .ok_or_else(|| io::Error::other("SMB2 WRITE: response too short"))?;
+            if count == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let count = count.min(n);
+            buf = &buf[count..];
+            offset += count as u64;
+        }
+        Ok(())
+    }
+
+    /// Sends an SMB2 FLUSH of the handle.
+    ///
+    /// # Errors
+    /// The server's NTSTATUS or a connection error.
+    pub fn flush(&self) -> io::Result<()> {
+        self.target
+            .execute(
+                Command::Flush,
+                &FlushRequest { file_id: self.id },
+                "of the target",
+            )
+            .map(drop)
+    }
+}
+
+impl Drop for SmbFile<'_> {
+    fn drop(&mut self) {
+        // Best effort: after a server crash there is nothing to close.
+        let _ = self.target.execute(
+            Command::Close,
+            &CloseRequest {
+                flags: 0,
+                file_id: self.id,
+            },
+            "of the target",
+        );
+    }
+}
+
+/// Reads the target sequentially with READs of at most [`MAX_CHUNK`] bytes.
+#[derive(Debug)]
+pub struct SmbReader<'a> {
+    file: SmbFile<'a>,
+    offset: u64,
+    len: u64,
+}
+
+impl Read for SmbReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.offset);
+        let limit = self
+            .file
+            .target
+            .conn
+            .params()
+            .map_or(MAX_CHUNK, |p| p.max_read_size.clamp(1, MAX_CHUNK));
+        let n = (buf.len() as u64).min(left).min(u64::from(limit)) as u32;
+        if n == 0 {
+            return Ok(0);
+        }
+        let req = ReadRequest {
+            padding: 0x50,
+            flags: 0,
+            length: n,
+            offset: self.offset,
+            file_id: self.file.id,
+            minimum_count: 0,
+            channel: 0,
+            remaining_bytes: 0,
+            read_channel_info: vec![],
+        };
+        let what = format!("of {n} bytes at byte {}", self.offset);
+        let frame = self
+            .file
+            .target
+            .rt
+            .block_on(self.file.target.conn.execute(
+                Command::Read,
+                &req,
+                Some(self.file.target.tree),
+            ))
+            .map_err(|e| client_error("READ", &what, e))?;
+        if frame.header.status == NtStatus::END_OF_FILE {
+            return Ok(0);
+        }
+        if frame.header.status != NtStatus::SUCCESS {
+            return Err(status_error("READ", &what, frame.header.status));
+        }
+        let resp = ReadResponse::unpack(&mut ReadCursor::new(&frame.body))
+            .map_err(|e| client_error("READ", &what, e))?;
+        let got = resp.data.len().min(buf.len());
+        buf[..got].copy_from_slice(&resp.data[..got]);
+        self.offset += got as u64;
+        Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smb2::pack::WriteCursor;
+
+    fn packed(p: &dyn Pack) -> Vec<u8> {
+        let mut c = WriteCursor::new();
+        p.pack(&mut c);
+        c.into_inner()
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    const FID: FileId = FileId {
+        persistent: 0x1111,
+        volatile: 0x2222,
+    };
+
+    #[test]
+    fn write_flags_on_the_wire() {
+        // MS-SMB2 2.2.21: Flags is the u32 at byte 44 of the WRITE request body.
+        for (pattern, flags) in [
+            (Pattern::Plain, 0),
+            (Pattern::WriteThrough, SMB2_WRITEFLAG_WRITE_THROUGH),
+            (Pattern::Flush, 0),
+            (Pattern::CreateWriteThrough, 0),
+        ] {
+            let b = packed(&write_request(FID, 8192, &[7; 100], pattern));
+            assert_eq!(u32_at(&b, 44), flags, "{pattern:?}");
+            assert_eq!(u32_at(&b, 44) & SMB2_WRITEFLAG_WRITE_UNBUFFERED, 0);
+            assert_eq!(u16::from_le_bytes([b[0], b[1]]), 49);
+            assert_eq!(u16::from_le_bytes([b[2], b[3]]), 112, "DataOffset");
+            assert_eq!(u32_at(&b, 4), 100, "Length");
+            assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 8192);
+            assert_eq!(&b[48..148], &[7; 100][..]);
+        }
+        assert_eq!(SMB2_WRITEFLAG_WRITE_THROUGH, 1);
+        assert_eq!(
+            SMB2_WRITEFLAG_WRITE_THROUGH,
+            smb2::msg::write::SMB2_WRITEFLAG_WRITE_THROUGH
+        );
+    }
+
+    #[test]
+    fn create_options_on_the_wire() {
+        // MS-SMB2 2.2.13: DesiredAccess at 24, CreateDisposition at 36, CreateOptions
+        // at 40 of the CREATE request body.
+        for (pattern, first, options, disposition) in [
+            (Pattern::Plain, true, 0x40, 3),
+            (Pattern::WriteThrough, true, 0x40, 3),
+            (Pattern::Flush, false, 0x40, 3),
+            (Pattern::CreateWriteThrough, true, 0x42, 5),
+            (Pattern::CreateWriteThrough, false, 0x42, 3),
+        ] {
+            let b = packed(&create_request("dir\\t.dat", pattern, first));
+            assert_eq!(u32_at(&b, 40), options, "{pattern:?} {first}");
+            assert_eq!(u32_at(&b, 36), disposition, "{pattern:?} {first}");
+            assert_eq!(u32_at(&b, 24) & 0x3, 0x3, "read and write data");
+            assert_eq!(b[3], 0, "no oplock");
+        }
+        let r = packed(&open_read_request("t.dat"));
+        assert_eq!((u32_at(&r, 40), u32_at(&r, 36)), (0x40, 1));
+        assert_eq!(u32_at(&r, 24) & 0x2, 0, "no write access for verify");
+        assert!(flushes(Pattern::Flush));
+        assert!(!flushes(Pattern::WriteThrough) && !flushes(Pattern::Plain));
+    }
+
+    #[test]
+    fn urls_parse() {
+        let u = SmbUrl::parse("smb://alice@127.0.0.1:4450/share/dir/t.dat").unwrap();
+        assert_eq!(
+            u,
+            SmbUrl {
+                domain: String::new(),
+                user: "alice".into(),
+                host: "127.0.0.1".into(),
+                port: 4450,
+                share: "share".into(),
+                path: "dir\\t.dat".into(),
+            }
+        );
+        assert_eq!(u.addr(), "127.0.0.1:4450");
+        assert_eq!(u.to_string(), "smb://alice@127.0.0.1:4450/share/dir/t.dat");
+        let u = SmbUrl::parse("SMB://CORP;bob@[::1]/my%20share/t.dat").unwrap();
+        assert_eq!(
+            (u.domain.as_str(), u.user.as_str(), u.port, u.share.as_str()),
+            ("CORP", "bob", 445, "my share")
+        );
+        assert_eq!(u.addr(), "[::1]:445");
+        assert!(SmbUrl::is_smb("smb://x") && !SmbUrl::is_smb("/tmp/smb://"));
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        use UrlError::*;
+        let e = |s| SmbUrl::parse(s).unwrap_err();
+        assert!(matches!(e("/tmp/t.dat"), NotSmb(_)));
+        assert_eq!(e("smb://host/share/t"), NoUser);
+        assert_eq!(e("smb://@host/share/t"), NoUser);
+        assert_eq!(e("smb://u:pw@host/share/t"), PasswordInUrl);
+        assert!(matches!(e("smb://u@/share/t"), BadHost(_)));
+        assert!(matches!(e("smb://u@[::1/share/t"), BadHost(_)));
+        assert!(matches!(e("smb://u@h:0/share/t"), BadPort(_)));
+        assert!(matches!(e("smb://u@h:99999/share/t"), BadPort(_)));
+        assert!(matches!(e("smb://u@h:+44/share/t"), BadPort(_)));
+        assert_eq!(e("smb://u@h"), NoShare);
+        assert_eq!(e("smb://u@h/"), NoShare);
+        assert_eq!(e("smb://u@h/share"), NoPath);
+        assert_eq!(e("smb://u@h/share/"), NoPath);
+        assert!(matches!(e("smb://u@h/share/a//b"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/share/../b"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/share/a?b"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/share/a%5Cb"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/share/a%2Fb"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/sh:are/b"), BadComponent { .. }));
+        assert!(matches!(e("smb://u@h/share/a%zz"), BadEscape(_)));
+        assert!(matches!(e("smb://u@h/share/a%ff"), BadEscape(_)));
+        let msg = e("smb://u:pw@h/s/t").to_string();
+        assert!(msg.contains(PASSWORD_ENV), "{msg}");
+    }
+}
