@@ -483,6 +483,7 @@ impl<F: FilterManager> Filter<F> {
         let (slot, action) = self.governing_rule(data, ctx, &policy)?;
         let mut view = self.view(data, Phase::Pre);
         view.written_since_flush = ctx.written_since_flush();
+        view.file_object_write_through |= ctx.audited_write_through();
         let d = crate::decision::decide(&action, &view);
         d.record(glue::stats(&self.state), policy.counters(slot));
         Some((slot, action, d))
@@ -609,6 +610,14 @@ impl<F: FilterManager> Filter<F> {
             return PostOpStatus::FinishedProcessing;
         };
         let classified = slot != UNCLASSIFIED_SLOT && generation == policy.generation();
+        // Audit: the pre-create's rule would have opened the file write-through (so
+        // the audited mode would force nothing on its writes).
+        let audited_write_through = classified
+            && policy.action(slot).is_some_and(|a| {
+                crate::decision::decide(&a, &self.view(data, Phase::Pre))
+                    .counts
+                    .contains(flushguard_protocol::stats::Counter::AuditWouldWriteThrough)
+            });
         let (generation, slot, action) = if classified && !policy.reach().provider_specific {
             // The pre-create's lookup cannot change now that the provider is known
             // (no rule names one): one name query per create.
@@ -624,10 +633,9 @@ impl<F: FilterManager> Filter<F> {
         if action.is_none_or(|a| a.mode == crate::policy::Mode::Pass) {
             return PostOpStatus::FinishedProcessing;
         }
-        let context = match self
-            .fm
-            .allocate_stream_handle_context(StreamContext::new(generation, slot))
-        {
+        let context = match self.fm.allocate_stream_handle_context(
+            StreamContext::new(generation, slot).with_audited_write_through(audited_write_through),
+        ) {
             Ok(c) => c,
             Err(_) => {
                 self.counters().bump(Counter::ContextFailed);
@@ -849,6 +857,7 @@ impl<F: FilterManager> Filter<F> {
         if let Some((order, place)) = glue::flush_order(&d) {
             self.flush_now(data, order, place, slot, synchronized);
         }
+        self.taken_as_flushed(data, &d);
         PostOpStatus::FinishedProcessing
     }
 
@@ -929,6 +938,9 @@ impl<F: FilterManager> Filter<F> {
         // The context and the policy snapshot are given back before the flush.
         let decided = self.decide_pre(data, &ctx);
         self.fm.release_context(ctx);
+        if let Some((_, _, d)) = &decided {
+            self.taken_as_flushed(data, d);
+        }
         if let Some((slot, order)) =
             decided.and_then(|(slot, _, d)| glue::flush_order(&d).map(|o| (slot, o)))
         {
@@ -942,6 +954,19 @@ impl<F: FilterManager> Filter<F> {
     }
 
     // ---- issuing a flush ------------------------------------------------------
+
+    /// Audit: the flush the audited mode would issue here counts as done for the
+    /// handle's written-since-flush bookkeeping (`Decision::clear_written_since_flush`),
+    /// as [`Filter::flush_now`] records a successful flush. Context atomics only.
+    fn taken_as_flushed(&self, data: &F::Data, d: &Decision) {
+        if !d.clear_written_since_flush {
+            return;
+        }
+        if let Some(c) = self.handle_context(data) {
+            c.record_flush(c.write_seq());
+            self.fm.release_context(c);
+        }
+    }
 
     /// Issues one flush for the operation's file object at PASSIVE_LEVEL, holding no
     /// lock and no context reference, with this thread marked in the recursion
