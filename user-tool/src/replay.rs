@@ -283,6 +283,21 @@ struct FoState {
     mode: Mode,
     file: Option<usize>,
     cleaned: bool,
+    /// The post-create attached a stream-handle context (a governed handle); it lives
+    /// as long as this state ([`Replayer::forget`] frees both).
+    has_context: bool,
+}
+
+impl FoState {
+    /// `FILE_OBJECT::Flags` of the handle as the callbacks see them.
+    fn fo_flags(&self) -> u32 {
+        (if self.sync_io { FO_SYNCHRONOUS_IO } else { 0 })
+            | (if self.effective_write_through {
+                FO_WRITE_THROUGH
+            } else {
+                0
+            })
+    }
 }
 
 /// What an operation needs of its handle's [`FoState`] (cheaper to copy out).
@@ -294,6 +309,9 @@ struct HandleView {
     app_write_through: bool,
     effective_write_through: bool,
     mode: Mode,
+    fo_flags: u32,
+    file: Option<usize>,
+    has_context: bool,
 }
 
 impl HandleView {
@@ -305,6 +323,9 @@ impl HandleView {
             app_write_through: s.app_write_through,
             effective_write_through: s.effective_write_through,
             mode: s.mode,
+            fo_flags: s.fo_flags(),
+            file: s.file,
+            has_context: s.has_context,
         }
     }
 }
@@ -617,23 +638,19 @@ impl<'f> Replayer<'f> {
         }
     }
 
+    /// The callback data of an operation by `pid` on file object `fo` whose
+    /// `FILE_OBJECT::Flags` are `file_object_flags` ([`FoState::fo_flags`], 0 for a file
+    /// object without state).
     fn base_data(
         &mut self,
         pid: u32,
         process: &str,
         fo: FileObjectId,
+        file_object_flags: u32,
         name16: Arc<[u16]>,
         r: FileProvider,
     ) -> SimData {
         let image = self.image16(process);
-        let file_object_flags = self.fos.get(&fo).map_or(0, |s| {
-            (if s.sync_io { FO_SYNCHRONOUS_IO } else { 0 })
-                | (if s.effective_write_through {
-                    FO_WRITE_THROUGH
-                } else {
-                    0
-                })
-        });
         SimData {
             file: fo,
             fo_flags: file_object_flags,
@@ -663,7 +680,7 @@ impl<'f> Replayer<'f> {
         self.next_fo += 1;
         let (key, name) = (Arc::clone(&info.key), &*info.name);
         let name16 = Arc::clone(&info.name16);
-        let mut data = self.base_data(pid, process, fo, Arc::clone(&name16), redirector);
+        let mut data = self.base_data(pid, process, fo, 0, Arc::clone(&name16), redirector);
         data.major = IRP_MJ_CREATE;
         let disposition = d.disposition.map_or(0, |x| x as u32);
         data.create_options = d.create_options | (disposition << 24);
@@ -680,7 +697,9 @@ impl<'f> Replayer<'f> {
         if !opened {
             return;
         }
-        let slot = match self.filter.fm().get_stream_handle_context(&data) {
+        let context = self.filter.fm().get_stream_handle_context(&data);
+        let has_context = matches!(context, Ok(Some(_)));
+        let slot = match context {
             Ok(Some(ctx)) => ctx.rule().1,
             _ => self.lookup_slot(name, redirector, process),
         };
@@ -698,6 +717,7 @@ impl<'f> Replayer<'f> {
             mode: self.rule_mode(slot),
             file: None,
             cleaned: false,
+            has_context,
         };
         let forced = eff_wt && !app_wt;
         self.fos.insert(fo, state);
@@ -919,7 +939,8 @@ impl<'f> Replayer<'f> {
         let name16 = st
             .as_ref()
             .map_or_else(|| Arc::clone(&info.name16), |s| Arc::clone(&s.name16));
-        let mut data = self.base_data(pid, process, fo, name16, redirector);
+        let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
+        let mut data = self.base_data(pid, process, fo, fo_flags, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
         data.operation_flags = d.operation_flags;
@@ -933,7 +954,10 @@ impl<'f> Replayer<'f> {
         };
         self.begin(pid, Irql::PASSIVE_LEVEL, paging);
         let pre = self.filter.pre_write(&mut data);
-        let f = self.row_of(fo, st.is_some(), path, name, redirector, process);
+        let f = match st.as_ref().and_then(|s| s.file) {
+            Some(row) => Some(row),
+            None => self.row_of(fo, st.is_some(), path, name, redirector, process),
+        };
         if pre.status() == PreOpStatus::DisallowFastIo {
             if let Some(fig) = self.figures_mut(f) {
                 fig.fast_io_disallowed += 1;
@@ -971,7 +995,7 @@ impl<'f> Replayer<'f> {
         let len = d.length;
         let governed = st
             .as_ref()
-            .is_some_and(|s| s.mode != Mode::Pass && self.filter.fm().has_context(fo));
+            .is_some_and(|s| s.mode != Mode::Pass && s.has_context);
         let app_wt = st.as_ref().is_some_and(|s| s.app_write_through)
             || d.operation_flags & SL_WRITE_THROUGH != 0;
         let eff_wt = st.as_ref().is_some_and(|s| s.effective_write_through)
@@ -1024,7 +1048,8 @@ impl<'f> Replayer<'f> {
             || (Arc::clone(&info.name16), redirector),
             |s| (Arc::clone(&s.name16), s.redirector),
         );
-        let mut data = self.base_data(pid, process, fo, name16, provider);
+        let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
+        let mut data = self.base_data(pid, process, fo, fo_flags, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
@@ -1095,7 +1120,7 @@ impl<'f> Replayer<'f> {
             self.counts.without_known_open += 1;
             let fo = self.anonymous_fo();
             let name16 = Arc::clone(&info.name16);
-            let mut data = self.base_data(pid, process, fo, name16, redirector);
+            let mut data = self.base_data(pid, process, fo, 0, name16, redirector);
             data.major = IRP_MJ_CLEANUP;
             self.begin(pid, Irql::PASSIVE_LEVEL, false);
             let _ = self.filter.pre_cleanup(&mut data);
@@ -1104,7 +1129,8 @@ impl<'f> Replayer<'f> {
         let Some(st) = self.fos.get(&fo).cloned() else {
             return;
         };
-        let mut data = self.base_data(pid, "", fo, Arc::clone(&st.name16), st.redirector);
+        let fo_flags = st.fo_flags();
+        let mut data = self.base_data(pid, "", fo, fo_flags, Arc::clone(&st.name16), st.redirector);
         data.major = IRP_MJ_CLEANUP;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let _ = self.filter.pre_cleanup(&mut data);
