@@ -59,7 +59,8 @@
 //! are added up in one "(other files)" row), paths remember at most one cleaned-up
 //! file object, and at most `4 * max_files` open file objects are tracked (the oldest
 //! is forgotten beyond that, counted in `handles_evicted`). Resolved paths and process
-//! images are cached, at most 16 384 of each (the cache is emptied when full).
+//! images are cached, at most `2 * max_files` of each (at least 1 024, at most 16 384;
+//! a cache is emptied when full).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -374,16 +375,19 @@ pub struct Replayer<'f> {
     rule_names: Vec<String>,
     rule_modes: Vec<Mode>,
     default_mode: Mode,
-    /// Resolved trace paths (bounded, see [`PATH_CACHE_MAX`]): one hash lookup per
+    /// Resolved trace paths (bounded, see [`cache_max`]): one hash lookup per
     /// event instead of resolving, folding and allocating the names again.
     path_cache: HashMap<Box<str>, Arc<PathInfo>>,
     /// Process images in UTF-16 (bounded like `path_cache`).
     images: HashMap<Box<str>, Arc<[u16]>>,
 }
 
-/// Most resolved paths kept in a [`Replayer`]'s path cache; it is emptied when full
+/// Most resolved paths (and process images) kept in a [`Replayer`]'s caches: twice
+/// `max_files`, at least 1 024 and at most 16 384; a cache is emptied when full
 /// (memory follows the files in flight, not the rows).
-const PATH_CACHE_MAX: usize = 16_384;
+fn cache_max(max_files: usize) -> usize {
+    max_files.saturating_mul(2).clamp(1024, 16_384)
+}
 
 /// What a trace path resolves to, computed once per distinct path.
 #[derive(Debug)]
@@ -469,7 +473,7 @@ impl<'f> Replayer<'f> {
             name: name.into(),
             key: fold_key(path).into(),
         });
-        if self.path_cache.len() >= PATH_CACHE_MAX {
+        if self.path_cache.len() >= cache_max(self.opts.max_files) {
             self.path_cache.clear();
         }
         self.path_cache.insert(path.into(), Arc::clone(&info));
@@ -482,7 +486,7 @@ impl<'f> Replayer<'f> {
             return Arc::clone(image);
         }
         let image: Arc<[u16]> = utf16(process).into();
-        if self.images.len() >= PATH_CACHE_MAX {
+        if self.images.len() >= cache_max(self.opts.max_files) {
             self.images.clear();
         }
         self.images.insert(process.into(), Arc::clone(&image));
