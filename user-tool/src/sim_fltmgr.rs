@@ -56,7 +56,7 @@ pub struct SimFile {
     /// Normalized name (UTF-16) as `FltGetFileNameInformation` returns it.
     pub name: Arc<[u16]>,
     /// Requestor image name (UTF-16).
-    pub image: Vec<u16>,
+    pub image: Arc<[u16]>,
     /// What the file is on ([`FileProvider::Local`] = a local volume).
     pub provider: FileProvider,
     /// Thread id the operation runs on (non-zero).
@@ -67,7 +67,7 @@ impl Default for SimFile {
     fn default() -> Self {
         SimFile {
             name: Arc::from(Vec::new()),
-            image: Vec::new(),
+            image: Arc::from(Vec::new()),
             provider: FileProvider::Local,
             thread: 1,
         }
@@ -160,6 +160,15 @@ impl SimFm {
         std::mem::take(&mut *lock(&self.flushes))
     }
 
+    /// Number of flushes recorded since the last call, forgetting them (keeps the
+    /// buffer: no allocation per flush).
+    pub fn take_flush_count(&self) -> usize {
+        let mut flushes = lock(&self.flushes);
+        let n = flushes.len();
+        flushes.clear();
+        n
+    }
+
     /// True when flushes were recorded and not yet taken.
     pub fn has_flushes(&self) -> bool {
         !lock(&self.flushes).is_empty()
@@ -168,6 +177,16 @@ impl SimFm {
     /// Safe post-writes queued since the last call.
     pub fn take_deferred(&self) -> Vec<Deferred> {
         std::mem::take(&mut *lock(&self.deferred))
+    }
+
+    /// The oldest queued safe post-write, if any (keeps the buffer).
+    pub fn pop_deferred(&self) -> Option<Deferred> {
+        let mut deferred = lock(&self.deferred);
+        if deferred.is_empty() {
+            None
+        } else {
+            Some(deferred.remove(0))
+        }
     }
 
     /// Drops the stream-handle context of a file object (IRP_MJ_CLOSE).
@@ -207,7 +226,7 @@ impl SimFm {
 impl FilterManager for SimFm {
     type Data = SimData;
     type NameInfo = Arc<[u16]>;
-    type ImageName = Vec<u16>;
+    type ImageName = Arc<[u16]>;
     type Context = Arc<StreamContext>;
     type KernelHandle = FileObjectId;
 
@@ -265,13 +284,13 @@ impl FilterManager for SimFm {
     fn mup_provider_id_of_file(&self, data: &SimData) -> Result<Option<u32>, NtStatus> {
         Ok(provider_id(data.extra.provider))
     }
-    fn process_image_name(&self, data: &SimData) -> Result<Vec<u16>, NtStatus> {
-        Ok(data.extra.image.clone())
+    fn process_image_name(&self, data: &SimData) -> Result<Arc<[u16]>, NtStatus> {
+        Ok(Arc::clone(&data.extra.image))
     }
-    fn image_name<'a>(&self, image: &'a Vec<u16>) -> &'a [u16] {
+    fn image_name<'a>(&self, image: &'a Arc<[u16]>) -> &'a [u16] {
         image
     }
-    fn release_process_image_name(&self, _image: Vec<u16>) {}
+    fn release_process_image_name(&self, _image: Arc<[u16]>) {}
 
     fn allocate_stream_handle_context(
         &self,

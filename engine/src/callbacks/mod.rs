@@ -499,6 +499,7 @@ impl<F: FilterManager> Filter<F> {
         let (slot, action) = self.governing_rule(data, ctx, &policy)?;
         let mut view = self.view(data, Phase::Pre);
         view.written_since_flush = ctx.written_since_flush();
+        view.file_object_write_through |= ctx.audited_write_through();
         let d = crate::decision::decide(&action, &view);
         d.record(glue::stats(&self.state), policy.counters(slot));
         Some((slot, action, d))
@@ -625,6 +626,14 @@ impl<F: FilterManager> Filter<F> {
             return PostOpStatus::FinishedProcessing;
         };
         let classified = slot != UNCLASSIFIED_SLOT && generation == policy.generation();
+        // Audit: the pre-create's rule would have opened the file write-through (so
+        // the audited mode would force nothing on its writes).
+        let audited_write_through = classified
+            && policy.action(slot).is_some_and(|a| {
+                crate::decision::decide(&a, &self.view(data, Phase::Pre))
+                    .counts
+                    .contains(flushguard_protocol::stats::Counter::AuditWouldWriteThrough)
+            });
         let (generation, slot, action) = if classified && !policy.reach().provider_specific {
             // The pre-create's lookup cannot change now that the provider is known
             // (no rule names one): one name query per create.
@@ -640,10 +649,9 @@ impl<F: FilterManager> Filter<F> {
         if action.is_none_or(|a| a.mode == crate::policy::Mode::Pass) {
             return PostOpStatus::FinishedProcessing;
         }
-        let context = match self
-            .fm
-            .allocate_stream_handle_context(StreamContext::new(generation, slot))
-        {
+        let context = match self.fm.allocate_stream_handle_context(
+            StreamContext::new(generation, slot).with_audited_write_through(audited_write_through),
+        ) {
             Ok(c) => c,
             Err(_) => {
                 self.counters().bump(Counter::ContextFailed);
@@ -787,13 +795,25 @@ impl<F: FilterManager> Filter<F> {
             synchronized,
             audit,
         };
-        // An audit rule only counts what it would do: its writes are never held.
-        if (synchronized || audit) && self.fm.current_irql() <= Irql::APC_LEVEL {
-            self.flush_after_write(data, Some(decision));
+        // An audit rule only counts what the audited mode would do, here, whatever the
+        // IRQL (counters and context atomics; the policy lock works up to
+        // DISPATCH_LEVEL): its writes are never held for the flush worker.
+        if audit {
+            // Where the enforcing mode would flush: in the issuing thread of a
+            // synchronized write at PASSIVE_LEVEL, or in the flush worker for an
+            // asynchronous IRP write it could pend (no top-level IRP).
+            let enforcing_would_flush = if synchronized {
+                self.fm.current_irql() == Irql::PASSIVE_LEVEL
+            } else {
+                !data.is_fast_io() && !self.fm.top_level_irp_set()
+            };
+            if enforcing_would_flush {
+                self.audit_after_write(data);
+            }
             return PostOpStatus::FinishedProcessing;
         }
-        if audit {
-            self.skip(Counter::FlushSkippedNotDeferrable);
+        if synchronized && self.fm.current_irql() <= Irql::APC_LEVEL {
+            self.flush_after_write(data, Some(decision));
             return PostOpStatus::FinishedProcessing;
         }
         if data.is_fast_io() {
@@ -830,6 +850,32 @@ impl<F: FilterManager> Filter<F> {
     /// Asynchronous writes pended to the flush worker and not yet flushed.
     pub fn pended_writes(&self) -> u32 {
         self.pended_writes.load(Ordering::Acquire)
+    }
+
+    /// Audit after a successful write (IRQL <= DISPATCH_LEVEL): counts what the
+    /// audited mode would do after it (`audit_would_flush`) and takes that flush as
+    /// done for the written-since-flush bookkeeping; issues nothing.
+    fn audit_after_write(&self, data: &mut F::Data) {
+        let Some(context) = self.handle_context(data) else {
+            return;
+        };
+        let (generation, slot) = context.rule();
+        let written = context.written_since_flush();
+        self.fm.release_context(context);
+        let policy = glue::snapshot(&self.state);
+        if generation != policy.generation() {
+            self.counters().bump(Counter::StaleRulePassedThrough);
+            return;
+        }
+        let Some(action) = policy.action(slot) else {
+            return;
+        };
+        let mut view = self.view(data, Phase::Post);
+        view.written_since_flush = written;
+        let d = crate::decision::decide(&action, &view);
+        d.record(glue::stats(&self.state), policy.counters(slot));
+        drop(policy);
+        self.taken_as_flushed(data, &d);
     }
 
     /// The flush after a successful write: at PASSIVE_LEVEL asks the engine
@@ -874,6 +920,7 @@ impl<F: FilterManager> Filter<F> {
         if let Some((order, place)) = glue::flush_order(&d) {
             self.flush_now(data, order, place, slot, synchronized);
         }
+        self.taken_as_flushed(data, &d);
     }
 
     // ---- IRP_MJ_FLUSH_BUFFERS ---------------------------------------------
@@ -953,6 +1000,9 @@ impl<F: FilterManager> Filter<F> {
         // The context and the policy snapshot are given back before the flush.
         let decided = self.decide_pre(data, &ctx);
         self.fm.release_context(ctx);
+        if let Some((_, _, d)) = &decided {
+            self.taken_as_flushed(data, d);
+        }
         if let Some((slot, order)) =
             decided.and_then(|(slot, _, d)| glue::flush_order(&d).map(|o| (slot, o)))
         {
@@ -966,6 +1016,19 @@ impl<F: FilterManager> Filter<F> {
     }
 
     // ---- issuing a flush ------------------------------------------------------
+
+    /// Audit: the flush the audited mode would issue here counts as done for the
+    /// handle's written-since-flush bookkeeping (`Decision::clear_written_since_flush`),
+    /// as [`Filter::flush_now`] records a successful flush. Context atomics only.
+    fn taken_as_flushed(&self, data: &F::Data, d: &Decision) {
+        if !d.clear_written_since_flush {
+            return;
+        }
+        if let Some(c) = self.handle_context(data) {
+            c.record_flush(c.write_seq());
+            self.fm.release_context(c);
+        }
+    }
 
     /// Issues one flush for the operation's file object at PASSIVE_LEVEL, holding no
     /// lock and no context reference, with this thread marked in the recursion
