@@ -788,6 +788,26 @@ fn pended_writes_at_unload_and_refused_posting() {
     h.cleanup(file);
     assert_eq!(h.fake.flushes().len(), 1, "the cleanup flush covers it");
     h.fake.close_file(file);
+    // A redirector worker completing the write with its own IRP top-level: posting
+    // is refused (FltQueueDeferredIoWorkItem: STATUS_FLT_NOT_SAFE_TO_POST_OPERATION,
+    // "file system recursion could cause deadlocks"): completed at once, counted, and
+    // flushed at cleanup.
+    let file = open(&h);
+    h.write(
+        file,
+        WriteSpec {
+            top_level: true,
+            ..asynchronous
+        },
+    );
+    assert_eq!(h.fake.pended(), 0);
+    assert_eq!(
+        h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
+        2
+    );
+    h.cleanup(file);
+    assert_eq!(h.fake.flushes().len(), 2, "the cleanup flush covers it");
+    h.fake.close_file(file);
     // Three writes pended, then unload: each is flushed and completed exactly once.
     let file = open(&h);
     for _ in 0..3 {
@@ -797,7 +817,7 @@ fn pended_writes_at_unload_and_refused_posting() {
     h.unload();
     assert_eq!(h.fake.pended(), 0);
     assert_eq!(h.fake.completed_pended(), 3);
-    assert_eq!(h.fake.flushes().len(), 4);
+    assert_eq!(h.fake.flushes().len(), 5);
     h.assert_clean();
 }
 
