@@ -66,6 +66,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
@@ -377,7 +378,7 @@ pub struct Replayer<'f> {
     default_mode: Mode,
     /// Resolved trace paths (bounded, see [`cache_max`]): one hash lookup per
     /// event instead of resolving, folding and allocating the names again.
-    path_cache: HashMap<Box<str>, Arc<PathInfo>>,
+    path_cache: HashMap<Box<str>, Rc<PathInfo>>,
     /// Process images in UTF-16 (bounded like `path_cache`).
     images: HashMap<Box<str>, Arc<[u16]>>,
 }
@@ -455,9 +456,9 @@ impl<'f> Replayer<'f> {
     }
 
     /// The resolution of a trace path (cached).
-    fn path_info(&mut self, path: &str) -> Arc<PathInfo> {
+    fn path_info(&mut self, path: &str) -> Rc<PathInfo> {
         if let Some(info) = self.path_cache.get(path) {
-            return Arc::clone(info);
+            return Rc::clone(info);
         }
         let (redirector, name) = match self.resolver.resolve(path) {
             Location::NotAFile => (None, String::new()),
@@ -467,7 +468,7 @@ impl<'f> Replayer<'f> {
                 device_name,
             } => (Some(redirector), device_name),
         };
-        let info = Arc::new(PathInfo {
+        let info = Rc::new(PathInfo {
             redirector,
             name16: utf16(&name).into(),
             name: name.into(),
@@ -476,7 +477,7 @@ impl<'f> Replayer<'f> {
         if self.path_cache.len() >= cache_max(self.opts.max_files) {
             self.path_cache.clear();
         }
-        self.path_cache.insert(path.into(), Arc::clone(&info));
+        self.path_cache.insert(path.into(), Rc::clone(&info));
         info
     }
 

@@ -150,10 +150,12 @@ impl SimFm {
         self.top_level_irp.store(u8::from(set), Ordering::Relaxed);
     }
 
-    /// Sets the current thread id (non-zero) and advances the clock by one µs.
+    /// Sets the current thread id (non-zero) and advances the clock by one µs (a
+    /// plain load and store: the replay drives the simulation from one thread).
     pub fn set_thread(&self, thread: u64) {
         self.thread.store(thread.max(1), Ordering::Relaxed);
-        self.clock_us.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock_us.load(Ordering::Relaxed);
+        self.clock_us.store(now + 1, Ordering::Relaxed);
     }
 
     /// Flushes recorded since the last call.
