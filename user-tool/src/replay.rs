@@ -85,7 +85,7 @@ use flushguard_engine::{Exemption, FileKey, FileName, FileProvider, Mode};
 const EXEMPT_RULE: &str = "(never governed: named pipe / mailslot share)";
 use serde::Serialize;
 
-use crate::sim_fltmgr::{FileObjectId, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
+use crate::sim_fltmgr::{FileObjectId, KnownContext, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
 use crate::trace::detail::create_options::{
     FILE_SYNCHRONOUS_IO_ALERT, FILE_SYNCHRONOUS_IO_NONALERT,
 };
@@ -646,16 +646,27 @@ impl<'f> Replayer<'f> {
     /// The callback data of an operation by `pid` on file object `fo` whose
     /// `FILE_OBJECT::Flags` are `file_object_flags` ([`FoState::fo_flags`], 0 for a file
     /// object without state).
+    /// `has_context`: whether the file object has a stream-handle context (`None`:
+    /// not known yet, as during its create).
+    #[allow(clippy::too_many_arguments)]
     fn base_data(
         &mut self,
         pid: u32,
         process: &str,
         fo: FileObjectId,
         file_object_flags: u32,
+        has_context: Option<bool>,
         name16: Arc<[u16]>,
         r: FileProvider,
     ) -> SimData {
         let image = self.image16(process);
+        // A context is attached only by a post-create and freed with the file object's
+        // state (`forget`): between the two it is known once for the whole operation.
+        let context = match has_context {
+            None => KnownContext::Unknown,
+            Some(false) => KnownContext::Known(None),
+            Some(true) => KnownContext::Known(self.filter.fm().context_of(fo)),
+        };
         SimData {
             file: fo,
             fo_flags: file_object_flags,
@@ -664,6 +675,7 @@ impl<'f> Replayer<'f> {
                 image,
                 provider: r,
                 thread: u64::from(pid) + 1,
+                context,
             },
             ..SimData::default()
         }
@@ -685,7 +697,7 @@ impl<'f> Replayer<'f> {
         self.next_fo += 1;
         let (key, name) = (Arc::clone(&info.key), &*info.name);
         let name16 = Arc::clone(&info.name16);
-        let mut data = self.base_data(pid, process, fo, 0, Arc::clone(&name16), redirector);
+        let mut data = self.base_data(pid, process, fo, 0, None, Arc::clone(&name16), redirector);
         data.major = IRP_MJ_CREATE;
         let disposition = d.disposition.map_or(0, |x| x as u32);
         data.create_options = d.create_options | (disposition << 24);
@@ -945,7 +957,8 @@ impl<'f> Replayer<'f> {
             .as_ref()
             .map_or_else(|| Arc::clone(&info.name16), |s| Arc::clone(&s.name16));
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let mut data = self.base_data(pid, process, fo, fo_flags, name16, redirector);
+        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
+        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
         data.operation_flags = d.operation_flags;
@@ -1054,7 +1067,8 @@ impl<'f> Replayer<'f> {
             |s| (Arc::clone(&s.name16), s.redirector),
         );
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let mut data = self.base_data(pid, process, fo, fo_flags, name16, provider);
+        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
+        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
@@ -1125,7 +1139,7 @@ impl<'f> Replayer<'f> {
             self.counts.without_known_open += 1;
             let fo = self.anonymous_fo();
             let name16 = Arc::clone(&info.name16);
-            let mut data = self.base_data(pid, process, fo, 0, name16, redirector);
+            let mut data = self.base_data(pid, process, fo, 0, Some(false), name16, redirector);
             data.major = IRP_MJ_CLEANUP;
             self.begin(pid, Irql::PASSIVE_LEVEL, false);
             let _ = self.filter.pre_cleanup(&mut data);
@@ -1135,7 +1149,8 @@ impl<'f> Replayer<'f> {
             return;
         };
         let fo_flags = st.fo_flags();
-        let mut data = self.base_data(pid, "", fo, fo_flags, Arc::clone(&st.name16), st.redirector);
+        let (name16, has_context) = (Arc::clone(&st.name16), Some(st.has_context));
+        let mut data = self.base_data(pid, "", fo, fo_flags, has_context, name16, st.redirector);
         data.major = IRP_MJ_CLEANUP;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let _ = self.filter.pre_cleanup(&mut data);
