@@ -256,7 +256,7 @@ pub fn decide(action: &Action, view: &OperationView) -> Decision {
     d
 }
 
-/// Turns an enforcing decision into its audit counterpart: count, change nothing.
+/// Turns an enforcing decision into its audit counterpart: count, change no I/O.
 ///
 /// Audit predicts: on the same operations its `audit_would_*` counters equal what the
 /// audited mode does when it enforces (issue 10 defect 4). So

@@ -66,6 +66,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
@@ -84,7 +85,7 @@ use flushguard_engine::{Exemption, FileKey, FileName, FileProvider, Mode};
 const EXEMPT_RULE: &str = "(never governed: named pipe / mailslot share)";
 use serde::Serialize;
 
-use crate::sim_fltmgr::{FileObjectId, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
+use crate::sim_fltmgr::{FileObjectId, KnownContext, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
 use crate::trace::detail::create_options::{
     FILE_SYNCHRONOUS_IO_ALERT, FILE_SYNCHRONOUS_IO_NONALERT,
 };
@@ -377,7 +378,7 @@ pub struct Replayer<'f> {
     default_mode: Mode,
     /// Resolved trace paths (bounded, see [`cache_max`]): one hash lookup per
     /// event instead of resolving, folding and allocating the names again.
-    path_cache: HashMap<Box<str>, Arc<PathInfo>>,
+    path_cache: HashMap<Box<str>, Rc<PathInfo>>,
     /// Process images in UTF-16 (bounded like `path_cache`).
     images: HashMap<Box<str>, Arc<[u16]>>,
 }
@@ -455,9 +456,9 @@ impl<'f> Replayer<'f> {
     }
 
     /// The resolution of a trace path (cached).
-    fn path_info(&mut self, path: &str) -> Arc<PathInfo> {
+    fn path_info(&mut self, path: &str) -> Rc<PathInfo> {
         if let Some(info) = self.path_cache.get(path) {
-            return Arc::clone(info);
+            return Rc::clone(info);
         }
         let (redirector, name) = match self.resolver.resolve(path) {
             Location::NotAFile => (None, String::new()),
@@ -467,7 +468,7 @@ impl<'f> Replayer<'f> {
                 device_name,
             } => (Some(redirector), device_name),
         };
-        let info = Arc::new(PathInfo {
+        let info = Rc::new(PathInfo {
             redirector,
             name16: utf16(&name).into(),
             name: name.into(),
@@ -476,7 +477,7 @@ impl<'f> Replayer<'f> {
         if self.path_cache.len() >= cache_max(self.opts.max_files) {
             self.path_cache.clear();
         }
-        self.path_cache.insert(path.into(), Arc::clone(&info));
+        self.path_cache.insert(path.into(), Rc::clone(&info));
         info
     }
 
@@ -645,16 +646,27 @@ impl<'f> Replayer<'f> {
     /// The callback data of an operation by `pid` on file object `fo` whose
     /// `FILE_OBJECT::Flags` are `file_object_flags` ([`FoState::fo_flags`], 0 for a file
     /// object without state).
+    /// `has_context`: whether the file object has a stream-handle context (`None`:
+    /// not known yet, as during its create).
+    #[allow(clippy::too_many_arguments)]
     fn base_data(
         &mut self,
         pid: u32,
         process: &str,
         fo: FileObjectId,
         file_object_flags: u32,
+        has_context: Option<bool>,
         name16: Arc<[u16]>,
         r: FileProvider,
     ) -> SimData {
         let image = self.image16(process);
+        // A context is attached only by a post-create and freed with the file object's
+        // state (`forget`): between the two it is known once for the whole operation.
+        let context = match has_context {
+            None => KnownContext::Unknown,
+            Some(false) => KnownContext::Known(None),
+            Some(true) => KnownContext::Known(self.filter.fm().context_of(fo)),
+        };
         SimData {
             file: fo,
             fo_flags: file_object_flags,
@@ -663,6 +675,7 @@ impl<'f> Replayer<'f> {
                 image,
                 provider: r,
                 thread: u64::from(pid) + 1,
+                context,
             },
             ..SimData::default()
         }
@@ -684,7 +697,7 @@ impl<'f> Replayer<'f> {
         self.next_fo += 1;
         let (key, name) = (Arc::clone(&info.key), &*info.name);
         let name16 = Arc::clone(&info.name16);
-        let mut data = self.base_data(pid, process, fo, 0, Arc::clone(&name16), redirector);
+        let mut data = self.base_data(pid, process, fo, 0, None, Arc::clone(&name16), redirector);
         data.major = IRP_MJ_CREATE;
         let disposition = d.disposition.map_or(0, |x| x as u32);
         data.create_options = d.create_options | (disposition << 24);
@@ -944,7 +957,8 @@ impl<'f> Replayer<'f> {
             .as_ref()
             .map_or_else(|| Arc::clone(&info.name16), |s| Arc::clone(&s.name16));
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let mut data = self.base_data(pid, process, fo, fo_flags, name16, redirector);
+        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
+        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
         data.operation_flags = d.operation_flags;
@@ -1051,7 +1065,8 @@ impl<'f> Replayer<'f> {
             |s| (Arc::clone(&s.name16), s.redirector),
         );
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let mut data = self.base_data(pid, process, fo, fo_flags, name16, provider);
+        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
+        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
@@ -1122,7 +1137,7 @@ impl<'f> Replayer<'f> {
             self.counts.without_known_open += 1;
             let fo = self.anonymous_fo();
             let name16 = Arc::clone(&info.name16);
-            let mut data = self.base_data(pid, process, fo, 0, name16, redirector);
+            let mut data = self.base_data(pid, process, fo, 0, Some(false), name16, redirector);
             data.major = IRP_MJ_CLEANUP;
             self.begin(pid, Irql::PASSIVE_LEVEL, false);
             let _ = self.filter.pre_cleanup(&mut data);
@@ -1132,7 +1147,8 @@ impl<'f> Replayer<'f> {
             return;
         };
         let fo_flags = st.fo_flags();
-        let mut data = self.base_data(pid, "", fo, fo_flags, Arc::clone(&st.name16), st.redirector);
+        let (name16, has_context) = (Arc::clone(&st.name16), Some(st.has_context));
+        let mut data = self.base_data(pid, "", fo, fo_flags, has_context, name16, st.redirector);
         data.major = IRP_MJ_CLEANUP;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let _ = self.filter.pre_cleanup(&mut data);

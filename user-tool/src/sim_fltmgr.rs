@@ -61,7 +61,38 @@ pub struct SimFile {
     pub provider: FileProvider,
     /// Thread id the operation runs on (non-zero).
     pub thread: u64,
+    /// The file object's stream-handle context, when the caller already knows it
+    /// (`FltGetStreamHandleContext` then answers from here instead of the table).
+    pub context: KnownContext,
 }
+
+/// What the builder of a [`SimData`] knows of its file object's stream-handle context.
+#[derive(Debug, Clone, Default)]
+pub enum KnownContext {
+    /// Nothing: `FltGetStreamHandleContext` looks in the simulator's table (always
+    /// right; needed while a create may attach one).
+    #[default]
+    Unknown,
+    /// The context attached to the file object for the whole operation (`None`: none),
+    /// as [`SimFm::context_of`] gave it.
+    Known(Option<Arc<StreamContext>>),
+}
+
+impl PartialEq for KnownContext {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KnownContext::Unknown, KnownContext::Unknown) => true,
+            (KnownContext::Known(a), KnownContext::Known(b)) => match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KnownContext {}
 
 impl Default for SimFile {
     fn default() -> Self {
@@ -70,6 +101,7 @@ impl Default for SimFile {
             image: Arc::from(Vec::new()),
             provider: FileProvider::Local,
             thread: 1,
+            context: KnownContext::Unknown,
         }
     }
 }
@@ -149,10 +181,12 @@ impl SimFm {
         self.top_level_irp.store(u8::from(set), Ordering::Relaxed);
     }
 
-    /// Sets the current thread id (non-zero) and advances the clock by one µs.
+    /// Sets the current thread id (non-zero) and advances the clock by one µs (a
+    /// plain load and store: the replay drives the simulation from one thread).
     pub fn set_thread(&self, thread: u64) {
         self.thread.store(thread.max(1), Ordering::Relaxed);
-        self.clock_us.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock_us.load(Ordering::Relaxed);
+        self.clock_us.store(now + 1, Ordering::Relaxed);
     }
 
     /// Flushes recorded since the last call.
@@ -192,6 +226,11 @@ impl SimFm {
     /// Drops the stream-handle context of a file object (IRP_MJ_CLOSE).
     pub fn free_file_object(&self, fo: FileObjectId) {
         lock(&self.contexts).remove(&fo);
+    }
+
+    /// The stream-handle context of a file object, if it has one.
+    pub fn context_of(&self, fo: FileObjectId) -> Option<Arc<StreamContext>> {
+        lock(&self.contexts).get(&fo).cloned()
     }
 
     /// True when the file object has a stream-handle context (a governed handle).
@@ -314,7 +353,10 @@ impl FilterManager for SimFm {
         &self,
         data: &SimData,
     ) -> Result<Option<Arc<StreamContext>>, NtStatus> {
-        Ok(lock(&self.contexts).get(&data.file).cloned())
+        match &data.extra.context {
+            KnownContext::Known(c) => Ok(c.clone()),
+            KnownContext::Unknown => Ok(self.context_of(data.file)),
+        }
     }
     fn release_context(&self, _ctx: Arc<StreamContext>) {}
 

@@ -346,7 +346,7 @@ impl<R: Read> TraceReader<R> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(false)
-            .buffer_capacity(256 * 1024)
+            .buffer_capacity(1 << 20)
             .from_reader(LineIndex::new(input));
         let mut header = csv::ByteRecord::new();
         match rdr.read_byte_record(&mut header) {
