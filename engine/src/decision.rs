@@ -217,7 +217,8 @@ pub struct Decision {
     pub upgrade_flush: Option<FlushFlags>,
     /// Set the stream-handle's written-since-flush mark.
     pub mark_written_since_flush: bool,
-    /// Clear the mark (an application flush succeeded).
+    /// Clear the mark (an application flush succeeded; in audit: the flush the
+    /// audited mode would issue here, taken as done).
     pub clear_written_since_flush: bool,
     /// The rule is in audit mode: nothing above changes I/O.
     pub audit_only: bool,
@@ -255,7 +256,18 @@ pub fn decide(action: &Action, view: &OperationView) -> Decision {
     d
 }
 
-/// Turns an enforcing decision into its audit counterpart: count, change nothing.
+/// Turns an enforcing decision into its audit counterpart: count, change no I/O.
+///
+/// Audit predicts: on the same operations its `audit_would_*` counters equal what the
+/// audited mode does when it enforces (issue 10 defect 4). So
+/// - a write the enforcing mode would synchronize is synchronized (only a synchronous
+///   operation, whose issuing thread waits for it anyway): its post-write then runs in
+///   that thread at IRQL <= APC_LEVEL, where the enforcing mode decides its flush and
+///   where the rule's counters can be reached (an unsynchronized post-write at
+///   DISPATCH_LEVEL on a local volume could neither flush nor count);
+/// - a would-be flush counts as done for the written-since-flush bookkeeping
+///   (`clear_written_since_flush`), as the enforcing mode's flush would clear the
+///   mark: the close after a flushed write is not counted a second time.
 fn audit(d: &mut Decision) {
     let mut out = Decision {
         audit_only: true,
@@ -271,14 +283,16 @@ fn audit(d: &mut Decision) {
     }
     if d.flush.is_some() {
         out.count(Counter::AuditWouldFlush);
+        out.clear_written_since_flush = true;
     }
     out.bytes_governed = d.bytes_governed;
     // Bookkeeping only (no I/O change): lets flush-at-cleanup audits count.
     out.mark_written_since_flush = d.mark_written_since_flush;
-    out.clear_written_since_flush = d.clear_written_since_flush;
-    // A post-op callback changes no I/O; SYNCHRONIZE would change threading.
+    out.clear_written_since_flush |= d.clear_written_since_flush;
+    // A post-op callback changes no I/O; FLT_PREOP_SYNCHRONIZE (never without
+    // `synchronous`) changes only the thread our own post-op runs in.
     if matches!(d.pre_op, PreOp::Synchronize | PreOp::SuccessWithCallback) {
-        out.pre_op = PreOp::SuccessWithCallback;
+        out.pre_op = d.pre_op;
     }
     *d = out;
 }

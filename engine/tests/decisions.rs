@@ -348,14 +348,34 @@ fn audit_changes_nothing_and_counts() {
         upgrade_app_flush: Some(FlushFlags::empty()),
         ..Action::with_mode(Mode::Audit)
     };
+    // Issue 10 defect 4: "audit never synchronizes, so the deferred flush is skipped
+    // as not deferrable". Audit synchronizes exactly the (synchronous) writes the
+    // audited mode would, so its post-write decides where the enforcing one would.
     let d = decide(&a, &write_pre(1));
     assert_eq!(
         d.pre_op,
+        PreOp::Synchronize,
+        "SYNCHRONIZE in audit where the audited mode would"
+    );
+    assert!(!d.set_sl_write_through && d.flush.is_none());
+    let d = decide(
+        &a,
+        &OperationView {
+            synchronous: false,
+            ..write_pre(1)
+        },
+    );
+    assert_eq!(
+        d.pre_op,
         PreOp::SuccessWithCallback,
-        "never SYNCHRONIZE in audit"
+        "never for an asynchronous write"
     );
     let d = decide(&a, &write_post());
     assert!(d.flush.is_none() && d.counts.contains(Counter::AuditWouldFlush));
+    assert!(
+        d.clear_written_since_flush,
+        "the would-be flush counts as done for the written-since-flush mark"
+    );
     let v = OperationView {
         minor_function: IRP_MN_FLUSH_NO_SYNC,
         ..view(MajorFunction::FlushBuffers, Phase::Pre)

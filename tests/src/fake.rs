@@ -161,6 +161,9 @@ pub struct FileObject {
     /// `FO_SYNCHRONOUS_IO` and the I/O manager holds its file object lock for the
     /// whole of each system service on it.
     pub synchronous_io: bool,
+    /// Opened with `FILE_WRITE_THROUGH` (as the file system saw the create): the
+    /// I/O manager sets `FO_WRITE_THROUGH` on the file object.
+    pub write_through: bool,
     /// Thread holding the file object lock (a synchronous service in progress).
     pub lock_owner: Option<u64>,
     /// The file system opened the file object (IRP_MJ_CREATE went down); before
@@ -598,14 +601,17 @@ impl Fake {
             .and_then(|f| f.context.clone())
     }
 
-    /// `FileObject->Flags` of `file` now (`FO_SYNCHRONOUS_IO` when opened so,
-    /// `FO_CLEANUP_COMPLETE` once its user handle closed).
+    /// `FileObject->Flags` of `file` now (`FO_SYNCHRONOUS_IO` / `FO_WRITE_THROUGH` when
+    /// opened so, `FO_CLEANUP_COMPLETE` once its user handle closed).
     pub fn fo_flags(&self, file: u64) -> u32 {
         match self.world().files.get(&file) {
             Some(f) => {
                 let mut flags = 0;
                 if f.synchronous_io {
                     flags |= FO_SYNCHRONOUS_IO;
+                }
+                if f.write_through {
+                    flags |= flushguard_protocol::nt::FO_WRITE_THROUGH;
                 }
                 if !f.user_handle_open {
                     flags |= FO_CLEANUP_COMPLETE;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
     CallbackData, CompletionContext, Filter, Irql, PolicySource, PostOpFlags, PostOpStatus, PreOp,
-    PreOpStatus, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS, IRP_MJ_WRITE, IRP_PAGING_IO,
-    SL_WRITE_THROUGH,
+    PreOpStatus, FILE_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS,
+    IRP_MJ_WRITE, IRP_PAGING_IO, SL_WRITE_THROUGH,
 };
 use flushguard_protocol::nt::{IRP_MJ_FILE_SYSTEM_CONTROL, IRP_MJ_SET_INFORMATION};
 use flushguard_protocol::NtStatus;
@@ -242,8 +242,11 @@ impl Harness {
             f.pre_create(d)
         });
         data.status = status;
-        self.fake
-            .with_file(file, |f| f.opened = status.is_success());
+        let write_through = data.create_options & FILE_WRITE_THROUGH != 0;
+        self.fake.with_file(file, |f| {
+            f.opened = status.is_success();
+            f.write_through = write_through;
+        });
         self.post("post-create", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
         if status.is_success() {
             Some(file)
@@ -278,7 +281,10 @@ impl Harness {
         });
         let seen = data.create_options;
         data.status = NtStatus::SUCCESS;
-        self.fake.with_file(file, |f| f.opened = true);
+        self.fake.with_file(file, |f| {
+            f.opened = true;
+            f.write_through = seen & FILE_WRITE_THROUGH != 0;
+        });
         self.post("post-create", &mut data, &pre, Irql::PASSIVE_LEVEL, false);
         (Some(file), seen)
     }
@@ -298,12 +304,13 @@ impl Harness {
         let mut data = FakeData::write(file, irp_flags, 0, 512);
         data.fast_io = spec.kind == WriteKind::FastIo;
         data.synchronous = spec.synchronous;
+        data.fo_flags = self.fake.fo_flags(file) & flushguard_protocol::nt::FO_WRITE_THROUGH;
         let mut spec = spec;
         let sync_fo = !spec.kind.is_paging() && self.fake.fo_flags(file) & FO_SYNCHRONOUS_IO != 0;
         if sync_fo {
             // The I/O manager serializes the whole service under the file object lock
             // and waits for completion: the write is synchronous.
-            data.fo_flags = FO_SYNCHRONOUS_IO;
+            data.fo_flags |= FO_SYNCHRONOUS_IO;
             data.synchronous = true;
             spec.complete_later = false;
             let me = self.fake.current_thread_id();

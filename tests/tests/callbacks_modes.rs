@@ -380,6 +380,98 @@ fn audit_counts_and_changes_nothing() {
     h.assert_clean();
 }
 
+/// (flushes issued, write-throughs forced, application flushes upgraded) of one
+/// script (generated): a synchronous and an asynchronous write whose post-writes
+/// complete at DISPATCH_LEVEL unless synchronized, a NO_SYNC application flush, one
+/// more write, close.
+fn audit_script(
+    a: flushguard_engine::policy::Action,
+    rule: ProviderSelector,
+    provider: Option<u32>,
+) -> [u64; 6] {
+    let h = Harness::new(FakeOptions {
+        has_flush2: true,
+        registry: Some(scenario::policy_blob_for(rule, a)),
+    });
+    let file = h
+        .open(SHARE_FILE, provider, PROCESS, 0, NtStatus::SUCCESS)
+        .expect("create succeeds");
+    let dispatch = WriteSpec {
+        post_irql: Irql::DISPATCH_LEVEL,
+        ..WriteSpec::default()
+    };
+    h.write(file, dispatch);
+    h.write(
+        file,
+        WriteSpec {
+            synchronous: false,
+            ..dispatch
+        },
+    );
+    // Enforcing: the asynchronous write is pended; the flush worker runs now.
+    h.complete_all();
+    h.flush(file, IRP_MN_FLUSH_NO_SYNC, NtStatus::SUCCESS);
+    h.write(file, dispatch);
+    h.close(file);
+    let counts = [
+        h.fake.flushes().len() as u64,
+        engine_count(&h, StatsCounter::WriteThroughForced),
+        engine_count(&h, StatsCounter::AppFlushesUpgraded),
+        engine_count(&h, StatsCounter::AuditWouldFlush),
+        engine_count(&h, StatsCounter::AuditWouldWriteThrough),
+        engine_count(&h, StatsCounter::AuditWouldUpgrade),
+    ];
+    h.unload();
+    h.assert_clean();
+    counts
+}
+
+#[test]
+fn audit_predicts_what_the_audited_mode_does() {
+    // Issue 10 defect 4: audit's would-flush / would-write-through / would-upgrade
+    // equal what the audited mode does enforcing, on a share and on a local volume,
+    // with a provider-agnostic rule (write-through at create) and an SMB rule.
+    for mode in [
+        Mode::WriteThrough,
+        Mode::FlushAfterWrite,
+        Mode::FlushOnClose,
+    ] {
+        for (rule, provider) in [
+            (ProviderSelector::Any, Some(PROVIDER_SMB)),
+            (ProviderSelector::Smb, Some(PROVIDER_SMB)),
+            (ProviderSelector::Any, None),
+        ] {
+            let enforcing = action(
+                mode,
+                FlushMethod::Filter,
+                FlushFlags::empty(),
+                Some(FlushFlags::empty()),
+            );
+            let audit = flushguard_engine::policy::Action {
+                mode: Mode::Audit,
+                audited_mode: Some(mode),
+                ..enforcing
+            };
+            let e = audit_script(enforcing, rule, provider);
+            let a = audit_script(audit, rule, provider);
+            assert_eq!(
+                a[..3],
+                [0, 0, 0],
+                "{mode:?} {rule:?} {provider:?}: audit changes nothing"
+            );
+            assert_eq!(
+                a[3..],
+                e[..3],
+                "{mode:?} {rule:?} {provider:?}: audit's would (flush, write-through, upgrade) = what enforcing did"
+            );
+            assert!(
+                e[..3].iter().any(|&n| n > 0),
+                "{mode:?}: the script exercises the mode"
+            );
+        }
+    }
+}
+
 #[test]
 fn application_flush_is_upgraded_per_rule() {
     let h = harness(
@@ -696,6 +788,26 @@ fn pended_writes_at_unload_and_refused_posting() {
     h.cleanup(file);
     assert_eq!(h.fake.flushes().len(), 1, "the cleanup flush covers it");
     h.fake.close_file(file);
+    // A redirector worker completing the write with its own IRP top-level: posting
+    // is refused (FltQueueDeferredIoWorkItem: STATUS_FLT_NOT_SAFE_TO_POST_OPERATION,
+    // "file system recursion could cause deadlocks"): completed at once, counted, and
+    // flushed at cleanup.
+    let file = open(&h);
+    h.write(
+        file,
+        WriteSpec {
+            top_level: true,
+            ..asynchronous
+        },
+    );
+    assert_eq!(h.fake.pended(), 0);
+    assert_eq!(
+        h.filter.counters().get(Counter::FlushSkippedNotDeferrable),
+        2
+    );
+    h.cleanup(file);
+    assert_eq!(h.fake.flushes().len(), 2, "the cleanup flush covers it");
+    h.fake.close_file(file);
     // Three writes pended, then unload: each is flushed and completed exactly once.
     let file = open(&h);
     for _ in 0..3 {
@@ -705,7 +817,7 @@ fn pended_writes_at_unload_and_refused_posting() {
     h.unload();
     assert_eq!(h.fake.pended(), 0);
     assert_eq!(h.fake.completed_pended(), 3);
-    assert_eq!(h.fake.flushes().len(), 4);
+    assert_eq!(h.fake.flushes().len(), 5);
     h.assert_clean();
 }
 

@@ -126,7 +126,8 @@ fn main() {
     if want("parse") {
         let (rows, secs) = best(a.rounds, || {
             let f = std::fs::File::open(&trace).unwrap();
-            let mut r = TraceReader::new(std::io::BufReader::with_capacity(1 << 20, f)).unwrap();
+            // As `flushctl replay` opens it (the reader buffers itself).
+            let mut r = TraceReader::new(f).unwrap();
             let mut n = 0;
             while let Some(item) = r.next_event().unwrap() {
                 if !matches!(item, Item::Malformed(_)) {

@@ -58,12 +58,15 @@
 //! the number of rows: at most `max_files` files are reported individually (the rest
 //! are added up in one "(other files)" row), paths remember at most one cleaned-up
 //! file object, and at most `4 * max_files` open file objects are tracked (the oldest
-//! is forgotten beyond that, counted in `handles_evicted`).
+//! is forgotten beyond that, counted in `handles_evicted`). Resolved paths and process
+//! images are cached, at most `2 * max_files` of each (at least 1 024, at most 16 384;
+//! a cache is emptied when full).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
@@ -82,7 +85,7 @@ use flushguard_engine::{Exemption, FileKey, FileName, FileProvider, Mode};
 const EXEMPT_RULE: &str = "(never governed: named pipe / mailslot share)";
 use serde::Serialize;
 
-use crate::sim_fltmgr::{FileObjectId, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
+use crate::sim_fltmgr::{FileObjectId, KnownContext, SimData, SimFile, SimFm, FO_SYNCHRONOUS_IO};
 use crate::trace::detail::create_options::{
     FILE_SYNCHRONOUS_IO_ALERT, FILE_SYNCHRONOUS_IO_NONALERT,
 };
@@ -282,6 +285,51 @@ struct FoState {
     mode: Mode,
     file: Option<usize>,
     cleaned: bool,
+    /// The post-create attached a stream-handle context (a governed handle); it lives
+    /// as long as this state ([`Replayer::forget`] frees both).
+    has_context: bool,
+}
+
+impl FoState {
+    /// `FILE_OBJECT::Flags` of the handle as the callbacks see them.
+    fn fo_flags(&self) -> u32 {
+        (if self.sync_io { FO_SYNCHRONOUS_IO } else { 0 })
+            | (if self.effective_write_through {
+                FO_WRITE_THROUGH
+            } else {
+                0
+            })
+    }
+}
+
+/// What an operation needs of its handle's [`FoState`] (cheaper to copy out).
+#[derive(Debug, Clone)]
+struct HandleView {
+    name16: Arc<[u16]>,
+    redirector: FileProvider,
+    sync_io: bool,
+    app_write_through: bool,
+    effective_write_through: bool,
+    mode: Mode,
+    fo_flags: u32,
+    file: Option<usize>,
+    has_context: bool,
+}
+
+impl HandleView {
+    fn of(s: &FoState) -> Self {
+        HandleView {
+            name16: Arc::clone(&s.name16),
+            redirector: s.redirector,
+            sync_io: s.sync_io,
+            app_write_through: s.app_write_through,
+            effective_write_through: s.effective_write_through,
+            mode: s.mode,
+            fo_flags: s.fo_flags(),
+            file: s.file,
+            has_context: s.has_context,
+        }
+    }
 }
 
 /// The file objects of one path: open handles `(PID, file object)` in open order, and
@@ -314,7 +362,10 @@ pub struct Replayer<'f> {
     attach_local: bool,
     opts: ReplayOptions,
     next_fo: FileObjectId,
-    fos: BTreeMap<FileObjectId, FoState>,
+    fos: HashMap<FileObjectId, FoState>,
+    /// File objects in `fos` in creation (= id) order, oldest first, for eviction;
+    /// may hold ids already forgotten (pruned when it outgrows `fos`).
+    fo_order: VecDeque<FileObjectId>,
     paths: HashMap<Arc<str>, PathState>,
     cleaned_order: VecDeque<Arc<str>>,
     file_index: HashMap<String, usize>,
@@ -325,6 +376,32 @@ pub struct Replayer<'f> {
     rule_names: Vec<String>,
     rule_modes: Vec<Mode>,
     default_mode: Mode,
+    /// Resolved trace paths (bounded, see [`cache_max`]): one hash lookup per
+    /// event instead of resolving, folding and allocating the names again.
+    path_cache: HashMap<Box<str>, Rc<PathInfo>>,
+    /// Process images in UTF-16 (bounded like `path_cache`).
+    images: HashMap<Box<str>, Arc<[u16]>>,
+}
+
+/// Most resolved paths (and process images) kept in a [`Replayer`]'s caches: twice
+/// `max_files`, at least 1 024 and at most 16 384; a cache is emptied when full
+/// (memory follows the files in flight, not the rows).
+fn cache_max(max_files: usize) -> usize {
+    max_files.saturating_mul(2).clamp(1024, 16_384)
+}
+
+/// What a trace path resolves to, computed once per distinct path.
+#[derive(Debug)]
+struct PathInfo {
+    /// Where it is: `None` = not a file; else the redirector ([`FileProvider::Local`]
+    /// for a local volume).
+    redirector: Option<FileProvider>,
+    /// The name the driver sees (`\Device\Mup\...` or the local path).
+    name: Arc<str>,
+    /// `name` in UTF-16.
+    name16: Arc<[u16]>,
+    /// The folded trace path (the per-path handle table's key).
+    key: Arc<str>,
 }
 
 impl std::fmt::Debug for Replayer<'_> {
@@ -361,7 +438,8 @@ impl<'f> Replayer<'f> {
             attach_local: p.attach_local_volumes,
             opts,
             next_fo: 1,
-            fos: BTreeMap::new(),
+            fos: HashMap::default(),
+            fo_order: VecDeque::new(),
             paths: HashMap::default(),
             cleaned_order: VecDeque::new(),
             file_index: HashMap::default(),
@@ -372,7 +450,48 @@ impl<'f> Replayer<'f> {
             rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
             rule_modes: p.rules.iter().map(|r| r.action.mode).collect(),
             default_mode: p.default_action.mode,
+            path_cache: HashMap::default(),
+            images: HashMap::default(),
         }
+    }
+
+    /// The resolution of a trace path (cached).
+    fn path_info(&mut self, path: &str) -> Rc<PathInfo> {
+        if let Some(info) = self.path_cache.get(path) {
+            return Rc::clone(info);
+        }
+        let (redirector, name) = match self.resolver.resolve(path) {
+            Location::NotAFile => (None, String::new()),
+            Location::Local { name } => (Some(FileProvider::Local), name),
+            Location::Remote {
+                redirector,
+                device_name,
+            } => (Some(redirector), device_name),
+        };
+        let info = Rc::new(PathInfo {
+            redirector,
+            name16: utf16(&name).into(),
+            name: name.into(),
+            key: fold_key(path).into(),
+        });
+        if self.path_cache.len() >= cache_max(self.opts.max_files) {
+            self.path_cache.clear();
+        }
+        self.path_cache.insert(path.into(), Rc::clone(&info));
+        info
+    }
+
+    /// `process` in UTF-16 (the requestor image the callbacks match rules against).
+    fn image16(&mut self, process: &str) -> Arc<[u16]> {
+        if let Some(image) = self.images.get(process) {
+            return Arc::clone(image);
+        }
+        let image: Arc<[u16]> = utf16(process).into();
+        if self.images.len() >= cache_max(self.opts.max_files) {
+            self.images.clear();
+        }
+        self.images.insert(process.into(), Arc::clone(&image));
+        image
     }
 
     fn rule_name(&self, slot: u32) -> String {
@@ -462,15 +581,19 @@ impl<'f> Replayer<'f> {
 
     /// True when `item` is cache write-back of the application flush in progress:
     /// a successful synchronous paging `WriteFile` of the same path by the same process.
-    fn continues_flush(&self, item: &Item<'_>) -> bool {
+    fn continues_flush(&mut self, item: &Item<'_>) -> bool {
         let (Some(p), Item::Event(e)) = (&self.pending_flush, item) else {
             return false;
         };
         const WRITE_BACK: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO;
-        matches!(&e.op, Op::Write { detail, fast_io: false } if detail.irp_flags & WRITE_BACK == WRITE_BACK)
+        let candidate = matches!(&e.op, Op::Write { detail, fast_io: false } if detail.irp_flags & WRITE_BACK == WRITE_BACK)
             && e.pid == p.pid
-            && e.result.is_success()
-            && *fold_key(e.path) == *p.key
+            && e.result.is_success();
+        if !candidate {
+            return false;
+        }
+        let key = Arc::clone(&p.key);
+        *self.path_info(e.path).key == *key
     }
 
     fn begin(&self, pid: u32, irql: Irql, top_level_irp: bool) {
@@ -481,79 +604,78 @@ impl<'f> Replayer<'f> {
     }
 
     fn event(&mut self, pid: u32, process: &str, path: &str, op: Op<'_>, result: OpResult) {
-        let loc = match &op {
-            Op::Other => {
-                self.counts.other_rows += 1;
-                return;
-            }
-            _ => self.resolver.resolve(path),
-        };
-        let (name, redirector) = match loc {
-            Location::NotAFile => {
+        if matches!(op, Op::Other) {
+            self.counts.other_rows += 1;
+            return;
+        }
+        let info = self.path_info(path);
+        let redirector = match info.redirector {
+            None => {
                 self.counts.not_a_file += 1;
                 return;
             }
-            Location::Local { name } => {
-                if !self.attach_local {
-                    self.counts.local_not_attached += 1;
-                    return;
-                }
-                (name, FileProvider::Local)
+            Some(FileProvider::Local) if !self.attach_local => {
+                self.counts.local_not_attached += 1;
+                return;
             }
-            Location::Remote {
-                redirector,
-                device_name,
-            } => (device_name, redirector),
+            Some(r) => r,
         };
         self.counts.events_replayed += 1;
         // The post-operation status: the Result column's NTSTATUS; a refused fast I/O
         // path, an unknown Result or one that never completed (empty Result) is not a
         // success, so post-operations do nothing for them.
         let status = result.status().map_or(NtStatus::UNSUCCESSFUL, NtStatus);
-        let key: Arc<str> = fold_key(path).into();
+        let key = &info.key;
         match op {
-            Op::Create(d) => self.create(
-                pid, process, path, key, &name, redirector, &d, result, status,
-            ),
+            Op::Create(d) => self.create(pid, process, path, &info, redirector, &d, result, status),
             Op::Write { detail, fast_io } => self.write(
-                pid, process, path, &key, &name, redirector, &detail, fast_io, result, status,
+                pid, process, path, &info, redirector, &detail, fast_io, result, status,
             ),
-            Op::Flush => self.flush(pid, process, path, &key, &name, redirector, result, status),
-            Op::Cleanup => self.cleanup(pid, process, &key, &name, redirector),
-            Op::Close => self.close(&key),
+            Op::Flush => self.flush(pid, process, path, &info, redirector, result, status),
+            Op::Cleanup => self.cleanup(pid, process, key, &info, redirector),
+            Op::Close => self.close(key),
             Op::Rename { new_path } => {
                 if result.is_success() {
-                    self.rename(pid, &key, new_path);
+                    self.rename(pid, key, new_path);
                 }
             }
             Op::Other => {}
         }
     }
 
+    /// The callback data of an operation by `pid` on file object `fo` whose
+    /// `FILE_OBJECT::Flags` are `file_object_flags` ([`FoState::fo_flags`], 0 for a file
+    /// object without state).
+    /// `has_context`: whether the file object has a stream-handle context (`None`:
+    /// not known yet, as during its create).
+    #[allow(clippy::too_many_arguments)]
     fn base_data(
-        &self,
+        &mut self,
         pid: u32,
         process: &str,
         fo: FileObjectId,
+        file_object_flags: u32,
+        has_context: Option<bool>,
         name16: Arc<[u16]>,
         r: FileProvider,
     ) -> SimData {
-        let file_object_flags = self.fos.get(&fo).map_or(0, |s| {
-            (if s.sync_io { FO_SYNCHRONOUS_IO } else { 0 })
-                | (if s.effective_write_through {
-                    FO_WRITE_THROUGH
-                } else {
-                    0
-                })
-        });
+        let image = self.image16(process);
+        // A context is attached only by a post-create and freed with the file object's
+        // state (`forget`): between the two it is known once for the whole operation.
+        let context = match has_context {
+            None => KnownContext::Unknown,
+            Some(false) => KnownContext::Known(None),
+            Some(true) => KnownContext::Known(self.filter.fm().context_of(fo)),
+        };
         SimData {
             file: fo,
             fo_flags: file_object_flags,
             extra: SimFile {
                 name: name16,
-                image: utf16(process),
+                image,
                 provider: r,
                 thread: u64::from(pid) + 1,
+                context,
             },
             ..SimData::default()
         }
@@ -565,8 +687,7 @@ impl<'f> Replayer<'f> {
         pid: u32,
         process: &str,
         path: &str,
-        key: Arc<str>,
-        name: &str,
+        info: &PathInfo,
         redirector: FileProvider,
         d: &crate::trace::CreateDetail,
         result: OpResult,
@@ -574,8 +695,9 @@ impl<'f> Replayer<'f> {
     ) {
         let fo = self.next_fo;
         self.next_fo += 1;
-        let name16: Arc<[u16]> = utf16(name).into();
-        let mut data = self.base_data(pid, process, fo, Arc::clone(&name16), redirector);
+        let (key, name) = (Arc::clone(&info.key), &*info.name);
+        let name16 = Arc::clone(&info.name16);
+        let mut data = self.base_data(pid, process, fo, 0, None, Arc::clone(&name16), redirector);
         data.major = IRP_MJ_CREATE;
         let disposition = d.disposition.map_or(0, |x| x as u32);
         data.create_options = d.create_options | (disposition << 24);
@@ -592,14 +714,16 @@ impl<'f> Replayer<'f> {
         if !opened {
             return;
         }
-        let slot = match self.filter.fm().get_stream_handle_context(&data) {
+        let context = self.filter.fm().get_stream_handle_context(&data);
+        let has_context = matches!(context, Ok(Some(_)));
+        let slot = match context {
             Ok(Some(ctx)) => ctx.rule().1,
             _ => self.lookup_slot(name, redirector, process),
         };
         let state = FoState {
             key: Arc::clone(&key),
             path: path.into(),
-            name: name.into(),
+            name: Arc::clone(&info.name),
             name16,
             redirector,
             sync_io: d.create_options & (FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT)
@@ -610,9 +734,15 @@ impl<'f> Replayer<'f> {
             mode: self.rule_mode(slot),
             file: None,
             cleaned: false,
+            has_context,
         };
         let forced = eff_wt && !app_wt;
         self.fos.insert(fo, state);
+        self.fo_order.push_back(fo);
+        if self.fo_order.len() > 2 * self.fos.len() + 1024 {
+            let fos = &self.fos;
+            self.fo_order.retain(|f| fos.contains_key(f));
+        }
         self.paths.entry(key).or_default().open.push((pid, fo));
         if forced {
             let f = self.file_of(fo);
@@ -626,11 +756,14 @@ impl<'f> Replayer<'f> {
     fn bound_handles(&mut self) {
         let cap = self.opts.max_files.saturating_mul(4).max(1024);
         while self.fos.len() > cap {
-            let Some((&fo, _)) = self.fos.iter().next() else {
+            // The oldest file object still tracked (ids grow with creation).
+            let Some(fo) = self.fo_order.pop_front() else {
                 break;
             };
-            self.forget(fo);
-            self.counts.handles_evicted += 1;
+            if self.fos.contains_key(&fo) {
+                self.forget(fo);
+                self.counts.handles_evicted += 1;
+            }
         }
     }
 
@@ -757,9 +890,14 @@ impl<'f> Replayer<'f> {
     /// FlushGuard context (passed through, as the driver passes through a file object
     /// it never saw opened), counted in `without_known_open`. Writes, flushes and
     /// cleanups all model such handles this way.
-    fn handle_of(&mut self, pid: u32, key: &str, paging: bool) -> (FileObjectId, Option<FoState>) {
+    fn handle_of(
+        &mut self,
+        pid: u32,
+        key: &str,
+        paging: bool,
+    ) -> (FileObjectId, Option<HandleView>) {
         match self.find_fo(pid, key, paging) {
-            Some(fo) => (fo, self.fos.get(&fo).cloned()),
+            Some(fo) => (fo, self.fos.get(&fo).map(HandleView::of)),
             None => {
                 self.counts.without_known_open += 1;
                 (self.anonymous_fo(), None)
@@ -788,8 +926,7 @@ impl<'f> Replayer<'f> {
     }
 
     fn apply_flushes(&mut self, f: Option<usize>) -> Effects {
-        let flushes = self.filter.fm().take_flushes();
-        let n = flushes.len() as u64;
+        let n = self.filter.fm().take_flush_count() as u64;
         if n > 0 {
             if let Some(file) = self.file_mut(f) {
                 file.figures.flushes_issued += n;
@@ -806,20 +943,22 @@ impl<'f> Replayer<'f> {
         pid: u32,
         process: &str,
         path: &str,
-        key: &str,
-        name: &str,
+        info: &PathInfo,
         redirector: FileProvider,
         d: &crate::trace::WriteDetail,
         fast_io: bool,
         result: OpResult,
         status: NtStatus,
     ) {
+        let (key, name) = (&*info.key, &*info.name);
         let paging = d.irp_flags & IRP_PAGING_IO != 0;
         let (fo, st) = self.handle_of(pid, key, paging);
         let name16 = st
             .as_ref()
-            .map_or_else(|| utf16(name).into(), |s| Arc::clone(&s.name16));
-        let mut data = self.base_data(pid, process, fo, name16, redirector);
+            .map_or_else(|| Arc::clone(&info.name16), |s| Arc::clone(&s.name16));
+        let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
+        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
+        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
         data.operation_flags = d.operation_flags;
@@ -833,7 +972,10 @@ impl<'f> Replayer<'f> {
         };
         self.begin(pid, Irql::PASSIVE_LEVEL, paging);
         let pre = self.filter.pre_write(&mut data);
-        let f = self.row_of(fo, st.is_some(), path, name, redirector, process);
+        let f = match st.as_ref().and_then(|s| s.file) {
+            Some(row) => Some(row),
+            None => self.row_of(fo, st.is_some(), path, name, redirector, process),
+        };
         if pre.status() == PreOpStatus::DisallowFastIo {
             if let Some(fig) = self.figures_mut(f) {
                 fig.fast_io_disallowed += 1;
@@ -857,7 +999,7 @@ impl<'f> Replayer<'f> {
             self.filter.post_write(&mut data, Some(ctx), PostOpFlags(0));
             self.filter.fm().set_irql(Irql::PASSIVE_LEVEL);
             // FlushGuard's flush worker: the pended asynchronous writes, at PASSIVE_LEVEL.
-            for mut deferred in self.filter.fm().take_deferred() {
+            while let Some(mut deferred) = self.filter.fm().pop_deferred() {
                 self.filter
                     .flush_pended_write(&mut deferred.data, Some(deferred.ctx));
             }
@@ -869,7 +1011,7 @@ impl<'f> Replayer<'f> {
         let len = d.length;
         let governed = st
             .as_ref()
-            .is_some_and(|s| s.mode != Mode::Pass && self.filter.fm().has_context(fo));
+            .is_some_and(|s| s.mode != Mode::Pass && s.has_context);
         let app_wt = st.as_ref().is_some_and(|s| s.app_write_through)
             || d.operation_flags & SL_WRITE_THROUGH != 0;
         let eff_wt = st.as_ref().is_some_and(|s| s.effective_write_through)
@@ -911,18 +1053,20 @@ impl<'f> Replayer<'f> {
         pid: u32,
         process: &str,
         path: &str,
-        key: &str,
-        name: &str,
+        info: &PathInfo,
         redirector: FileProvider,
         result: OpResult,
         status: NtStatus,
     ) {
+        let (key, name) = (&*info.key, &*info.name);
         let (fo, st) = self.handle_of(pid, key, false);
         let (name16, provider) = st.as_ref().map_or_else(
-            || (utf16(name).into(), redirector),
+            || (Arc::clone(&info.name16), redirector),
             |s| (Arc::clone(&s.name16), s.redirector),
         );
-        let mut data = self.base_data(pid, process, fo, name16, provider);
+        let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
+        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
+        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
@@ -931,7 +1075,7 @@ impl<'f> Replayer<'f> {
         let file = self.row_of(fo, st.is_some(), path, name, redirector, process);
         self.pending_flush = Some(PendingFlush {
             pid,
-            key: key.into(),
+            key: Arc::clone(&info.key),
             file,
             data,
             ctx: pre.completion_context(),
@@ -984,7 +1128,7 @@ impl<'f> Replayer<'f> {
         pid: u32,
         process: &str,
         key: &str,
-        name: &str,
+        info: &PathInfo,
         redirector: FileProvider,
     ) {
         let Some(fo) = self.take_open(pid, key) else {
@@ -992,7 +1136,8 @@ impl<'f> Replayer<'f> {
             // file object has no context, so the pre-cleanup passes it through.
             self.counts.without_known_open += 1;
             let fo = self.anonymous_fo();
-            let mut data = self.base_data(pid, process, fo, utf16(name).into(), redirector);
+            let name16 = Arc::clone(&info.name16);
+            let mut data = self.base_data(pid, process, fo, 0, Some(false), name16, redirector);
             data.major = IRP_MJ_CLEANUP;
             self.begin(pid, Irql::PASSIVE_LEVEL, false);
             let _ = self.filter.pre_cleanup(&mut data);
@@ -1001,7 +1146,9 @@ impl<'f> Replayer<'f> {
         let Some(st) = self.fos.get(&fo).cloned() else {
             return;
         };
-        let mut data = self.base_data(pid, "", fo, Arc::clone(&st.name16), st.redirector);
+        let fo_flags = st.fo_flags();
+        let (name16, has_context) = (Arc::clone(&st.name16), Some(st.has_context));
+        let mut data = self.base_data(pid, "", fo, fo_flags, has_context, name16, st.redirector);
         data.major = IRP_MJ_CLEANUP;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let _ = self.filter.pre_cleanup(&mut data);

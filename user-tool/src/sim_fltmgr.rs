@@ -56,20 +56,52 @@ pub struct SimFile {
     /// Normalized name (UTF-16) as `FltGetFileNameInformation` returns it.
     pub name: Arc<[u16]>,
     /// Requestor image name (UTF-16).
-    pub image: Vec<u16>,
+    pub image: Arc<[u16]>,
     /// What the file is on ([`FileProvider::Local`] = a local volume).
     pub provider: FileProvider,
     /// Thread id the operation runs on (non-zero).
     pub thread: u64,
+    /// The file object's stream-handle context, when the caller already knows it
+    /// (`FltGetStreamHandleContext` then answers from here instead of the table).
+    pub context: KnownContext,
 }
+
+/// What the builder of a [`SimData`] knows of its file object's stream-handle context.
+#[derive(Debug, Clone, Default)]
+pub enum KnownContext {
+    /// Nothing: `FltGetStreamHandleContext` looks in the simulator's table (always
+    /// right; needed while a create may attach one).
+    #[default]
+    Unknown,
+    /// The context attached to the file object for the whole operation (`None`: none),
+    /// as [`SimFm::context_of`] gave it.
+    Known(Option<Arc<StreamContext>>),
+}
+
+impl PartialEq for KnownContext {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KnownContext::Unknown, KnownContext::Unknown) => true,
+            (KnownContext::Known(a), KnownContext::Known(b)) => match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KnownContext {}
 
 impl Default for SimFile {
     fn default() -> Self {
         SimFile {
             name: Arc::from(Vec::new()),
-            image: Vec::new(),
+            image: Arc::from(Vec::new()),
             provider: FileProvider::Local,
             thread: 1,
+            context: KnownContext::Unknown,
         }
     }
 }
@@ -149,15 +181,26 @@ impl SimFm {
         self.top_level_irp.store(u8::from(set), Ordering::Relaxed);
     }
 
-    /// Sets the current thread id (non-zero) and advances the clock by one µs.
+    /// Sets the current thread id (non-zero) and advances the clock by one µs (a
+    /// plain load and store: the replay drives the simulation from one thread).
     pub fn set_thread(&self, thread: u64) {
         self.thread.store(thread.max(1), Ordering::Relaxed);
-        self.clock_us.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock_us.load(Ordering::Relaxed);
+        self.clock_us.store(now + 1, Ordering::Relaxed);
     }
 
     /// Flushes recorded since the last call.
     pub fn take_flushes(&self) -> Vec<FlushRecord> {
         std::mem::take(&mut *lock(&self.flushes))
+    }
+
+    /// Number of flushes recorded since the last call, forgetting them (keeps the
+    /// buffer: no allocation per flush).
+    pub fn take_flush_count(&self) -> usize {
+        let mut flushes = lock(&self.flushes);
+        let n = flushes.len();
+        flushes.clear();
+        n
     }
 
     /// True when flushes were recorded and not yet taken.
@@ -170,9 +213,24 @@ impl SimFm {
         std::mem::take(&mut *lock(&self.deferred))
     }
 
+    /// The oldest queued safe post-write, if any (keeps the buffer).
+    pub fn pop_deferred(&self) -> Option<Deferred> {
+        let mut deferred = lock(&self.deferred);
+        if deferred.is_empty() {
+            None
+        } else {
+            Some(deferred.remove(0))
+        }
+    }
+
     /// Drops the stream-handle context of a file object (IRP_MJ_CLOSE).
     pub fn free_file_object(&self, fo: FileObjectId) {
         lock(&self.contexts).remove(&fo);
+    }
+
+    /// The stream-handle context of a file object, if it has one.
+    pub fn context_of(&self, fo: FileObjectId) -> Option<Arc<StreamContext>> {
+        lock(&self.contexts).get(&fo).cloned()
     }
 
     /// True when the file object has a stream-handle context (a governed handle).
@@ -207,7 +265,7 @@ impl SimFm {
 impl FilterManager for SimFm {
     type Data = SimData;
     type NameInfo = Arc<[u16]>;
-    type ImageName = Vec<u16>;
+    type ImageName = Arc<[u16]>;
     type Context = Arc<StreamContext>;
     type KernelHandle = FileObjectId;
 
@@ -265,13 +323,13 @@ impl FilterManager for SimFm {
     fn mup_provider_id_of_file(&self, data: &SimData) -> Result<Option<u32>, NtStatus> {
         Ok(provider_id(data.extra.provider))
     }
-    fn process_image_name(&self, data: &SimData) -> Result<Vec<u16>, NtStatus> {
-        Ok(data.extra.image.clone())
+    fn process_image_name(&self, data: &SimData) -> Result<Arc<[u16]>, NtStatus> {
+        Ok(Arc::clone(&data.extra.image))
     }
-    fn image_name<'a>(&self, image: &'a Vec<u16>) -> &'a [u16] {
+    fn image_name<'a>(&self, image: &'a Arc<[u16]>) -> &'a [u16] {
         image
     }
-    fn release_process_image_name(&self, _image: Vec<u16>) {}
+    fn release_process_image_name(&self, _image: Arc<[u16]>) {}
 
     fn allocate_stream_handle_context(
         &self,
@@ -295,7 +353,10 @@ impl FilterManager for SimFm {
         &self,
         data: &SimData,
     ) -> Result<Option<Arc<StreamContext>>, NtStatus> {
-        Ok(lock(&self.contexts).get(&data.file).cloned())
+        match &data.extra.context {
+            KnownContext::Known(c) => Ok(c.clone()),
+            KnownContext::Unknown => Ok(self.context_of(data.file)),
+        }
     }
     fn release_context(&self, _ctx: Arc<StreamContext>) {}
 

@@ -360,3 +360,90 @@ fn extra_columns_in_any_order_give_the_same_report() {
     assert_eq!(a["totals"], b["totals"]);
     assert_eq!(u(&b["counts"], "malformed"), 0);
 }
+
+/// The engine counters of a report added up over its rules.
+fn engine_total(report: &Value, counter: &str) -> u64 {
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| u(&r["engine_counters"], counter))
+        .sum()
+}
+
+#[test]
+fn audit_predicts_every_enforcing_mode_on_every_capture() {
+    // Issue 10 defect 4: on the same trace, audit's "would" counters equal what the
+    // audited mode does when it enforces: the flushes it issues (after a write and at
+    // close), the write-throughs it forces, the application flushes it upgrades. Every
+    // capture, on its local drive and with C: mapped to a share.
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [
+        ("write-through", ""),
+        ("flush-after-write", ""),
+        ("flush-on-close", ""),
+        (
+            "flush-after-write",
+            "upgrade-app-flush = \"full\"\nflush = \"file-data-only\"\n",
+        ),
+        ("write-through", "upgrade-app-flush = \"full\"\n"),
+    ];
+    let mut names: Vec<PathBuf> = std::fs::read_dir(traces_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    let mut mismatches = Vec::new();
+    for (i, (mode, extra)) in modes.iter().enumerate() {
+        for (where_, attach, map) in [
+            ("local", "attach-local-volumes = true\n", None),
+            ("share", "", Some("C:=\\\\fs01\\c")),
+        ] {
+            let enforce = policy(
+                &dir,
+                &format!("e{i}-{where_}.toml"),
+                &format!("{attach}[default]\nmode = \"{mode}\"\n{extra}"),
+            );
+            let audit = policy(
+                &dir,
+                &format!("a{i}-{where_}.toml"),
+                &format!("{attach}[default]\nmode = \"audit\"\naudit-mode = \"{mode}\"\n{extra}"),
+            );
+            let args: Vec<&str> = map.map_or(vec![], |m| vec!["--map", m]);
+            for t in &names {
+                let e = replay_json(t, &enforce, &args);
+                let a = replay_json(t, &audit, &args);
+                let issued =
+                    engine_total(&e, "flushes_filter") + engine_total(&e, "flushes_native");
+                assert_eq!(issued, u(&e["totals"], "flushes_issued"));
+                let pairs = [
+                    ("flush", issued, engine_total(&a, "audit_would_flush")),
+                    (
+                        "write-through",
+                        engine_total(&e, "write_through_forced"),
+                        engine_total(&a, "audit_would_write_through"),
+                    ),
+                    (
+                        "upgrade",
+                        engine_total(&e, "app_flushes_upgraded"),
+                        engine_total(&a, "audit_would_upgrade"),
+                    ),
+                ];
+                for (what, enforced, predicted) in pairs {
+                    if enforced != predicted {
+                        mismatches.push(format!(
+                            "{} {mode} {extra:?} {where_}: {what} enforced {enforced}, audit predicted {predicted}",
+                            t.file_name().unwrap().to_string_lossy()
+                        ));
+                    }
+                }
+                // Audit changes nothing.
+                assert_eq!(u(&a["totals"], "flushes_issued"), 0);
+                assert_eq!(u(&a["totals"], "write_throughs_forced"), 0);
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

@@ -155,6 +155,9 @@ pub struct StreamContext {
     /// Thread id (`PsGetCurrentThreadId`) inside an application flush of this
     /// handle, between its pre-flush and post-flush; 0 for none.
     flusher: AtomicU64,
+    /// Audit: the create would have been opened with `FILE_WRITE_THROUGH` by the
+    /// audited write-through mode (the file object would carry `FO_WRITE_THROUGH`).
+    audited_write_through: bool,
 }
 
 impl StreamContext {
@@ -167,7 +170,22 @@ impl StreamContext {
             writeback_seq: AtomicU64::new(0),
             writeback_flushed: AtomicU64::new(0),
             flusher: AtomicU64::new(0),
+            audited_write_through: false,
         }
+    }
+
+    /// The same context, recording whether an audit rule's create would have been
+    /// opened with `FILE_WRITE_THROUGH` ([`StreamContext::audited_write_through`]).
+    pub fn with_audited_write_through(mut self, write_through: bool) -> Self {
+        self.audited_write_through = write_through;
+        self
+    }
+
+    /// Audit: the audited write-through mode would have opened this handle with
+    /// `FILE_WRITE_THROUGH`, so its writes would already be write-through (the
+    /// enforcing mode forces no `SL_WRITE_THROUGH` on them and audit predicts none).
+    pub fn audited_write_through(&self) -> bool {
+        self.audited_write_through
     }
 
     /// Records that `thread` (non-zero) is inside an application flush of this

@@ -57,7 +57,8 @@ pub fn replay_file(
     })?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader =
-        TraceReader::new(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|source| {
+        // The reader buffers itself (one copy of the bytes, not two).
+        TraceReader::new(file).map_err(|source| {
             CliError::Trace {
                 path: trace.to_owned(),
                 source,

@@ -113,35 +113,64 @@ pub fn split_known_keys<'a>(
     detail: &'a str,
     keys: &[&'static str],
 ) -> Vec<(&'static str, &'a str)> {
-    // (start of key, start of value, key)
-    let mut marks: Vec<(usize, usize, &'static str)> = Vec::new();
+    let mut out = Vec::new();
+    for_each_known_key(detail, keys, |key, value| out.push((key, value)));
+    out
+}
+
+/// [`split_known_keys`] without collecting: calls `f(key, value)` for each pair, in
+/// order of appearance. No allocation.
+fn for_each_known_key<'a>(
+    detail: &'a str,
+    keys: &[&'static str],
+    mut f: impl FnMut(&'static str, &'a str),
+) {
+    let bytes = detail.as_bytes();
+    // The key ending at `colon`: the text after the last `", "` before it (or from the
+    // start), if it is one of `keys`. Returns (start of key, key).
     let key_before = |colon: usize| -> Option<(usize, &'static str)> {
-        let start = detail[..colon].rfind(", ").map_or(0, |p| p + 2);
+        let mut start = 0;
+        let mut end = colon;
+        while let Some(p) = memchr::memrchr(b',', &bytes[..end]) {
+            if p + 1 < colon && bytes[p + 1] == b' ' {
+                start = p + 2;
+                break;
+            }
+            end = p;
+        }
         let text = &detail[start..colon];
         keys.iter().find(|k| **k == text).map(|k| (start, *k))
     };
+    // The pending key and where its value starts; its value ends 2 bytes (`", "`)
+    // before the next recognised key starts.
+    let mut pending: Option<(usize, &'static str)> = None;
+    let mut mark = |start: usize, vstart: usize, key: &'static str| {
+        if let Some((pstart, pkey)) = pending.replace((vstart, key)) {
+            f(
+                pkey,
+                detail[pstart..start.saturating_sub(2).max(pstart)].trim_end(),
+            );
+        }
+    };
     // One pass over the `": "` separators; the text between the previous `", "` (or the
     // start) and a separator is a key candidate.
-    for colon in memchr::memmem::find_iter(detail.as_bytes(), b": ") {
+    for colon in memchr::memchr_iter(b':', bytes) {
+        if bytes.get(colon + 1) != Some(&b' ') {
+            continue;
+        }
         if let Some((start, key)) = key_before(colon) {
-            marks.push((start, colon + 2, key));
+            mark(start, colon + 2, key);
         }
     }
     if detail.ends_with(':') {
         let colon = detail.len() - 1;
         if let Some((start, key)) = key_before(colon) {
-            marks.push((start, detail.len(), key));
+            mark(start, detail.len(), key);
         }
     }
-    let mut out = Vec::with_capacity(marks.len());
-    for (i, &(_, vstart, key)) in marks.iter().enumerate() {
-        let vend = match marks.get(i + 1) {
-            Some(&(next, _, _)) => next.saturating_sub(2).max(vstart),
-            None => detail.len(),
-        };
-        out.push((key, detail[vstart..vend].trim_end()));
+    if let Some((pstart, pkey)) = pending {
+        f(pkey, detail[pstart..].trim_end());
     }
-    out
 }
 
 fn value_of<'a>(pairs: &[(&'static str, &'a str)], key: &str) -> Option<&'a str> {
@@ -356,14 +385,24 @@ pub struct WriteDetail {
 /// [`DetailError::MissingKey`] when `Length` is absent, [`DetailError::BadNumber`] when
 /// `Offset` or `Length` is not an integer or `Length` is negative.
 pub fn parse_write(detail: &str) -> Result<WriteDetail, DetailError> {
-    let pairs = split_known_keys(detail, RW_KEYS);
-    let length = value_of(&pairs, "Length").ok_or(DetailError::MissingKey("Length"))?;
+    // The first value of each key, as `value_of` over `split_known_keys` gives it.
+    let (mut offset, mut length, mut io_flags) = (None, None, None);
+    for_each_known_key(detail, RW_KEYS, |key, value| {
+        let slot = match key {
+            "Offset" => &mut offset,
+            "Length" => &mut length,
+            "I/O Flags" => &mut io_flags,
+            _ => return,
+        };
+        slot.get_or_insert(value);
+    });
+    let length = length.ok_or(DetailError::MissingKey("Length"))?;
     let length_n = parse_grouped_int("Length", length)?;
     let length = u64::try_from(length_n).map_err(|_| DetailError::BadNumber {
         key: "Length",
         value: length.to_owned(),
     })?;
-    let offset = match value_of(&pairs, "Offset") {
+    let offset = match offset {
         Some(v) => parse_grouped_int("Offset", v)?,
         None => return Err(DetailError::MissingKey("Offset")),
     };
@@ -372,7 +411,7 @@ pub fn parse_write(detail: &str) -> Result<WriteDetail, DetailError> {
         length,
         ..WriteDetail::default()
     };
-    if let Some(flags) = value_of(&pairs, "I/O Flags") {
+    if let Some(flags) = io_flags {
         for f in list_items(flags) {
             match f {
                 "Non-cached" => out.irp_flags |= irp_flags::IRP_NOCACHE,

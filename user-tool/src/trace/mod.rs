@@ -346,7 +346,7 @@ impl<R: Read> TraceReader<R> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(false)
-            .buffer_capacity(256 * 1024)
+            .buffer_capacity(1 << 20)
             .from_reader(LineIndex::new(input));
         let mut header = csv::ByteRecord::new();
         match rdr.read_byte_record(&mut header) {
@@ -434,18 +434,30 @@ impl<R: Read> TraceReader<R> {
         let Some(kind) = classify_operation(op_name) else {
             return Ok(Some(Item::Other));
         };
+        // One UTF-8 check for the whole record; a field is then a slice of it (the
+        // per-field check, and its message, only when that fails).
+        let text = std::str::from_utf8(rec.as_slice()).ok();
+        let get = |i: usize, name: &str| -> Result<&str, String> {
+            if let Some(t) = text {
+                let r = rec.range(i).unwrap_or(0..0);
+                if let Some(f) = t.get(r) {
+                    return Ok(f);
+                }
+            }
+            field(rec, i, name)
+        };
         let (process, path, result, detail) = match (
-            field(rec, c.process, "Process Name"),
-            field(rec, c.path, "Path"),
-            field(rec, c.result, "Result"),
-            field(rec, c.detail, "Detail"),
+            get(c.process, "Process Name"),
+            get(c.path, "Path"),
+            get(c.result, "Result"),
+            get(c.detail, "Detail"),
         ) {
             (Ok(a), Ok(b), Ok(r), Ok(d)) => (a, b, r, d),
             (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return bad(e),
         };
         let pid = match c.pid {
             None => 0,
-            Some(i) => match field(rec, i, "PID").map(|s| s.trim().parse::<u32>()) {
+            Some(i) => match get(i, "PID").map(|s| s.trim().parse::<u32>()) {
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => {
                     return bad(format!(
