@@ -14,8 +14,11 @@ use alloc::vec::Vec;
 use flushguard_protocol::stats::COUNTER_COUNT;
 
 use crate::path::{self, glob_component, FileName, InsufficientResources, NameError, PathGlob};
-use crate::policy::{Action, FileProvider, Mode, Policy, PolicyError, ProviderSelector};
+use crate::policy::{Action, FileProvider, Policy, PolicyError, ProviderSelector};
 use crate::stats::Counters;
+
+mod reach;
+pub use reach::Reach;
 
 /// What the driver knows about a file for rule lookup.
 #[derive(Clone, Copy, Debug)]
@@ -261,49 +264,6 @@ pub struct CompiledPolicy {
     rule_counters: Vec<Counters>,
     default_counters: Counters,
     reach: Reach,
-}
-
-/// What a policy can do to a file's operations, computed once when the policy is
-/// compiled, so that a create on a share pays for classification (a normalized
-/// `FltGetFileNameInformation`, `SeLocateProcessImageName`, a MUP provider query) only
-/// when a rule could act on it (issue 9 finding 5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reach {
-    /// Some rule or the default action is not `pass`: files must be classified.
-    /// When false, every callback passes every operation through untouched.
-    pub governs: bool,
-    /// A rule without a provider (or the default action) acts at IRP_MJ_CREATE
-    /// (`write-through`, or `audit` of write-through): the pre-create must classify.
-    /// Otherwise only the post-create does.
-    pub at_create: bool,
-    /// Some rule names a provider: a lookup made before the file object was open
-    /// (provider unknown) may differ from one made after.
-    pub provider_specific: bool,
-}
-
-impl Reach {
-    /// The reach of `policy`'s rules and default action.
-    pub fn of(policy: &Policy) -> Reach {
-        let acts_at_create = |a: &Action| {
-            let effective = match a.mode {
-                Mode::Audit => a.audited_mode.unwrap_or(Mode::WriteThrough),
-                m => m,
-            };
-            effective == Mode::WriteThrough
-        };
-        let mut reach = Reach {
-            governs: policy.default_action.mode != Mode::Pass,
-            at_create: acts_at_create(&policy.default_action),
-            provider_specific: false,
-        };
-        for r in &policy.rules {
-            reach.governs |= r.action.mode != Mode::Pass;
-            let any_provider = r.matcher.provider == ProviderSelector::Any;
-            reach.provider_specific |= !any_provider;
-            reach.at_create |= any_provider && acts_at_create(&r.action);
-        }
-        reach
-    }
 }
 
 /// Compiles one rule's matcher: normalized share, path glob, process, extensions.
