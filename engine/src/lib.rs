@@ -24,6 +24,7 @@ pub mod plain_callback_data;
 pub mod policy;
 #[cfg(feature = "std")]
 pub mod policy_file;
+pub mod state;
 pub mod stats;
 pub mod vocabulary;
 

@@ -44,7 +44,7 @@ use std::sync::Mutex;
 
 use cap::Cap;
 use flushguard_engine::callbacks::Counter;
-use flushguard_engine::handler::{State, POLICY_ARC_BYTES};
+use flushguard_engine::state::{State, POLICY_ARC_BYTES};
 use flushguard_engine::policy::{
     Action, FlushMethod, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
 };
