@@ -12,9 +12,11 @@
 
 extern crate alloc;
 
+pub mod callback_counters;
 pub mod callbacks;
 pub mod decision;
 pub mod events;
+pub mod exemption;
 pub mod handler;
 pub mod locks;
 pub mod matcher;

@@ -451,7 +451,7 @@ fn check_optional(m: &Matcher) -> Result<(), RuleProblem> {
 fn check_share(s: &str) -> Result<(), NameError> {
     check_units("share", s, MAX_SHARE_UNITS)?;
     let share = path::normalize_share(s)?;
-    match crate::matcher::Exemption::of_share(&share) {
+    match crate::exemption::Exemption::of_share(&share) {
         Some(_) => Err(DecodeError::Contradictory(Contradiction::IpcShare).into()),
         None => Ok(()),
     }

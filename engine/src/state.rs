@@ -13,7 +13,7 @@ use flushguard_protocol::events::{
 use flushguard_protocol::stats::{CallbackCounter, FAILURE_STATUSES, STATUS_SLOTS};
 use flushguard_protocol::{Capabilities, NtStatus, StatusFlags, StatusInfo};
 
-use crate::callbacks::CallbackCounters;
+use crate::callback_counters::CallbackCounters;
 use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
 use crate::locks::{PolicyLocks, HOST_LOCKS};
 use crate::matcher::CompiledPolicy;
@@ -161,7 +161,7 @@ impl State {
         &self.stats
     }
 
-    /// The callback layer's per-cause counters ([`crate::callbacks::Counter`]),
+    /// The callback layer's per-cause counters ([`crate::callback_counters::Counter`]),
     /// reported by GetStats with `RequestFlags::CALLBACK_COUNTERS`.
     pub fn callback_counters(&self) -> &CallbackCounters {
         &self.callback_counters

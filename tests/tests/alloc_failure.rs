@@ -44,10 +44,10 @@ use std::sync::Mutex;
 
 use cap::Cap;
 use flushguard_engine::callbacks::Counter;
-use flushguard_engine::state::{State, POLICY_ARC_BYTES};
 use flushguard_engine::policy::{
     Action, FlushMethod, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
 };
+use flushguard_engine::state::{State, POLICY_ARC_BYTES};
 use flushguard_protocol::events::{EventKind, REGISTRY_LOAD};
 use flushguard_protocol::{FlushFlags, NtStatus};
 use flushguard_tests::alloc_gate::{self, Gate};

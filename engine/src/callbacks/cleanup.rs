@@ -21,7 +21,7 @@ impl<F: FilterManager> Filter<F> {
             self.taken_as_flushed(data, d);
         }
         if let Some((slot, order)) =
-            decided.and_then(|(slot, _, d)| glue::flush_order(&d).map(|o| (slot, o)))
+            decided.and_then(|(slot, _, d)| issue::flush_order(&d).map(|o| (slot, o)))
         {
             if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
                 self.skip(Counter::FlushSkippedIrql);

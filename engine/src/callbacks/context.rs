@@ -8,22 +8,7 @@ use flushguard_protocol::FlushFlags;
 
 use super::fltmgr::TopLevelIrp;
 
-/// Rule slot meaning "the policy's default action" (no rule matched).
-pub const DEFAULT_RULE_SLOT: u32 = u32::MAX;
-
-/// Rule slot meaning "never governed" ([`crate::matcher::Exemption`]: named pipe /
-/// mailslot shares): neither a rule nor the default action applies, in this or any
-/// later policy generation (its action is always `pass`). The callbacks pass such a
-/// file's operations through and attach no [`StreamContext`], so this slot is never
-/// cached, never sent through a [`CompletionContext`] and never recorded against a
-/// rule's counters. Not a rule index (at most `MAX_RULES - 1` = 16,383).
-pub const EXEMPT_SLOT: u32 = u32::MAX - 1;
-
-/// Rule slot of a [`CompletionContext::Create`] whose pre-create did not classify
-/// the file (no rule of the policy can act before the file object is open,
-/// [`crate::matcher::Reach::at_create`]): the post-create classifies it, once. Not a
-/// rule index and never stored in a [`StreamContext`].
-pub const UNCLASSIFIED_SLOT: u32 = u32::MAX - 2;
+pub use crate::matcher::{DEFAULT_RULE_SLOT, EXEMPT_SLOT, UNCLASSIFIED_SLOT};
 
 /// How a flush covers a completed write: which of the flush's two moments the write
 /// must have completed before. See [`StreamContext`] for the reasoning.

@@ -42,7 +42,7 @@ impl<F: FilterManager> Filter<F> {
         let mut view = self.view(data, Phase::Pre);
         view.provider = c.provider;
         let d = crate::decision::decide(&c.action, &view);
-        d.record(glue::stats(&self.state), policy.counters(c.slot));
+        d.record(self.state.stats(), policy.counters(c.slot));
         if d.set_create_write_through {
             data.set_create_options(data.create_options() | FILE_WRITE_THROUGH);
             self.fm.set_callback_data_dirty(data);

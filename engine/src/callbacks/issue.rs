@@ -3,6 +3,79 @@
 
 use super::*;
 
+use alloc::string::String;
+
+use crate::decision::FlushPoint;
+use crate::path::{try_string_from_utf16_lossy, InsufficientResources};
+use crate::policy::FlushMethod;
+use crate::state::State;
+
+/// Where a flush FlushGuard issues happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlushPlace {
+    /// After a successful IRP_MJ_WRITE (flush-after-write).
+    AfterWrite,
+    /// At IRP_MJ_CLEANUP (flush-on-close).
+    AtCleanup,
+}
+
+/// The flush a decision orders, if any.
+pub(super) fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
+    d.flush.map(|f| {
+        (
+            FlushOrder {
+                native: f.method == FlushMethod::Native,
+                flags: f.flags,
+            },
+            match f.point {
+                FlushPoint::AfterWrite => FlushPlace::AfterWrite,
+                FlushPoint::AtCleanup => FlushPlace::AtCleanup,
+            },
+        )
+    })
+}
+
+/// Records one flush FlushGuard issued (counters, latency in µs, and on failure a
+/// `FlushFailed` event naming the file). PASSIVE_LEVEL: a failure queries the
+/// file name (released before returning). If the name's buffer cannot be allocated
+/// the event is recorded without a name and `CallbackCounter::AllocationFailed`
+/// counted.
+pub(super) fn record_flush<F: FilterManager>(
+    state: &State,
+    fm: &F,
+    slot: u32,
+    native: bool,
+    status: NtStatus,
+    elapsed_us: u64,
+    data: &F::Data,
+) {
+    let method = if native {
+        FlushMethod::Native
+    } else {
+        FlushMethod::Filter
+    };
+    let mut name = String::new();
+    if !status.is_success() {
+        if let Ok(info) = fm.get_file_name_information(data) {
+            match try_string_from_utf16_lossy(fm.file_name(&info)) {
+                Ok(n) => name = n,
+                Err(InsufficientResources) => state
+                    .callback_counters()
+                    .bump(flushguard_protocol::stats::CallbackCounter::AllocationFailed),
+            }
+            fm.release_file_name_information(info);
+        }
+    }
+    state.record_flush(
+        &state.policy(),
+        crate::matcher::slot_index(slot),
+        method,
+        status,
+        elapsed_us,
+        &name,
+    );
+}
+
 impl<F: FilterManager> Filter<F> {
     // ---- issuing a flush ------------------------------------------------------
 
@@ -89,7 +162,7 @@ impl<F: FilterManager> Filter<F> {
             Ok(()) => NtStatus::SUCCESS,
             Err(s) => s,
         };
-        glue::record_flush(&self.state, fm, slot, native, status, elapsed, data);
+        record_flush(&self.state, fm, slot, native, status, elapsed, data);
         match result {
             Ok(()) => {
                 self.counters().bump(Counter::FlushOk);

@@ -32,12 +32,10 @@
 
 mod cleanup;
 mod context;
-mod counters;
 mod create;
 mod data_change;
 mod fltmgr;
 mod flush;
-mod glue;
 mod guard;
 mod issue;
 mod providers;
@@ -49,23 +47,23 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use flushguard_protocol::NtStatus;
 
+pub use crate::callback_counters::{CallbackCounters, Counter};
 pub use context::{
     CompletionContext, FlushOrder, StreamContext, WriteClass, DEFAULT_RULE_SLOT, EXEMPT_SLOT,
     UNCLASSIFIED_SLOT,
 };
-pub use counters::{CallbackCounters, Counter};
 pub use fltmgr::{
     CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus, PreOpStatus, TopLevelIrp,
     FLTFL_POST_OPERATION_DRAINING,
 };
-pub use glue::FlushPlace;
 pub use guard::{EnterError, OwnFlushSet, OwnFlushToken, OWN_FLUSH_SLOTS};
+pub use issue::FlushPlace;
 pub use providers::{
     ProviderTable, NFS_DEVICE, RDPDR_DEVICE, RERESOLVE_INTERVAL_US, SMB_DEVICE, WEBDAV_DEVICE,
 };
 
 use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
-use glue::PolicySnapshot;
+use crate::matcher::PolicySnapshot;
 
 /// Most asynchronous writes pended to the flush worker at once. Each holds its IRP
 /// and, while it flushes, a system worker thread: past this bound a governed
@@ -225,7 +223,17 @@ impl<F: FilterManager> Filter<F> {
             },
             Err(status) if status == STATUS_OBJECT_NAME_NOT_FOUND => PolicySource::Absent,
             Err(status) => {
-                glue::registry_unreadable(&self.fm, &self.state, status);
+                // `RegistryPolicyRejected` with the read's status.
+                let generation = self.state.policy().generation();
+                self.state.events().push(
+                    flushguard_protocol::events::EventRecord::new(
+                        flushguard_protocol::events::EventKind::RegistryPolicyRejected,
+                        status,
+                        generation,
+                        flushguard_protocol::events::REGISTRY_LOAD,
+                    ),
+                    self.fm.system_time(),
+                );
                 PolicySource::Invalid(status)
             }
         }
@@ -276,7 +284,11 @@ impl<F: FilterManager> Filter<F> {
     /// generation stay; a `RegistryPolicyRejected` event with `value` =
     /// `REGISTRY_STORE` records it and `Counter::PolicyStoreFailed` counts it).
     pub fn handle_message(&self, request: &[u8], reply: &mut [u8]) -> Result<usize, NtStatus> {
-        glue::handle_message(&self.fm, &self.state, request, reply)
+        // A SetPolicy that asked to be persisted is written to `Parameters\Policy`
+        // after validation and takes effect only if the write succeeded.
+        let mut store = |blob: &[u8]| self.fm.write_policy_value(blob);
+        crate::handler::handle_persisting(&self.state, request, reply, &mut store)
+            .map(|o| o.reply_len)
     }
 
     /// FilterUnload: marks the filter unloading, closes the server port (so no
@@ -329,7 +341,10 @@ impl<F: FilterManager> Filter<F> {
     /// `flushes_skipped` counter (GetStats).
     fn skip(&self, cause: Counter) {
         self.counters().bump(cause);
-        glue::count_flush_skipped(&self.state);
+        self.state
+            .stats()
+            .global()
+            .add(flushguard_protocol::stats::Counter::FlushesSkipped, 1);
     }
 
     /// True when this thread is inside one of our flushes: the operation is our
@@ -337,7 +352,10 @@ impl<F: FilterManager> Filter<F> {
     fn own_io(&self) -> bool {
         if self.own_flushes.contains(self.fm.current_thread_id()) {
             self.counters().bump(Counter::OwnIoPassedThrough);
-            glue::count_own_flush_passed(&self.state);
+            self.state
+                .stats()
+                .global()
+                .add(flushguard_protocol::stats::Counter::OwnFlushesPassed, 1);
             true
         } else {
             false
@@ -353,7 +371,7 @@ impl<F: FilterManager> Filter<F> {
             self.counters().bump(Counter::PolicyAboveApcLevel);
             return None;
         }
-        Some(glue::snapshot(&self.state))
+        Some(PolicySnapshot::new(self.state.policy()))
     }
 
     /// The engine's view of an operation at `phase`.
@@ -506,7 +524,7 @@ impl<F: FilterManager> Filter<F> {
         view.written_since_flush = ctx.written_since_flush();
         view.file_object_write_through |= ctx.audited_write_through();
         let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
+        d.record(self.state.stats(), policy.counters(slot));
         Some((slot, action, d))
     }
 

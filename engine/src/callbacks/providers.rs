@@ -9,8 +9,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::counters::{CallbackCounters, Counter};
 use super::fltmgr::FilterManager;
+use crate::callback_counters::{CallbackCounters, Counter};
 use crate::policy::FileProvider;
 
 /// SMB redirector device as registered with MUP.

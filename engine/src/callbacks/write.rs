@@ -200,7 +200,7 @@ impl<F: FilterManager> Filter<F> {
         let (generation, slot) = context.rule();
         let written = context.written_since_flush();
         self.fm.release_context(context);
-        let policy = glue::snapshot(&self.state);
+        let policy = PolicySnapshot::new(self.state.policy());
         if generation != policy.generation() {
             self.counters().bump(Counter::StaleRulePassedThrough);
             return;
@@ -211,7 +211,7 @@ impl<F: FilterManager> Filter<F> {
         let mut view = self.view(data, Phase::Post);
         view.written_since_flush = written;
         let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
+        d.record(self.state.stats(), policy.counters(slot));
         drop(policy);
         self.taken_as_flushed(data, &d);
     }
@@ -253,9 +253,9 @@ impl<F: FilterManager> Filter<F> {
         let mut view = self.view(data, Phase::Post);
         view.written_since_flush = written;
         let d = crate::decision::decide(&action, &view);
-        d.record(glue::stats(&self.state), policy.counters(slot));
+        d.record(self.state.stats(), policy.counters(slot));
         drop(policy);
-        if let Some((order, place)) = glue::flush_order(&d) {
+        if let Some((order, place)) = issue::flush_order(&d) {
             self.flush_now(data, order, place, slot, synchronized);
         }
         self.taken_as_flushed(data, &d);
