@@ -17,6 +17,7 @@ pub mod callbacks;
 pub mod decision;
 pub mod events;
 pub mod exemption;
+pub mod group_commit;
 pub mod handler;
 pub mod locks;
 pub mod matcher;
