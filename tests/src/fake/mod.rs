@@ -77,6 +77,8 @@ struct Inner {
     active_callbacks: AtomicUsize,
     stop_new: AtomicBool,
     unregistered: AtomicBool,
+    /// Every [`FilterManager`] call in order ([`Fake::call_log`]).
+    call_log: Mutex<Vec<FmCall>>,
 }
 
 /// The fake Filter Manager (cheap to clone: one shared world).
@@ -91,7 +93,7 @@ mod types;
 
 use locks::count_lock;
 pub use locks::{lock_calls, FakeLocks, LockCalls, FAKE_LOCKS};
-pub use types::{CallSite, FileObject, FlushRecord, Pending, RefKind};
+pub use types::{CallSite, FileObject, FlushRecord, FmCall, Pending, RefKind};
 
 thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(0) };
@@ -212,6 +214,7 @@ impl Fake {
                 active_callbacks: AtomicUsize::new(0),
                 stop_new: AtomicBool::new(false),
                 unregistered: AtomicBool::new(false),
+                call_log: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -255,6 +258,7 @@ impl Fake {
 
     /// `FltCompletePendedPostOperation`: exactly once per pended post-operation.
     fn complete_pended_post_operation(&self) {
+        self.log("FltCompletePendedPostOperation", None, None);
         let mut w = self.world();
         w.completed_pended += 1;
         if w.pended <= 0 {
@@ -344,6 +348,30 @@ impl Fake {
     /// Every flush that reached the file system.
     pub fn flushes(&self) -> Vec<FlushRecord> {
         self.world().flushes.clone()
+    }
+
+    /// Every [`FilterManager`] call the logic made, in order, named by the kernel
+    /// routine the driver imports for it, with its key argument, file and IRQL.
+    pub fn call_log(&self) -> Vec<FmCall> {
+        self.inner
+            .call_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Appends a call to [`Fake::call_log`] (at the current simulated IRQL).
+    fn log(&self, routine: &'static str, arg: Option<u32>, file: Option<u64>) {
+        self.inner
+            .call_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(FmCall {
+                routine,
+                arg,
+                file,
+                irql: irql().0,
+            });
     }
 
     /// Teardown steps in order (`"close_server_port"`, `"unregister_filter"`).
