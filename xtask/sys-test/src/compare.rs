@@ -360,14 +360,18 @@ pub struct SeqCall {
 
 impl std::fmt::Display for SeqCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}(", self.routine)?;
-        if let Some(file) = self.file {
-            write!(f, "f{file}")?;
+        write!(f, "{}", self.routine)?;
+        if self.file.is_some() || self.arg.is_some() {
+            write!(f, "(")?;
+            if let Some(file) = self.file {
+                write!(f, "f{file}")?;
+            }
+            if let Some(arg) = self.arg {
+                write!(f, ", 0x{arg:X}")?;
+            }
+            write!(f, ")")?;
         }
-        if let Some(arg) = self.arg {
-            write!(f, ", 0x{arg:X}")?;
-        }
-        write!(f, ") at IRQL {}", self.irql)
+        write!(f, " at IRQL {}", self.irql)
     }
 }
 

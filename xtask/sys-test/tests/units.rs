@@ -111,7 +111,7 @@ fn call_sequences_are_normalised_and_their_first_divergence_is_shown() {
         .any(|l| l.contains("binary: (end of sequence)")));
     assert!(lines
         .iter()
-        .any(|l| l.contains("host fake: FltReleaseContext()")));
+        .any(|l| l.contains("host fake: FltReleaseContext at IRQL 0")));
 }
 
 #[test]
