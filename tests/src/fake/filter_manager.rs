@@ -104,7 +104,11 @@ impl FilterManager for Fake {
     }
     fn mup_provider_id_of_file(&self, data: &FakeData) -> Result<Option<u32>, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
-        self.log("FsRtlMupGetProviderInfoFromFileObject", None, None);
+        self.log(
+            "FsRtlMupGetProviderInfoFromFileObject",
+            None,
+            Some(data.file),
+        );
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderInfoFromFileObject");
         self.count_and_fail(CallSite::MupProviderOfFile)?;
         match self.world().files.get(&data.file) {
@@ -161,7 +165,7 @@ impl FilterManager for Fake {
         ctx: &FakeContext,
     ) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
-        self.log("FltSetStreamHandleContext", None, None);
+        self.log("FltSetStreamHandleContext", None, Some(data.file));
         self.check_irql(Irql::APC_LEVEL, "FltSetStreamHandleContext");
         self.count_and_fail(CallSite::SetStreamHandleContext)?;
         let mut w = self.world();
@@ -174,7 +178,7 @@ impl FilterManager for Fake {
     }
     fn get_stream_handle_context(&self, data: &FakeData) -> Result<Option<FakeContext>, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
-        self.log("FltGetStreamHandleContext", None, None);
+        self.log("FltGetStreamHandleContext", None, Some(data.file));
         self.check_irql(Irql::DISPATCH_LEVEL, "FltGetStreamHandleContext");
         self.count_and_fail(CallSite::GetStreamHandleContext)?;
         let ctx = self

@@ -152,7 +152,8 @@ pub struct FmCall {
     /// The key argument: the flush type (`FltFlushBuffers2`) or the flush flags
     /// (`ZwFlushBuffersFileEx`); `None` for the other routines.
     pub arg: Option<u32>,
-    /// The file the call is about: the flushes only (`None` for the others).
+    /// The file the call is about: the flushes, the stream-handle context calls and
+    /// `FsRtlMupGetProviderInfoFromFileObject` (`None` for the others).
     pub file: Option<u64>,
     /// The simulated IRQL at the call.
     pub irql: u8,
