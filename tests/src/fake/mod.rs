@@ -77,8 +77,12 @@ struct Inner {
     active_callbacks: AtomicUsize,
     stop_new: AtomicBool,
     unregistered: AtomicBool,
-    /// Every [`FilterManager`] call in order ([`Fake::call_log`]).
+    /// Every [`FilterManager`] call in order ([`Fake::call_log`]), while
+    /// `logging_calls`.
     call_log: Mutex<Vec<FmCall>>,
+    /// [`Fake::log_calls`] was called: off by default, so the fakes of the other
+    /// tests take no extra lock (no synchronisation added between their threads).
+    logging_calls: AtomicBool,
 }
 
 /// The fake Filter Manager (cheap to clone: one shared world).
@@ -215,6 +219,7 @@ impl Fake {
                 stop_new: AtomicBool::new(false),
                 unregistered: AtomicBool::new(false),
                 call_log: Mutex::new(Vec::new()),
+                logging_calls: AtomicBool::new(false),
             }),
         }
     }
@@ -350,8 +355,14 @@ impl Fake {
         self.world().flushes.clone()
     }
 
-    /// Every [`FilterManager`] call the logic made, in order, named by the kernel
-    /// routine the driver imports for it, with its key argument, file and IRQL.
+    /// From now on, logs every [`FilterManager`] call ([`Fake::call_log`]).
+    pub fn log_calls(&self) {
+        self.inner.logging_calls.store(true, Ordering::Relaxed);
+    }
+
+    /// Every [`FilterManager`] call the logic made since [`Fake::log_calls`], in
+    /// order, named by the kernel routine the driver imports for it, with its key
+    /// argument, file and IRQL.
     pub fn call_log(&self) -> Vec<FmCall> {
         self.inner
             .call_log
@@ -360,8 +371,12 @@ impl Fake {
             .clone()
     }
 
-    /// Appends a call to [`Fake::call_log`] (at the current simulated IRQL).
+    /// Appends a call to [`Fake::call_log`] (at the current simulated IRQL) if
+    /// [`Fake::log_calls`] was called.
     fn log(&self, routine: &'static str, arg: Option<u32>, file: Option<u64>) {
+        if !self.inner.logging_calls.load(Ordering::Relaxed) {
+            return;
+        }
         self.inner
             .call_log
             .lock()

@@ -77,7 +77,7 @@ fn message(h: &Harness, what: &str, request: &[u8], out: &mut Vec<(String, i32, 
 /// Runs `spec` on the host fake: the same steps through the engine's callbacks, the
 /// `n`-th call (from 0) of the call site `inject` failing.
 pub fn run_fake(spec: &Spec, inject: Option<(CallSite, u64)>) -> FakeOutcome {
-    let h = Harness::new(FakeOptions {
+    let h = Harness::logging_calls(FakeOptions {
         has_flush2: spec.has_flush2,
         registry: policy_of(spec),
     });

@@ -137,3 +137,25 @@ fn every_routine_on_either_side_is_compared_or_excluded_with_a_reason() {
         assert!(!reason.is_empty());
     }
 }
+
+#[test]
+fn the_fake_logs_calls_only_when_asked() {
+    use flushguard_tests::fake::FakeOptions;
+    use flushguard_tests::harness::Harness;
+    let quiet = Harness::new(FakeOptions::default());
+    quiet.unload();
+    assert!(quiet.fake.call_log().is_empty());
+    let logged = Harness::logging_calls(FakeOptions::default());
+    logged.unload();
+    let log = logged.fake.call_log();
+    assert!(
+        log.iter()
+            .any(|c| c.routine == "FsRtlMupGetProviderIdFromName"),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.last().map(|c| c.routine),
+        Some("FltUnregisterFilter"),
+        "{log:?}"
+    );
+}
