@@ -118,7 +118,19 @@ pub struct Harness {
 impl Harness {
     /// Loads a filter (DriverEntry) on a fresh fake.
     pub fn new(options: FakeOptions) -> Self {
+        Harness::on(Fake::new(options))
+    }
+
+    /// [`Harness::new`] with the fake's call log on from the load on
+    /// ([`Fake::log_calls`]).
+    pub fn logging_calls(options: FakeOptions) -> Self {
         let fake = Fake::new(options);
+        fake.log_calls();
+        Harness::on(fake)
+    }
+
+    /// Loads a filter (DriverEntry) on `fake`.
+    fn on(fake: Fake) -> Self {
         fake::set_irql(Irql::PASSIVE_LEVEL);
         let state = flushguard_engine::handler::State::new(fake_clock, (0, 1, 0));
         let (filter, source) = Filter::load(fake.clone(), state);

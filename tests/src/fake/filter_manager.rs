@@ -12,10 +12,12 @@ impl FilterManager for Fake {
 
     fn current_irql(&self) -> Irql {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("KeGetCurrentIrql", None, None);
         irql()
     }
     fn top_level_irp(&self) -> TopLevelIrp {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("IoGetTopLevelIrp", None, None);
         TOP_LEVEL.with(|c| c.get())
     }
     fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
@@ -23,34 +25,41 @@ impl FilterManager for Fake {
     }
     fn current_thread_id(&self) -> u64 {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("PsGetCurrentThreadId", None, None);
         thread_id()
     }
     fn now_us(&self) -> u64 {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("KeQueryInterruptTimePrecise", None, None);
         self.inner.clock_us.fetch_add(7, Ordering::Relaxed)
     }
     fn system_time(&self) -> u64 {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("KeQuerySystemTimePrecise", None, None);
         crate::harness::fake_clock()
     }
     fn all_apcs_disabled(&self) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("KeAreAllApcsDisabled", None, None);
         self.check_irql(Irql::DISPATCH_LEVEL, "KeAreAllApcsDisabled");
         all_apcs_disabled()
     }
     fn is_operation_synchronous(&self, data: &FakeData) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltIsOperationSynchronous", None, None);
         self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
         (data.synchronous || data.fo_flags & FO_SYNCHRONOUS_IO != 0) && !data.fast_io
     }
     fn set_callback_data_dirty(&self, data: &mut FakeData) {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltSetCallbackDataDirty", None, None);
         self.check_irql(Irql::DISPATCH_LEVEL, "FltSetCallbackDataDirty");
         data.dirty = true;
     }
 
     fn get_file_name_information(&self, data: &FakeData) -> Result<FakeName, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltGetFileNameInformation", None, None);
         self.check_irql(Irql::APC_LEVEL, "FltGetFileNameInformation");
         if data.irp_flags & IRP_PAGING_IO != 0 {
             self.violation("FltGetFileNameInformation during paging I/O");
@@ -73,6 +82,7 @@ impl FilterManager for Fake {
     }
     fn release_file_name_information(&self, owned: FakeName) {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltReleaseFileNameInformation", None, None);
         // Freed inside the Filter Manager scope (a parameter would drop after it).
         let name = owned;
         self.check_irql(Irql::APC_LEVEL, "FltReleaseFileNameInformation");
@@ -81,6 +91,7 @@ impl FilterManager for Fake {
 
     fn mup_provider_id_from_name(&self, device_name: &str) -> Result<u32, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FsRtlMupGetProviderIdFromName", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderIdFromName");
         self.inner
             .provider_ids
@@ -93,6 +104,11 @@ impl FilterManager for Fake {
     }
     fn mup_provider_id_of_file(&self, data: &FakeData) -> Result<Option<u32>, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log(
+            "FsRtlMupGetProviderInfoFromFileObject",
+            None,
+            Some(data.file),
+        );
         self.check_irql(Irql::PASSIVE_LEVEL, "FsRtlMupGetProviderInfoFromFileObject");
         self.count_and_fail(CallSite::MupProviderOfFile)?;
         match self.world().files.get(&data.file) {
@@ -106,6 +122,7 @@ impl FilterManager for Fake {
     }
     fn process_image_name(&self, data: &FakeData) -> Result<FakeImage, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("SeLocateProcessImageName", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "SeLocateProcessImageName");
         self.count_and_fail(CallSite::ProcessImageName)?;
         let name = self
@@ -125,6 +142,7 @@ impl FilterManager for Fake {
     }
     fn release_process_image_name(&self, owned: FakeImage) {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("ExFreePool(image name)", None, None);
         // Freed inside the Filter Manager scope (a parameter would drop after it).
         let image = owned;
         self.check_irql(Irql::PASSIVE_LEVEL, "ExFreePool(image name)");
@@ -133,6 +151,7 @@ impl FilterManager for Fake {
 
     fn allocate_stream_handle_context(&self, init: StreamContext) -> Result<FakeContext, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltAllocateContext", None, None);
         self.check_irql(Irql::APC_LEVEL, "FltAllocateContext");
         self.count_and_fail(CallSite::AllocateContext)?;
         Ok(FakeContext {
@@ -146,6 +165,7 @@ impl FilterManager for Fake {
         ctx: &FakeContext,
     ) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltSetStreamHandleContext", None, Some(data.file));
         self.check_irql(Irql::APC_LEVEL, "FltSetStreamHandleContext");
         self.count_and_fail(CallSite::SetStreamHandleContext)?;
         let mut w = self.world();
@@ -158,6 +178,7 @@ impl FilterManager for Fake {
     }
     fn get_stream_handle_context(&self, data: &FakeData) -> Result<Option<FakeContext>, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltGetStreamHandleContext", None, Some(data.file));
         self.check_irql(Irql::DISPATCH_LEVEL, "FltGetStreamHandleContext");
         self.count_and_fail(CallSite::GetStreamHandleContext)?;
         let ctx = self
@@ -172,6 +193,7 @@ impl FilterManager for Fake {
     }
     fn release_context(&self, owned: FakeContext) {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltReleaseContext", None, None);
         // Freed inside the Filter Manager scope (a parameter would drop after it).
         let ctx = owned;
         self.check_irql(Irql::DISPATCH_LEVEL, "FltReleaseContext");
@@ -180,6 +202,7 @@ impl FilterManager for Fake {
 
     fn queue_deferred_flush(&self, data: &mut FakeData, ctx: CompletionContext) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltQueueDeferredIoWorkItem", None, None);
         self.check_irql(Irql::DISPATCH_LEVEL, "FltQueueDeferredIoWorkItem");
         // DDI page "FltQueueDeferredIoWorkItem": IRP-based operations only, never
         // paging I/O; refused with a top-level IRP on this thread
@@ -217,6 +240,7 @@ impl FilterManager for Fake {
     }
     fn flt_flush_buffers2(&self, data: &FakeData, flush_type: u32) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltFlushBuffers2", Some(flush_type), Some(data.file));
         let _depth = self.enter_flush("FltFlushBuffers2");
         self.flush_checks("FltFlushBuffers2", data.file, Some(data), flush_type);
         if !self.inner.has_flush2 {
@@ -228,6 +252,7 @@ impl FilterManager for Fake {
     }
     fn flt_flush_buffers(&self, data: &FakeData) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltFlushBuffers", None, Some(data.file));
         let _depth = self.enter_flush("FltFlushBuffers");
         self.flush_checks("FltFlushBuffers", data.file, Some(data), 0);
         self.count_and_fail(CallSite::FltFlushBuffers)?;
@@ -236,6 +261,7 @@ impl FilterManager for Fake {
     }
     fn open_flush_handle(&self, data: &FakeData, name: &[u16]) -> Result<FakeHandle, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltCreateFileEx2", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "FltCreateFileEx2");
         self.count_and_fail(CallSite::OpenKernelHandle)?;
         let expected = self
@@ -257,6 +283,7 @@ impl FilterManager for Fake {
     }
     fn zw_flush_buffers_file_ex(&self, handle: &FakeHandle, flags: u32) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("ZwFlushBuffersFileEx", Some(flags), Some(handle.file));
         let _depth = self.enter_flush("ZwFlushBuffersFileEx");
         self.flush_checks("ZwFlushBuffersFileEx", handle.file, None, flags);
         self.check_apcs_enabled("ZwFlushBuffersFileEx");
@@ -291,6 +318,7 @@ impl FilterManager for Fake {
     }
     fn close_kernel_handle(&self, owned: FakeHandle) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltClose", None, None);
         // Freed inside the Filter Manager scope (a parameter would drop after it).
         let handle = owned;
         self.check_irql(Irql::PASSIVE_LEVEL, "FltClose");
@@ -300,6 +328,7 @@ impl FilterManager for Fake {
 
     fn read_policy_value(&self, out: &mut Vec<u8>) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("ZwOpenKey", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwQueryValueKey");
         self.count_and_fail(CallSite::ReadPolicy)?;
         out.clear();
@@ -313,6 +342,7 @@ impl FilterManager for Fake {
     }
     fn write_policy_value(&self, value: &[u8]) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("ZwCreateKey", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "ZwSetValueKey");
         if SERIALIZING.with(|c| c.get()) {
             count_lock(|c| c.registry_writes_serialized += 1);
@@ -324,6 +354,7 @@ impl FilterManager for Fake {
 
     fn close_server_port(&self) {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltCloseCommunicationPort", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "FltCloseCommunicationPort");
         let mut w = self.world();
         w.port_closed = true;
@@ -331,6 +362,7 @@ impl FilterManager for Fake {
     }
     fn unregister_filter(&self) {
         let _gate = crate::alloc_gate::fm_scope();
+        self.log("FltUnregisterFilter", None, None);
         self.check_irql(Irql::PASSIVE_LEVEL, "FltUnregisterFilter");
         if !self.world().port_closed {
             self.violation("FltUnregisterFilter called before FltCloseCommunicationPort");

@@ -77,6 +77,12 @@ struct Inner {
     active_callbacks: AtomicUsize,
     stop_new: AtomicBool,
     unregistered: AtomicBool,
+    /// Every [`FilterManager`] call in order ([`Fake::call_log`]), while
+    /// `logging_calls`.
+    call_log: Mutex<Vec<FmCall>>,
+    /// [`Fake::log_calls`] was called: off by default, so the fakes of the other
+    /// tests take no extra lock (no synchronisation added between their threads).
+    logging_calls: AtomicBool,
 }
 
 /// The fake Filter Manager (cheap to clone: one shared world).
@@ -91,7 +97,7 @@ mod types;
 
 use locks::count_lock;
 pub use locks::{lock_calls, FakeLocks, LockCalls, FAKE_LOCKS};
-pub use types::{CallSite, FileObject, FlushRecord, Pending, RefKind};
+pub use types::{CallSite, FileObject, FlushRecord, FmCall, Pending, RefKind};
 
 thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(0) };
@@ -212,6 +218,8 @@ impl Fake {
                 active_callbacks: AtomicUsize::new(0),
                 stop_new: AtomicBool::new(false),
                 unregistered: AtomicBool::new(false),
+                call_log: Mutex::new(Vec::new()),
+                logging_calls: AtomicBool::new(false),
             }),
         }
     }
@@ -255,6 +263,7 @@ impl Fake {
 
     /// `FltCompletePendedPostOperation`: exactly once per pended post-operation.
     fn complete_pended_post_operation(&self) {
+        self.log("FltCompletePendedPostOperation", None, None);
         let mut w = self.world();
         w.completed_pended += 1;
         if w.pended <= 0 {
@@ -344,6 +353,40 @@ impl Fake {
     /// Every flush that reached the file system.
     pub fn flushes(&self) -> Vec<FlushRecord> {
         self.world().flushes.clone()
+    }
+
+    /// From now on, logs every [`FilterManager`] call ([`Fake::call_log`]).
+    pub fn log_calls(&self) {
+        self.inner.logging_calls.store(true, Ordering::Relaxed);
+    }
+
+    /// Every [`FilterManager`] call the logic made since [`Fake::log_calls`], in
+    /// order, named by the kernel routine the driver imports for it, with its key
+    /// argument, file and IRQL.
+    pub fn call_log(&self) -> Vec<FmCall> {
+        self.inner
+            .call_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Appends a call to [`Fake::call_log`] (at the current simulated IRQL) if
+    /// [`Fake::log_calls`] was called.
+    fn log(&self, routine: &'static str, arg: Option<u32>, file: Option<u64>) {
+        if !self.inner.logging_calls.load(Ordering::Relaxed) {
+            return;
+        }
+        self.inner
+            .call_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(FmCall {
+                routine,
+                arg,
+                file,
+                irql: irql().0,
+            });
     }
 
     /// Teardown steps in order (`"close_server_port"`, `"unregister_filter"`).

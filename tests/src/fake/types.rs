@@ -140,3 +140,21 @@ pub struct Pending {
     /// false for a post-operation not yet run.
     pub safe_callback: bool,
 }
+
+/// One Filter Manager / kernel call the logic made on the fake, in the order made
+/// ([`Fake::call_log`]). `routine` is the kernel routine the driver imports for the
+/// [`FilterManager`] method (e.g. `FltFlushBuffers2` for `flt_flush_buffers2`), so the
+/// log can be compared with the shipped binary's import calls (`cargo xtask sys-test`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FmCall {
+    /// The kernel routine.
+    pub routine: &'static str,
+    /// The key argument: the flush type (`FltFlushBuffers2`) or the flush flags
+    /// (`ZwFlushBuffersFileEx`); `None` for the other routines.
+    pub arg: Option<u32>,
+    /// The file the call is about: the flushes, the stream-handle context calls and
+    /// `FsRtlMupGetProviderInfoFromFileObject` (`None` for the others).
+    pub file: Option<u64>,
+    /// The simulated IRQL at the call.
+    pub irql: u8,
+}

@@ -583,5 +583,6 @@ fn finish(runner: &Runner<'_>) -> Outcome {
         flushes: w.flushes.iter().map(|f| (f.routine, f.flags)).collect(),
         seen: runner.seen,
         messages: runner.messages.clone(),
+        sequence: w.sequence.clone(),
     }
 }

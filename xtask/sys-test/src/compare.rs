@@ -4,7 +4,7 @@
 
 use flushguard_engine::callbacks::Irql;
 use flushguard_protocol::NtStatus;
-use flushguard_tests::fake::{CallSite, FakeOptions};
+use flushguard_tests::fake::{CallSite, FakeOptions, FmCall};
 use flushguard_tests::harness::{Harness, WriteKind as FakeWriteKind, WriteSpec};
 
 use crate::scenario::{
@@ -59,6 +59,8 @@ pub struct FakeOutcome {
     pub violations: Vec<String>,
     /// Port messages `(what, status, reply)`.
     pub messages: Vec<(String, i32, Vec<u8>)>,
+    /// The fake's call log (`Fake::call_log`).
+    pub sequence: Vec<FmCall>,
 }
 
 /// One message through the engine's handler, as the port would deliver it.
@@ -75,7 +77,7 @@ fn message(h: &Harness, what: &str, request: &[u8], out: &mut Vec<(String, i32, 
 /// Runs `spec` on the host fake: the same steps through the engine's callbacks, the
 /// `n`-th call (from 0) of the call site `inject` failing.
 pub fn run_fake(spec: &Spec, inject: Option<(CallSite, u64)>) -> FakeOutcome {
-    let h = Harness::new(FakeOptions {
+    let h = Harness::logging_calls(FakeOptions {
         has_flush2: spec.has_flush2,
         registry: policy_of(spec),
     });
@@ -171,6 +173,7 @@ pub fn run_fake(spec: &Spec, inject: Option<(CallSite, u64)>) -> FakeOutcome {
         seen,
         violations: h.fake.violations(),
         messages,
+        sequence: h.fake.call_log(),
     }
 }
 
@@ -220,8 +223,213 @@ pub fn differences(outcome: &Outcome, fake: &FakeOutcome) -> Vec<String> {
             ));
         }
     }
+    out.extend(unknown_routines("the binary", &outcome.sequence));
+    out.extend(unknown_routines("the host fake", &fake.sequence));
+    out.extend(sequence_difference(
+        &normalise(&outcome.sequence),
+        &normalise(&fake.sequence),
+    ));
     for v in &fake.violations {
         out.push(format!("host fake violation (same scenario): {v}"));
+    }
+    out
+}
+
+/// The routines whose calls are compared in order, binary against host fake: each is
+/// the import the driver calls for one `FilterManager` method of the engine (the fake
+/// logs the method under the routine's name). `ExFreePool(image name)` is the
+/// binary's `ExFreePool` of a `SeLocateProcessImageName` buffer.
+pub const SEQUENCE_ROUTINES: &[&str] = &[
+    "FltGetFileNameInformation",
+    "FltReleaseFileNameInformation",
+    "FsRtlMupGetProviderIdFromName",
+    "FsRtlMupGetProviderInfoFromFileObject",
+    "SeLocateProcessImageName",
+    "ExFreePool(image name)",
+    "FltAllocateContext",
+    "FltSetStreamHandleContext",
+    "FltGetStreamHandleContext",
+    "FltReleaseContext",
+    "FltQueueDeferredIoWorkItem",
+    "FltCompletePendedPostOperation",
+    "FltFlushBuffers2",
+    "FltFlushBuffers",
+    "FltCreateFileEx2",
+    "ZwFlushBuffersFileEx",
+    "FltClose",
+    "ZwOpenKey",
+    "ZwCreateKey",
+    "FltSetCallbackDataDirty",
+    "FltIsOperationSynchronous",
+    "KeAreAllApcsDisabled",
+    "FltCloseCommunicationPort",
+    "FltUnregisterFilter",
+];
+
+/// The routines left out of the sequence comparison, each with the reason: they exist
+/// on one side only by nature. Every routine either side records is in
+/// [`SEQUENCE_ROUTINES`] or here (checked on every run).
+pub const SEQUENCE_EXCLUDED: &[(&str, &str)] = &[
+    ("DbgPrintEx", "the driver's trace output; the engine traces nothing through FilterManager"),
+    ("ExAllocatePoolWithTag", POOL),
+    ("ExAllocatePool2", POOL),
+    ("ExFreePool", POOL),
+    ("ExFreePoolWithTag", POOL),
+    ("ExAcquireSpinLockExclusive", LOCKS),
+    ("ExReleaseSpinLockExclusive", LOCKS),
+    ("ExAcquireSpinLockShared", LOCKS),
+    ("ExReleaseSpinLockShared", LOCKS),
+    ("KeEnterCriticalRegion", LOCKS),
+    ("KeLeaveCriticalRegion", LOCKS),
+    ("FltInitializePushLock", LOCKS),
+    ("FltDeletePushLock", LOCKS),
+    ("FltAcquirePushLockExclusive", LOCKS),
+    ("FltReleasePushLock", LOCKS),
+    ("KeGetCurrentIrql", QUERIES),
+    ("IoGetTopLevelIrp", QUERIES),
+    ("PsGetCurrentThreadId", QUERIES),
+    ("KeQueryInterruptTimePrecise", QUERIES),
+    ("KeQuerySystemTimePrecise", QUERIES),
+    ("FltRegisterFilter", SHELL),
+    ("FltStartFiltering", SHELL),
+    ("FltBuildDefaultSecurityDescriptor", SHELL),
+    ("FltFreeSecurityDescriptor", SHELL),
+    ("FltCreateCommunicationPort", SHELL),
+    ("FltCloseClientPort", SHELL),
+    ("FltGetRoutineAddress", SHELL),
+    ("MmGetSystemRoutineAddress", SHELL),
+    ("FltGetVolumeProperties", SHELL),
+    ("FltGetRequestorProcess", "the shell's step to the PEPROCESS that SeLocateProcessImageName (compared) takes"),
+    ("FltParseFileNameInformation", "part of the fake's get_file_name_information (FltGetFileNameInformation, compared)"),
+    ("FltDoCompletionProcessingWhenSafe", "the shell's way to a PASSIVE_LEVEL post-operation; the fake's harness runs the safe post-operation itself"),
+    ("FltAllocateDeferredIoWorkItem", "the work item of the fake's queue_deferred_flush (FltQueueDeferredIoWorkItem, compared)"),
+    ("FltFreeDeferredIoWorkItem", "the work item of the fake's queue_deferred_flush (FltQueueDeferredIoWorkItem, compared)"),
+    ("ObOpenObjectByPointer", "the shell's handle for its own checks; the engine's kernel handle is FltCreateFileEx2 (compared)"),
+    ("ZwClose", "closes the registry keys of ZwOpenKey / ZwCreateKey (compared: the fake's read_policy_value / write_policy_value)"),
+    ("ZwQueryValueKey", "the value read inside the key of ZwOpenKey (compared); the driver asks twice (size, then value), the fake once"),
+    ("ZwSetValueKey", "the value written inside the key of ZwCreateKey (compared)"),
+    ("KeBugCheckEx", "a bug check ends the run, which fails on its own"),
+    ("memcmp", INTRINSICS),
+    ("memcpy", INTRINSICS),
+    ("memset", INTRINSICS),
+];
+const POOL: &str = "pool: the engine allocates through the Rust allocator on the host; the image-name free is compared as ExFreePool(image name)";
+const LOCKS: &str = "the policy locks and the shell's own locks: FilterManager::policy_locks is no kernel call on the fake (lock use is checked by its FakeLocks counters)";
+const QUERIES: &str = "queries without effect the shell also makes for its own checks, at different points; the IRQL is compared as an attribute of every compared call";
+const SHELL: &str =
+    "registration, port and instance setup live in the driver shell; the fake has no DriverEntry";
+const INTRINSICS: &str = "compiler intrinsics, not kernel services";
+
+/// Routines in `log` that are neither compared nor excluded, as violations.
+pub fn unknown_routines(side: &str, log: &[FmCall]) -> Vec<String> {
+    let mut unknown: Vec<&str> = log
+        .iter()
+        .map(|call| call.routine)
+        .filter(|routine| {
+            !SEQUENCE_ROUTINES.contains(routine)
+                && !SEQUENCE_EXCLUDED.iter().any(|(r, _)| r == routine)
+        })
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    unknown
+        .into_iter()
+        .map(|routine| {
+            format!(
+                "{side} called {routine}, which is neither in SEQUENCE_ROUTINES nor in \
+                 SEQUENCE_EXCLUDED (compare.rs)"
+            )
+        })
+        .collect()
+}
+
+/// One compared call, normalised: routine, key argument, file as the order of its
+/// first appearance (`f0`, `f1`, ...: the binary's file objects are addresses, the
+/// fake's ids), IRQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeqCall {
+    /// The routine.
+    pub routine: &'static str,
+    /// Flush type or flags.
+    pub arg: Option<u32>,
+    /// File, by first appearance.
+    pub file: Option<usize>,
+    /// IRQL at the call.
+    pub irql: u8,
+}
+
+impl std::fmt::Display for SeqCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.routine)?;
+        if self.file.is_some() || self.arg.is_some() {
+            write!(f, "(")?;
+            if let Some(file) = self.file {
+                write!(f, "f{file}")?;
+            }
+            if let Some(arg) = self.arg {
+                write!(f, ", 0x{arg:X}")?;
+            }
+            write!(f, ")")?;
+        }
+        write!(f, " at IRQL {}", self.irql)
+    }
+}
+
+/// The calls of [`SEQUENCE_ROUTINES`] in `log`, normalised.
+pub fn normalise(log: &[FmCall]) -> Vec<SeqCall> {
+    let mut files: Vec<u64> = Vec::new();
+    log.iter()
+        .filter(|call| SEQUENCE_ROUTINES.contains(&call.routine))
+        .map(|call| SeqCall {
+            routine: call.routine,
+            arg: call.arg,
+            file: call.file.map(|file| {
+                files.iter().position(|&f| f == file).unwrap_or_else(|| {
+                    files.push(file);
+                    files.len() - 1
+                })
+            }),
+            irql: call.irql,
+        })
+        .collect()
+}
+
+/// Calls shown before the first divergence.
+const CONTEXT_BEFORE: usize = 4;
+/// Calls shown from the first divergence on.
+const CONTEXT_AFTER: usize = 4;
+
+/// The first divergence of the two normalised sequences with context, as violation
+/// lines (none if equal).
+pub fn sequence_difference(binary: &[SeqCall], fake: &[SeqCall]) -> Vec<String> {
+    let Some(at) = (0..binary.len().max(fake.len())).find(|&i| binary.get(i) != fake.get(i)) else {
+        return Vec::new();
+    };
+    let mut out = vec![format!(
+        "call sequence differs from the host fake's at call {at} (binary {} call(s), host \
+         fake {}; compared routines: SEQUENCE_ROUTINES in compare.rs):",
+        binary.len(),
+        fake.len()
+    )];
+    for i in at.saturating_sub(CONTEXT_BEFORE)..at {
+        if let Some(call) = binary.get(i) {
+            out.push(format!("    {i:>4}   both:   {call}"));
+        }
+    }
+    let show = |side: &[SeqCall], i: usize| {
+        side.get(i)
+            .map_or_else(|| "(end of sequence)".to_string(), ToString::to_string)
+    };
+    for i in at..at + CONTEXT_AFTER {
+        if i >= binary.len() && i >= fake.len() {
+            break;
+        }
+        out.push(format!(
+            "  {} {i:>4}   binary: {}",
+            if i == at { ">" } else { " " },
+            show(binary, i)
+        ));
+        out.push(format!("         host fake: {}", show(fake, i)));
     }
     out
 }

@@ -132,8 +132,10 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
         violations.push("the injected failure never happened in the binary".to_string());
     }
     violations.extend(compare::differences(&outcome, &fake));
+    let sequence = compare::normalise(&outcome.sequence).len();
     println!("@calls {}", outcome.calls);
     println!("@distinct {}", outcome.distinct_calls);
+    println!("@sequence {sequence}");
     println!("@callbacks {}", outcome.callbacks);
     println!("@allocations {}", outcome.allocations);
     println!("@flushes {:?}", outcome.flushes);
@@ -178,6 +180,8 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
 struct ChildResult {
     calls: u64,
     distinct: u64,
+    /// Calls compared in order with the host fake's (`compare::SEQUENCE_ROUTINES`).
+    sequence: usize,
     callbacks: u64,
     allocations: u64,
     flushes: String,
@@ -203,6 +207,7 @@ fn parse_child(stdout: &str) -> ChildResult {
         match key {
             "@calls" => r.calls = value.parse().unwrap_or(0),
             "@distinct" => r.distinct = value.parse().unwrap_or(0),
+            "@sequence" => r.sequence = value.parse().unwrap_or(0),
             "@callbacks" => r.callbacks = value.parse().unwrap_or(0),
             "@allocations" => r.allocations = value.parse().unwrap_or(0),
             "@flushes" => r.flushes = value.to_string(),
@@ -353,6 +358,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
 
     println!("\n==> scenarios (each in its own process; binary vs the engine on the host fake)");
     let mut total_calls = 0;
+    let mut total_sequence = 0;
     let mut total_violations = 0;
     let mut passed = 0;
     let mut deepest_driver = 0;
@@ -381,6 +387,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
                 injected_runs += 1;
                 injections_passed += usize::from(r.violations.is_empty());
                 total_calls += r.calls;
+                total_sequence += r.sequence;
                 for v in r.violations {
                     injected.push(format!("[call {} of {site} fails] {v}", nth + 1));
                 }
@@ -389,6 +396,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         let injected_sites = result.sites.len();
         result.violations.extend(injected);
         total_calls += result.calls;
+        total_sequence += result.sequence;
         total_violations += result.violations.len();
         let ok = result.violations.is_empty();
         passed += usize::from(ok);
@@ -408,6 +416,11 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
             result.seen, result.stack_driver, result.stack_high_water
         );
         println!(
+            "        call sequence: {} Filter Manager / kernel call(s) compared in order with the \
+             host fake's (routine, flush type / flags, file, IRQL)",
+            result.sequence
+        );
+        println!(
             "        failure injection: {injected_runs} run(s), each with one of the first \
              {MAX_INJECTED_CALLS} calls of one of {injected_sites} call site(s) failing, binary \
              vs host fake"
@@ -425,8 +438,8 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     }
     println!(
         "\n==> sys-test summary: {} scenarios, {passed} passed; {bound} imports bound; {total_calls} \
-         kernel/Filter Manager calls checked; {injections} failure-injection runs, \
-         {injections_passed} passed; {total_violations} violation(s); {} ms",
+         kernel/Filter Manager calls checked, {total_sequence} of them compared in order with \
+         the host fake's; {injections} failure-injection runs, {injections_passed} passed; {total_violations} violation(s); {} ms",
         scenario::SCENARIOS.len(),
         started.elapsed().as_millis()
     );

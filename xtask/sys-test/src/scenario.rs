@@ -292,6 +292,9 @@ pub struct Outcome {
     pub seen: Seen,
     /// Port messages `(what, status, reply)` in order, for the comparison.
     pub messages: Vec<(String, i32, Vec<u8>)>,
+    /// Import calls in order with key argument, file and IRQL (compared, normalised,
+    /// with the host fake's call log).
+    pub sequence: Vec<flushguard_tests::fake::FmCall>,
 }
 
 /// What reached the (simulated) file system below the filter.

@@ -146,6 +146,10 @@ pub struct World {
     pub top_level_irp: usize,
     /// Import calls in order (routine names).
     pub calls: Vec<&'static str>,
+    /// Import calls in order with their key argument, file and IRQL, for the
+    /// comparison of the call sequence with the host fake's
+    /// (`flushguard_tests::fake::Fake::call_log`).
+    pub sequence: Vec<flushguard_tests::fake::FmCall>,
     /// Violations, in order.
     pub violations: Vec<String>,
     /// `DbgPrintEx` output.
@@ -276,6 +280,12 @@ impl World {
     /// routine).
     pub fn call(&mut self, routine: &'static str, max_irql: u8) {
         self.calls.push(routine);
+        self.sequence.push(flushguard_tests::fake::FmCall {
+            routine,
+            arg: None,
+            file: None,
+            irql: self.irql,
+        });
         let marker = 0u8;
         let sp = std::hint::black_box(&marker) as *const u8 as usize;
         if let Some(segment) = self.driver_segments.last_mut() {
@@ -288,6 +298,14 @@ impl World {
             self.violation(format!(
                 "{routine} called at IRQL {irql} (its maximum is {max_irql})"
             ));
+        }
+    }
+
+    /// Sets the key argument and the file of the latest call in [`World::sequence`].
+    pub fn call_arguments(&mut self, arg: Option<u32>, file: usize) {
+        if let Some(last) = self.sequence.last_mut() {
+            last.arg = arg;
+            last.file = Some(file as u64);
         }
     }
 
@@ -364,6 +382,15 @@ impl World {
                     }
                 }
                 self.pool_by_tag.entry(block.tag).or_default().1 += 1;
+                if block.by == "SeLocateProcessImageName" {
+                    // The fake's `release_process_image_name`.
+                    self.sequence.push(flushguard_tests::fake::FmCall {
+                        routine: "ExFreePool(image name)",
+                        arg: None,
+                        file: None,
+                        irql: self.irql,
+                    });
+                }
                 drop(block.memory);
             }
             None => self.violation(format!(

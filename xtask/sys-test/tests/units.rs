@@ -2,7 +2,7 @@
 //! refusals, the scenario descriptions and the call-site names shared with the fake.
 
 use flushguard_sys_test::{compare, scenario};
-use flushguard_tests::fake::CallSite;
+use flushguard_tests::fake::{CallSite, FmCall};
 
 #[test]
 fn loader_refuses_what_is_not_a_pe32_plus_image() {
@@ -71,4 +71,91 @@ fn bad_requests_are_distinct_and_differ_from_the_valid_request() {
             assert_ne!(ra, rb, "{a} and {b} are the same bytes");
         }
     }
+}
+
+fn call(routine: &'static str, arg: Option<u32>, file: Option<u64>) -> FmCall {
+    FmCall {
+        routine,
+        arg,
+        file,
+        irql: 0,
+    }
+}
+
+#[test]
+fn call_sequences_are_normalised_and_their_first_divergence_is_shown() {
+    // Files by first appearance; routines outside the compared list dropped.
+    let binary = compare::normalise(&[
+        call("ExAllocatePool2", None, None),
+        call("FltGetStreamHandleContext", None, None),
+        call("FltFlushBuffers2", Some(0), Some(0x7F00_1000)),
+        call("FltReleaseContext", None, None),
+    ]);
+    let fake = compare::normalise(&[
+        call("FltGetStreamHandleContext", None, None),
+        call("KeGetCurrentIrql", None, None),
+        call("FltFlushBuffers2", Some(0), Some(42)),
+        call("FltReleaseContext", None, None),
+    ]);
+    assert_eq!(binary, fake);
+    assert_eq!(binary[1].file, Some(0));
+    assert!(compare::sequence_difference(&binary, &fake).is_empty());
+    // A missing FltReleaseContext: the divergence at call 2, with the calls before it.
+    let lines = compare::sequence_difference(&binary[..2], &fake);
+    assert!(lines[0].contains("at call 2"), "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("both:   FltFlushBuffers2(f0, 0x0)")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("binary: (end of sequence)")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("host fake: FltReleaseContext at IRQL 0")));
+}
+
+#[test]
+fn every_routine_on_either_side_is_compared_or_excluded_with_a_reason() {
+    // A routine the fake logs that is neither compared nor in the documented
+    // exclusion list would escape the sequence check unseen (the binary's side is
+    // checked on every sys-test run: compare::unknown_routines).
+    let known = |routine: &str| {
+        compare::SEQUENCE_ROUTINES.contains(&routine)
+            || compare::SEQUENCE_EXCLUDED
+                .iter()
+                .any(|(r, _)| *r == routine)
+    };
+    for spec in scenario::SCENARIOS {
+        let log = compare::run_fake(spec, None).sequence;
+        assert!(!log.is_empty(), "{}", spec.name);
+        for c in log {
+            assert!(known(c.routine), "{}: fake logs {}", spec.name, c.routine);
+        }
+    }
+    for (routine, reason) in compare::SEQUENCE_EXCLUDED {
+        assert!(!compare::SEQUENCE_ROUTINES.contains(routine), "{routine}");
+        assert!(!reason.is_empty());
+    }
+}
+
+#[test]
+fn the_fake_logs_calls_only_when_asked() {
+    use flushguard_tests::fake::FakeOptions;
+    use flushguard_tests::harness::Harness;
+    let quiet = Harness::new(FakeOptions::default());
+    quiet.unload();
+    assert!(quiet.fake.call_log().is_empty());
+    let logged = Harness::logging_calls(FakeOptions::default());
+    logged.unload();
+    let log = logged.fake.call_log();
+    assert!(
+        log.iter()
+            .any(|c| c.routine == "FsRtlMupGetProviderIdFromName"),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.last().map(|c| c.routine),
+        Some("FltUnregisterFilter"),
+        "{log:?}"
+    );
 }

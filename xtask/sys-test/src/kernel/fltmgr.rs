@@ -294,6 +294,7 @@ pub(super) extern "win64" fn flt_set_stream_handle_context(
         || {
             let mut w = world();
             w.call("FltSetStreamHandleContext", APC_LEVEL);
+            w.call_arguments(None, file_object as usize);
             if let Some(status) = w.fail_now("FltSetStreamHandleContext") {
                 return status;
             }
@@ -340,6 +341,7 @@ pub(super) extern "win64" fn flt_get_stream_handle_context(
         || {
             let mut w = world();
             w.call("FltGetStreamHandleContext", DISPATCH_LEVEL);
+            w.call_arguments(None, file_object as usize);
             if let Some(status) = w.fail_now("FltGetStreamHandleContext") {
                 return status;
             }

@@ -85,6 +85,7 @@ pub(super) extern "win64" fn flt_flush_buffers(
         {
             let mut w = world();
             w.call("FltFlushBuffers", PASSIVE_LEVEL);
+            w.call_arguments(None, file_object as usize);
             flush_checks(&mut w, "FltFlushBuffers", file_object as usize, 0);
             if let Some(status) = w.fail_now("FltFlushBuffers") {
                 return status;
@@ -105,6 +106,7 @@ pub(super) extern "win64" fn flt_flush_buffers2(
         {
             let mut w = world();
             w.call("FltFlushBuffers2", PASSIVE_LEVEL);
+            w.call_arguments(Some(flush_type), file_object as usize);
             if !w.has_flush2 {
                 w.violation("FltFlushBuffers2 called although it did not resolve");
             }
@@ -137,6 +139,7 @@ pub(super) extern "win64" fn zw_flush_buffers_file_ex(
             ));
             return STATUS_INVALID_HANDLE;
         };
+        w.call_arguments(Some(flags), file);
         flush_checks(&mut w, "ZwFlushBuffersFileEx", file, flags);
         let instance = w.instances.first().map_or(0, |&(_, i)| i);
         drop(w);

@@ -144,6 +144,7 @@ pub(super) extern "win64" fn fs_rtl_mup_get_provider_info_from_file_object(
         || {
             let mut w = world();
             w.call("FsRtlMupGetProviderInfoFromFileObject", PASSIVE_LEVEL);
+            w.call_arguments(None, file_object as usize);
             if let Some(status) = w.fail_now("FsRtlMupGetProviderInfoFromFileObject") {
                 return status;
             }
