@@ -23,7 +23,7 @@
 //!   `--simulate registry-store-fails`).
 
 use rustc_hash::FxHashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use flushguard_engine::callbacks::{
@@ -137,7 +137,12 @@ pub struct SimFm {
     thread: AtomicU64,
     contexts: Mutex<FxHashMap<FileObjectId, Arc<StreamContext>>>,
     flushes: Mutex<Vec<FlushRecord>>,
+    /// `flushes.len()`, stored under its lock: lets the replay skip the lock when no
+    /// flush was recorded.
+    flush_count: AtomicUsize,
     deferred: Mutex<Vec<Deferred>>,
+    /// `deferred.len()`, stored under its lock (same purpose).
+    deferred_count: AtomicUsize,
     registry: Mutex<Option<Vec<u8>>>,
     /// Status every `write_policy_value` fails with (a simulated registry fault).
     registry_write_failure: Mutex<Option<NtStatus>>,
@@ -191,35 +196,48 @@ impl SimFm {
 
     /// Flushes recorded since the last call.
     pub fn take_flushes(&self) -> Vec<FlushRecord> {
-        std::mem::take(&mut *lock(&self.flushes))
+        let mut flushes = lock(&self.flushes);
+        self.flush_count.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *flushes)
     }
 
     /// Number of flushes recorded since the last call, forgetting them (keeps the
     /// buffer: no allocation per flush).
     pub fn take_flush_count(&self) -> usize {
+        if self.flush_count.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
         let mut flushes = lock(&self.flushes);
         let n = flushes.len();
         flushes.clear();
+        self.flush_count.store(0, Ordering::Relaxed);
         n
     }
 
     /// True when flushes were recorded and not yet taken.
     pub fn has_flushes(&self) -> bool {
-        !lock(&self.flushes).is_empty()
+        self.flush_count.load(Ordering::Relaxed) != 0 && !lock(&self.flushes).is_empty()
     }
 
     /// Safe post-writes queued since the last call.
     pub fn take_deferred(&self) -> Vec<Deferred> {
-        std::mem::take(&mut *lock(&self.deferred))
+        let mut deferred = lock(&self.deferred);
+        self.deferred_count.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *deferred)
     }
 
     /// The oldest queued safe post-write, if any (keeps the buffer).
     pub fn pop_deferred(&self) -> Option<Deferred> {
+        if self.deferred_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut deferred = lock(&self.deferred);
         if deferred.is_empty() {
             None
         } else {
-            Some(deferred.remove(0))
+            let d = deferred.remove(0);
+            self.deferred_count.store(deferred.len(), Ordering::Relaxed);
+            Some(d)
         }
     }
 
@@ -364,10 +382,12 @@ impl FilterManager for SimFm {
         if data.fast_io || data.irp_flags & flushguard_engine::protocol::nt::IRP_PAGING_IO != 0 {
             return false;
         }
-        lock(&self.deferred).push(Deferred {
+        let mut deferred = lock(&self.deferred);
+        deferred.push(Deferred {
             data: data.clone(),
             ctx,
         });
+        self.deferred_count.store(deferred.len(), Ordering::Relaxed);
         true
     }
 
@@ -375,11 +395,13 @@ impl FilterManager for SimFm {
         true
     }
     fn flt_flush_buffers2(&self, data: &SimData, flush_type: u32) -> Result<(), NtStatus> {
-        lock(&self.flushes).push(FlushRecord {
+        let mut flushes = lock(&self.flushes);
+        flushes.push(FlushRecord {
             file_object: data.file,
             native: false,
             flags: flush_type,
         });
+        self.flush_count.store(flushes.len(), Ordering::Relaxed);
         Ok(())
     }
     fn flt_flush_buffers(&self, data: &SimData) -> Result<(), NtStatus> {
@@ -390,11 +412,13 @@ impl FilterManager for SimFm {
         Ok(data.file)
     }
     fn zw_flush_buffers_file_ex(&self, handle: &FileObjectId, flags: u32) -> Result<(), NtStatus> {
-        lock(&self.flushes).push(FlushRecord {
+        let mut flushes = lock(&self.flushes);
+        flushes.push(FlushRecord {
             file_object: *handle,
             native: true,
             flags,
         });
+        self.flush_count.store(flushes.len(), Ordering::Relaxed);
         Ok(())
     }
     fn close_kernel_handle(&self, _handle: FileObjectId) -> Result<(), NtStatus> {

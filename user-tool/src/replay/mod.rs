@@ -70,8 +70,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use flushguard_engine::callbacks::{
-    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, DEFAULT_RULE_SLOT,
-    EXEMPT_SLOT,
+    CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, StreamContext,
+    DEFAULT_RULE_SLOT, EXEMPT_SLOT,
 };
 use flushguard_engine::protocol::nt::{
     FILE_WRITE_THROUGH, FO_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS,
@@ -124,6 +124,9 @@ struct FoState {
     /// The post-create attached a stream-handle context (a governed handle); it lives
     /// as long as this state ([`Replayer::forget`] frees both).
     has_context: bool,
+    /// That context (kept here so that operations on the handle need no locked
+    /// table lookup in the simulated Filter Manager).
+    context: Option<Arc<StreamContext>>,
 }
 
 impl FoState {
@@ -150,6 +153,7 @@ struct HandleView {
     fo_flags: u32,
     file: Option<usize>,
     has_context: bool,
+    context: Option<Arc<StreamContext>>,
 }
 
 impl HandleView {
@@ -164,6 +168,7 @@ impl HandleView {
             fo_flags: s.fo_flags(),
             file: s.file,
             has_context: s.has_context,
+            context: s.context.clone(),
         }
     }
 }
@@ -482,8 +487,8 @@ impl<'f> Replayer<'f> {
     /// The callback data of an operation by `pid` on file object `fo` whose
     /// `FILE_OBJECT::Flags` are `file_object_flags` ([`FoState::fo_flags`], 0 for a file
     /// object without state).
-    /// `has_context`: whether the file object has a stream-handle context (`None`:
-    /// not known yet, as during its create).
+    /// `context`: the file object's stream-handle context ([`KnownContext::Unknown`]
+    /// during its create, when the post-create may attach one).
     #[allow(clippy::too_many_arguments)]
     fn base_data(
         &mut self,
@@ -491,21 +496,30 @@ impl<'f> Replayer<'f> {
         process: &str,
         fo: FileObjectId,
         file_object_flags: u32,
-        has_context: Option<bool>,
+        context: KnownContext,
         name16: Arc<[u16]>,
         r: FileProvider,
     ) -> SimData {
         let image = self.image16(process);
-        // A context is attached only by a post-create and freed with the file object's
-        // state (`forget`): between the two it is known once for the whole operation.
-        let context = match has_context {
-            None => KnownContext::Unknown,
-            Some(false) => KnownContext::Known(None),
-            Some(true) => KnownContext::Known(self.filter.fm().context_of(fo)),
-        };
+        // Every field spelled out (the values of `SimData::default()`): the struct
+        // update syntax would build, then drop, a default `SimFile` (two allocations).
         SimData {
             file: fo,
+            major: 0,
+            minor: 0,
+            irp_flags: 0,
+            operation_flags: 0,
+            fast_io: false,
+            kernel: false,
+            create_options: 0,
+            offset: 0,
+            length: 0,
+            status: NtStatus::SUCCESS,
+            synchronous: true,
+            dirty: false,
             fo_flags: file_object_flags,
+            fs_control_code: 0,
+            file_information_class: 0,
             extra: SimFile {
                 name: name16,
                 image,
@@ -513,7 +527,6 @@ impl<'f> Replayer<'f> {
                 thread: u64::from(pid) + 1,
                 context,
             },
-            ..SimData::default()
         }
     }
 

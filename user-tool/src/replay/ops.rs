@@ -20,7 +20,15 @@ impl<'f> Replayer<'f> {
         self.next_fo += 1;
         let (key, name) = (Arc::clone(&info.key), &*info.name);
         let name16 = Arc::clone(&info.name16);
-        let mut data = self.base_data(pid, process, fo, 0, None, Arc::clone(&name16), redirector);
+        let mut data = self.base_data(
+            pid,
+            process,
+            fo,
+            0,
+            KnownContext::Unknown,
+            Arc::clone(&name16),
+            redirector,
+        );
         data.major = IRP_MJ_CREATE;
         let disposition = d.disposition.map_or(0, |x| x as u32);
         data.create_options = d.create_options | (disposition << 24);
@@ -38,9 +46,10 @@ impl<'f> Replayer<'f> {
             return;
         }
         let context = self.filter.fm().get_stream_handle_context(&data);
-        let has_context = matches!(context, Ok(Some(_)));
-        let slot = match context {
-            Ok(Some(ctx)) => ctx.rule().1,
+        let context = context.ok().flatten();
+        let has_context = context.is_some();
+        let slot = match &context {
+            Some(ctx) => ctx.rule().1,
             _ => self.lookup_slot(name, redirector, process),
         };
         let state = FoState {
@@ -58,6 +67,7 @@ impl<'f> Replayer<'f> {
             file: None,
             cleaned: false,
             has_context,
+            context,
         };
         let forced = eff_wt && !app_wt;
         self.fos.insert(fo, state);
@@ -96,8 +106,8 @@ impl<'f> Replayer<'f> {
             .as_ref()
             .map_or_else(|| Arc::clone(&info.name16), |s| Arc::clone(&s.name16));
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
-        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, redirector);
+        let context = known_context(st.as_ref());
+        let mut data = self.base_data(pid, process, fo, fo_flags, context, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
         data.operation_flags = d.operation_flags;
@@ -204,8 +214,8 @@ impl<'f> Replayer<'f> {
             |s| (Arc::clone(&s.name16), s.redirector),
         );
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let has_context = Some(st.as_ref().is_some_and(|s| s.has_context));
-        let mut data = self.base_data(pid, process, fo, fo_flags, has_context, name16, provider);
+        let context = known_context(st.as_ref());
+        let mut data = self.base_data(pid, process, fo, fo_flags, context, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let pre = self.filter.pre_flush(&mut data);
@@ -276,7 +286,15 @@ impl<'f> Replayer<'f> {
             self.counts.without_known_open += 1;
             let fo = self.anonymous_fo();
             let name16 = Arc::clone(&info.name16);
-            let mut data = self.base_data(pid, process, fo, 0, Some(false), name16, redirector);
+            let mut data = self.base_data(
+                pid,
+                process,
+                fo,
+                0,
+                KnownContext::Known(None),
+                name16,
+                redirector,
+            );
             data.major = IRP_MJ_CLEANUP;
             self.begin(pid, Irql::PASSIVE_LEVEL, false);
             let _ = self.filter.pre_cleanup(&mut data);
@@ -286,8 +304,11 @@ impl<'f> Replayer<'f> {
             return;
         };
         let fo_flags = st.fo_flags();
-        let (name16, has_context) = (Arc::clone(&st.name16), Some(st.has_context));
-        let mut data = self.base_data(pid, "", fo, fo_flags, has_context, name16, st.redirector);
+        let (name16, context) = (
+            Arc::clone(&st.name16),
+            KnownContext::Known(st.context.clone()),
+        );
+        let mut data = self.base_data(pid, "", fo, fo_flags, context, name16, st.redirector);
         data.major = IRP_MJ_CLEANUP;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
         let _ = self.filter.pre_cleanup(&mut data);
@@ -345,4 +366,11 @@ impl<'f> Replayer<'f> {
             st.key = new_key;
         }
     }
+}
+
+/// The stream-handle context the callbacks see on a handle: attached only by a
+/// post-create and freed with the file object's state ([`Replayer::forget`]), so known
+/// for the whole operation (none for a handle without state).
+fn known_context(st: Option<&HandleView>) -> KnownContext {
+    KnownContext::Known(st.and_then(|s| s.context.clone()))
 }

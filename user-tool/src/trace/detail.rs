@@ -173,10 +173,6 @@ fn for_each_known_key<'a>(
     }
 }
 
-fn value_of<'a>(pairs: &[(&'static str, &'a str)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-}
-
 /// Splits a list value such as `Non-cached, Paging I/O` into its items.
 pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value.split(", ").map(str::trim).filter(|s| !s.is_empty())
@@ -307,9 +303,20 @@ pub struct CreateDetail {
 /// Parses a `CreateFile` Detail. Every key is optional (ProcMon omits Detail entirely for
 /// some failed opens); an empty Detail yields the default value.
 pub fn parse_create(detail: &str) -> CreateDetail {
-    let pairs = split_known_keys(detail, CREATE_KEYS);
+    // The first value of each key in `split_known_keys` order (no vector of pairs per
+    // row).
+    let (mut options, mut disposition, mut access) = (None, None, None);
+    for_each_known_key(detail, CREATE_KEYS, |key, value| {
+        let slot = match key {
+            "Options" => &mut options,
+            "Disposition" => &mut disposition,
+            "Desired Access" => &mut access,
+            _ => return,
+        };
+        slot.get_or_insert(value);
+    });
     let mut out = CreateDetail::default();
-    if let Some(opts) = value_of(&pairs, "Options") {
+    if let Some(opts) = options {
         for item in list_items(opts) {
             use create_options::*;
             let bit = match item {
@@ -344,8 +351,8 @@ pub fn parse_create(detail: &str) -> CreateDetail {
             out.create_options |= bit;
         }
     }
-    out.disposition = value_of(&pairs, "Disposition").and_then(Disposition::parse);
-    if let Some(access) = value_of(&pairs, "Desired Access") {
+    out.disposition = disposition.and_then(Disposition::parse);
+    if let Some(access) = access {
         out.write_access = list_items(access).any(|a| {
             matches!(
                 a,
@@ -385,7 +392,7 @@ pub struct WriteDetail {
 /// [`DetailError::MissingKey`] when `Length` is absent, [`DetailError::BadNumber`] when
 /// `Offset` or `Length` is not an integer or `Length` is negative.
 pub fn parse_write(detail: &str) -> Result<WriteDetail, DetailError> {
-    // The first value of each key, as `value_of` over `split_known_keys` gives it.
+    // The first value of each key in `split_known_keys` order.
     let (mut offset, mut length, mut io_flags) = (None, None, None);
     for_each_known_key(detail, RW_KEYS, |key, value| {
         let slot = match key {
