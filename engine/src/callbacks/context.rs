@@ -32,6 +32,14 @@ pub enum WriteClass {
 }
 
 impl WriteClass {
+    /// Only a synchronous paging write (`IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO`)
+    /// can be a flush's own write-back: the other inputs of [`WriteClass::classify`]
+    /// need not be asked for any other write. Any IRQL.
+    pub const fn may_be_write_back(irp_flags: u32) -> bool {
+        const SYNC_PAGING: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO;
+        irp_flags & SYNC_PAGING == SYNC_PAGING
+    }
+
     /// The class of a write, decided in its pre-write (the issuing thread):
     /// `irp_flags` is `Iopb->IrpFlags` (`IRP_PAGING_IO` 0x2, `IRP_SYNCHRONOUS_PAGING_IO`
     /// 0x40; wdm.h, "IRP" DDI page), `top_level` the thread's `IoGetTopLevelIrp()`,
@@ -42,8 +50,7 @@ impl WriteClass {
         top_level: TopLevelIrp,
         flushing_this_handle: bool,
     ) -> Self {
-        const SYNC_PAGING: u32 = IRP_PAGING_IO | IRP_SYNCHRONOUS_PAGING_IO;
-        if irp_flags & SYNC_PAGING == SYNC_PAGING
+        if Self::may_be_write_back(irp_flags)
             && matches!(top_level, TopLevelIrp::FileSystem)
             && flushing_this_handle
         {

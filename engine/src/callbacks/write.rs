@@ -45,7 +45,10 @@ impl<F: FilterManager> Filter<F> {
             && self.fm.is_operation_synchronous(data);
         // Classed here, in the issuing thread: only the flushing thread's own cache
         // write-back may count as covered by that flush (WriteClass).
+        // Only a synchronous paging write can be one: the top-level IRP and thread id
+        // are asked for those alone, not on every governed write.
         let write_back = d.mark_written_since_flush
+            && WriteClass::may_be_write_back(data.irp_flags())
             && WriteClass::classify(
                 data.irp_flags(),
                 self.fm.top_level_irp(),
@@ -194,26 +197,13 @@ impl<F: FilterManager> Filter<F> {
     /// audited mode would do after it (`audit_would_flush`) and takes that flush as
     /// done for the written-since-flush bookkeeping; issues nothing.
     fn audit_after_write(&self, data: &mut F::Data) {
-        let Some(context) = self.handle_context(data) else {
-            return;
-        };
-        let (generation, slot) = context.rule();
-        let written = context.written_since_flush();
-        self.fm.release_context(context);
+        // Counters and context atomics only; the policy lock works up to
+        // DISPATCH_LEVEL (crate::locks), so no Filter::policy() IRQL gate here.
         let policy = PolicySnapshot::new(self.state.policy());
-        if generation != policy.generation() {
-            self.counters().bump(Counter::StaleRulePassedThrough);
-            return;
+        if let Some((_, d)) = self.decide_after_write(data, &policy) {
+            drop(policy);
+            self.taken_as_flushed(data, &d);
         }
-        let Some(action) = policy.action(slot) else {
-            return;
-        };
-        let mut view = self.view(data, Phase::Post);
-        view.written_since_flush = written;
-        let d = crate::decision::decide(&action, &view);
-        d.record(self.state.stats(), policy.counters(slot));
-        drop(policy);
-        self.taken_as_flushed(data, &d);
     }
 
     /// The flush after a successful write: at PASSIVE_LEVEL asks the engine
@@ -232,32 +222,41 @@ impl<F: FilterManager> Filter<F> {
             self.skip(Counter::FlushSkippedIrql);
             return;
         }
-        let Some(context) = self.handle_context(data) else {
-            return;
-        };
-        let (generation, slot) = context.rule();
-        let written = context.written_since_flush();
-        self.fm.release_context(context);
         let Some(policy) = self.policy() else {
             return;
         };
-        // A rule cached under an older policy is not re-looked-up after the write: the
-        // changed policy applies from the next operation on.
-        if generation != policy.generation() {
-            self.counters().bump(Counter::StaleRulePassedThrough);
-            return;
-        }
-        let Some(action) = policy.action(slot) else {
+        let Some((slot, d)) = self.decide_after_write(data, &policy) else {
             return;
         };
-        let mut view = self.view(data, Phase::Post);
-        view.written_since_flush = written;
-        let d = crate::decision::decide(&action, &view);
-        d.record(self.state.stats(), policy.counters(slot));
         drop(policy);
         if let Some((order, place)) = issue::flush_order(&d) {
             self.flush_now(data, order, place, slot, synchronized);
         }
         self.taken_as_flushed(data, &d);
+    }
+
+    /// The engine's post-write decision for the handle's cached rule under `policy`,
+    /// recorded in the statistics: `(slot, decision)`. `None` when the handle has no
+    /// context, or its rule was cached under an older policy (counted: the changed
+    /// policy applies from the next operation on, no re-lookup after the write).
+    fn decide_after_write(
+        &self,
+        data: &F::Data,
+        policy: &PolicySnapshot,
+    ) -> Option<(u32, Decision)> {
+        let context = self.handle_context(data)?;
+        let (generation, slot) = context.rule();
+        let written = context.written_since_flush();
+        self.fm.release_context(context);
+        if generation != policy.generation() {
+            self.counters().bump(Counter::StaleRulePassedThrough);
+            return None;
+        }
+        let action = policy.action(slot)?;
+        let mut view = self.view(data, Phase::Post);
+        view.written_since_flush = written;
+        let d = crate::decision::decide(&action, &view);
+        d.record(self.state.stats(), policy.counters(slot));
+        Some((slot, d))
     }
 }
