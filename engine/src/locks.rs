@@ -36,6 +36,21 @@ pub trait PolicyLocks: Send + Sync {
     fn serialize(&self, f: &mut dyn FnMut());
 }
 
+/// Runs `f` inside `lock` (one of the [`PolicyLocks`] methods, e.g.
+/// `|g| locks.read_shared(g)`) and returns its result; `None` only if the
+/// implementation broke its contract and never called its closure (the caller then
+/// falls back to its inner lock, which alone is still memory-safe).
+pub fn run_in<R>(lock: impl FnOnce(&mut dyn FnMut()), f: impl FnOnce() -> R) -> Option<R> {
+    let mut f = Some(f);
+    let mut out = None;
+    lock(&mut || {
+        if let Some(f) = f.take() {
+            out = Some(f());
+        }
+    });
+    out
+}
+
 /// Locks for hosts without kernel primitives (flushctl's offline engine and replay,
 /// unit tests): each method just runs the closure; the engine's inner `spin` locks
 /// provide the mutual exclusion.

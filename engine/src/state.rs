@@ -15,7 +15,7 @@ use flushguard_protocol::{Capabilities, NtStatus, StatusFlags, StatusInfo};
 
 use crate::callback_counters::CallbackCounters;
 use crate::events::{EventRing, DEFAULT_EVENT_CAPACITY};
-use crate::locks::{PolicyLocks, HOST_LOCKS};
+use crate::locks::{run_in, PolicyLocks, HOST_LOCKS};
 use crate::matcher::CompiledPolicy;
 use crate::path::InsufficientResources;
 use crate::policy::FlushMethod;
@@ -126,34 +126,26 @@ impl State {
     /// The active policy (a cheap `Arc` clone under the policy lock, taken shared
     /// through [`PolicyLocks::read_shared`]). IRQL <= DISPATCH_LEVEL.
     pub fn policy(&self) -> Arc<CompiledPolicy> {
-        let mut out = None;
-        self.locks
-            .read_shared(&mut || out = Some(self.policy.read().clone()));
-        // A PolicyLocks implementation always runs the closure; should one not, the
-        // inner lock alone is still memory-safe.
-        out.unwrap_or_else(|| self.policy.read().clone())
+        let read = || self.policy.read().clone();
+        run_in(|g| self.locks.read_shared(g), read).unwrap_or_else(read)
     }
 
     /// Runs `f` with SetPolicy serialized ([`PolicyLocks::serialize`], then the inner
-    /// lock). Should a [`PolicyLocks`] implementation not run the closure, `f` runs
-    /// afterwards under the inner lock alone; `unrun` is only the type-level answer
-    /// for a closure that ran neither time (impossible). PASSIVE_LEVEL.
+    /// lock). `unrun` answers for a [`PolicyLocks`] implementation that never ran its
+    /// closure (a broken contract: nothing changes). PASSIVE_LEVEL.
     pub(crate) fn serialized<T, E>(
         &self,
         unrun: E,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut f = Some(f);
-        let mut out = None;
-        let mut run = || {
-            if let Some(f) = f.take() {
+        run_in(
+            |g| self.locks.serialize(g),
+            || {
                 let _g = self.set_lock.lock();
-                out = Some(f());
-            }
-        };
-        self.locks.serialize(&mut run);
-        run();
-        out.unwrap_or(Err(unrun))
+                f()
+            },
+        )
+        .unwrap_or(Err(unrun))
     }
 
     /// Global statistics.
@@ -292,17 +284,8 @@ impl State {
             compiled.policy().attach_local_volumes,
         );
         self.status_flags.store(flags.bits(), Ordering::Relaxed);
-        let mut new = Some(compiled.clone());
-        let mut old = None;
-        self.locks.write_exclusive(&mut || {
-            if let Some(new) = new.take() {
-                old = Some(core::mem::replace(&mut *self.policy.write(), new));
-            }
-        });
-        if let Some(new) = new {
-            // Not run by the kernel lock (never expected): swap under the inner lock.
-            old = Some(core::mem::replace(&mut *self.policy.write(), new));
-        }
+        let swap = || core::mem::replace(&mut *self.policy.write(), compiled.clone());
+        let old = run_in(|g| self.locks.write_exclusive(g), swap).unwrap_or_else(swap);
         // The previous policy is released outside the lock (its last reference may
         // free it).
         drop(old);
