@@ -151,11 +151,6 @@ impl<S: CommitSync> GroupCommit<S> {
         }
     }
 
-    /// The synchronisation primitives (for tests).
-    pub fn sync(&self) -> &S {
-        &self.sync
-    }
-
     /// Runs `f` on the state under the implementation's lock.
     fn with_state<R>(&self, f: impl FnOnce(&mut State<S::Event>) -> R) -> R {
         let _outer = self.sync.lock();

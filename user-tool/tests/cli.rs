@@ -940,19 +940,43 @@ fn malformed_lines_are_reported_and_strict_stops() {
     assert_eq!(r["malformed"][1]["line"], 4);
     assert_eq!(r["totals"]["writes"], 1);
     assert_eq!(r["totals"]["flushes_issued"], 1);
-    flushctl()
+    let (strict, _) = strict_and_lenient_replay(&trace, &policy);
+    strict
+        .code(7)
+        .stderr(predicate::str::contains("line 3"))
+        .stderr(predicate::str::contains("--strict"));
+}
+
+/// `replay --strict` of `trace` under `policy` (its assertion, for the caller's exit
+/// code and message checks), then the same replay without `--strict` as JSON, which
+/// must succeed (the report).
+fn strict_and_lenient_replay(
+    trace: &std::path::Path,
+    policy: &std::path::Path,
+) -> (assert_cmd::assert::Assert, Value) {
+    let strict = flushctl()
         .args([
             "replay",
             "--strict",
             "--trace",
-            p(&trace),
+            p(trace),
             "--policy",
-            p(&policy),
+            p(policy),
         ])
-        .assert()
-        .code(7)
-        .stderr(predicate::str::contains("line 3"))
-        .stderr(predicate::str::contains("--strict"));
+        .assert();
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--trace",
+            p(trace),
+            "--policy",
+            p(policy),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (strict, serde_json::from_slice(&out.stdout).unwrap())
 }
 
 #[test]
@@ -970,33 +994,13 @@ fn strict_rejects_a_record_cut_off_inside_a_quoted_field() {
          \"1\",\"a.exe\",\"4\",\"CreateFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Options: Synchronous IO Non-Alert\"\r\n\
          \"2\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 4,096",
     );
-    flushctl()
-        .args([
-            "replay",
-            "--strict",
-            "--trace",
-            p(&trace),
-            "--policy",
-            p(&policy),
-        ])
-        .assert()
+    let (strict, r) = strict_and_lenient_replay(&trace, &policy);
+    strict
         .code(7)
         .stderr(predicate::str::contains("line 3: "))
         .stderr(predicate::str::contains("unterminated quoted field"));
     // Without --strict the record is counted as malformed and not replayed.
-    let out = flushctl()
-        .args([
-            "--json",
-            "replay",
-            "--trace",
-            p(&trace),
-            "--policy",
-            p(&policy),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+
     assert_eq!(r["counts"]["malformed"], 1);
     assert_eq!(r["malformed"][0]["line"], 3);
     assert_eq!(r["totals"]["writes"], 0);
@@ -1014,32 +1018,12 @@ fn strict_rejects_misplaced_group_separators() {
          \"1\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 1,5\"\r\n\
          \"2\",\"a.exe\",\"4\",\"WriteFile\",\"\\\\s\\h\\f.txt\",\"SUCCESS\",\"Offset: 0, Length: 1,536\"\r\n",
     );
-    flushctl()
-        .args([
-            "replay",
-            "--strict",
-            "--trace",
-            p(&trace),
-            "--policy",
-            p(&policy),
-        ])
-        .assert()
+    let (strict, r) = strict_and_lenient_replay(&trace, &policy);
+    strict
         .code(7)
         .stderr(predicate::str::contains("line 2: WriteFile: `Length: 1,5`"))
         .stderr(predicate::str::contains("misplaced thousands separators"));
-    let out = flushctl()
-        .args([
-            "--json",
-            "replay",
-            "--trace",
-            p(&trace),
-            "--policy",
-            p(&policy),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+
     assert_eq!(r["counts"]["malformed"], 1);
     assert_eq!(r["malformed"][0]["line"], 2);
     assert_eq!(r["totals"]["write_bytes"], 1536);
