@@ -25,11 +25,11 @@ pub enum CallSite {
     FltFlushBuffers2,
     /// `FltFlushBuffers`.
     FltFlushBuffers,
-    /// `ObOpenObjectByPointer`.
+    /// `FltCreateFileEx2` of FlushGuard's own handle for `ZwFlushBuffersFileEx`.
     OpenKernelHandle,
     /// `ZwFlushBuffersFileEx`.
     ZwFlushBuffersFileEx,
-    /// `ZwClose`.
+    /// `FltClose` of that handle.
     CloseKernelHandle,
     /// Registry read of `Parameters\Policy`.
     ReadPolicy,
