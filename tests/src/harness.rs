@@ -325,8 +325,6 @@ impl Harness {
             data.fo_flags |= FO_SYNCHRONOUS_IO;
             data.synchronous = true;
             spec.complete_later = false;
-            let me = self.fake.current_thread_id();
-            self.fake.with_file(file, |f| f.lock_owner = Some(me));
         }
         fake::set_top_level_irp(match spec.kind {
             WriteKind::LazyWriter => TopLevelIrp::Cache,

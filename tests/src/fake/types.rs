@@ -121,8 +121,6 @@ pub struct FileObject {
     /// Opened with `FILE_WRITE_THROUGH` (as the file system saw the create): the
     /// I/O manager sets `FO_WRITE_THROUGH` on the file object.
     pub write_through: bool,
-    /// Thread holding the file object lock (a synchronous service in progress).
-    pub lock_owner: Option<u64>,
     /// The file system opened the file object (IRP_MJ_CREATE went down); before
     /// that MUP cannot name its redirector.
     pub opened: bool,
