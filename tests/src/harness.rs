@@ -12,7 +12,7 @@ use flushguard_engine::callbacks::{
 use flushguard_protocol::nt::{IRP_MJ_FILE_SYSTEM_CONTROL, IRP_MJ_SET_INFORMATION};
 use flushguard_protocol::NtStatus;
 
-use flushguard_engine::callbacks::{Counter, FilterManager, TopLevelIrp, FO_SYNCHRONOUS_IO};
+use flushguard_engine::callbacks::{Counter, TopLevelIrp, FO_SYNCHRONOUS_IO};
 
 use crate::fake::{self, Fake, FakeData, FakeOptions, Pending, IRP_SYNCHRONOUS_PAGING_IO};
 
