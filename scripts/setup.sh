@@ -7,7 +7,8 @@
 #   rustup parts    rustfmt, clippy
 #   Debian          clang (SEH shim, harness), lld + llvm (llvm-lib, llvm-dlltool,
 #                   llvm-readobj), osslsigncode + openssl (test signing), mingw-w64
-#                   (flushctl.exe), wine + wine64 (SEH shim test)
+#                   (flushctl.exe), wine + wine64 (SEH shim test), fio (outside anchor of
+#                   the group-commit benchmark, engine/benches/group_commit.rs)
 set -euo pipefail
 
 say() { printf '==> setup: %s\n' "$*"; }
@@ -44,7 +45,7 @@ for component in rustfmt clippy; do
 done
 
 # --- Debian packages ---------------------------------------------------------------------
-packages=(clang lld llvm osslsigncode openssl mingw-w64 wine wine64)
+packages=(clang lld llvm osslsigncode openssl mingw-w64 wine wine64 fio)
 missing=()
 for package in "${packages[@]}"; do
     if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -62,7 +63,7 @@ fi
 
 # --- Every tool the pipeline calls must now exist ------------------------------------------
 for tool in clang llvm-lib llvm-dlltool llvm-readobj osslsigncode openssl \
-            x86_64-w64-mingw32-gcc wine; do
+            x86_64-w64-mingw32-gcc wine fio; do
     command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 rust_lld="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/rust-lld"

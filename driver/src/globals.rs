@@ -87,6 +87,17 @@ unsafe fn write_filter(p: *mut Filter<KernelFltMgr>, fm: KernelFltMgr, events: E
         crate::fltmgr::DRIVER_VERSION,
         events,
     );
+    // SAFETY: as this function's contract.
+    unsafe { write_filter_with(p, fm, state) };
+}
+
+/// The second half of [`write_filter`], in a frame of its own: the `State` temporary
+/// and the `Filter` temporary together exceed 4 KiB in an unoptimised build.
+///
+/// # Safety
+/// As [`write_filter`].
+#[inline(never)]
+unsafe fn write_filter_with(p: *mut Filter<KernelFltMgr>, fm: KernelFltMgr, state: State) {
     // SAFETY: `p` is fresh, suitably aligned pool memory for one Filter, owned by
     // `install` until it publishes it (see above); nothing reads it before this write.
     unsafe { p.write(Filter::new(fm, state)) };

@@ -201,7 +201,13 @@ pub struct FileObjectPrefix {
     /// `CSHORT Size`.
     pub Size: i16,
     _reserved_align: u32,
-    _reserved_pointers: [*mut c_void; 6],
+    /// `DeviceObject`, `Vpb`.
+    _reserved_device_vpb: [*mut c_void; 2],
+    /// `FsContext`: the file system's per-stream control block, the same for every
+    /// file object of one stream (the group-commit stream key; only compared).
+    pub FsContext: *mut c_void,
+    /// `FsContext2`, `SectionObjectPointer`, `PrivateCacheMap`.
+    _reserved_pointers: [*mut c_void; 3],
     /// `FinalStatus` (NTSTATUS).
     pub FinalStatus: i32,
     _reserved_align2: u32,
@@ -286,6 +292,7 @@ const_assert_eq!(offset_of!(FltRelatedObjects, FileObject), 32);
 const_assert_eq!(offset_of!(FltRelatedObjects, Transaction), 40);
 const_assert_eq!(size_of::<FltRelatedObjects>(), 48);
 
+const_assert_eq!(offset_of!(FileObjectPrefix, FsContext), 24);
 const_assert_eq!(offset_of!(FileObjectPrefix, FinalStatus), 56);
 const_assert_eq!(offset_of!(FileObjectPrefix, RelatedFileObject), 64);
 const_assert_eq!(offset_of!(FileObjectPrefix, Flags), 80);
@@ -315,6 +322,11 @@ mod windows_sys_audit {
         size_of::<super::FltRelatedObjects>()
     );
     const_assert_eq!(offset_of!(FILE_OBJECT, Flags), 80);
+    const_assert_eq!(offset_of!(FILE_OBJECT, FsContext), 24);
+    const_assert_eq!(
+        offset_of!(FILE_OBJECT, FsContext),
+        offset_of!(super::FileObjectPrefix, FsContext)
+    );
 
     // FLT_REGISTRATION (FLT_REGISTRATION_VERSION_0203), fltKernel.h.
     const_assert_eq!(offset_of!(FLT_REGISTRATION, Size), 0);

@@ -26,6 +26,7 @@
 //!   and the flush worker.
 //! - [`fltmgr`]: the engine's `FilterManager` / `CallbackData` traits over FFI.
 //! - [`locks`]: the `EX_SPIN_LOCK` and push lock behind the engine's policy locks.
+//! - [`group`]: the `EX_SPIN_LOCK` and `KEVENT` pair of each group-commit coordinator.
 //! - [`layout`]: `#[repr(C)]` mirrors of the structures the driver dereferences, each
 //!   offset asserted against fltKernel.h / wdm.h (windows-sys's `FLT_PARAMETERS` is wrong).
 #![cfg_attr(flushguard_kernel, no_std)]
@@ -45,6 +46,8 @@ pub mod fltmgr;
 mod crt;
 #[cfg(flushguard_kernel)]
 pub mod globals;
+#[cfg(flushguard_kernel)]
+pub mod group;
 #[cfg(flushguard_kernel)]
 pub mod instance;
 pub mod layout;

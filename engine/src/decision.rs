@@ -161,6 +161,10 @@ pub enum FlushPoint {
     AfterWrite,
     /// In the pre-cleanup callback.
     AtCleanup,
+    /// In the post-write callback (or the flush worker), after a successful write,
+    /// through the stream's group-commit coordinator: one flush covers every writer
+    /// of the stream that registered before it started ([`crate::group_commit`]).
+    GroupCommit(crate::group_commit::GroupOptions),
 }
 
 /// A flush FlushGuard issues. After a successful flush the driver clears the
@@ -299,7 +303,7 @@ fn audit(d: &mut Decision) {
 
 fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
     let mut d = Decision::default();
-    let flushing = matches!(mode, Mode::FlushAfterWrite | Mode::FlushOnClose);
+    let flushing = mode.is_flushing();
     match (v.major, v.phase) {
         (MajorFunction::Create, Phase::Pre)
             if mode == Mode::WriteThrough
@@ -349,7 +353,7 @@ fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
                         }
                     }
                 }
-                Mode::FlushAfterWrite => {
+                Mode::FlushAfterWrite | Mode::GroupCommit => {
                     d.mark_written_since_flush = true;
                     d.pre_op = if v.synchronous {
                         PreOp::Synchronize
@@ -362,7 +366,7 @@ fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
             }
         }
         (MajorFunction::Write, Phase::Post) => {
-            if mode != Mode::FlushAfterWrite
+            if !mode.flushes_after_write()
                 || v.is_paging_io()
                 || v.own_flush_in_progress
                 || v.fast_io
@@ -380,7 +384,10 @@ fn enforce(action: &Action, mode: Mode, v: &OperationView) -> Decision {
             d.flush = Some(FlushRequest {
                 method: action.method,
                 flags: action.flags,
-                point: FlushPoint::AfterWrite,
+                point: match (mode, action.group) {
+                    (Mode::GroupCommit, Some(g)) => FlushPoint::GroupCommit(g),
+                    _ => FlushPoint::AfterWrite,
+                },
             });
         }
         (MajorFunction::FlushBuffers, Phase::Pre) => {

@@ -15,13 +15,15 @@ use core::fmt;
 use flushguard_protocol::codec::{utf16_len, Utf16Str, Writer};
 use flushguard_protocol::policy::{
     ActionFlags, ActionWire, PolicyBlob, PolicyFlags, PolicyHeader, RuleWire, MAX_EXTENSIONS,
-    MAX_EXTENSIONS_UNITS, MAX_EXTENSION_UNITS, MAX_PATH_GLOB_UNITS, MAX_POLICY_BYTES,
-    MAX_PROCESS_UNITS, MAX_RULES, MAX_RULE_NAME_UNITS, MAX_SHARE_UNITS,
+    MAX_EXTENSIONS_UNITS, MAX_EXTENSION_UNITS, MAX_GROUP_BATCH, MAX_GROUP_BATCH_WAIT_US,
+    MAX_PATH_GLOB_UNITS, MAX_POLICY_BYTES, MAX_PROCESS_UNITS, MAX_RULES, MAX_RULE_NAME_UNITS,
+    MAX_SHARE_UNITS,
 };
 use flushguard_protocol::{
     Contradiction, DecodeError, FlushFlags, NameProblem, NtStatus, Utf16Problem,
 };
 
+pub use crate::group_commit::GroupOptions;
 use crate::path::{self, InsufficientResources, NameError};
 pub use crate::vocabulary::{FileProvider, FlushMethod, Mode, ProviderSelector};
 
@@ -41,6 +43,9 @@ pub struct Action {
     /// Count paging I/O writes (lazy writer, mapped pages) in writes seen and
     /// bytes governed. Paging I/O is never blocked or flushed either way.
     pub count_paging_io: bool,
+    /// Group-commit options: `Some` exactly when the effective mode is
+    /// [`Mode::GroupCommit`] (checked by [`Action::validate`]).
+    pub group: Option<GroupOptions>,
 }
 
 impl Action {
@@ -52,15 +57,21 @@ impl Action {
         flags: FlushFlags::empty(),
         upgrade_app_flush: None,
         count_paging_io: false,
+        group: None,
     };
 
     /// An action with `mode` and defaults for everything else (`audit` audits
-    /// write-through).
+    /// write-through; group-commit gets [`GroupOptions::DEFAULT`]).
     pub const fn with_mode(mode: Mode) -> Action {
         Action {
             mode,
             audited_mode: if matches!(mode, Mode::Audit) {
                 Some(Mode::WriteThrough)
+            } else {
+                None
+            },
+            group: if matches!(mode, Mode::GroupCommit) {
+                Some(GroupOptions::DEFAULT)
             } else {
                 None
             },
@@ -91,6 +102,13 @@ impl Action {
             upgrade_flags: self.upgrade_app_flush.unwrap_or(FlushFlags::empty()),
             action_flags,
             audit_mode: self.audited_mode.map_or(0, Mode::code),
+            // Out-of-range values saturate and are rejected by check_contradictions.
+            max_batch: self
+                .group
+                .map_or(0, |g| u16::try_from(g.max_batch).unwrap_or(u16::MAX)),
+            max_batch_wait_us: self.group.map_or(0, |g| {
+                u16::try_from(g.max_batch_wait_us).unwrap_or(u16::MAX)
+            }),
         }
     }
 
@@ -111,12 +129,19 @@ impl Action {
                 None
             },
             count_paging_io: w.action_flags.contains(ActionFlags::COUNT_PAGING_IO),
+            group: (w.max_batch != 0).then_some(GroupOptions {
+                max_batch: u32::from(w.max_batch),
+                max_batch_wait_us: u32::from(w.max_batch_wait_us),
+            }),
         })
     }
 
     /// Checks the action: one flush type per flag set, no purge with the native
-    /// method, no settings on `pass`, audit targets an enforcing mode.
-    /// Errors: `Contradictory(..)`.
+    /// method, no settings on `pass`, audit targets an enforcing mode, group-commit
+    /// options exactly on a (audited) group-commit mode and within
+    /// [`MAX_GROUP_BATCH`] / [`MAX_GROUP_BATCH_WAIT_US`].
+    /// Errors: `Contradictory(..)`, `BadValue { field: "Action.max_batch" |
+    /// "Action.max_batch_wait_us" }`.
     pub fn validate(&self) -> Result<(), DecodeError> {
         self.flags.validate()?;
         if let Some(u) = self.upgrade_app_flush {
@@ -128,6 +153,28 @@ impl Action {
                 return Err(DecodeError::Contradictory(Contradiction::BadAuditTarget))
             }
             (_, Some(_)) => return Err(DecodeError::Contradictory(Contradiction::BadAuditTarget)),
+            _ => {}
+        }
+        let group_commit = self.effective_mode() == Mode::GroupCommit;
+        match self.group {
+            None if group_commit => {
+                return Err(DecodeError::BadValue {
+                    field: "Action.max_batch",
+                    value: 0,
+                })
+            }
+            Some(g) if group_commit && g.max_batch > u32::from(MAX_GROUP_BATCH) => {
+                return Err(DecodeError::BadValue {
+                    field: "Action.max_batch",
+                    value: g.max_batch,
+                })
+            }
+            Some(g) if group_commit && g.max_batch_wait_us > u32::from(MAX_GROUP_BATCH_WAIT_US) => {
+                return Err(DecodeError::BadValue {
+                    field: "Action.max_batch_wait_us",
+                    value: g.max_batch_wait_us,
+                })
+            }
             _ => {}
         }
         self.to_wire().check_contradictions()
@@ -382,7 +429,25 @@ type RuleProblem = (&'static str, NameError);
 fn check_rule(r: &Rule, duplicate: bool) -> Result<(), RuleProblem> {
     check_rule_name(&r.name, duplicate)?;
     check_matcher(&r.matcher)?;
-    r.action.validate().map_err(|e| ("action", e.into()))
+    r.action
+        .validate()
+        .map_err(|e| (action_field(&e), e.into()))
+}
+
+/// The policy-file key an action error is about (`action` when it is not one key).
+fn action_field(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::BadValue {
+            field: "Action.max_batch",
+            ..
+        }
+        | DecodeError::Contradictory(Contradiction::GroupOptionsOutsideGroupCommit) => "max-batch",
+        DecodeError::BadValue {
+            field: "Action.max_batch_wait_us",
+            ..
+        } => "max-batch-wait-us",
+        _ => "action",
+    }
 }
 
 fn check_rule_name(name: &str, duplicate: bool) -> Result<(), RuleProblem> {

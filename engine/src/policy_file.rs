@@ -14,8 +14,10 @@
 //! path = "**/*.mdf"                   # glob below the share
 //! process = "sqlservr.exe"            # image file name pattern
 //! extensions = ["mdf", "ldf"]         # any of
-//! mode = "write-through"              # pass | audit | write-through | flush-after-write | flush-on-close
+//! mode = "write-through"              # pass | audit | write-through | flush-after-write | flush-on-close | group-commit
 //! audit-mode = "flush-after-write"    # only with mode = "audit" (default write-through)
+//! max-batch = 64                      # group-commit only: writers per flush, 1..=4096 (default 64)
+//! max-batch-wait-us = 0               # group-commit only: leader's wait, 0..=50000 µs (default 0)
 //! method = "filter"                   # filter (FltFlushBuffers2) | native (ZwFlushBuffersFileEx)
 //! flush = "full"                      # full | no-sync | data-sync-only | file-data-only | flush-and-purge
 //! upgrade-app-flush = "full"          # optional: upgrade application flushes to at least this
@@ -35,7 +37,7 @@ use serde_path_to_error::Segment;
 use toml::Spanned;
 
 use crate::policy::{
-    Action, FlushMethod, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
+    Action, FlushMethod, GroupOptions, Matcher, Mode, Policy, PolicyError, ProviderSelector, Rule,
 };
 use flushguard_protocol::{Contradiction, DecodeError, FlushFlags};
 
@@ -67,6 +69,10 @@ struct ActionToml {
     upgrade_app_flush: Option<FlushToml>,
     #[serde(default, skip_serializing_if = "is_false")]
     count_paging_io: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_batch: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_batch_wait_us: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -94,6 +100,10 @@ struct RuleToml {
     upgrade_app_flush: Option<FlushToml>,
     #[serde(default, skip_serializing_if = "is_false")]
     count_paging_io: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_batch: Option<Spanned<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_batch_wait_us: Option<Spanned<u32>>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -148,6 +158,7 @@ impl ActionToml {
             self.flush,
             self.upgrade_app_flush,
             self.count_paging_io,
+            group_from(&self.max_batch, &self.max_batch_wait_us),
         )
     }
 
@@ -168,8 +179,32 @@ impl ActionToml {
             },
             upgrade_app_flush: a.upgrade_app_flush.and_then(FlushToml::of),
             count_paging_io: a.count_paging_io,
+            max_batch: a
+                .group
+                .filter(|g| g.max_batch != GroupOptions::DEFAULT.max_batch)
+                .map(|g| Spanned::new(0..0, g.max_batch)),
+            max_batch_wait_us: a
+                .group
+                .filter(|g| g.max_batch_wait_us != GroupOptions::DEFAULT.max_batch_wait_us)
+                .map(|g| Spanned::new(0..0, g.max_batch_wait_us)),
         }
     }
+}
+
+/// The group-commit options as written: `Some` when either key is present (defaults
+/// for the other). Which mode they go with is [`action_from`]'s business.
+fn group_from(
+    max_batch: &Option<Spanned<u32>>,
+    wait: &Option<Spanned<u32>>,
+) -> Option<GroupOptions> {
+    (max_batch.is_some() || wait.is_some()).then(|| GroupOptions {
+        max_batch: max_batch
+            .as_ref()
+            .map_or(GroupOptions::DEFAULT.max_batch, |v| *v.get_ref()),
+        max_batch_wait_us: wait
+            .as_ref()
+            .map_or(GroupOptions::DEFAULT.max_batch_wait_us, |v| *v.get_ref()),
+    })
 }
 
 fn action_from(
@@ -179,6 +214,7 @@ fn action_from(
     flush: Option<FlushToml>,
     upgrade: Option<FlushToml>,
     count_paging_io: bool,
+    group: Option<GroupOptions>,
 ) -> Action {
     let mode = mode.unwrap_or(Mode::Pass);
     let audited_mode = match (mode, audit_mode) {
@@ -186,14 +222,21 @@ fn action_from(
         (Mode::Audit, None) => Some(Mode::WriteThrough),
         _ => None,
     };
-    Action {
+    let mut action = Action {
         mode,
         audited_mode,
         method: method.unwrap_or(FlushMethod::Filter),
         flags: flush.map_or(FlushFlags::empty(), FlushFlags::from),
         upgrade_app_flush: upgrade.map(FlushFlags::from),
         count_paging_io,
+        group,
+    };
+    // A group-commit rule without options gets the defaults; options on another
+    // mode stay, for validate to reject at the key.
+    if action.effective_mode() == Mode::GroupCommit && action.group.is_none() {
+        action.group = Some(GroupOptions::DEFAULT);
     }
+    action
 }
 
 /// 1-based (line, column) of byte `offset` in `src` (column in characters).
@@ -271,6 +314,17 @@ impl Policy {
                     ("path", fs(&r.path)),
                     ("process", fs(&r.process)),
                     ("extensions", r.extensions.as_ref().map(Spanned::span)),
+                    (
+                        "max-batch",
+                        r.max_batch
+                            .as_ref()
+                            .or(r.max_batch_wait_us.as_ref())
+                            .map(Spanned::span),
+                    ),
+                    (
+                        "max-batch-wait-us",
+                        r.max_batch_wait_us.as_ref().map(Spanned::span),
+                    ),
                 ],
             ));
             rules.push(Rule {
@@ -289,6 +343,7 @@ impl Policy {
                     r.flush,
                     r.upgrade_app_flush,
                     r.count_paging_io,
+                    group_from(&r.max_batch, &r.max_batch_wait_us),
                 ),
             });
         }
@@ -358,6 +413,8 @@ impl Policy {
                             flush: a.flush,
                             upgrade_app_flush: a.upgrade_app_flush,
                             count_paging_io: a.count_paging_io,
+                            max_batch: a.max_batch,
+                            max_batch_wait_us: a.max_batch_wait_us,
                         },
                     )
                 })
@@ -375,6 +432,11 @@ fn expected_for(field: &str) -> &'static str {
         "extensions" => "at most 32 extensions such as \"db\" or \".mdf\", without wildcards",
         "name" => "a unique, non-empty name of at most 64 characters",
         "rules" => "at most 16384 rules",
+        "max-batch" => {
+            "max-batch (1..=4096) and max-batch-wait-us only with mode group-commit \
+             (or audit-mode group-commit)"
+        }
+        "max-batch-wait-us" => "0..=50000 microseconds, only with mode group-commit",
         _ => {
             "a consistent action: one flush type, no flush-and-purge with method native, \
               no flush settings on pass, audit-mode only with mode audit"

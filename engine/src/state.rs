@@ -366,6 +366,8 @@ impl State {
             global: try_box(self.stats.global().snapshot())?,
             default_rule: try_box(p.counters(None).snapshot())?,
             latency: try_box(self.stats.latency())?,
+            group_batch: try_box(self.stats.group_batch())?,
+            group_wait: try_box(self.stats.group_wait())?,
             failures: try_box(failures)?,
             callbacks: Some(try_box(self.callback_counters.snapshot())?),
             rules: p.rule_counter_window(first_rule, max_rules)?,

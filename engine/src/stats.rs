@@ -68,6 +68,10 @@ pub struct Stats {
     global: Counters,
     failures: [AtomicU64; STATUS_SLOTS],
     latency: [AtomicU64; LATENCY_BUCKETS],
+    /// Writers acknowledged per group-commit flush ([`latency_bucket`] buckets).
+    group_batch: [AtomicU64; LATENCY_BUCKETS],
+    /// Microseconds each group-commit writer waited ([`latency_bucket`] buckets).
+    group_wait: [AtomicU64; LATENCY_BUCKETS],
 }
 
 impl Default for Stats {
@@ -83,7 +87,41 @@ impl Stats {
             global: Counters::new(),
             failures: core::array::from_fn(|_| AtomicU64::new(0)),
             latency: core::array::from_fn(|_| AtomicU64::new(0)),
+            group_batch: core::array::from_fn(|_| AtomicU64::new(0)),
+            group_wait: core::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// Records one group-commit flush acknowledging `writers` writers (histogram).
+    pub fn record_group_batch(&self, writers: u32) {
+        if let Some(b) = self.group_batch.get(latency_bucket(u64::from(writers))) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records one group-commit writer's wait for its batch's flush, µs (histogram).
+    pub fn record_group_wait(&self, us: u64) {
+        if let Some(b) = self.group_wait.get(latency_bucket(us)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Group-commit batch-size histogram (see [`Stats::record_group_batch`]).
+    pub fn group_batch(&self) -> [u64; LATENCY_BUCKETS] {
+        core::array::from_fn(|i| {
+            self.group_batch
+                .get(i)
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Group-commit wait histogram, µs (see [`Stats::record_group_wait`]).
+    pub fn group_wait(&self) -> [u64; LATENCY_BUCKETS] {
+        core::array::from_fn(|i| {
+            self.group_wait
+                .get(i)
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+        })
     }
 
     /// Global counters.
@@ -139,6 +177,8 @@ impl Stats {
         self.failures
             .iter()
             .chain(self.latency.iter())
+            .chain(self.group_batch.iter())
+            .chain(self.group_wait.iter())
             .for_each(|a| a.store(0, Ordering::Relaxed));
     }
 
@@ -177,6 +217,10 @@ pub struct StatsSnapshot {
     pub default_rule: Box<[u64; COUNTER_COUNT]>,
     /// Flush latency histogram, [`LATENCY_BUCKETS`] buckets (µs, log2).
     pub latency: Box<[u64; LATENCY_BUCKETS]>,
+    /// Group-commit batch histogram: writers per flush, [`LATENCY_BUCKETS`] log2 buckets.
+    pub group_batch: Box<[u64; LATENCY_BUCKETS]>,
+    /// Group-commit wait histogram: µs per writer, [`LATENCY_BUCKETS`] log2 buckets.
+    pub group_wait: Box<[u64; LATENCY_BUCKETS]>,
     /// Flush failures: (status, count); the last slot has status 0 = other.
     pub failures: Box<[(NtStatus, u64); STATUS_SLOTS]>,
     /// Callback-layer counters in [`CallbackCounter`] order (every fail-open and
@@ -221,6 +265,8 @@ impl StatsSnapshot {
             .iter()
             .chain(self.default_rule.iter())
             .chain(self.latency.iter())
+            .chain(self.group_batch.iter())
+            .chain(self.group_wait.iter())
         {
             w.u64(*v)?;
         }
@@ -271,6 +317,8 @@ impl StatsSnapshot {
             global: Box::new([0; COUNTER_COUNT]),
             default_rule: Box::new([0; COUNTER_COUNT]),
             latency: Box::new([0; LATENCY_BUCKETS]),
+            group_batch: Box::new([0; LATENCY_BUCKETS]),
+            group_wait: Box::new([0; LATENCY_BUCKETS]),
             failures: Box::new([(NtStatus::SUCCESS, 0); STATUS_SLOTS]),
             callbacks: None,
             rules: Vec::with_capacity(h.returned_rules as usize),
@@ -278,6 +326,8 @@ impl StatsSnapshot {
         read_u64s(&mut r, &mut snap.global[..])?;
         read_u64s(&mut r, &mut snap.default_rule[..])?;
         read_u64s(&mut r, &mut snap.latency[..])?;
+        read_u64s(&mut r, &mut snap.group_batch[..])?;
+        read_u64s(&mut r, &mut snap.group_wait[..])?;
         read_failures(&mut r, &mut snap.failures[..])?;
         if h.callback_counters != 0 {
             let mut callbacks = Box::new([0; CALLBACK_COUNTER_COUNT]);

@@ -158,6 +158,11 @@ named_codes! {
         FlushAfterWrite = 3, "flush-after-write";
         /// Flush at IRP_MJ_CLEANUP when the handle's file was written since its last flush.
         FlushOnClose = 4, "flush-on-close";
+        /// Like flush-after-write (each governed write completes only after a flush
+        /// that started after it completed), but writers of one stream share flushes:
+        /// those arriving while a flush is in flight wait for the next one
+        /// ([`crate::group_commit`]; options `max-batch`, `max-batch-wait-us`).
+        GroupCommit = 5, "group-commit";
     }
 }
 
@@ -166,8 +171,22 @@ impl Mode {
     pub const fn is_enforcing(self) -> bool {
         matches!(
             self,
-            Mode::WriteThrough | Mode::FlushAfterWrite | Mode::FlushOnClose
+            Mode::WriteThrough | Mode::FlushAfterWrite | Mode::FlushOnClose | Mode::GroupCommit
         )
+    }
+
+    /// True for the modes that flush (after writes, at cleanup, or in batches).
+    pub const fn is_flushing(self) -> bool {
+        matches!(
+            self,
+            Mode::FlushAfterWrite | Mode::FlushOnClose | Mode::GroupCommit
+        )
+    }
+
+    /// True for the modes that flush after each governed write before it completes
+    /// (flush-after-write; group-commit, one flush per batch).
+    pub const fn flushes_after_write(self) -> bool {
+        matches!(self, Mode::FlushAfterWrite | Mode::GroupCommit)
     }
 }
 
@@ -209,10 +228,10 @@ mod tests {
             assert_eq!(FileProvider::from_name(p.name()), Some(p));
         }
         assert_eq!(
-            Mode::from_code(5),
+            Mode::from_code(6),
             Err(DecodeError::BadValue {
                 field: "Action.mode",
-                value: 5
+                value: 6
             })
         );
         assert_eq!(ProviderSelector::from_name("Any"), None);

@@ -505,6 +505,8 @@ fn simulate(a: &Action, ops: &[Op]) -> (u32, u32) {
 }
 
 /// Modes ordered by strictness: each step never removes a write-through or a flush.
+/// Group-commit decides exactly as flush-after-write (a flush after every governed
+/// write; the batching is the coordinator's, below the decision).
 fn stricter_modes(m: Mode) -> &'static [Mode] {
     match m {
         Mode::Pass | Mode::Audit => &[
@@ -513,9 +515,10 @@ fn stricter_modes(m: Mode) -> &'static [Mode] {
             Mode::WriteThrough,
             Mode::FlushOnClose,
             Mode::FlushAfterWrite,
+            Mode::GroupCommit,
         ],
-        Mode::FlushOnClose => &[Mode::FlushOnClose, Mode::FlushAfterWrite],
-        Mode::FlushAfterWrite => &[Mode::FlushAfterWrite],
+        Mode::FlushOnClose => &[Mode::FlushOnClose, Mode::FlushAfterWrite, Mode::GroupCommit],
+        Mode::FlushAfterWrite | Mode::GroupCommit => &[Mode::FlushAfterWrite, Mode::GroupCommit],
         Mode::WriteThrough => &[Mode::WriteThrough],
     }
 }

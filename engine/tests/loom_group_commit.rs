@@ -34,20 +34,30 @@ impl BatchEvent for Event {
         *self.set.lock().unwrap() = true;
         self.cv.notify_all();
     }
+    fn reset(&self) {
+        *self.set.lock().unwrap() = false;
+    }
+}
+
+impl Event {
+    fn new() -> Self {
+        Event {
+            set: Mutex::new(false),
+            cv: Condvar::new(),
+        }
+    }
 }
 
 struct LoomSync {
     lock: Mutex<()>,
+    events: [Event; 2],
 }
 
 impl CommitSync for LoomSync {
     type Event = Event;
     type Guard<'a> = MutexGuard<'a, ()>;
-    fn new_event(&self) -> Option<Event> {
-        Some(Event {
-            set: Mutex::new(false),
-            cv: Condvar::new(),
-        })
+    fn event(&self, index: usize) -> &Event {
+        &self.events[index % 2]
     }
     fn lock(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap()
@@ -72,15 +82,14 @@ fn model(writers: usize, fail: impl Fn(u64) -> bool + Send + Sync + 'static, max
     // bound, in about a minute of CPU on these machines.
     builder.preemption_bound = Some(if writers > 2 { 2 } else { 3 });
     builder.check(move || {
-        let gc = Arc::new(GroupCommit::new(
-            LoomSync {
-                lock: Mutex::new(()),
-            },
-            GroupOptions {
-                max_batch,
-                max_batch_wait_us: 0,
-            },
-        ));
+        let gc = Arc::new(GroupCommit::new(LoomSync {
+            lock: Mutex::new(()),
+            events: [Event::new(), Event::new()],
+        }));
+        let options = GroupOptions {
+            max_batch,
+            max_batch_wait_us: 0,
+        };
         let world = Arc::new(World {
             clock: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -92,7 +101,7 @@ fn model(writers: usize, fail: impl Fn(u64) -> bool + Send + Sync + 'static, max
                 let (gc, world, fail) = (gc.clone(), world.clone(), fail.clone());
                 thread::spawn(move || {
                     let registered = world.clock.fetch_add(1, Ordering::SeqCst);
-                    let outcome = gc.commit(|| {
+                    let outcome = gc.commit(options, |_batch| {
                         assert_eq!(
                             world.in_flight.fetch_add(1, Ordering::SeqCst),
                             0,
@@ -126,7 +135,7 @@ fn model(writers: usize, fail: impl Fn(u64) -> bool + Send + Sync + 'static, max
             match outcome {
                 Committed::Flushed => assert!(covered_by(true), "acknowledged too early"),
                 Committed::NotFlushed { .. } => assert!(covered_by(false), "failed open early"),
-                Committed::Unbatched => panic!("events never fail here"),
+                Committed::Unbatched => panic!("a coordinator never leaves a writer unbatched"),
             }
         }
         assert!(flushes.len() * max_batch as usize >= writers, "batch bound");

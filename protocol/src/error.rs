@@ -66,6 +66,9 @@ pub enum Contradiction {
     /// (`PIPE`, `MAILSLOT`, `IPC$`: remote named pipes and mailslots), which
     /// FlushGuard never governs: the rule could never apply.
     IpcShare,
+    /// `max-batch` / `max-batch-wait-us` on an action whose (audited) mode is not
+    /// group-commit.
+    GroupOptionsOutsideGroupCommit,
 }
 
 impl fmt::Display for NameProblem {
@@ -99,6 +102,9 @@ impl fmt::Display for Contradiction {
             Contradiction::ProviderShareMismatch => "a share on a provider without shares",
             Contradiction::IpcShare => {
                 "a named pipe / mailslot share (PIPE, MAILSLOT, IPC$), which FlushGuard never governs"
+            }
+            Contradiction::GroupOptionsOutsideGroupCommit => {
+                "max-batch / max-batch-wait-us on a mode other than group-commit"
             }
         })
     }

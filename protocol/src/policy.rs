@@ -20,12 +20,16 @@
 //!     bytes as above; extensions joined by '|' (a character Windows forbids in names)
 //!   zero padding to a multiple of 4 bytes
 //! ActionWire (16 bytes)
-//!   mode u16 @0 (0 pass, 1 audit, 2 write-through, 3 flush-after-write, 4 flush-on-close)
+//!   mode u16 @0 (0 pass, 1 audit, 2 write-through, 3 flush-after-write, 4 flush-on-close,
+//!     5 group-commit)
 //!   method u16 @2 (0 filter = FltFlushBuffers2, 1 native = ZwFlushBuffersFileEx)
 //!   flush_flags u16 @4 (FlushFlags)   upgrade_flags u16 @6 (FlushFlags)
 //!   action_flags u16 @8 (ActionFlags) audit_mode u16 @10 (a mode; 0 unless audit)
-//!   reserved u32 @12 = 0
+//!   max_batch u16 @12 (group-commit: 1..=MAX_GROUP_BATCH; 0 for every other mode)
+//!   max_batch_wait_us u16 @14 (group-commit: 0..=MAX_GROUP_BATCH_WAIT_US; else 0)
 //! ```
+//! (`max_batch` and `max_batch_wait_us` were one reserved, zero `u32` before
+//! group-commit; every blob written before stays valid.)
 
 use crate::codec::{
     clamp_u32, expect_declared_length, expect_version, size_within, Reader, Utf16Str, Writer,
@@ -78,7 +82,15 @@ bitflags::bitflags! {
 }
 
 /// Largest valid `mode` / `audit_mode` value.
-pub const MAX_MODE: u16 = 4;
+pub const MAX_MODE: u16 = 5;
+/// `mode` code of group-commit.
+pub const GROUP_COMMIT_MODE: u16 = 5;
+/// Largest `max_batch` (`max-batch` in a policy file): writers one group-commit flush
+/// acknowledges at most.
+pub const MAX_GROUP_BATCH: u16 = 4096;
+/// Largest `max_batch_wait_us` (`max-batch-wait-us`), microseconds (50 ms): a
+/// group-commit leader waits at most this long for more writers before flushing.
+pub const MAX_GROUP_BATCH_WAIT_US: u16 = 50_000;
 /// Largest valid `method` value.
 pub const MAX_METHOD: u16 = 1;
 /// Largest valid `provider` value.
@@ -101,6 +113,12 @@ pub struct ActionWire {
     pub action_flags: ActionFlags,
     /// Audited mode (audit only; 0 otherwise).
     pub audit_mode: u16,
+    /// Group-commit batch bound (1..=[`MAX_GROUP_BATCH`] when the effective mode is
+    /// group-commit; 0 otherwise).
+    pub max_batch: u16,
+    /// Group-commit leader's wait for more writers, microseconds
+    /// (0..=[`MAX_GROUP_BATCH_WAIT_US`]; 0 unless group-commit).
+    pub max_batch_wait_us: u16,
 }
 
 impl ActionWire {
@@ -115,15 +133,18 @@ impl ActionWire {
         w.u16(self.upgrade_flags.bits())?;
         w.u16(self.action_flags.bits())?;
         w.u16(self.audit_mode)?;
-        w.u32(0)
+        w.u16(self.max_batch)?;
+        w.u16(self.max_batch_wait_us)
     }
 
     /// Reads and validates an action.
     ///
-    /// Errors: `BadValue` (mode/method/audit_mode out of range), `UndefinedFlags`,
-    /// `NonZeroReserved`, `Contradictory` (several flush types; purge with the
-    /// native method; upgrade flags without the upgrade bit; flush type or method
-    /// on a `pass` action; audit_mode on a non-audit rule or an audit of pass/audit).
+    /// Errors: `BadValue` (mode/method/audit_mode out of range; a group-commit
+    /// `max_batch` of 0 or above [`MAX_GROUP_BATCH`], `max_batch_wait_us` above
+    /// [`MAX_GROUP_BATCH_WAIT_US`]), `UndefinedFlags`, `Contradictory` (several flush
+    /// types; purge with the native method; upgrade flags without the upgrade bit;
+    /// flush type or method on a `pass` action; audit_mode on a non-audit rule or an
+    /// audit of pass/audit; group-commit options on another mode).
     /// A `pass` action may upgrade application flushes.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let mode = r.u16()?;
@@ -154,7 +175,8 @@ impl ActionWire {
                 value: u32::from(audit_mode),
             });
         }
-        r.reserved32("Action.reserved")?;
+        let max_batch = r.u16()?;
+        let max_batch_wait_us = r.u16()?;
         let a = ActionWire {
             mode,
             method,
@@ -162,6 +184,8 @@ impl ActionWire {
             upgrade_flags,
             action_flags,
             audit_mode,
+            max_batch,
+            max_batch_wait_us,
         };
         a.check_contradictions()?;
         Ok(a)
@@ -190,6 +214,21 @@ impl ActionWire {
         }
         if self.mode != 1 && self.audit_mode != 0 {
             return c(Contradiction::BadAuditTarget);
+        }
+        if effective_mode != GROUP_COMMIT_MODE {
+            if self.max_batch != 0 || self.max_batch_wait_us != 0 {
+                return c(Contradiction::GroupOptionsOutsideGroupCommit);
+            }
+        } else if self.max_batch == 0 || self.max_batch > MAX_GROUP_BATCH {
+            return Err(DecodeError::BadValue {
+                field: "Action.max_batch",
+                value: u32::from(self.max_batch),
+            });
+        } else if self.max_batch_wait_us > MAX_GROUP_BATCH_WAIT_US {
+            return Err(DecodeError::BadValue {
+                field: "Action.max_batch_wait_us",
+                value: u32::from(self.max_batch_wait_us),
+            });
         }
         Ok(())
     }

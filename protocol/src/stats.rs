@@ -10,6 +10,10 @@
 //! global counters:        counter_count x u64
 //! default-rule counters:  counter_count x u64
 //! flush latency histogram: histogram_buckets x u64 (bucket i: see latency_bucket)
+//! group-commit batch histogram: histogram_buckets x u64 (writers acknowledged per
+//!   group-commit flush, bucketed like latency_bucket)
+//! group-commit wait histogram: histogram_buckets x u64 (µs each group-commit writer
+//!   waited for its batch's flush, bucketed like latency_bucket)
 //! flush failures by status: status_slots x { status u32, reserved u32 = 0, count u64 }
 //!   (slot order = FAILURE_STATUSES, last slot status 0 = "any other status")
 //! callback-layer counters: callback_counter_count x u64 (CallbackCounter order)
@@ -45,7 +49,7 @@ macro_rules! counters {
 }
 
 /// Number of counters per counter set.
-pub const COUNTER_COUNT: usize = 18;
+pub const COUNTER_COUNT: usize = 21;
 
 counters! {
     /// Non-paging writes seen on files the rule covers (paging writes too if the
@@ -90,6 +94,15 @@ counters! {
     /// [`crate::StatusClass::NotFlushedPermanent`] (not flushed; retrying through the
     /// same object will not help, e.g. `STATUS_ACCESS_DENIED`).
     FlushFailuresPermanent = 17, "flush_failures_permanent";
+    /// Group-commit: flushes a batch's leader issued (each also counted in
+    /// `flushes_filter` / `flushes_native`, and on failure in `flush_failures`).
+    GroupCommitFlushes = 18, "group_commit_flushes";
+    /// Group-commit: governed writes whose batch flush completed (succeeded or
+    /// failed); divided by `group_commit_flushes`, the writers per flush.
+    GroupCommitWrites = 19, "group_commit_writes";
+    /// Group-commit: total time writers spent between registering with their stream's
+    /// coordinator and their batch's flush completing, microseconds.
+    GroupCommitWaitUs = 20, "group_commit_wait_us";
 }
 
 macro_rules! callback_counters {
@@ -121,7 +134,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 41;
+pub const CALLBACK_COUNTER_COUNT: usize = 42;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -238,6 +251,10 @@ callback_counters! {
     /// worker: this one completed without its flush (fail open; also counted
     /// `FlushSkippedNotDeferrable`), left to the cleanup flush.
     FlushWorkerFull = 40, "flush_worker_full";
+    /// Group-commit: every coordinator served other streams (or none could be
+    /// allocated at load), so this write was flushed on its own, as under
+    /// flush-after-write (fail open: same guarantee, no batching).
+    GroupCommitUnbatched = 41, "group_commit_unbatched";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot
@@ -267,6 +284,9 @@ pub fn failure_slot(status: NtStatus) -> usize {
 
 /// Number of latency histogram buckets.
 pub const LATENCY_BUCKETS: usize = 32;
+/// Histograms in a GetStats reply, each of [`LATENCY_BUCKETS`] buckets: flush latency
+/// (µs), group-commit batch size (writers per flush), group-commit wait (µs).
+pub const HISTOGRAMS: usize = 3;
 
 /// Histogram bucket of a latency in microseconds: bucket 0 holds 0 µs, bucket
 /// `i >= 1` holds `[2^(i-1), 2^i)` µs; the last bucket also holds everything above.
@@ -318,7 +338,7 @@ impl StatsReplyHeader {
     /// `callback_counters` callback-layer counters; `None` on overflow.
     pub fn body_len_with(returned_rules: u32, callback_counters: u32) -> Option<usize> {
         let set = COUNTER_COUNT * 8;
-        let fixed = Self::SIZE + 2 * set + LATENCY_BUCKETS * 8 + STATUS_SLOTS * 16;
+        let fixed = Self::SIZE + 2 * set + HISTOGRAMS * LATENCY_BUCKETS * 8 + STATUS_SLOTS * 16;
         (returned_rules as usize)
             .checked_mul(set)?
             .checked_add((callback_counters as usize).checked_mul(8)?)?
@@ -441,12 +461,12 @@ mod tests {
 
     #[test]
     fn body_lengths() {
-        let fixed = 40 + 2 * 18 * 8 + 32 * 8 + 10 * 16;
+        let fixed = 40 + 2 * 21 * 8 + 3 * 32 * 8 + 10 * 16;
         assert_eq!(StatsReplyHeader::body_len(0), Some(fixed));
-        assert_eq!(StatsReplyHeader::body_len(2), Some(fixed + 2 * 18 * 8));
+        assert_eq!(StatsReplyHeader::body_len(2), Some(fixed + 2 * 21 * 8));
         assert_eq!(
             StatsReplyHeader::body_len_with(2, CALLBACK_COUNTER_COUNT as u32),
-            Some(fixed + 2 * 18 * 8 + CALLBACK_COUNTER_COUNT * 8)
+            Some(fixed + 2 * 21 * 8 + CALLBACK_COUNTER_COUNT * 8)
         );
     }
 

@@ -287,6 +287,8 @@ const PASS: ActionWire = ActionWire {
     upgrade_flags: FlushFlags::empty(),
     action_flags: ActionFlags::empty(),
     audit_mode: 0,
+    max_batch: 0,
+    max_batch_wait_us: 0,
 };
 const WT: ActionWire = ActionWire { mode: 2, ..PASS };
 
@@ -396,6 +398,81 @@ fn policy_blob_bad_input_classes() {
     assert_eq!(
         e(&b),
         DecodeError::Contradictory(Contradiction::PurgeWithNativeMethod)
+    );
+    // group-commit: options travel in the former reserved u32 @12 of the action
+    let with_action = |a: ActionWire| {
+        let mut w = [0u8; 16];
+        a.write(&mut Writer::new(&mut w)).unwrap();
+        let mut b = good.clone();
+        b[24..40].copy_from_slice(&w);
+        b
+    };
+    let group = ActionWire {
+        mode: 5,
+        max_batch: 64,
+        max_batch_wait_us: 250,
+        ..PASS
+    };
+    let b = with_action(group);
+    assert_eq!(&b[36..40], &[64, 0, 250, 0]);
+    assert_eq!(PolicyBlob::parse(&b).unwrap().header.default_action, group);
+    for (a, want) in [
+        (
+            ActionWire {
+                max_batch: 0,
+                ..group
+            },
+            DecodeError::BadValue {
+                field: "Action.max_batch",
+                value: 0,
+            },
+        ),
+        (
+            ActionWire {
+                max_batch: 4097,
+                ..group
+            },
+            DecodeError::BadValue {
+                field: "Action.max_batch",
+                value: 4097,
+            },
+        ),
+        (
+            ActionWire {
+                max_batch_wait_us: 50_001,
+                ..group
+            },
+            DecodeError::BadValue {
+                field: "Action.max_batch_wait_us",
+                value: 50_001,
+            },
+        ),
+        (
+            ActionWire { mode: 3, ..group },
+            DecodeError::Contradictory(Contradiction::GroupOptionsOutsideGroupCommit),
+        ),
+        (
+            ActionWire { mode: 6, ..PASS },
+            DecodeError::BadValue {
+                field: "Action.mode",
+                value: 6,
+            },
+        ),
+    ] {
+        assert_eq!(e(&with_action(a)), want, "{a:?}");
+    }
+    // an audit of group-commit carries the options
+    let audited = ActionWire {
+        mode: 1,
+        audit_mode: 5,
+        ..group
+    };
+    assert_eq!(
+        PolicyBlob::parse(&with_action(audited))
+            .unwrap()
+            .header
+            .default_action,
+        audited
     );
     // rule_length overflow / inconsistency: first rule's length field
     let mut b = good.clone();
@@ -570,7 +647,7 @@ fn golden_stats_reply_header() {
     let v1: [u8; 40] = [
         8, 7, 6, 5, 4, 3, 2, 1,   // generation
         5, 0, 0, 0, 1, 0, 0, 0,   // total_rules, first_rule
-        2, 0, 0, 0, 18, 0, 0, 0,  // returned_rules, counter_count
+        2, 0, 0, 0, 21, 0, 0, 0,  // returned_rules, counter_count (18 before group-commit)
         32, 0, 0, 0, 10, 0, 0, 0, // histogram_buckets, status_slots
         0, 0, 0, 0, 0, 0, 0, 0,   // callback_counter_count = 0, reserved
     ];
@@ -578,11 +655,11 @@ fn golden_stats_reply_header() {
     h.callback_counters = CALLBACK_COUNTER_COUNT as u32;
     h.write(&mut Writer::new(&mut b)).unwrap();
     assert_eq!(b[..32], v1[..32]);
-    assert_eq!(b[32..], [41, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(b[32..], [42, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(StatsReplyHeader::read(&mut Reader::new(&b)), Ok(h));
     assert_eq!(
         h.announced_body_len(),
-        Some(40 + 2 * 18 * 8 + 32 * 8 + 10 * 16 + 41 * 8 + 2 * 18 * 8)
+        Some(40 + 2 * 21 * 8 + 3 * 32 * 8 + 10 * 16 + 42 * 8 + 2 * 21 * 8)
     );
     // A count other than 0 or CALLBACK_COUNTER_COUNT, or a non-zero reserved field.
     let mut bad = b;

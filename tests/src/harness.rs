@@ -129,8 +129,9 @@ impl Harness {
         Harness::on(fake)
     }
 
-    /// Loads a filter (DriverEntry) on `fake`.
-    fn on(fake: Fake) -> Self {
+    /// Loads a filter (DriverEntry) on `fake` (prepared by the caller, e.g. with a
+    /// failure injected at load: [`Fake::inject`]).
+    pub fn on(fake: Fake) -> Self {
         fake::set_irql(Irql::PASSIVE_LEVEL);
         let state = flushguard_engine::handler::State::new(fake_clock, (0, 1, 0));
         let (filter, source) = Filter::load(fake.clone(), state);
@@ -357,6 +358,7 @@ impl Harness {
                 f.write_through_writes += 1;
             }
         });
+        fake::set_last_write_done(fake::tick());
         data.status = spec.status;
         self.post(
             "post-write",

@@ -2,7 +2,7 @@
 
 use flushguard_engine::callbacks::Irql;
 use flushguard_engine::policy::{
-    Action, FlushMethod, Matcher, Mode, Policy, ProviderSelector, Rule,
+    Action, FlushMethod, GroupOptions, Matcher, Mode, Policy, ProviderSelector, Rule,
 };
 use flushguard_protocol::{FlushFlags, NtStatus};
 use proptest::prelude::*;
@@ -18,12 +18,13 @@ pub const OTHER_FILE: &str = "\\Device\\Mup\\other\\pub\\b.txt";
 pub const PROCESS: &str = "\\Device\\HarddiskVolume2\\Apps\\app.exe";
 
 /// Every enforcing or observing mode.
-pub const MODES: [Mode; 5] = [
+pub const MODES: [Mode; 6] = [
     Mode::Pass,
     Mode::Audit,
     Mode::WriteThrough,
     Mode::FlushAfterWrite,
     Mode::FlushOnClose,
+    Mode::GroupCommit,
 ];
 
 /// An action for `mode`.
@@ -47,6 +48,7 @@ pub fn action(
         flags,
         upgrade_app_flush: upgrade,
         count_paging_io: true,
+        group: (mode == Mode::GroupCommit).then_some(GroupOptions::DEFAULT),
     }
 }
 

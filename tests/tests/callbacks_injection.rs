@@ -11,6 +11,11 @@ use flushguard_tests::scenario::{self, action, full_script, harness, MODES};
 fn every_call_site_failing_at_every_call_leaves_nothing_behind() {
     let mut injected = 0usize;
     for site in CallSite::ALL.iter().copied() {
+        if site == CallSite::AllocateCommitSync {
+            // Called only at load, before a failure can be injected here:
+            // callbacks_group_commit.rs fails it at load.
+            continue;
+        }
         for mode in MODES {
             for method in [FlushMethod::Filter, FlushMethod::Native] {
                 let act = action(mode, method, FlushFlags::empty(), Some(FlushFlags::empty()));

@@ -328,6 +328,11 @@ pub struct ReplayArgs {
     /// "(other files)" row, so memory stays bounded on any trace.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_files: usize,
+    /// Flush latency the group-commit model assumes, in microseconds: group-commit
+    /// rules are reported with the flushes their batching would issue given the
+    /// trace's write times (`Time of Day`) and this latency.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub flush_latency_us: u64,
     /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,

@@ -570,7 +570,7 @@ fn nonzero_callback_counters(stats: &Value) -> Vec<(String, u64)> {
     keys.sort_unstable();
     labels.sort_unstable();
     assert_eq!(keys, labels);
-    assert_eq!(keys.len(), 41);
+    assert_eq!(keys.len(), 42);
     m.iter()
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .filter(|(_, v)| *v != 0)
@@ -1138,4 +1138,92 @@ fn gen_trace_is_deterministic() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let text = std::fs::read_to_string(&a).unwrap();
     assert_eq!(text.lines().count(), 1001);
+}
+
+#[test]
+fn replay_models_group_commit_batching_from_the_trace_times() {
+    // Generated trace: two handles on one SMB file; governed writes complete at
+    // 0.000000, 0.000100, 0.000200, 0.005000 and 0.005300 s past 10:00:00 AM, one
+    // write at an unusable time. With 1 000 µs flushes: the write at 0 leads
+    // (flush 0..1000 µs); those at 100 and 200 µs share the next (1000..2000); the
+    // one at 5000 leads (5000..6000) and the one at 5300 waits for 6000..7000:
+    // 5 writes, 4 flushes; waits 1000, 1900, 1800, 1000, 1700 µs.
+    let e = Env::new();
+    let policy = e.file(
+        "p.toml",
+        "[[rule]]\nname = \"wal\"\nshare = '\\\\s\\h'\nmode = \"group-commit\"\nmax-batch = 8\n",
+    );
+    let row = |t: &str, op: &str, detail: &str| {
+        format!(
+            "\"{t}\",\"db.exe\",\"7\",\"{op}\",\"\\\\s\\h\\wal.log\",\"SUCCESS\",\"{detail}\"\r\n"
+        )
+    };
+    let open =
+        "Desired Access: Generic Write, Disposition: OpenIf, Options: Synchronous IO Non-Alert";
+    let write = |off: u32| format!("Offset: {off}, Length: 512");
+    let mut trace = String::from(
+        "\"Time of Day\",\"Process Name\",\"PID\",\"Operation\",\"Path\",\"Result\",\"Detail\"\r\n",
+    );
+    trace += &row("10:00:00.0000000 AM", "CreateFile", open);
+    for (i, t) in [
+        "10:00:00.0000000 AM",
+        "10:00:00.0001000 AM",
+        "10:00:00.0002000 AM",
+        "10:00:00.0050000 AM",
+        "10:00:00.0053000 AM",
+        "soon",
+    ]
+    .iter()
+    .enumerate()
+    {
+        trace += &row(t, "WriteFile", &write(512 * i as u32));
+    }
+    trace += &row("10:00:00.0090000 AM", "CloseFile", "");
+    let trace = e.file("gc.csv", &trace);
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = &r["rules"][0]["group_commit"];
+    assert_eq!(g["writes"], 5, "{g}");
+    assert_eq!(g["writes_without_time"], 1);
+    assert_eq!(g["flushes"], 4);
+    assert_eq!(g["max_batch"], 8);
+    assert_eq!(g["flush_latency_us"], 1000);
+    assert_eq!(g["max_wait_us"], 1900);
+    assert_eq!(
+        g["mean_wait_us"],
+        (1000 + 1900 + 1800 + 1000 + 1700) as f64 / 5.0
+    );
+    // With 100 µs flushes no write waits for another's: one flush each.
+    let out = flushctl()
+        .args([
+            "--json",
+            "replay",
+            "--flush-latency-us",
+            "100",
+            "--trace",
+            p(&trace),
+            "--policy",
+            p(&policy),
+        ])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["rules"][0]["group_commit"]["flushes"], 5);
+    // Rules of other modes carry no model.
+    assert!(r["rules"][1].get("group_commit").is_none());
 }

@@ -388,7 +388,14 @@ impl FilterManager for KernelFltMgr {
     type ImageName = KernelImage;
     type Context = KernelContext;
     type KernelHandle = KernelHandle;
+    type CommitSync = crate::group::KernelCommitSync;
 
+    fn stream_key(&self, data: &KernelOp) -> usize {
+        data.fs_context()
+    }
+    fn new_commit_sync(&self) -> Option<crate::group::KernelCommitSync> {
+        crate::group::KernelCommitSync::new()
+    }
     fn current_irql(&self) -> Irql {
         // SAFETY: KeGetCurrentIrql has no preconditions; any IRQL.
         Irql(unsafe { KeGetCurrentIrql() })

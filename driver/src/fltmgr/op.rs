@@ -136,6 +136,20 @@ impl KernelOp {
     pub(super) fn file_object(&self) -> *const FILE_OBJECT {
         self.file_object
     }
+
+    /// `FILE_OBJECT::FsContext` of the operation's file object (0 without one): the
+    /// stream's identity, only compared. Any IRQL.
+    pub(super) fn fs_context(&self) -> usize {
+        let file_object = self.file_object();
+        if file_object.is_null() {
+            return 0;
+        }
+        let file_object = file_object.cast::<FileObjectPrefix>();
+        // SAFETY: the operation's file object (FLT_RELATED_OBJECTS, non-NULL), referenced
+        // by the I/O in progress; `FsContext` (wdm.h offset 24, asserted in layout.rs) is
+        // read at the callback's IRQL.
+        unsafe { (*file_object).FsContext as usize }
+    }
 }
 
 impl CallbackData for KernelOp {

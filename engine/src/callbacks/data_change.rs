@@ -63,8 +63,11 @@ impl<F: FilterManager> Filter<F> {
         if action.mode == Mode::Pass {
             return PreOp::pass();
         }
-        let flush_after =
-            may_flush && matches!(action.mode, Mode::FlushAfterWrite | Mode::WriteThrough);
+        let flush_after = may_flush
+            && matches!(
+                action.mode,
+                Mode::FlushAfterWrite | Mode::GroupCommit | Mode::WriteThrough
+            );
         if !flush_after {
             return PreOp::with_callback(CompletionContext::DataChange { flush: None });
         }

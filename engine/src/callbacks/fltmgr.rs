@@ -218,6 +218,10 @@ pub trait FilterManager: Sync {
     /// A kernel handle (`OBJ_KERNEL_HANDLE`) to an operation's file object; give back
     /// with [`FilterManager::close_kernel_handle`].
     type KernelHandle;
+    /// The lock and the two notification events of one group-commit coordinator
+    /// ([`crate::group_commit::CommitSync`]; the driver: an `EX_SPIN_LOCK` and two
+    /// `KEVENT`s in one non-paged block).
+    type CommitSync: crate::group_commit::CommitSync;
 
     // ---- environment -------------------------------------------------------
 
@@ -259,6 +263,17 @@ pub trait FilterManager: Sync {
     fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
     /// `FltSetCallbackDataDirty(Data)`: the logic changed `data`. IRQL <= DISPATCH_LEVEL.
     fn set_callback_data_dirty(&self, data: &mut Self::Data);
+    /// The stream the operation's file object is open on: `FILE_OBJECT::FsContext`,
+    /// which every file object of one stream shares (DDI page "FILE_OBJECT": the file
+    /// system's per-stream control block). Only compared, never dereferenced.
+    /// Any IRQL.
+    fn stream_key(&self, data: &Self::Data) -> usize;
+    /// One group-commit coordinator's lock and events, initialised (lock free, both
+    /// events clear); `None` when the memory cannot be allocated. The driver:
+    /// `ExAllocatePool2(POOL_FLAG_NON_PAGED)` (through its allocator) and
+    /// `KeInitializeEvent(NotificationEvent, FALSE)` twice. PASSIVE_LEVEL, called only
+    /// by [`super::Filter::new`].
+    fn new_commit_sync(&self) -> Option<Self::CommitSync>;
 
     // ---- names, provider, requestor ---------------------------------------
 

@@ -17,6 +17,8 @@ pub enum FlushPlace {
     AfterWrite,
     /// At IRP_MJ_CLEANUP (flush-on-close).
     AtCleanup,
+    /// After a successful IRP_MJ_WRITE, as the leader of a group-commit batch.
+    GroupCommit(crate::group_commit::GroupOptions),
 }
 
 /// The flush a decision orders, if any.
@@ -30,6 +32,7 @@ pub(super) fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
             match f.point {
                 FlushPoint::AfterWrite => FlushPlace::AfterWrite,
                 FlushPoint::AtCleanup => FlushPlace::AtCleanup,
+                FlushPoint::GroupCommit(options) => FlushPlace::GroupCommit(options),
             },
         )
     })
@@ -95,7 +98,8 @@ impl<F: FilterManager> Filter<F> {
     /// Issues one flush for the operation's file object at PASSIVE_LEVEL, holding no
     /// lock and no context reference, with this thread marked in the recursion
     /// guard. Records it (latency, failures by status) in the engine stats and an
-    /// event on failure; never fails the user's operation.
+    /// event on failure; never fails the user's operation. Returns the flush's
+    /// status, `None` when it was skipped (counted).
     pub(super) fn flush_now(
         &self,
         data: &F::Data,
@@ -103,19 +107,19 @@ impl<F: FilterManager> Filter<F> {
         place: FlushPlace,
         slot: u32,
         issuing_thread: bool,
-    ) {
+    ) -> Option<NtStatus> {
         let fm = &self.fm;
         if fm.current_irql() != Irql::PASSIVE_LEVEL {
             self.skip(Counter::FlushSkippedIrql);
-            return;
+            return None;
         }
         if fm.top_level_irp_set() {
             self.skip(Counter::FlushSkippedTopLevelIrp);
-            return;
+            return None;
         }
         if data.irp_flags() & IRP_PAGING_IO != 0 {
             self.skip(Counter::FlushSkippedPagingIo);
-            return;
+            return None;
         }
         // A full guard does not skip the flush (no durability promise may depend on a
         // fixed-size table): it runs unguarded through the filter method, which sends
@@ -124,7 +128,7 @@ impl<F: FilterManager> Filter<F> {
             Ok(token) => Some(token),
             Err(EnterError::Recursion) => {
                 self.skip(Counter::FlushSkippedRecursion);
-                return;
+                return None;
             }
             Err(EnterError::Full) => {
                 self.counters().bump(Counter::OwnFlushUnguarded);
@@ -149,7 +153,7 @@ impl<F: FilterManager> Filter<F> {
         // NativeFlushViaFilter.
         let native = order.native
             && token.is_some()
-            && place == FlushPlace::AfterWrite
+            && matches!(place, FlushPlace::AfterWrite | FlushPlace::GroupCommit(_))
             && !issuing_thread
             && !fm.all_apcs_disabled();
         if order.native && !native {
@@ -187,6 +191,8 @@ impl<F: FilterManager> Filter<F> {
                 | flushguard_protocol::StatusClass::Flushed => Counter::FlushFailedPermanent,
             }),
         }
+        drop(token);
+        Some(status)
     }
 
     fn issue(

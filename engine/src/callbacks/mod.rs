@@ -26,7 +26,12 @@
 //!   `FLT_PREOP_SYNCHRONIZE`; `FltSetCallbackDataDirty` if and only if the operation
 //!   was changed;
 //! - every name, image name, context and handle released on every path; no lock is
-//!   ever held (all shared state is atomics), so none is held across a flush;
+//!   held across a flush or a wait (shared state is atomics, plus the policy lock and
+//!   the group-commit coordinators' locks, each held for a few instructions);
+//! - group-commit writers wait (PASSIVE_LEVEL, in the same two places a flush may
+//!   run: the issuing thread of a synchronized write, or the flush worker) for a
+//!   flush of their stream that started after their write completed
+//!   ([`crate::group_commit`]);
 //! - every failure counted, the user's I/O passed on unmodified (fail open);
 //! - teardown: close the server port, then `FltUnregisterFilter` ([`Filter::unload`]).
 
@@ -36,6 +41,7 @@ mod create;
 mod data_change;
 mod fltmgr;
 mod flush;
+mod group;
 mod guard;
 mod issue;
 mod providers;
@@ -64,6 +70,11 @@ pub use providers::{
 
 use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
 use crate::matcher::PolicySnapshot;
+
+/// Group-commit coordinators ([`crate::group_commit::GroupTable`]) allocated at load:
+/// this many streams can have group-commit writers waiting at once; a writer of
+/// another stream beyond that is flushed on its own (counted `GroupCommitUnbatched`).
+pub const GROUP_COMMIT_STREAMS: usize = 64;
 
 /// Most asynchronous writes pended to the flush worker at once. Each holds its IRP
 /// and, while it flushes, a system worker thread: past this bound a governed
@@ -168,6 +179,9 @@ pub struct Filter<F: FilterManager> {
     pended_writes: AtomicU32,
     phase: AtomicU8,
     instances: AtomicU32,
+    /// The group-commit coordinators; `None` if they could not be allocated at load
+    /// (every group-commit write is then flushed on its own, counted).
+    group: Option<crate::group_commit::GroupTable<F::CommitSync, group::GroupKey>>,
 }
 
 /// What [`Filter::load`] found in the registry.
@@ -198,7 +212,10 @@ impl<F: FilterManager> Filter<F> {
             fm.has_flt_flush_buffers2(),
         );
         state.set_capabilities(caps);
+        let group =
+            crate::group_commit::GroupTable::try_new(GROUP_COMMIT_STREAMS, || fm.new_commit_sync());
         Filter {
+            group,
             fm,
             state,
             providers,

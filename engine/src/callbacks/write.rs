@@ -229,8 +229,14 @@ impl<F: FilterManager> Filter<F> {
             return;
         };
         drop(policy);
-        if let Some((order, place)) = issue::flush_order(&d) {
-            self.flush_now(data, order, place, slot, synchronized);
+        match issue::flush_order(&d) {
+            Some((order, FlushPlace::GroupCommit(options))) => {
+                self.group_commit_after_write(data, order, options, slot, synchronized);
+            }
+            Some((order, place)) => {
+                self.flush_now(data, order, place, slot, synchronized);
+            }
+            None => {}
         }
         self.taken_as_flushed(data, &d);
     }

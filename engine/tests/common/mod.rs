@@ -31,31 +31,40 @@ pub fn flush_flags() -> impl Strategy<Value = FlushFlags> {
 
 pub fn action() -> impl Strategy<Value = Action> {
     (
-        0u16..5,
-        2u16..5,
+        0u16..6,
+        2u16..6,
         any::<bool>(),
         flush_flags(),
         proptest::option::of(flush_flags()),
         any::<bool>(),
+        (1u32..=4096, 0u32..=50_000),
     )
-        .prop_map(|(mode, audited, native, flags, upgrade, paging)| {
-            let mode = Mode::from_code(mode).unwrap();
-            let mut a = Action::with_mode(mode);
-            if mode == Mode::Audit {
-                a.audited_mode = Some(Mode::from_code(audited).unwrap());
-            }
-            if mode != Mode::Pass {
-                a.method = if native && flags != FlushFlags::FLUSH_AND_PURGE {
-                    FlushMethod::Native
-                } else {
-                    FlushMethod::Filter
-                };
-                a.flags = flags;
-            }
-            a.upgrade_app_flush = upgrade;
-            a.count_paging_io = paging;
-            a
-        })
+        .prop_map(
+            |(mode, audited, native, flags, upgrade, paging, (batch, wait))| {
+                let mode = Mode::from_code(mode).unwrap();
+                let mut a = Action::with_mode(mode);
+                if mode == Mode::Audit {
+                    a.audited_mode = Some(Mode::from_code(audited).unwrap());
+                }
+                if a.effective_mode() == Mode::GroupCommit {
+                    a.group = Some(flushguard_engine::policy::GroupOptions {
+                        max_batch: batch,
+                        max_batch_wait_us: wait,
+                    });
+                }
+                if mode != Mode::Pass {
+                    a.method = if native && flags != FlushFlags::FLUSH_AND_PURGE {
+                        FlushMethod::Native
+                    } else {
+                        FlushMethod::Filter
+                    };
+                    a.flags = flags;
+                }
+                a.upgrade_app_flush = upgrade;
+                a.count_paging_io = paging;
+                a
+            },
+        )
 }
 
 pub fn matcher() -> impl Strategy<Value = Matcher> {

@@ -9,6 +9,7 @@ impl FilterManager for Fake {
     type ImageName = FakeImage;
     type Context = FakeContext;
     type KernelHandle = FakeHandle;
+    type CommitSync = FakeCommitSync;
 
     fn current_irql(&self) -> Irql {
         let _gate = crate::alloc_gate::fm_scope();
@@ -49,6 +50,22 @@ impl FilterManager for Fake {
         self.log("FltIsOperationSynchronous", None, None);
         self.check_irql(Irql::DISPATCH_LEVEL, "FltIsOperationSynchronous");
         (data.synchronous || data.fo_flags & FO_SYNCHRONOUS_IO != 0) && !data.fast_io
+    }
+    fn stream_key(&self, data: &FakeData) -> usize {
+        let _gate = crate::alloc_gate::fm_scope();
+        // Every file object opened on one name is one stream.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if let Some(f) = self.world().files.get(&data.file) {
+            f.name.to_lowercase().hash(&mut h);
+        }
+        h.finish() as usize
+    }
+    fn new_commit_sync(&self) -> Option<FakeCommitSync> {
+        let _gate = crate::alloc_gate::fm_scope();
+        self.check_irql(Irql::PASSIVE_LEVEL, "new_commit_sync (ExAllocatePool2)");
+        self.count_and_fail(CallSite::AllocateCommitSync).ok()?;
+        Some(FakeCommitSync::new(self.clone()))
     }
     fn set_callback_data_dirty(&self, data: &mut FakeData) {
         let _gate = crate::alloc_gate::fm_scope();
@@ -241,23 +258,31 @@ impl FilterManager for Fake {
     fn flt_flush_buffers2(&self, data: &FakeData, flush_type: u32) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
         self.log("FltFlushBuffers2", Some(flush_type), Some(data.file));
+        let start = tick();
         let _depth = self.enter_flush("FltFlushBuffers2");
         self.flush_checks("FltFlushBuffers2", data.file, Some(data), flush_type);
         if !self.inner.has_flush2 {
             self.violation("FltFlushBuffers2 called although it did not resolve");
         }
-        self.count_and_fail(CallSite::FltFlushBuffers2)?;
-        self.simulate_paging_writes(data.file);
-        Ok(())
+        let result = self.count_and_fail(CallSite::FltFlushBuffers2);
+        if result.is_ok() {
+            self.simulate_paging_writes(data.file);
+        }
+        self.record_span(data.file, start, result.is_ok());
+        result
     }
     fn flt_flush_buffers(&self, data: &FakeData) -> Result<(), NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();
         self.log("FltFlushBuffers", None, Some(data.file));
+        let start = tick();
         let _depth = self.enter_flush("FltFlushBuffers");
         self.flush_checks("FltFlushBuffers", data.file, Some(data), 0);
-        self.count_and_fail(CallSite::FltFlushBuffers)?;
-        self.simulate_paging_writes(data.file);
-        Ok(())
+        let result = self.count_and_fail(CallSite::FltFlushBuffers);
+        if result.is_ok() {
+            self.simulate_paging_writes(data.file);
+        }
+        self.record_span(data.file, start, result.is_ok());
+        result
     }
     fn open_flush_handle(&self, data: &FakeData, name: &[u16]) -> Result<FakeHandle, NtStatus> {
         let _gate = crate::alloc_gate::fm_scope();

@@ -59,6 +59,8 @@ struct World {
     inject: Option<(CallSite, u64)>,
     registry: Option<Vec<u8>>,
     flushes: Vec<FlushRecord>,
+    /// When each filter flush ran ([`Fake::flush_spans`]).
+    flush_spans: Vec<FlushSpan>,
     pending: VecDeque<Pending>,
     port_closed: bool,
     events: Vec<&'static str>,
@@ -92,8 +94,11 @@ pub struct Fake {
 }
 
 mod filter_manager;
+mod group;
 mod locks;
 mod types;
+
+pub use group::{FakeCommitGuard, FakeCommitSync, FakeEvent};
 
 use locks::count_lock;
 pub use locks::{lock_calls, FakeLocks, LockCalls, FAKE_LOCKS};
@@ -117,6 +122,42 @@ thread_local! {
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(0x100);
+
+/// The fake's event clock: one tick per [`tick`] call, shared by all threads.
+static TICK: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// [`tick`] when the last write of this thread reached the file system.
+    static LAST_WRITE_DONE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The next tick of the fake's event clock (strictly increasing across threads).
+pub fn tick() -> u64 {
+    TICK.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The tick at which the file system completed this thread's last write
+/// ([`crate::harness::Harness::write`]), before its post-operation ran.
+pub fn last_write_done() -> u64 {
+    LAST_WRITE_DONE.with(|c| c.get())
+}
+
+pub(crate) fn set_last_write_done(t: u64) {
+    LAST_WRITE_DONE.with(|c| c.set(t));
+}
+
+/// One `FltFlushBuffers(2)` call on the fake's event clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushSpan {
+    /// The file object.
+    pub file: u64,
+    /// [`tick`] when the call began.
+    pub start: u64,
+    /// [`tick`] when it returned.
+    pub end: u64,
+    /// It succeeded.
+    pub ok: bool,
+}
 
 /// Sets the simulated IRQL of the current thread.
 pub fn set_irql(irql: Irql) {
@@ -353,6 +394,21 @@ impl Fake {
     /// Every flush that reached the file system.
     pub fn flushes(&self) -> Vec<FlushRecord> {
         self.world().flushes.clone()
+    }
+
+    /// Every `FltFlushBuffers(2)` call with its start and end on the event clock.
+    pub fn flush_spans(&self) -> Vec<FlushSpan> {
+        self.world().flush_spans.clone()
+    }
+
+    fn record_span(&self, file: u64, start: u64, ok: bool) {
+        let end = tick();
+        self.world().flush_spans.push(FlushSpan {
+            file,
+            start,
+            end,
+            ok,
+        });
     }
 
     /// From now on, logs every [`FilterManager`] call ([`Fake::call_log`]).

@@ -35,6 +35,9 @@ pub enum CallSite {
     ReadPolicy,
     /// Registry write of `Parameters\Policy`.
     WritePolicy,
+    /// The pool block of one group-commit coordinator (lock and two `KEVENT`s) at
+    /// load: [`FilterManager::new_commit_sync`].
+    AllocateCommitSync,
 }
 
 impl CallSite {
@@ -54,6 +57,7 @@ impl CallSite {
         CallSite::CloseKernelHandle,
         CallSite::ReadPolicy,
         CallSite::WritePolicy,
+        CallSite::AllocateCommitSync,
     ];
 
     /// The status an injected failure returns.

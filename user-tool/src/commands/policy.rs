@@ -21,6 +21,9 @@ pub(super) struct ActionJson {
     pub(super) flush: &'static str,
     pub(super) upgrade_app_flush: Option<&'static str>,
     pub(super) count_paging_io: bool,
+    /// Group-commit options (`null` unless the (audited) mode is group-commit).
+    pub(super) max_batch: Option<u32>,
+    pub(super) max_batch_wait_us: Option<u32>,
 }
 
 impl From<&Action> for ActionJson {
@@ -32,6 +35,8 @@ impl From<&Action> for ActionJson {
             flush: a.flags.policy_name(),
             upgrade_app_flush: a.upgrade_app_flush.map(|f| f.policy_name()),
             count_paging_io: a.count_paging_io,
+            max_batch: a.group.map(|g| g.max_batch),
+            max_batch_wait_us: a.group.map(|g| g.max_batch_wait_us),
         }
     }
 }
@@ -83,6 +88,12 @@ pub(super) fn action_summary(a: &Action) -> String {
     let mut s = a.mode.name().to_owned();
     if let Some(m) = a.audited_mode {
         s.push_str(&format!(" (of {})", m.name()));
+    }
+    if let Some(g) = a.group {
+        s.push_str(&format!(
+            " [batch <= {}, wait {} us]",
+            g.max_batch, g.max_batch_wait_us
+        ));
     }
     s
 }

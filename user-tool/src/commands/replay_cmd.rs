@@ -133,6 +133,7 @@ pub(super) fn replay(opts: &PortOptions, args: &ReplayArgs, json: bool) -> Resul
         ReplayOptions {
             strict: args.strict,
             max_files: args.max_files.max(1),
+            flush_latency_us: args.flush_latency_us,
         },
         source,
         progress,
@@ -229,6 +230,28 @@ fn print_report(r: &Report, top: usize) -> Result<(), CliError> {
         "Per rule (unflushed: as traced -> with FlushGuard):\n{}",
         t.render()
     );
+    for rule in &r.rules {
+        let Some(g) = &rule.group_commit else {
+            continue;
+        };
+        outln!(
+            "Group commit, rule {} (max-batch {}, max-batch-wait-us {}; flushes of {} us modelled on the trace's write times): {} write(s) -> {} flush(es), {:.2} writes per flush, wait mean {:.0} us, max {} us{}",
+            rule.rule,
+            g.max_batch,
+            g.max_batch_wait_us,
+            g.flush_latency_us,
+            g.writes,
+            g.flushes,
+            g.writes_per_flush,
+            g.mean_wait_us,
+            g.max_wait_us,
+            if g.writes_without_time > 0 {
+                format!("; {} write(s) without a usable Time of Day not modelled", g.writes_without_time)
+            } else {
+                String::new()
+            }
+        );
+    }
     let mut files: Vec<&crate::replay::FileReport> = r.files.iter().collect();
     files.sort_by(|a, b| {
         b.figures

@@ -1,6 +1,6 @@
 //! `flushctl stats`: counters (global, per rule, default action), the flush latency
-//! histogram, flush failures by NTSTATUS and the callback layer's fail-open and skip
-//! causes.
+//! histogram, the group-commit batch and wait histograms, flush failures by NTSTATUS
+//! and the callback layer's fail-open and skip causes.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +23,10 @@ struct StatsJson {
     global: BTreeMap<&'static str, u64>,
     rules: Vec<RuleStatsJson>,
     flush_latency_us: Vec<LatencyBucketJson>,
+    /// Group-commit flushes by writers acknowledged (non-empty buckets).
+    group_commit_batch: Vec<BatchBucketJson>,
+    /// Group-commit writers by time waited for their batch's flush, µs.
+    group_commit_wait_us: Vec<LatencyBucketJson>,
     flush_failures: Vec<FailureJson>,
     /// Every callback-layer counter by label, in wire order; `null` when the driver
     /// did not report them.
@@ -64,6 +68,21 @@ struct LatencyBucketJson {
 }
 
 #[derive(Serialize)]
+struct BatchBucketJson {
+    from_writers: u64,
+    below_writers: u64,
+    count: u64,
+}
+
+/// The non-empty buckets of a log2 histogram (bucket i: `[2^(i-1), 2^i)`).
+fn buckets(h: &[u64]) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    h.iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| (bucket_floor_us(i), bucket_floor_us(i + 1), *n))
+}
+
+#[derive(Serialize)]
 struct FailureJson {
     status: String,
     name: Option<&'static str>,
@@ -101,15 +120,22 @@ fn stats_once(
         rule: "(default)".into(),
         counters: counter_map(&s.default_rule),
     });
-    let latency: Vec<LatencyBucketJson> = s
-        .latency
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(i, n)| LatencyBucketJson {
-            from_us: bucket_floor_us(i),
-            below_us: bucket_floor_us(i + 1),
-            count: *n,
+    let latency_of = |h: &[u64]| -> Vec<LatencyBucketJson> {
+        buckets(h)
+            .map(|(from_us, below_us, count)| LatencyBucketJson {
+                from_us,
+                below_us,
+                count,
+            })
+            .collect()
+    };
+    let latency = latency_of(&s.latency);
+    let group_commit_wait_us = latency_of(&s.group_wait);
+    let group_commit_batch: Vec<BatchBucketJson> = buckets(&s.group_batch)
+        .map(|(from_writers, below_writers, count)| BatchBucketJson {
+            from_writers,
+            below_writers,
+            count,
         })
         .collect();
     let failures: Vec<FailureJson> = s
@@ -139,6 +165,8 @@ fn stats_once(
         global: counter_map(&s.global),
         rules,
         flush_latency_us: latency,
+        group_commit_batch,
+        group_commit_wait_us,
         flush_failures: failures,
         callback_counters: s.callbacks.map(CallbackCountersJson),
     };
@@ -168,6 +196,24 @@ fn stats_once(
     } else {
         let mut t = TableBuilder::new(&["flush latency", "count#"]);
         for b in &out.flush_latency_us {
+            t.row([
+                format!("{} - {} µs", b.from_us, b.below_us),
+                b.count.to_string(),
+            ]);
+        }
+        outln!("{}", t.render());
+    }
+    if !out.group_commit_batch.is_empty() {
+        let mut t = TableBuilder::new(&["group-commit flush: writers", "flushes#"]);
+        for b in &out.group_commit_batch {
+            t.row([
+                format!("{} - {}", b.from_writers, b.below_writers - 1),
+                b.count.to_string(),
+            ]);
+        }
+        outln!("{}", t.render());
+        let mut t = TableBuilder::new(&["group-commit wait", "writers#"]);
+        for b in &out.group_commit_wait_us {
             t.row([
                 format!("{} - {} µs", b.from_us, b.below_us),
                 b.count.to_string(),

@@ -27,6 +27,10 @@ pub struct StatsReply {
     pub default_rule: Vec<u64>,
     /// Flush latency histogram; bucket i counts flushes of `[2^(i-1), 2^i)` µs.
     pub latency: Vec<u64>,
+    /// Group-commit flushes by writers acknowledged; bucket i: `[2^(i-1), 2^i)` writers.
+    pub group_batch: Vec<u64>,
+    /// Group-commit writers by time waited; bucket i: `[2^(i-1), 2^i)` µs.
+    pub group_wait: Vec<u64>,
     /// Flush failures by status: `(NTSTATUS bits, count)`; status 0 = any other status.
     pub failures: Vec<(u32, u64)>,
     /// Callback-layer counters (every fail-open and skip cause), indexed by
@@ -320,6 +324,8 @@ impl Client {
             global: vec![0; COUNTER_COUNT],
             default_rule: vec![0; COUNTER_COUNT],
             latency: vec![0; LATENCY_BUCKETS],
+            group_batch: vec![0; LATENCY_BUCKETS],
+            group_wait: vec![0; LATENCY_BUCKETS],
             failures: Vec::new(),
             callbacks: None,
             rules: Vec::new(),
@@ -368,6 +374,8 @@ impl From<StatsSnapshot> for StatsReply {
             global: s.global.to_vec(),
             default_rule: s.default_rule.to_vec(),
             latency: s.latency.to_vec(),
+            group_batch: s.group_batch.to_vec(),
+            group_wait: s.group_wait.to_vec(),
             failures: s
                 .failures
                 .iter()
@@ -523,6 +531,8 @@ mod tests {
             global: Box::new([7; COUNTER_COUNT]),
             default_rule: Box::new([0; COUNTER_COUNT]),
             latency: Box::new([0; LATENCY_BUCKETS]),
+            group_batch: Box::new([0; LATENCY_BUCKETS]),
+            group_wait: Box::new([0; LATENCY_BUCKETS]),
             failures,
             callbacks: callbacks.then(|| Box::new(std::array::from_fn(|i| 100 + i as u64))),
             rules: (first..first + n)

@@ -73,6 +73,7 @@ use flushguard_engine::callbacks::{
     CompletionContext, Filter, FilterManager, Irql, PostOpFlags, PreOpStatus, StreamContext,
     DEFAULT_RULE_SLOT, EXEMPT_SLOT,
 };
+use flushguard_engine::group_commit::{BatchModel, GroupOptions};
 use flushguard_engine::protocol::nt::{
     FILE_WRITE_THROUGH, FO_WRITE_THROUGH, IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_FLUSH_BUFFERS,
     IRP_MJ_WRITE, IRP_NOCACHE, IRP_PAGING_IO, IRP_SYNCHRONOUS_PAGING_IO, SL_WRITE_THROUGH,
@@ -101,7 +102,9 @@ const STATUS_REPARSE: i32 = 0x104;
 mod ops;
 mod report;
 
-pub use report::{Counts, Figures, FileReport, ReplayOptions, Report, RuleReport};
+pub use report::{
+    Counts, Figures, FileReport, GroupCommitModel, ReplayOptions, Report, RuleReport,
+};
 
 #[derive(Debug, Clone)]
 struct FoState {
@@ -150,6 +153,7 @@ struct HandleView {
     app_write_through: bool,
     effective_write_through: bool,
     mode: Mode,
+    slot: u32,
     fo_flags: u32,
     file: Option<usize>,
     has_context: bool,
@@ -165,6 +169,7 @@ impl HandleView {
             app_write_through: s.app_write_through,
             effective_write_through: s.effective_write_through,
             mode: s.mode,
+            slot: s.slot,
             fo_flags: s.fo_flags(),
             file: s.file,
             has_context: s.has_context,
@@ -217,6 +222,18 @@ pub struct Replayer<'f> {
     rule_names: Vec<String>,
     rule_modes: Vec<Mode>,
     default_mode: Mode,
+    /// Group-commit options per rule (`None` unless its (audited) mode is group-commit).
+    rule_groups: Vec<Option<GroupOptions>>,
+    default_group: Option<GroupOptions>,
+    /// The group-commit model of each (rule slot, file) with governed writes.
+    group_models: HashMap<(u32, Arc<str>), BatchModel>,
+    /// Governed group-commit writes without a usable time, per rule slot.
+    group_untimed: HashMap<u32, u64>,
+    /// The current row's time (microseconds since the trace's first midnight).
+    now_us: Option<u64>,
+    /// Added to `Time of Day` once the clock went back by more than 12 hours.
+    day_offset_us: u64,
+    last_time_us: u64,
     /// Resolved trace paths (bounded, see [`cache_max`]): one hash lookup per
     /// event instead of resolving, folding and allocating the names again.
     path_cache: HashMap<Box<str>, Rc<PathInfo>>,
@@ -291,6 +308,13 @@ impl<'f> Replayer<'f> {
             rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
             rule_modes: p.rules.iter().map(|r| r.action.mode).collect(),
             default_mode: p.default_action.mode,
+            rule_groups: p.rules.iter().map(|r| r.action.group).collect(),
+            default_group: p.default_action.group,
+            group_models: HashMap::default(),
+            group_untimed: HashMap::default(),
+            now_us: None,
+            day_offset_us: 0,
+            last_time_us: 0,
             path_cache: HashMap::default(),
             images: HashMap::default(),
         }
@@ -346,6 +370,48 @@ impl<'f> Replayer<'f> {
                 .cloned()
                 .unwrap_or_else(|| format!("rule {slot}"))
         }
+    }
+
+    /// Group-commit options of rule `slot` (the default action's for
+    /// [`DEFAULT_RULE_SLOT`]); `None` unless its (audited) mode is group-commit.
+    fn rule_group(&self, slot: u32) -> Option<GroupOptions> {
+        match slot {
+            EXEMPT_SLOT => None,
+            DEFAULT_RULE_SLOT => self.default_group,
+            s => self.rule_groups.get(s as usize).copied().flatten(),
+        }
+    }
+
+    /// A governed write on `key` under rule `slot` completed now: feeds the rule's
+    /// group-commit model of that file.
+    fn model_group_write(&mut self, slot: u32, key: &Arc<str>) {
+        let Some(options) = self.rule_group(slot) else {
+            return;
+        };
+        let Some(now) = self.now_us else {
+            *self.group_untimed.entry(slot).or_default() += 1;
+            return;
+        };
+        let latency = self.opts.flush_latency_us;
+        self.group_models
+            .entry((slot, Arc::clone(key)))
+            .or_insert_with(|| BatchModel::new(options, latency))
+            .write(now);
+    }
+
+    /// Sets the current row's time from its `Time of Day` (a clock going back by more
+    /// than 12 hours is taken as midnight passing).
+    fn set_time(&mut self, time_of_day_us: Option<u64>) {
+        const DAY_US: u64 = 86_400_000_000;
+        self.now_us = time_of_day_us.map(|t| {
+            let mut now = t + self.day_offset_us;
+            if now + DAY_US / 2 < self.last_time_us {
+                self.day_offset_us += DAY_US;
+                now += DAY_US;
+            }
+            self.last_time_us = self.last_time_us.max(now);
+            now
+        });
     }
 
     fn rule_mode(&self, slot: u32) -> Mode {
@@ -407,6 +473,7 @@ impl<'f> Replayer<'f> {
                 }
                 Item::Event(e) => {
                     let (pid, process, path, result) = (e.pid, e.process, e.path, e.result);
+                    self.set_time(e.time_us);
                     self.event(pid, process, path, e.op, result);
                 }
             }

@@ -178,6 +178,7 @@ impl<'f> Replayer<'f> {
         if governed {
             fig.writes_governed += 1;
         }
+        let group_slot = st.as_ref().filter(|_| governed).map(|s| s.slot);
         if forced {
             fig.write_throughs_forced += 1;
         }
@@ -189,6 +190,9 @@ impl<'f> Replayer<'f> {
         }
         if !eff_wt && effects.flushes == 0 {
             file.dirty_with += len;
+        }
+        if let Some(slot) = group_slot {
+            self.model_group_write(slot, &info.key);
         }
     }
 

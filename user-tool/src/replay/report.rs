@@ -10,6 +10,8 @@ pub struct ReplayOptions {
     pub strict: bool,
     /// Files reported individually.
     pub max_files: usize,
+    /// Flush latency of the group-commit model, microseconds.
+    pub flush_latency_us: u64,
 }
 
 impl Default for ReplayOptions {
@@ -17,8 +19,34 @@ impl Default for ReplayOptions {
         Self {
             strict: false,
             max_files: 100_000,
+            flush_latency_us: 1000,
         }
     }
+}
+
+/// A group-commit rule's batching, modelled from the trace's write times
+/// ([`flushguard_engine::group_commit::BatchModel`], one stream per file): the replay
+/// itself runs one thread, so there every write leads its own batch.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupCommitModel {
+    /// The flush latency assumed (`--flush-latency-us`), microseconds.
+    pub flush_latency_us: u64,
+    /// The rule's `max-batch`.
+    pub max_batch: u32,
+    /// The rule's `max-batch-wait-us`.
+    pub max_batch_wait_us: u32,
+    /// Governed writes with a time stamp, modelled.
+    pub writes: u64,
+    /// Governed writes whose `Time of Day` did not parse (not modelled).
+    pub writes_without_time: u64,
+    /// Flushes the batching would issue (flush-after-write would issue `writes`).
+    pub flushes: u64,
+    /// `writes / flushes`.
+    pub writes_per_flush: f64,
+    /// Mean time from a write's completion to its batch flush's end, microseconds.
+    pub mean_wait_us: f64,
+    /// The longest such time, microseconds.
+    pub max_wait_us: u64,
 }
 
 /// Figures of one file, one rule or the whole trace.
@@ -119,6 +147,9 @@ pub struct RuleReport {
     /// The engine's own per-rule counters after the replay (GetStats vocabulary:
     /// writes_seen, writes_governed, write_through_forced, flushes_filter, ...).
     pub engine_counters: BTreeMap<&'static str, u64>,
+    /// Group-commit rules (also audited ones): the modelled batching.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_commit: Option<GroupCommitModel>,
 }
 
 /// Row and event counts of the trace.
@@ -173,6 +204,30 @@ pub struct Report {
 }
 
 impl Replayer<'_> {
+    /// The group-commit model of rule `slot` over all its files; `None` unless the
+    /// rule's (audited) mode is group-commit.
+    fn group_model(&self, slot: u32) -> Option<GroupCommitModel> {
+        let options = self.rule_group(slot)?;
+        let mut f = flushguard_engine::group_commit::ModelFigures::default();
+        for ((s, _), model) in &self.group_models {
+            if *s == slot {
+                f.add(&model.clone().finish());
+            }
+        }
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        Some(GroupCommitModel {
+            flush_latency_us: self.opts.flush_latency_us,
+            max_batch: options.max_batch,
+            max_batch_wait_us: options.max_batch_wait_us,
+            writes: f.writes,
+            writes_without_time: self.group_untimed.get(&slot).copied().unwrap_or_default(),
+            flushes: f.flushes,
+            writes_per_flush: ratio(f.writes, f.flushes),
+            mean_wait_us: ratio(f.total_wait_us, f.writes),
+            max_wait_us: f.max_wait_us,
+        })
+    }
+
     /// Finishes the replay: end-of-trace figures, per-rule totals, engine counters.
     pub fn finish(mut self, trace: String, policy_source: String) -> Report {
         for st in self.fos.values() {
@@ -212,6 +267,7 @@ impl Replayer<'_> {
                 files: 0,
                 figures: Figures::default(),
                 engine_counters: engine(Some(i as u32)),
+                group_commit: self.group_model(i as u32),
             });
         }
         rules.push(RuleReport {
@@ -220,6 +276,7 @@ impl Replayer<'_> {
             files: 0,
             figures: Figures::default(),
             engine_counters: engine(None),
+            group_commit: self.group_model(DEFAULT_RULE_SLOT),
         });
         let default_row = rules.len() - 1;
         let exempt_row = self.files.iter().any(|f| f.slot == EXEMPT_SLOT).then(|| {
@@ -230,6 +287,7 @@ impl Replayer<'_> {
                 files: 0,
                 figures: Figures::default(),
                 engine_counters: Counter::ALL.iter().map(|c| (c.label(), 0)).collect(),
+                group_commit: None,
             });
             rules.len() - 1
         });

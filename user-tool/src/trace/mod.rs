@@ -265,10 +265,54 @@ pub struct Event<'r> {
     pub path: &'r str,
     /// `Result`.
     pub result: OpResult,
+    /// `Time of Day` of a write, microseconds since midnight ([`parse_time_of_day`]);
+    /// `None` for other operations, without the column, or when it does not parse.
+    pub time_us: Option<u64>,
+}
+
+/// Parses Process Monitor's `Time of Day` (`4:33:18.8762838 PM`, or 24-hour
+/// `16:33:18,8762838` in locales with a decimal comma) into microseconds since
+/// midnight (100 ns digits beyond the sixth are dropped). `None` for anything else,
+/// including AM/PM designators other than `AM` / `PM` / `a.m.` / `p.m.`.
+pub fn parse_time_of_day(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.' || c == ','))
+        .unwrap_or(s.len());
+    let (clock, designator) = s.split_at(split);
+    let (hms, fraction) = match clock.find(['.', ',']) {
+        Some(i) => (&clock[..i], &clock[i + 1..]),
+        None => (clock, ""),
+    };
+    let mut parts = hms.split(':');
+    let (h, m, sec) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |t: &str, max: u64| -> Option<u64> {
+        if t.is_empty() || t.len() > 2 {
+            return None;
+        }
+        t.parse::<u64>().ok().filter(|v| *v <= max)
+    };
+    let (mut h, m, sec) = (num(h, 23)?, num(m, 59)?, num(sec, 60)?);
+    match designator.trim().to_ascii_lowercase().as_str() {
+        "" => {}
+        "am" | "a.m." if (1..=12).contains(&h) => h %= 12,
+        "pm" | "p.m." if (1..=12).contains(&h) => h = h % 12 + 12,
+        _ => return None,
+    }
+    let micros = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(6)
+        .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
+    Some(((h * 60 + m) * 60 + sec) * 1_000_000 + micros)
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Columns {
+    time: Option<usize>,
     process: usize,
     pid: Option<usize>,
     operation: usize,
@@ -293,6 +337,7 @@ impl Columns {
         }
         let get = |n| find(n).unwrap_or_default();
         Ok(Columns {
+            time: find("Time of Day"),
             process: get("Process Name"),
             pid: find("PID"),
             operation: get("Operation"),
@@ -469,6 +514,12 @@ impl<R: Read> TraceReader<R> {
             },
         };
         let result = parse_result(result);
+        let time_us = match (kind, c.time) {
+            (OpKind::Write { .. }, Some(i)) => {
+                get(i, "Time of Day").ok().and_then(parse_time_of_day)
+            }
+            _ => None,
+        };
         let op = match kind {
             OpKind::Create => Op::Create(detail::parse_create(detail)),
             OpKind::Write { fast_io } => match detail::parse_write(detail) {
@@ -494,6 +545,7 @@ impl<R: Read> TraceReader<R> {
             op,
             path,
             result,
+            time_us,
         })))
     }
 }
@@ -533,6 +585,46 @@ fn csv_to_trace_error(e: csv::Error) -> TraceError {
             std::io::ErrorKind::InvalidData,
             format!("{other:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_time_of_day;
+
+    #[test]
+    fn time_of_day_in_the_formats_process_monitor_writes() {
+        let us = |h: u64, m: u64, s: u64, f: u64| ((h * 60 + m) * 60 + s) * 1_000_000 + f;
+        assert_eq!(
+            parse_time_of_day("1:18:14.4143323 AM"),
+            Some(us(1, 18, 14, 414_332))
+        );
+        assert_eq!(
+            parse_time_of_day("4:33:18.8762838 PM"),
+            Some(us(16, 33, 18, 876_283))
+        );
+        assert_eq!(parse_time_of_day("12:00:00.0000001 AM"), Some(0));
+        assert_eq!(
+            parse_time_of_day("12:00:01.5 PM"),
+            Some(us(12, 0, 1, 500_000))
+        );
+        assert_eq!(
+            parse_time_of_day("16:33:18,8762838"),
+            Some(us(16, 33, 18, 876_283))
+        );
+        assert_eq!(parse_time_of_day("9:05:07"), Some(us(9, 5, 7, 0)));
+        for bad in [
+            "",
+            "x",
+            "25:00:00",
+            "1:60:00",
+            "13:00:00 PM",
+            "1:2",
+            "1:00:00 nachm.",
+            "1:00:00.12a AM",
+        ] {
+            assert_eq!(parse_time_of_day(bad), None, "{bad}");
+        }
     }
 }
 

@@ -13,10 +13,13 @@ use crate::kernel::{self, FILE_DEVICE_NETWORK_FILE_SYSTEM};
 use crate::layout::{DriverObject, FileObject, FltRelatedObjects, UnicodeString};
 use crate::loader::LoadedImage;
 use crate::scenario::{
-    bad_requests, create_options, policy_blob, policy_of, Outcome, Seen, Spec, Step, WriteKind,
-    PROVIDER_SMB, SERVICE_KEY, SHARE_FILE, WRITE_LENGTH,
+    bad_requests, create_options, group_options, policy_blob, policy_of, Outcome, Seen, Spec, Step,
+    WriteKind, PROVIDER_SMB, SERVICE_KEY, SHARE_FILE, WRITE_LENGTH,
 };
-use crate::world::{world, File, FilterState, World, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::world::{
+    world, File, FilterState, World, APC_LEVEL, COORDINATOR_BLOCK_SITE, COORDINATOR_BLOCK_SIZE,
+    DISPATCH_LEVEL, PASSIVE_LEVEL,
+};
 
 /// `FILE_DEVICE_DISK_FILE_SYSTEM`.
 const FILE_DEVICE_DISK_FILE_SYSTEM: u32 = 0x8;
@@ -424,9 +427,11 @@ fn driver_entry(image: &LoadedImage, runner: &mut Runner<'_>) -> bool {
     let entry = unsafe { std::mem::transmute::<usize, dispatch::DriverEntryFn>(entry) };
     runner.callbacks += 1;
     dispatch::set_irql(PASSIVE_LEVEL);
+    world().in_driver_entry = true;
     // SAFETY: the driver object and registry path are live harness allocations for the
     // call (the driver copies the path); PASSIVE_LEVEL.
     let status = dispatch::into_driver(|| unsafe { entry(&mut *driver_object, &registry_path) });
+    check_coordinator_blocks();
     if status != 0 {
         violation(format!("DriverEntry returned {}", NtStatus(status)));
         return false;
@@ -454,6 +459,51 @@ fn driver_entry(image: &LoadedImage, runner: &mut Runner<'_>) -> bool {
         }
     }
     true
+}
+
+/// After DriverEntry: every group-commit coordinator block (identified by its size,
+/// [`COORDINATOR_BLOCK_SIZE`]) got exactly its two `KeInitializeEvent`s, so the count
+/// compared with the host fake's `AllocateCommitSync` counts those blocks and nothing
+/// else (a KEVENT initialised elsewhere in DriverEntry is reported by
+/// `KeInitializeEvent` itself).
+fn check_coordinator_blocks() {
+    let mut w = world();
+    w.in_driver_entry = false;
+    let wrong: Vec<String> = w
+        .coordinator_blocks
+        .iter()
+        .filter(|(_, events)| *events != 2)
+        .map(|(block, events)| format!("0x{block:X} ({events} event(s))"))
+        .collect();
+    if !wrong.is_empty() {
+        w.violation(format!(
+            "DriverEntry allocated {COORDINATOR_BLOCK_SIZE}-byte pool blocks that are not \
+             group-commit coordinator blocks with two KEVENTs: {} (the harness identifies \
+             those blocks by size: driver/src/group.rs Block, COORDINATOR_BLOCK_SIZE in \
+             world.rs)",
+            wrong.join(", ")
+        ));
+    }
+}
+
+/// The group-commit leader's delays (`KeDelayExecutionThread`) must be the rule's
+/// `max-batch-wait-us`, relative, in 100 ns units.
+fn check_delays(spec: &Spec) {
+    let mut w = world();
+    let us = group_options(spec).max_batch_wait_us;
+    let expected = -(i64::from(us) * 10);
+    let wrong: Vec<i64> = w
+        .delays
+        .iter()
+        .copied()
+        .filter(|&d| d != expected)
+        .collect();
+    if !wrong.is_empty() {
+        w.violation(format!(
+            "KeDelayExecutionThread intervals {wrong:?}, expected {expected} (the rule's \
+             max-batch-wait-us {us} as a negative, relative interval in 100 ns units)"
+        ));
+    }
 }
 
 fn unload(runner: &mut Runner<'_>) {
@@ -524,6 +574,9 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         client: None,
         messages: Vec::new(),
     };
+    // The file system's stream control block: every file object of the stream shares it
+    // (the group-commit stream key).
+    runner.file_object.FsContext = world().object() as *mut c_void;
     let file = runner.file() as usize;
     kernel::add_file(
         file,
@@ -560,6 +613,7 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
             runner.step(step);
         }
         unload(&mut runner);
+        check_delays(spec);
     }
     finish(&runner)
 }
@@ -572,6 +626,13 @@ fn finish(runner: &Runner<'_>) -> Outcome {
     }
     let distinct_calls = counts.len();
     counts.insert("ZwClose(file handle)", w.file_handle_closes);
+    counts.insert(
+        COORDINATOR_BLOCK_SITE,
+        w.site_counts
+            .get(COORDINATOR_BLOCK_SITE)
+            .copied()
+            .unwrap_or(0),
+    );
     Outcome {
         violations: w.violations.clone(),
         calls: w.calls.len(),

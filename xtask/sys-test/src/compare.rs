@@ -4,7 +4,7 @@
 
 use flushguard_engine::callbacks::Irql;
 use flushguard_protocol::NtStatus;
-use flushguard_tests::fake::{CallSite, FakeOptions, FmCall};
+use flushguard_tests::fake::{CallSite, Fake, FakeOptions, FmCall};
 use flushguard_tests::harness::{Harness, WriteKind as FakeWriteKind, WriteSpec};
 
 use crate::scenario::{
@@ -30,6 +30,11 @@ pub fn routine_of(site: CallSite) -> &'static str {
         CallSite::CloseKernelHandle => "FltClose",
         CallSite::ReadPolicy => "ZwOpenKey",
         CallSite::WritePolicy => "ZwCreateKey",
+        // Not one routine: the driver's pool allocator (ExAllocatePool2, or
+        // ExAllocatePoolWithTag without it) serves every allocation. The binary's count
+        // is of the coordinator blocks alone, told apart by their size in DriverEntry
+        // (world::COORDINATOR_BLOCK_SIZE, the identification checked on every run).
+        CallSite::AllocateCommitSync => crate::world::COORDINATOR_BLOCK_SITE,
     }
 }
 
@@ -41,10 +46,27 @@ pub fn site_by_name(name: &str) -> Option<CallSite> {
         .find(|site| format!("{site:?}") == name)
 }
 
-/// The call sites whose first call can fail in a scenario: every one but the registry
-/// read and write (the fake reads the policy before a failure can be injected).
+/// The call sites whose calls can fail in a scenario: every one but the registry read
+/// and write (the binary's `ZwOpenKey` / `ZwCreateKey` have no failure injection).
+/// `AllocateCommitSync` fails at load on both sides: the fake's failure is injected
+/// before its DriverEntry (`Filter::load`), the binary's allocation returns NULL.
 pub fn injectable(site: CallSite) -> bool {
     !matches!(site, CallSite::ReadPolicy | CallSite::WritePolicy)
+}
+
+/// Calls of `AllocateCommitSync` made to fail, one run each: the table lock's block
+/// and the first two coordinators'. A later one takes the same path
+/// (`GroupTable::try_new` gives up and frees the blocks allocated so far) with one more
+/// block to free: 62 more runs per scenario for nothing new.
+pub const COORDINATOR_BLOCK_CALLS: u64 = 3;
+
+/// How many of an injectable site's calls the sweep makes fail, one run each (from the
+/// first): every call, but [`COORDINATOR_BLOCK_CALLS`] of the coordinator blocks.
+pub fn injected_calls(site: CallSite) -> u64 {
+    match site {
+        CallSite::AllocateCommitSync => COORDINATOR_BLOCK_CALLS,
+        _ => u64::MAX,
+    }
 }
 
 /// What the fake saw for `spec`.
@@ -77,13 +99,17 @@ fn message(h: &Harness, what: &str, request: &[u8], out: &mut Vec<(String, i32, 
 /// Runs `spec` on the host fake: the same steps through the engine's callbacks, the
 /// `n`-th call (from 0) of the call site `inject` failing.
 pub fn run_fake(spec: &Spec, inject: Option<(CallSite, u64)>) -> FakeOutcome {
-    let h = Harness::logging_calls(FakeOptions {
+    let fake = Fake::new(FakeOptions {
         has_flush2: spec.has_flush2,
         registry: policy_of(spec),
     });
+    fake.log_calls();
+    // Before the load, like the binary's: a call site the engine reaches at load (the
+    // group-commit coordinators) fails there too.
     if let Some((site, nth)) = inject {
-        h.fake.inject(site, nth);
+        fake.inject(site, nth);
     }
+    let h = Harness::on(fake);
     let mut seen = Seen::default();
     let mut file = None;
     let mut messages = Vec::new();
@@ -236,8 +262,9 @@ pub fn differences(outcome: &Outcome, fake: &FakeOutcome) -> Vec<String> {
 }
 
 /// The routines whose calls are compared in order, binary against host fake: each is
-/// the import the driver calls for one `FilterManager` method of the engine (the fake
-/// logs the method under the routine's name). `ExFreePool(image name)` is the
+/// the import the driver calls for one `FilterManager` method of the engine, or one
+/// method of a group-commit coordinator's `BatchEvent` / `CommitSync::sleep_us` (the
+/// fake logs the method under the routine's name). `ExFreePool(image name)` is the
 /// binary's `ExFreePool` of a `SeLocateProcessImageName` buffer.
 pub const SEQUENCE_ROUTINES: &[&str] = &[
     "FltGetFileNameInformation",
@@ -264,6 +291,10 @@ pub const SEQUENCE_ROUTINES: &[&str] = &[
     "KeAreAllApcsDisabled",
     "FltCloseCommunicationPort",
     "FltUnregisterFilter",
+    "KeClearEvent",
+    "KeSetEvent",
+    "KeWaitForSingleObject",
+    "KeDelayExecutionThread",
 ];
 
 /// The routines left out of the sequence comparison, each with the reason: they exist
@@ -308,6 +339,7 @@ pub const SEQUENCE_EXCLUDED: &[(&str, &str)] = &[
     ("ZwClose", "closes the registry keys of ZwOpenKey / ZwCreateKey (compared: the fake's read_policy_value / write_policy_value)"),
     ("ZwQueryValueKey", "the value read inside the key of ZwOpenKey (compared); the driver asks twice (size, then value), the fake once"),
     ("ZwSetValueKey", "the value written inside the key of ZwCreateKey (compared)"),
+    ("KeInitializeEvent", "the group-commit coordinators' events, initialised at load (DriverEntry) in the shell's pool blocks; the fake's new_commit_sync logs nothing (its count is compared as AllocateCommitSync)"),
     ("KeBugCheckEx", "a bug check ends the run, which fails on its own"),
     ("memcmp", INTRINSICS),
     ("memcpy", INTRINSICS),

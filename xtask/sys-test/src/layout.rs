@@ -289,9 +289,13 @@ pub struct FileObject {
     pub Type: i16,
     /// `sizeof(FILE_OBJECT)`.
     pub Size: i16,
-    /// `DeviceObject`, `Vpb`, `FsContext`, `FsContext2`, `SectionObjectPointer`,
-    /// `PrivateCacheMap`.
-    pub Pointers: [*mut c_void; 6],
+    /// `DeviceObject`, `Vpb`.
+    pub Pointers: [*mut c_void; 2],
+    /// `FsContext`: the file system's stream control block, the same for every file
+    /// object of one stream (FlushGuard's group-commit stream key).
+    pub FsContext: *mut c_void,
+    /// `FsContext2`, `SectionObjectPointer`, `PrivateCacheMap`.
+    pub Pointers2: [*mut c_void; 3],
     /// `FinalStatus`.
     pub FinalStatus: i32,
     /// `RelatedFileObject`.
@@ -485,6 +489,8 @@ const_assert_eq!(offset_of!(FltRelatedObjects, Transaction), 40);
 const_assert_eq!(size_of::<FltRelatedObjects>(), 48);
 
 const_assert_eq!(offset_of!(FileObject, Pointers), 8);
+const_assert_eq!(offset_of!(FileObject, FsContext), 24);
+const_assert_eq!(offset_of!(FileObject, Pointers2), 32);
 const_assert_eq!(offset_of!(FileObject, FinalStatus), 56);
 const_assert_eq!(offset_of!(FileObject, RelatedFileObject), 64);
 const_assert_eq!(offset_of!(FileObject, Booleans), 72);

@@ -7,7 +7,7 @@
 //! does not), runs its [`Step`]s on one file `\\srv\share\data\a.db` over SMB, and ends
 //! with FilterUnload and the leak report.
 
-use flushguard_engine::policy::{FlushMethod, Mode, ProviderSelector};
+use flushguard_engine::policy::{FlushMethod, GroupOptions, Mode, ProviderSelector};
 use flushguard_protocol::FlushFlags;
 
 /// The requestor image (as the host scenarios use).
@@ -143,6 +143,9 @@ pub struct Spec {
     pub any_provider: bool,
     /// The steps between instance setup and FilterUnload.
     pub steps: &'static [Step],
+    /// `max-batch` and `max-batch-wait-us` of a `group-commit` rule (persisted or sent
+    /// with SetPolicy).
+    pub group: GroupOptions,
 }
 
 const fn spec(name: &'static str, mode: Option<Mode>) -> Spec {
@@ -155,8 +158,20 @@ const fn spec(name: &'static str, mode: Option<Mode>) -> Spec {
         asynchronous: false,
         any_provider: false,
         steps: FILE_LIFE,
+        group: GroupOptions::DEFAULT,
     }
 }
+
+/// Two governed writes before the flush: a group-commit stream's coordinator leads two
+/// batches, one on each of its two events.
+const TWO_WRITES: &[Step] = &[
+    Step::Open,
+    Step::Write(WriteKind::Cached),
+    Step::Write(WriteKind::Cached),
+    Step::Flush(0),
+    Step::Cleanup,
+    Step::Close,
+];
 
 /// Every scenario.
 pub const SCENARIOS: &[Spec] = &[
@@ -229,6 +244,49 @@ pub const SCENARIOS: &[Spec] = &[
         ],
         ..spec("policy-change-over-port", None)
     },
+    spec("group-commit", Some(Mode::GroupCommit)),
+    Spec {
+        asynchronous: true,
+        ..spec("group-commit-async", Some(Mode::GroupCommit))
+    },
+    Spec {
+        group: GroupOptions {
+            max_batch: 64,
+            max_batch_wait_us: 500,
+        },
+        steps: TWO_WRITES,
+        ..spec("group-commit-batch-wait", Some(Mode::GroupCommit))
+    },
+    Spec {
+        method: FlushMethod::Native,
+        asynchronous: true,
+        steps: &[
+            Step::Open,
+            Step::Write(WriteKind::Synchronous),
+            Step::Write(WriteKind::Synchronous),
+            Step::Cleanup,
+            Step::Close,
+        ],
+        ..spec("group-commit-native-own-handle", Some(Mode::GroupCommit))
+    },
+    Spec {
+        asynchronous: true,
+        group: GroupOptions {
+            max_batch: 2,
+            max_batch_wait_us: 100,
+        },
+        steps: &[
+            Step::Connect,
+            Step::SetPolicy(Mode::GroupCommit),
+            Step::Open,
+            Step::Write(WriteKind::Cached),
+            Step::Write(WriteKind::Cached),
+            Step::Cleanup,
+            Step::Close,
+            Step::Disconnect,
+        ],
+        ..spec("group-commit-policy-over-port", None)
+    },
     Spec {
         steps: &[
             Step::Connect,
@@ -255,13 +313,22 @@ pub fn create_options(spec: &Spec) -> u32 {
 /// A one-rule policy (`\\srv\share`, SMB or any provider) with `mode`, encoded as
 /// `Parameters\Policy` and SetPolicy carry it (the host scenarios' policy).
 pub fn policy_blob(spec: &Spec, mode: Mode) -> Vec<u8> {
-    let action = flushguard_tests::scenario::action(mode, spec.method, FlushFlags::empty(), None);
+    let mut action =
+        flushguard_tests::scenario::action(mode, spec.method, FlushFlags::empty(), None);
+    if action.group.is_some() {
+        action.group = Some(group_options(spec));
+    }
     let provider = if spec.any_provider {
         ProviderSelector::Any
     } else {
         ProviderSelector::Smb
     };
     flushguard_tests::scenario::policy_blob_for(provider, action)
+}
+
+/// The group-commit options of `spec`'s rule (when its mode is `group-commit`).
+pub fn group_options(spec: &Spec) -> GroupOptions {
+    spec.group
 }
 
 /// The persisted policy of `spec`, if any.

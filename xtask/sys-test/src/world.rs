@@ -120,6 +120,28 @@ pub struct Flush {
     pub flags: u32,
 }
 
+/// A `KEVENT` initialised by `KeInitializeEvent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `NotificationEvent` (else `SynchronizationEvent`: a satisfied wait clears it).
+    pub notification: bool,
+    /// Signalled.
+    pub signalled: bool,
+    /// The pool block holding it (0: not in pool, e.g. on a stack or in the image).
+    pub block: usize,
+}
+
+/// Bytes of a group-commit coordinator's pool block (driver/src/group.rs `Block`: an
+/// `EX_SPIN_LOCK` LONG, padding to 8, two 24-byte `KEVENT`s). The harness tells these
+/// blocks from the driver's other pool blocks by this size while DriverEntry runs,
+/// to count and fail them like the host fake's `CallSite::AllocateCommitSync`; every
+/// run checks the identification (each such block gets exactly its two
+/// `KeInitializeEvent`s, and DriverEntry initialises no event elsewhere).
+pub const COORDINATOR_BLOCK_SIZE: usize = 56;
+/// The call site of the coordinator blocks' allocations (`ExAllocatePool2` or, without
+/// it, `ExAllocatePoolWithTag`), as counted and failed by [`World::fail_now`].
+pub const COORDINATOR_BLOCK_SITE: &str = "pool block of a group-commit coordinator";
+
 /// Lifecycle of the filter registration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FilterState {
@@ -259,6 +281,21 @@ pub struct World {
     pub connections: u64,
     /// Messages answered by the port.
     pub messages: u64,
+    /// DriverEntry is running.
+    pub in_driver_entry: bool,
+    /// Initialised `KEVENT`s by address.
+    pub events: HashMap<usize, Event>,
+    /// Events whose pool block was freed (a later use is a use after free).
+    pub freed_events: std::collections::HashSet<usize>,
+    /// Group-commit coordinator blocks allocated in DriverEntry (identified by
+    /// [`COORDINATOR_BLOCK_SIZE`]): (address, events initialised in it).
+    pub coordinator_blocks: Vec<(usize, u32)>,
+    /// `KeDelayExecutionThread` intervals (100 ns units, negative = relative).
+    pub delays: Vec<i64>,
+    /// The latest call was `KeSetEvent(Wait = TRUE)`: the next must be a wait.
+    pub set_event_wait: bool,
+    /// Waits without a timeout on an event nobody can set (one thread).
+    pub unsatisfiable_waits: u32,
 }
 
 static WORLD: LazyLock<Mutex<World>> = LazyLock::new(|| Mutex::new(World::default()));
@@ -279,6 +316,12 @@ impl World {
     /// Records a call of `routine` and checks its maximum IRQL (DDI page of each
     /// routine).
     pub fn call(&mut self, routine: &'static str, max_irql: u8) {
+        if std::mem::take(&mut self.set_event_wait) && routine != "KeWaitForSingleObject" {
+            self.violation(format!(
+                "KeSetEvent(Wait = TRUE) not followed at once by a KeWaitXxx call ({routine} \
+                 came next)"
+            ));
+        }
         self.calls.push(routine);
         self.sequence.push(flushguard_tests::fake::FmCall {
             routine,
@@ -382,6 +425,17 @@ impl World {
                     }
                 }
                 self.pool_by_tag.entry(block.tag).or_default().1 += 1;
+                // The events inside die with the block: a later use is a use after free.
+                let dead: Vec<usize> = self
+                    .events
+                    .iter()
+                    .filter(|(_, event)| event.block == address)
+                    .map(|(&event, _)| event)
+                    .collect();
+                for event in dead {
+                    self.events.remove(&event);
+                    self.freed_events.insert(event);
+                }
                 if block.by == "SeLocateProcessImageName" {
                     // The fake's `release_process_image_name`.
                     self.sequence.push(flushguard_tests::fake::FmCall {
@@ -396,6 +450,32 @@ impl World {
             None => self.violation(format!(
                 "{routine}(0x{address:X}): not a live pool block (double free or foreign pointer)"
             )),
+        }
+    }
+
+    /// The live pool block that holds `[address, address + size)`, if any.
+    pub fn pool_block_of(&self, address: usize, size: usize) -> Option<usize> {
+        self.pool
+            .iter()
+            .find(|(&start, block)| {
+                address >= start && address.saturating_add(size) <= start + block.size
+            })
+            .map(|(&start, _)| start)
+    }
+
+    /// Counts an allocation of `size` bytes at the group-commit coordinator blocks'
+    /// call site if it is one (DriverEntry, [`COORDINATOR_BLOCK_SIZE`]); true if it must
+    /// fail (failure injection).
+    pub fn coordinator_block_fails(&mut self, size: usize) -> bool {
+        self.in_driver_entry
+            && size == COORDINATOR_BLOCK_SIZE
+            && self.fail_now(COORDINATOR_BLOCK_SITE).is_some()
+    }
+
+    /// Records a successful pool allocation for the coordinator-block identification.
+    pub fn allocated(&mut self, address: usize, size: usize) {
+        if self.in_driver_entry && size == COORDINATOR_BLOCK_SIZE {
+            self.coordinator_blocks.push((address, 0));
         }
     }
 

@@ -3,18 +3,21 @@
 //!
 //! Each routine records its call, checks its documented maximum IRQL (DDI page of the
 //! routine) and the object rules Filter Verifier checks (references, pool tags,
-//! handles, the port's security descriptor, registration and teardown order), and
+//! handles, the port's security descriptor, registration and teardown order, dispatcher
+//! events), and
 //! records violations in the [`World`](crate::world::World). None of them panics: the
 //! body runs under `catch_unwind`, and a harness bug becomes a violation.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod event;
 mod fltmgr;
 mod flush;
 mod ntoskrnl;
 mod sync;
 
+use event::*;
 use fltmgr::*;
 use flush::*;
 use ntoskrnl::*;
@@ -209,6 +212,15 @@ pub fn resolve(dll: &str, name: &str) -> Option<usize> {
             ex_release_spin_lock_shared as *const () as usize
         }
         ("ntoskrnl.exe", "KeEnterCriticalRegion") => ke_enter_critical_region as *const () as usize,
+        ("ntoskrnl.exe", "KeInitializeEvent") => ke_initialize_event as *const () as usize,
+        ("ntoskrnl.exe", "KeSetEvent") => ke_set_event as *const () as usize,
+        ("ntoskrnl.exe", "KeClearEvent") => ke_clear_event as *const () as usize,
+        ("ntoskrnl.exe", "KeWaitForSingleObject") => {
+            ke_wait_for_single_object as *const () as usize
+        }
+        ("ntoskrnl.exe", "KeDelayExecutionThread") => {
+            ke_delay_execution_thread as *const () as usize
+        }
         ("ntoskrnl.exe", "KeLeaveCriticalRegion") => ke_leave_critical_region as *const () as usize,
         ("fltmgr.sys", "FltInitializePushLock") => flt_initialize_push_lock as *const () as usize,
         ("fltmgr.sys", "FltDeletePushLock") => flt_delete_push_lock as *const () as usize,

@@ -69,7 +69,12 @@ pub(super) extern "win64" fn ex_allocate_pool_with_tag(
                 "ExAllocatePoolWithTag pool type {pool_type} (expected NonPagedPoolNx = 512)"
             ));
         }
-        w.allocate(size, tag, "ExAllocatePoolWithTag") as *mut c_void
+        if w.coordinator_block_fails(size) {
+            return std::ptr::null_mut();
+        }
+        let address = w.allocate(size, tag, "ExAllocatePoolWithTag");
+        w.allocated(address, size);
+        address as *mut c_void
     })
 }
 
@@ -83,7 +88,12 @@ pub(super) extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32
         if tag == 0 {
             w.violation("ExAllocatePool2 with tag 0");
         }
-        w.allocate(size, tag, "ExAllocatePool2") as *mut c_void
+        if w.coordinator_block_fails(size) {
+            return std::ptr::null_mut();
+        }
+        let address = w.allocate(size, tag, "ExAllocatePool2");
+        w.allocated(address, size);
+        address as *mut c_void
     })
 }
 

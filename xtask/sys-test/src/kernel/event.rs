@@ -1,0 +1,310 @@
+//! Dispatcher events and the delay of the group-commit coordinators
+//! (driver/src/group.rs): `KeInitializeEvent`, `KeSetEvent`, `KeClearEvent`,
+//! `KeWaitForSingleObject` (on an event) and `KeDelayExecutionThread`.
+//!
+//! Each event the driver initialises is tracked by address (type, state, the pool
+//! block holding it); its `DISPATCHER_HEADER` is written as the kernel writes it and
+//! checked intact at every later use. An event used after its pool block was freed, or
+//! never initialised, is a violation. The harness runs one thread: a wait on an event
+//! that is not set (no timeout) could never end, so it is a violation and returns at
+//! once; a delay sleeps at most [`MAX_SLEEP`].
+
+use std::time::Duration;
+
+use super::*;
+use crate::world::{Event, World};
+
+/// `STATUS_TIMEOUT`.
+const STATUS_TIMEOUT: i32 = 0x102;
+/// `sizeof(KEVENT)` on x64 (a `DISPATCHER_HEADER`).
+const KEVENT_SIZE: usize = 24;
+/// `NotificationEvent` (`EVENT_TYPE`; also the header's `EventNotificationObject`).
+const NOTIFICATION_EVENT: i32 = 0;
+/// `SynchronizationEvent`.
+const SYNCHRONIZATION_EVENT: i32 = 1;
+/// `DISPATCHER_HEADER.Size` of a `KEVENT`: its size in LONGs.
+const KEVENT_SIZE_IN_LONGS: u8 = (KEVENT_SIZE / 4) as u8;
+/// `KWAIT_REASON` `Executive`.
+const EXECUTIVE: i32 = 0;
+/// `KWAIT_REASON` `UserRequest`.
+const USER_REQUEST: i32 = 6;
+/// `KPROCESSOR_MODE` `UserMode` (`KernelMode` is 0).
+const USER_MODE: i8 = 1;
+/// The longest a `KeDelayExecutionThread` really sleeps here.
+const MAX_SLEEP: Duration = Duration::from_millis(1);
+/// Waits that could never end after which the scenario process stops: the driver
+/// would hang here, and a retry loop around the wait would spin forever.
+const MAX_UNSATISFIABLE_WAITS: u32 = 16;
+
+/// `DISPATCHER_HEADER` of a `KEVENT` (wdm.h, x64): the fields `KeInitializeEvent`
+/// sets.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct DispatcherHeader {
+    /// `Type`: `EventNotificationObject` (0) or `EventSynchronizationObject` (1).
+    kind: u8,
+    /// `Signalling`.
+    signalling: u8,
+    /// `Size`: the object's size in LONGs.
+    size: u8,
+    /// `Reserved1`.
+    reserved: u8,
+    /// `SignalState`.
+    signal_state: i32,
+    /// `WaitListHead` (`Flink`, `Blink`): pointing at itself while nobody waits.
+    wait_list_head: [usize; 2],
+}
+static_assertions::const_assert_eq!(std::mem::size_of::<DispatcherHeader>(), KEVENT_SIZE);
+
+impl DispatcherHeader {
+    /// The header of a `KEVENT` at `event` with no waiter.
+    fn of(event: usize, kind: i32, signalled: bool) -> Self {
+        DispatcherHeader {
+            kind: kind as u8,
+            signalling: 0,
+            size: KEVENT_SIZE_IN_LONGS,
+            reserved: 0,
+            signal_state: i32::from(signalled),
+            wait_list_head: [event + 8, event + 8],
+        }
+    }
+}
+
+/// The live event at `event` for `routine`, its header checked; `None` (with the
+/// violation) if it is NULL, freed, never initialised or overwritten.
+fn live_event(w: &mut World, routine: &str, event: usize) -> Option<Event> {
+    if event == 0 {
+        w.violation(format!("{routine} with a NULL object"));
+        return None;
+    }
+    let Some(&state) = w.events.get(&event) else {
+        if w.freed_events.contains(&event) {
+            w.violation(format!(
+                "{routine}(0x{event:X}): the KEVENT's pool block was freed (use after free)"
+            ));
+        } else {
+            w.violation(format!(
+                "{routine}(0x{event:X}): not a KEVENT initialised by KeInitializeEvent"
+            ));
+        }
+        return None;
+    };
+    // SAFETY: a live event: its pool block (or the driver's stack or image memory it
+    // was initialised in) holds KEVENT_SIZE readable bytes, 8-aligned (checked at
+    // KeInitializeEvent).
+    let header = unsafe { (event as *const DispatcherHeader).read() };
+    let kind = if state.notification {
+        NOTIFICATION_EVENT
+    } else {
+        SYNCHRONIZATION_EVENT
+    };
+    if header != DispatcherHeader::of(event, kind, state.signalled) {
+        w.violation(format!(
+            "{routine}(0x{event:X}): the KEVENT's DISPATCHER_HEADER was overwritten since \
+             KeInitializeEvent"
+        ));
+        return None;
+    }
+    Some(state)
+}
+
+/// Sets the state of the live event at `event`, in the harness and in its header.
+fn set_state(w: &mut World, event: usize, signalled: bool) {
+    if let Some(state) = w.events.get_mut(&event) {
+        state.signalled = signalled;
+        let signal_state = (event as *mut DispatcherHeader)
+            .wrapping_byte_add(std::mem::offset_of!(DispatcherHeader, signal_state))
+            .cast::<i32>();
+        // SAFETY: a live event (checked by `live_event` just before): its SignalState.
+        unsafe { signal_state.write(i32::from(signalled)) };
+    }
+}
+
+pub(super) extern "win64" fn ke_initialize_event(event: *mut c_void, kind: i32, state: u8) {
+    guarded("KeInitializeEvent", (), || {
+        let mut w = world();
+        w.call("KeInitializeEvent", u8::MAX);
+        let address = event as usize;
+        if address == 0 {
+            w.violation("KeInitializeEvent with a NULL event");
+            return;
+        }
+        if address % 8 != 0 {
+            w.violation(format!(
+                "KeInitializeEvent(0x{address:X}): a KEVENT must be 8-byte aligned"
+            ));
+            return;
+        }
+        if kind != NOTIFICATION_EVENT && kind != SYNCHRONIZATION_EVENT {
+            w.violation(format!("KeInitializeEvent with event type {kind}"));
+            return;
+        }
+        let block = w.pool_block_of(address, KEVENT_SIZE);
+        let overruns = block.is_none() && w.pool_block_of(address, 1).is_some();
+        if overruns {
+            w.violation(format!(
+                "KeInitializeEvent(0x{address:X}): the KEVENT overruns its pool block"
+            ));
+            return;
+        }
+        if w.in_driver_entry {
+            let size = crate::world::COORDINATOR_BLOCK_SIZE;
+            match w
+                .coordinator_blocks
+                .iter_mut()
+                .rev()
+                .find(|(b, _)| Some(*b) == block)
+            {
+                Some(entry) => entry.1 += 1,
+                None => w.violation(format!(
+                    "KeInitializeEvent(0x{address:X}) in DriverEntry outside a {size}-byte \
+                     group-commit coordinator block: the harness identifies those blocks by \
+                     size (driver/src/group.rs Block; COORDINATOR_BLOCK_SIZE in world.rs)"
+                )),
+            }
+        }
+        let header = DispatcherHeader::of(address, kind, state != 0);
+        // SAFETY: 8-aligned; inside a live pool block (checked), or the driver's own
+        // stack or image storage for a KEVENT, which KeInitializeEvent writes as well.
+        unsafe { (address as *mut DispatcherHeader).write(header) };
+        w.freed_events.remove(&address);
+        w.events.insert(
+            address,
+            Event {
+                notification: kind == NOTIFICATION_EVENT,
+                signalled: state != 0,
+                block: block.unwrap_or(0),
+            },
+        );
+    })
+}
+
+pub(super) extern "win64" fn ke_set_event(event: *mut c_void, _increment: i32, wait: u8) -> i32 {
+    guarded("KeSetEvent", 0, || {
+        let mut w = world();
+        // DDI page: IRQL <= DISPATCH_LEVEL with Wait = FALSE, <= APC_LEVEL with TRUE.
+        let max_irql = if wait != 0 { APC_LEVEL } else { DISPATCH_LEVEL };
+        w.call("KeSetEvent", max_irql);
+        let Some(state) = live_event(&mut w, "KeSetEvent", event as usize) else {
+            return 0;
+        };
+        set_state(&mut w, event as usize, true);
+        // Wait = TRUE: the very next call must be a KeWaitXxx (checked by World::call).
+        w.set_event_wait = wait != 0;
+        i32::from(state.signalled)
+    })
+}
+
+pub(super) extern "win64" fn ke_clear_event(event: *mut c_void) {
+    guarded("KeClearEvent", (), || {
+        let mut w = world();
+        w.call("KeClearEvent", DISPATCH_LEVEL);
+        if live_event(&mut w, "KeClearEvent", event as usize).is_some() {
+            set_state(&mut w, event as usize, false);
+        }
+    })
+}
+
+pub(super) extern "win64" fn ke_wait_for_single_object(
+    object: *mut c_void,
+    reason: i32,
+    mode: i8,
+    _alertable: u8,
+    timeout: *const i64,
+) -> i32 {
+    guarded("KeWaitForSingleObject", STATUS_SUCCESS, || {
+        let timeout = if timeout.is_null() {
+            None
+        } else {
+            // SAFETY: the driver's LARGE_INTEGER (non-NULL), live for the call.
+            Some(unsafe { timeout.read_unaligned() })
+        };
+        let mut w = world();
+        // DDI page: IRQL <= DISPATCH_LEVEL with a zero timeout, else <= APC_LEVEL.
+        let max_irql = if timeout == Some(0) {
+            DISPATCH_LEVEL
+        } else {
+            APC_LEVEL
+        };
+        w.call("KeWaitForSingleObject", max_irql);
+        if reason != EXECUTIVE && reason != USER_REQUEST {
+            w.violation(format!(
+                "KeWaitForSingleObject with WaitReason {reason} (drivers pass Executive or \
+                 UserRequest)"
+            ));
+        }
+        let address = object as usize;
+        let Some(state) = live_event(&mut w, "KeWaitForSingleObject", address) else {
+            return STATUS_SUCCESS;
+        };
+        if mode == USER_MODE && state.block == 0 {
+            let (start, end) = w.image;
+            if !(start..end).contains(&address) {
+                w.violation(
+                    "KeWaitForSingleObject in UserMode on a KEVENT on the stack (its stack \
+                     may be paged out during the wait)",
+                );
+            }
+        } else if mode != 0 && mode != USER_MODE {
+            w.violation(format!("KeWaitForSingleObject with WaitMode {mode}"));
+        }
+        if state.signalled {
+            if !state.notification {
+                set_state(&mut w, address, false);
+            }
+            return STATUS_SUCCESS;
+        }
+        if timeout.is_some() {
+            return STATUS_TIMEOUT;
+        }
+        w.violation(
+            "KeWaitForSingleObject on an unset event without a timeout: no other thread \
+             runs here to set it, so the wait would block forever",
+        );
+        w.unsatisfiable_waits += 1;
+        if w.unsatisfiable_waits >= MAX_UNSATISFIABLE_WAITS {
+            let violations = w.violations.clone();
+            eprintln!(
+                "KeWaitForSingleObject: {MAX_UNSATISFIABLE_WAITS} waits on events nobody \
+                 sets: the driver would hang here"
+            );
+            for v in violations {
+                eprintln!("  violation: {v}");
+            }
+            std::process::exit(3);
+        }
+        STATUS_SUCCESS
+    })
+}
+
+pub(super) extern "win64" fn ke_delay_execution_thread(
+    mode: i8,
+    _alertable: u8,
+    interval: *const i64,
+) -> i32 {
+    guarded("KeDelayExecutionThread", STATUS_INVALID_PARAMETER, || {
+        let mut w = world();
+        w.call("KeDelayExecutionThread", APC_LEVEL);
+        if mode != 0 && mode != USER_MODE {
+            w.violation(format!("KeDelayExecutionThread with WaitMode {mode}"));
+        }
+        if interval.is_null() {
+            w.violation("KeDelayExecutionThread with a NULL Interval");
+            return STATUS_INVALID_PARAMETER;
+        }
+        // SAFETY: the driver's LARGE_INTEGER (non-NULL), live for the call.
+        let interval = unsafe { interval.read_unaligned() };
+        w.delays.push(interval);
+        if interval >= 0 {
+            w.violation(format!(
+                "KeDelayExecutionThread with Interval {interval}: not negative (a relative \
+                 interval in 100 ns units; zero or positive is an absolute system time)"
+            ));
+            return STATUS_SUCCESS;
+        }
+        drop(w);
+        let wanted = Duration::from_nanos(interval.unsigned_abs().saturating_mul(100));
+        std::thread::sleep(wanted.min(MAX_SLEEP));
+        STATUS_SUCCESS
+    })
+}
