@@ -25,6 +25,7 @@ step "package: cargo xtask package (flushguard.sys test-signed, flushguard.inf, 
 cargo xtask package
 
 sample=target/sample-trace.generated.csv
+mkdir -p target # absent when CARGO_TARGET_DIR points elsewhere
 step "sample workload: flushctl gen-trace --out $sample (generated, not a capture)"
 cargo run -q -p flushctl -- gen-trace --out "$sample"
 
