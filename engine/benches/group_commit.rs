@@ -250,13 +250,12 @@ fn run(dir: &Path, variant: Variant, writers: usize, duration: Duration) -> io::
                         let flushed = match variant {
                             Variant::Baseline => counters.sync(file).is_ok(),
                             Variant::GroupCommit => {
-                                let committed =
-                                    coordinator.commit(GroupOptions::DEFAULT, |_batch| {
-                                        match counters.sync(file) {
-                                            Ok(()) => NtStatus::SUCCESS,
-                                            Err(_) => NtStatus::UNSUCCESSFUL,
-                                        }
-                                    });
+                                let committed = coordinator.commit(group_options(), |_batch| {
+                                    match counters.sync(file) {
+                                        Ok(()) => NtStatus::SUCCESS,
+                                        Err(_) => NtStatus::UNSUCCESSFUL,
+                                    }
+                                });
                                 committed == Committed::Flushed
                             }
                         };
@@ -454,6 +453,18 @@ fn run_fio(dir: &Path, jobs: usize, duration: Duration) -> FioResult {
 
 // --- main -----------------------------------------------------------------------------------
 
+/// `max-batch-wait-us` of the group-commit variant (`FLUSHGUARD_BENCH_WAIT_US`, default 0).
+static BATCH_WAIT_US: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The group-commit options the bench runs with: the policy defaults, with
+/// `max-batch-wait-us` from `FLUSHGUARD_BENCH_WAIT_US`.
+fn group_options() -> GroupOptions {
+    GroupOptions {
+        max_batch_wait_us: BATCH_WAIT_US.load(Ordering::Relaxed),
+        ..GroupOptions::DEFAULT
+    }
+}
+
 fn main() -> ExitCode {
     let benching = env::args().any(|a| a == "--bench");
     let secs = match env::var("FLUSHGUARD_BENCH_SECS") {
@@ -468,6 +479,15 @@ fn main() -> ExitCode {
         Err(_) => 0.05,
     };
     let duration = Duration::from_secs_f64(secs);
+    if let Ok(s) = env::var("FLUSHGUARD_BENCH_WAIT_US") {
+        match s.trim().parse::<u32>() {
+            Ok(us) if us <= 50_000 => BATCH_WAIT_US.store(us, Ordering::Relaxed),
+            _ => {
+                eprintln!("FLUSHGUARD_BENCH_WAIT_US={s:?} is not 0..=50000 microseconds");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let BenchDir {
         path: dir,
         chosen_by,
@@ -499,8 +519,8 @@ fn main() -> ExitCode {
     }
     println!(
         "{RECORD} B records, one shared file, {secs} s per configuration, group options: max-batch {}, max-batch-wait-us {}",
-        GroupOptions::DEFAULT.max_batch,
-        GroupOptions::DEFAULT.max_batch_wait_us
+        group_options().max_batch,
+        group_options().max_batch_wait_us
     );
     println!();
     println!(
