@@ -760,14 +760,17 @@ fn async_writes_are_pended_to_the_flush_worker_and_complete_after_their_flush() 
 /// counted, and the cleanup flush covers it.
 #[test]
 fn pended_writes_at_unload_and_refused_posting() {
+    for mode in [Mode::FlushAfterWrite, Mode::GroupCommit] {
+        pended_writes_at_unload_and_refused_posting_in(mode);
+    }
+}
+
+/// [`pended_writes_at_unload_and_refused_posting`] under `mode` (group-commit: the
+/// pended writes are committed by the worker, each leading its own batch).
+fn pended_writes_at_unload_and_refused_posting_in(mode: Mode) {
     use flushguard_tests::fake::CallSite;
     let h = harness(
-        action(
-            Mode::FlushAfterWrite,
-            FlushMethod::Filter,
-            FlushFlags::empty(),
-            None,
-        ),
+        action(mode, FlushMethod::Filter, FlushFlags::empty(), None),
         true,
     );
     let file = open(&h);
