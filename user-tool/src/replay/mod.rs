@@ -229,8 +229,12 @@ pub struct Replayer<'f> {
     group_models: HashMap<(u32, Arc<str>), BatchModel>,
     /// Governed group-commit writes without a usable time, per rule slot.
     group_untimed: HashMap<u32, u64>,
-    /// The current row's time (microseconds since the trace's first midnight).
-    now_us: Option<u64>,
+    /// Some rule (or the default action) is (audited) group-commit: keep each row's
+    /// `Time of Day`.
+    group_models_wanted: bool,
+    /// The current row's `Time of Day`, as exported (parsed only for a group-commit
+    /// write: [`Replayer::model_group_write`]).
+    time_of_day: Option<Box<str>>,
     /// Added to `Time of Day` once the clock went back by more than 12 hours.
     day_offset_us: u64,
     last_time_us: u64,
@@ -312,7 +316,9 @@ impl<'f> Replayer<'f> {
             default_group: p.default_action.group,
             group_models: HashMap::default(),
             group_untimed: HashMap::default(),
-            now_us: None,
+            group_models_wanted: p.default_action.group.is_some()
+                || p.rules.iter().any(|r| r.action.group.is_some()),
+            time_of_day: None,
             day_offset_us: 0,
             last_time_us: 0,
             path_cache: HashMap::default(),
@@ -388,7 +394,7 @@ impl<'f> Replayer<'f> {
         let Some(options) = self.rule_group(slot) else {
             return;
         };
-        let Some(now) = self.now_us else {
+        let Some(now) = self.now_us() else {
             *self.group_untimed.entry(slot).or_default() += 1;
             return;
         };
@@ -399,19 +405,20 @@ impl<'f> Replayer<'f> {
             .write(now);
     }
 
-    /// Sets the current row's time from its `Time of Day` (a clock going back by more
-    /// than 12 hours is taken as midnight passing).
-    fn set_time(&mut self, time_of_day_us: Option<u64>) {
+    /// The current row's time in microseconds since the first midnight of the trace,
+    /// from its `Time of Day` (a clock going back by more than 12 hours since the
+    /// last group-commit write is taken as midnight passing); `None` when it does not
+    /// parse.
+    fn now_us(&mut self) -> Option<u64> {
         const DAY_US: u64 = 86_400_000_000;
-        self.now_us = time_of_day_us.map(|t| {
-            let mut now = t + self.day_offset_us;
-            if now + DAY_US / 2 < self.last_time_us {
-                self.day_offset_us += DAY_US;
-                now += DAY_US;
-            }
-            self.last_time_us = self.last_time_us.max(now);
-            now
-        });
+        let t = crate::trace::parse_time_of_day(self.time_of_day.as_deref()?)?;
+        let mut now = t + self.day_offset_us;
+        if now + DAY_US / 2 < self.last_time_us {
+            self.day_offset_us += DAY_US;
+            now += DAY_US;
+        }
+        self.last_time_us = self.last_time_us.max(now);
+        Some(now)
     }
 
     fn rule_mode(&self, slot: u32) -> Mode {
@@ -473,7 +480,9 @@ impl<'f> Replayer<'f> {
                 }
                 Item::Event(e) => {
                     let (pid, process, path, result) = (e.pid, e.process, e.path, e.result);
-                    self.set_time(e.time_us);
+                    if self.group_models_wanted {
+                        self.time_of_day = e.time_of_day.map(Box::from);
+                    }
                     self.event(pid, process, path, e.op, result);
                 }
             }

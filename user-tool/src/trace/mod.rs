@@ -265,9 +265,10 @@ pub struct Event<'r> {
     pub path: &'r str,
     /// `Result`.
     pub result: OpResult,
-    /// `Time of Day` of a write, microseconds since midnight ([`parse_time_of_day`]);
-    /// `None` for other operations, without the column, or when it does not parse.
-    pub time_us: Option<u64>,
+    /// `Time of Day` of a write as exported (parse with [`parse_time_of_day`] when
+    /// needed: only group-commit modelling does); `None` for other operations or
+    /// without the column.
+    pub time_of_day: Option<&'r str>,
 }
 
 /// Parses Process Monitor's `Time of Day` (`4:33:18.8762838 PM`, or 24-hour
@@ -514,10 +515,8 @@ impl<R: Read> TraceReader<R> {
             },
         };
         let result = parse_result(result);
-        let time_us = match (kind, c.time) {
-            (OpKind::Write { .. }, Some(i)) => {
-                get(i, "Time of Day").ok().and_then(parse_time_of_day)
-            }
+        let time_of_day = match (kind, c.time) {
+            (OpKind::Write { .. }, Some(i)) => get(i, "Time of Day").ok(),
             _ => None,
         };
         let op = match kind {
@@ -545,7 +544,7 @@ impl<R: Read> TraceReader<R> {
             op,
             path,
             result,
-            time_us,
+            time_of_day,
         })))
     }
 }
