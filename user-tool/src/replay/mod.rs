@@ -99,6 +99,7 @@ pub const MAX_MALFORMED_LISTED: usize = 100;
 /// `STATUS_REPARSE`: a create that did not open a file object.
 const STATUS_REPARSE: i32 = 0x104;
 
+mod group;
 mod ops;
 mod report;
 
@@ -376,49 +377,6 @@ impl<'f> Replayer<'f> {
                 .cloned()
                 .unwrap_or_else(|| format!("rule {slot}"))
         }
-    }
-
-    /// Group-commit options of rule `slot` (the default action's for
-    /// [`DEFAULT_RULE_SLOT`]); `None` unless its (audited) mode is group-commit.
-    fn rule_group(&self, slot: u32) -> Option<GroupOptions> {
-        match slot {
-            EXEMPT_SLOT => None,
-            DEFAULT_RULE_SLOT => self.default_group,
-            s => self.rule_groups.get(s as usize).copied().flatten(),
-        }
-    }
-
-    /// A governed write on `key` under rule `slot` completed now: feeds the rule's
-    /// group-commit model of that file.
-    fn model_group_write(&mut self, slot: u32, key: &Arc<str>) {
-        let Some(options) = self.rule_group(slot) else {
-            return;
-        };
-        let Some(now) = self.now_us() else {
-            *self.group_untimed.entry(slot).or_default() += 1;
-            return;
-        };
-        let latency = self.opts.flush_latency_us;
-        self.group_models
-            .entry((slot, Arc::clone(key)))
-            .or_insert_with(|| BatchModel::new(options, latency))
-            .write(now);
-    }
-
-    /// The current row's time in microseconds since the first midnight of the trace,
-    /// from its `Time of Day` (a clock going back by more than 12 hours since the
-    /// last group-commit write is taken as midnight passing); `None` when it does not
-    /// parse.
-    fn now_us(&mut self) -> Option<u64> {
-        const DAY_US: u64 = 86_400_000_000;
-        let t = crate::trace::parse_time_of_day(self.time_of_day.as_deref()?)?;
-        let mut now = t + self.day_offset_us;
-        if now + DAY_US / 2 < self.last_time_us {
-            self.day_offset_us += DAY_US;
-            now += DAY_US;
-        }
-        self.last_time_us = self.last_time_us.max(now);
-        Some(now)
     }
 
     fn rule_mode(&self, slot: u32) -> Mode {
