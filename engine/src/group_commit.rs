@@ -10,7 +10,9 @@
 //! stays what it was). `flush` is called once per flush, by the writer leading it, so a
 //! failure is counted once where the caller's `flush` counts it.
 //! Writers that arrive while a flush is in flight wait for the next one, so one flush
-//! covers a whole batch; at most `max_batch` writers are acknowledged by any one flush.
+//! covers a whole batch; at most `max_batch` writers hold the ticket of any one flush
+//! (a writer whose own flush failed is acknowledged by the next one that succeeds, so
+//! that flush may acknowledge more).
 //!
 //! # How
 //!
@@ -19,11 +21,23 @@
 //! not started yet (or a later one, when `max_batch` writers already hold that number).
 //! A flush numbered `k` covers every ticket `<= k`. A writer whose ticket is not covered
 //! yet either starts the next flush itself (when none is in flight: it becomes the
-//! batch's leader) or waits on the event of the flush in flight, then looks again. Each
-//! flush has a fresh event (notification semantics: set once, every past and future
-//! waiter returns), so no wake-up can be lost.
+//! batch's leader) or waits on the event of the flush in flight, then looks again (the
+//! two-event scheme below: no wake-up is lost).
 //!
-//! The state lives behind the [`CommitSync::locked`] lock of the implementation (an
+//! Two notification events per coordinator alternate: flush `k` uses event `k % 2`
+//! (fixed when its leader claims it), cleared at the claim and set when the flush
+//! completes, both under the lock, so an event's state always matches its flush's. A
+//! waiter re-checks the state after every wake-up. A waiter that read "flush `k` in
+//! flight" but sleeps only after `k` completed and the claim of `k + 2` cleared the same
+//! event sleeps until `k + 2` completes: late by at most one flush and its batch wait,
+//! never lost (whoever clears an event sets it again after its flush). No allocation
+//! happens per flush or per writer: the events live with the coordinator (a `KEVENT`
+//! pair in non-paged pool in a driver).
+//!
+//! [`GroupTable`] maps streams (a key such as `FILE_OBJECT::FsContext`, the same for
+//! every handle of the stream) to coordinators from a fixed set allocated once.
+//!
+//! The state lives behind the [`CommitSync::lock`] lock of the implementation (an
 //! `EX_SPIN_LOCK` taken exclusively in a driver: held for a few instructions, never
 //! across the flush or a wait), with an inner `spin` lock for memory safety in safe Rust
 //! that the outer lock keeps uncontended. Everything is safe Rust; `flush`, the events and
@@ -212,7 +226,11 @@ impl<S: CommitSync> GroupCommit<S> {
                 Step::Done(c) => return c,
                 Step::Wait(index) => self.sync.event(index).wait(),
                 Step::Lead(index) => {
-                    if options.max_batch_wait_us > 0 {
+                    // Gather more writers, unless the batch is full already.
+                    let full = self.with_state(|s, _| {
+                        s.assigned > s.started + 1 || s.assigned_count >= max_batch
+                    });
+                    if options.max_batch_wait_us > 0 && !full {
                         self.sync.sleep_us(u64::from(options.max_batch_wait_us));
                     }
                     let (number, batch) = self.with_state(|s, _| {

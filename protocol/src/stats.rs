@@ -134,7 +134,7 @@ macro_rules! callback_counters {
 }
 
 /// Number of callback-layer counters ([`CallbackCounter`]).
-pub const CALLBACK_COUNTER_COUNT: usize = 42;
+pub const CALLBACK_COUNTER_COUNT: usize = 44;
 
 callback_counters! {
     /// A pre-create set `FILE_WRITE_THROUGH`.
@@ -255,6 +255,14 @@ callback_counters! {
     /// allocated at load), so this write was flushed on its own, as under
     /// flush-after-write (fail open: same guarantee, no batching).
     GroupCommitUnbatched = 41, "group_commit_unbatched";
+    /// Group-commit: a write flushed on its own instead of joining a batch because it
+    /// ran in FlushGuard's flush worker (an asynchronous write: a system worker thread
+    /// must not wait for another writer's flush) or with all APCs disabled.
+    GroupCommitNotBatched = 42, "group_commit_not_batched";
+    /// Group-commit: a writer's batch flush failed, so it flushed its own file object
+    /// once more (the batch's flush ran through another handle, perhaps another
+    /// session).
+    GroupCommitFallbackFlush = 43, "group_commit_fallback_flush";
 }
 
 /// Flush-failure statuses with their own slot (DESIGN §1 list); the final slot

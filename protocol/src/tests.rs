@@ -655,11 +655,11 @@ fn golden_stats_reply_header() {
     h.callback_counters = CALLBACK_COUNTER_COUNT as u32;
     h.write(&mut Writer::new(&mut b)).unwrap();
     assert_eq!(b[..32], v1[..32]);
-    assert_eq!(b[32..], [42, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(b[32..], [44, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(StatsReplyHeader::read(&mut Reader::new(&b)), Ok(h));
     assert_eq!(
         h.announced_body_len(),
-        Some(40 + 2 * 21 * 8 + 3 * 32 * 8 + 10 * 16 + 42 * 8 + 2 * 21 * 8)
+        Some(40 + 2 * 21 * 8 + 3 * 32 * 8 + 10 * 16 + 44 * 8 + 2 * 21 * 8)
     );
     // A count other than 0 or CALLBACK_COUNTER_COUNT, or a non-zero reserved field.
     let mut bad = b;

@@ -570,7 +570,7 @@ fn nonzero_callback_counters(stats: &Value) -> Vec<(String, u64)> {
     keys.sort_unstable();
     labels.sort_unstable();
     assert_eq!(keys, labels);
-    assert_eq!(keys.len(), 42);
+    assert_eq!(keys.len(), 44);
     m.iter()
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .filter(|(_, v)| *v != 0)

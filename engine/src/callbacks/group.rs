@@ -20,8 +20,9 @@ pub(super) struct GroupKey {
 
 impl<F: FilterManager> Filter<F> {
     /// The group-commit flush after a successful governed write, at PASSIVE_LEVEL in
-    /// one of the two places a flush may run (the issuing thread of a synchronized
-    /// write, or the flush worker for a pended asynchronous one).
+    /// one of the two places a flush may run: batched in the issuing thread of a
+    /// synchronized write; on its own (`GroupCommitNotBatched`) in the flush worker for
+    /// a pended asynchronous one, or with all APCs disabled.
     ///
     /// The writer's handle's writes completed so far are read first: a flush that
     /// starts after that covers them, so when the batch's flush succeeds the handle's
@@ -29,7 +30,8 @@ impl<F: FilterManager> Filter<F> {
     /// A writer whose stream finds no free coordinator is flushed on its own
     /// (`GroupCommitUnbatched`, the flush-after-write guarantee). A failed batch flush
     /// is counted once, by its leader; every member keeps its write's own status
-    /// and stays marked for the cleanup flush (fail open). Per rule it counts
+    /// and flushes its own file object once more (`GroupCommitFallbackFlush`); if that
+    /// fails too it stays marked for the cleanup flush (fail open). Per rule it counts
     /// `group_commit_flushes` (leader), `group_commit_writes` and
     /// `group_commit_wait_us` (every member), and globally the batch-size and wait
     /// histograms.
@@ -41,6 +43,17 @@ impl<F: FilterManager> Filter<F> {
         slot: u32,
         issuing_thread: bool,
     ) {
+        // Only the issuing thread of a synchronized write waits for another writer's
+        // flush. The flush worker runs in system worker threads, a limited resource
+        // that must not wait long (DDI pages "System Worker Threads",
+        // "FltQueueDeferredIoWorkItem"): a pended write is flushed on its own there. A
+        // thread in a guarded region (or above PASSIVE_LEVEL: KeAreAllApcsDisabled) may
+        // hold what another writer's flush needs: flushed on its own too.
+        if !issuing_thread || self.fm.all_apcs_disabled() {
+            self.counters().bump(Counter::GroupCommitNotBatched);
+            self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
+            return;
+        }
         let Some(table) = &self.group else {
             self.counters().bump(Counter::GroupCommitUnbatched);
             self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
@@ -61,19 +74,21 @@ impl<F: FilterManager> Filter<F> {
         // turn (its batch was full) and then its own.
         let mut led = 0u64;
         let committed = table.commit(key, options, |batch| {
-            led += 1;
-            self.state.stats().record_group_batch(batch);
             // A skipped flush (counted by flush_now; not expected here: the decision
             // already excluded paging I/O, a top-level IRP and IRQL above PASSIVE)
             // acknowledges nobody as flushed.
-            self.flush_now(
+            let status = self.flush_now(
                 data,
                 order,
                 FlushPlace::GroupCommit(options),
                 slot,
                 issuing_thread,
-            )
-            .unwrap_or(NtStatus::UNSUCCESSFUL)
+            );
+            if status.is_some() {
+                led += 1;
+                self.state.stats().record_group_batch(batch);
+            }
+            status.unwrap_or(NtStatus::UNSUCCESSFUL)
         });
         let waited = self.fm.now_us().saturating_sub(started);
         match committed {
@@ -90,7 +105,13 @@ impl<F: FilterManager> Filter<F> {
                     }
                 }
             }
-            Committed::NotFlushed { .. } => {}
+            Committed::NotFlushed { .. } => {
+                // The batch's flush went through another handle, possibly another
+                // session (the stream is shared across users): that failure need not
+                // be this writer's. It flushes its own file object once more.
+                self.counters().bump(Counter::GroupCommitFallbackFlush);
+                self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
+            }
         }
         let policy = self.state.policy();
         let rule = policy.counters(crate::matcher::slot_index(slot));
