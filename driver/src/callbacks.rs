@@ -16,9 +16,8 @@ use core::ffi::c_void;
 
 use flushguard_engine::callbacks::{CompletionContext, Filter, PostOpFlags, PostOpStatus, PreOp};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltCompletePendedPostOperation, FltFreeDeferredIoWorkItem, FLT_CALLBACK_DATA,
-    FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS, PFLT_DEFERRED_IO_WORKITEM,
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS,
 };
 
 use crate::fltmgr::{KernelFltMgr, KernelOp};
@@ -110,39 +109,6 @@ pub extern "system" fn post_write(
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
     post(data, objects, completion_context, flags, Filter::post_write)
-}
-
-/// FlushGuard's flush worker (`PFLT_DEFERRED_IO_WORKITEM_ROUTINE`, queued by
-/// `KernelFltMgr::queue_deferred_flush` with `FltQueueDeferredIoWorkItem`):
-/// PASSIVE_LEVEL in a system worker thread. Flushes the pended asynchronous write
-/// (`Filter::flush_pended_write`), frees the work item and only then completes the
-/// write (`FltCompletePendedPostOperation`), exactly once. Filter Manager keeps the
-/// instance, and so the filter, from being torn down until then.
-pub extern "system" fn flush_worker(
-    item: PFLT_DEFERRED_IO_WORKITEM,
-    data: *const FLT_CALLBACK_DATA,
-    context: *const c_void,
-) {
-    run_flush_worker(item, data, context);
-}
-
-fn run_flush_worker(
-    item: PFLT_DEFERRED_IO_WORKITEM,
-    data: *const FLT_CALLBACK_DATA,
-    context: *const c_void,
-) {
-    let ctx = CompletionContext::decode(context as usize);
-    if let Some(filter) = get() {
-        // SAFETY: `data` is the pended operation's callback data, live until the
-        // FltCompletePendedPostOperation below; `op` is dropped before it.
-        let mut op = unsafe { KernelOp::pended(data.cast_mut()) };
-        filter.flush_pended_write(&mut op, ctx);
-    }
-    // SAFETY: `item` was allocated by queue_deferred_flush and its work is done.
-    unsafe { FltFreeDeferredIoWorkItem(item) };
-    // SAFETY: completes the post-operation `post_write` pended, exactly once (this
-    // routine runs once per queued item).
-    unsafe { FltCompletePendedPostOperation(data) };
 }
 
 /// IRP_MJ_FLUSH_BUFFERS pre-operation.

@@ -3,10 +3,12 @@
 //! "PFLT_FILTER_UNLOAD_CALLBACK").
 //!
 //! Setup: resolve pool routines -> `FltRegisterFilter` -> build the engine's `Filter`
-//! (policy from `Parameters\Policy`) -> create `\FlushGuardPort` -> `FltStartFiltering`.
-//! Any failure undoes the completed steps in reverse.
+//! (policy from `Parameters\Policy`) -> start the flush worker threads -> create
+//! `\FlushGuardPort` -> `FltStartFiltering`. Any failure undoes the completed steps in
+//! reverse.
 //! Unload: `Filter::unload` (close the server port -> `FltUnregisterFilter`, the order
-//! the engine's teardown defines and the fake Filter Manager checks) -> free globals
+//! the engine's teardown defines and the fake Filter Manager checks; the worker threads
+//! complete every pended write meanwhile) -> stop the worker threads -> free globals
 //! (DESIGN.md section 1, "Unload").
 
 use flushguard_protocol::NtStatus;
@@ -21,13 +23,12 @@ use flushguard_engine::callbacks::PolicySource;
 use crate::fltmgr::{self, Hooks};
 use crate::globals::{self, engine, filter_handle, free_engine, install_engine};
 use crate::registration::REGISTRATION;
-use crate::{callbacks, pool, port, trace};
+use crate::{pool, port, trace, worker};
 
 /// What the Filter Manager layer hands work back to.
 const HOOKS: Hooks = Hooks {
     close_server_port: port::close,
     unregister_filter: unregister,
-    flush_worker: Some(callbacks::flush_worker),
 };
 
 /// The driver's entry point, called once by the I/O manager when `fltmc load FlushGuard`
@@ -87,8 +88,16 @@ fn start(
     }
     drop(key);
 
+    if let Err(error) = worker::start() {
+        trace::error_status(c"flush worker threads not started", error.0);
+        unregister();
+        free_engine();
+        return Err(error);
+    }
+
     if let Err(error) = port::create(filter) {
         unregister();
+        worker::stop();
         free_engine();
         return Err(error);
     }
@@ -100,6 +109,7 @@ fn start(
         trace::error_status(c"FltStartFiltering failed", status);
         port::close();
         unregister();
+        worker::stop();
         free_engine();
         return Err(error);
     }
@@ -136,6 +146,8 @@ pub extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
             unregister();
         }
     }
+    // FltUnregisterFilter returned: every pended write was completed by the workers.
+    worker::stop();
     free_engine();
     trace::info(c"unloaded");
     STATUS_SUCCESS

@@ -22,8 +22,9 @@
 //! - [`pool`]: the global allocator over the kernel pool (tag `POOL_TAG`).
 //! - [`globals`]: the filter handle and the engine's `Filter` (one place, as minispy's
 //!   `MINISPY_DATA`).
-//! - [`callbacks`]: the `extern "system"` operation callbacks (pointer conversion only)
-//!   and the flush worker.
+//! - [`callbacks`]: the `extern "system"` operation callbacks (pointer conversion only).
+//! - [`worker`]: FlushGuard's flush worker threads (`PsCreateSystemThread`) and their
+//!   queue of pended asynchronous writes.
 //! - [`fltmgr`]: the engine's `FilterManager` / `CallbackData` traits over FFI.
 //! - [`locks`]: the `EX_SPIN_LOCK` and push lock behind the engine's policy locks.
 //! - [`group`]: the `EX_SPIN_LOCK` and `KEVENT` pair of each group-commit coordinator.
@@ -65,6 +66,8 @@ pub mod trace;
 pub mod unicode;
 #[cfg(flushguard_kernel)]
 pub mod user_buffer;
+#[cfg(flushguard_kernel)]
+pub mod worker;
 
 /// Bug-check code raised if Rust code in the driver ever panics (driver-defined; the
 /// parameters are the source line and column of the panic). A panic is a driver bug: the

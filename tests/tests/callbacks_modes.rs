@@ -685,7 +685,7 @@ fn native_flush_runs_in_the_worker_on_flushguards_own_handle() {
 
 /// Issue 11 (flush placement): an asynchronous governed write is never flushed in the
 /// thread that completes it. Its post-operation is pended to FlushGuard's flush worker
-/// (`FltQueueDeferredIoWorkItem`, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`) on every
+/// (FlushGuard's own worker threads, `FLT_POSTOP_MORE_PROCESSING_REQUIRED`) on every
 /// volume — `FltDoCompletionProcessingWhenSafe`, whose DDI page excludes
 /// IRP_MJ_WRITE, is not used — and the write completes to the application only after
 /// the worker's flush (`FltCompletePendedPostOperation`).
@@ -792,7 +792,7 @@ fn pended_writes_at_unload_and_refused_posting_in(mode: Mode) {
     assert_eq!(h.fake.flushes().len(), 1, "the cleanup flush covers it");
     h.fake.close_file(file);
     // A redirector worker completing the write with its own IRP top-level: posting
-    // is refused (FltQueueDeferredIoWorkItem: STATUS_FLT_NOT_SAFE_TO_POST_OPERATION,
+    // is refused (as FltQueueDeferredIoWorkItem would: STATUS_FLT_NOT_SAFE_TO_POST_OPERATION,
     // "file system recursion could cause deadlocks"): completed at once, counted, and
     // flushed at cleanup.
     let file = open(&h);

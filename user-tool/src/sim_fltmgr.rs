@@ -11,7 +11,7 @@
 //!   `ZwFlushBuffersFileEx` append a [`FlushRecord`] and succeed.
 //! - **IRQL**: PASSIVE_LEVEL, except that the replay sets DISPATCH_LEVEL around the
 //!   post-operation of an asynchronous write (as a completion routine may run);
-//!   `FltQueueDeferredIoWorkItem` then pends it to FlushGuard's flush worker, which
+//!   `queue_deferred_flush` then pends it to FlushGuard's flush worker, which
 //!   the replay runs at PASSIVE_LEVEL right after ([`SimFm::take_deferred`]).
 //! - **Top-level IRP**: set for paging I/O (the lazy writer and mapped-page writer run
 //!   with `FSRTL_CACHE_TOP_LEVEL_IRP` / `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`).
@@ -158,7 +158,7 @@ pub struct FlushRecord {
 }
 
 /// An asynchronous write pended to FlushGuard's flush worker
-/// (`FltQueueDeferredIoWorkItem`).
+/// (the driver's worker threads).
 #[derive(Debug, Clone)]
 pub struct Deferred {
     /// The operation (a copy, as Filter Manager keeps the callback data alive).

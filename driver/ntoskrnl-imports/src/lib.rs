@@ -45,6 +45,32 @@ mod imp {
         /// handle of a file object sends IRP_MJ_CLEANUP. IRQL: PASSIVE_LEVEL.
         pub fn ZwClose(handle: *mut c_void) -> i32;
 
+        /// `PsCreateSystemThread` (wdm.h; DDI page "PsCreateSystemThread"): creates a
+        /// system thread running `start_routine(start_context)` and returns a kernel
+        /// handle to it (`process` NULL: in the system process; `object_attributes` and
+        /// `client_id` may be NULL). Declared here because windows-sys 0.61 gives
+        /// `PKSTART_ROUTINE` no context parameter and ties the routine to the
+        /// `Win32_System_WindowsProgramming` feature. IRQL: PASSIVE_LEVEL.
+        pub fn PsCreateSystemThread(
+            thread_handle: *mut *mut c_void,
+            desired_access: u32,
+            object_attributes: *const c_void,
+            process: *mut c_void,
+            client_id: *mut c_void,
+            start_routine: unsafe extern "system" fn(start_context: *mut c_void),
+            start_context: *mut c_void,
+        ) -> i32;
+
+        /// `ZwWaitForSingleObject` (ntifs.h; DDI page "ZwWaitForSingleObject"): waits
+        /// until the object behind a kernel `handle` (here a system thread FlushGuard
+        /// created) is signalled (a thread: it terminated); `alertable` FALSE, `timeout`
+        /// NULL = no timeout. IRQL: PASSIVE_LEVEL.
+        pub fn ZwWaitForSingleObject(
+            handle: *mut c_void,
+            alertable: u8,
+            timeout: *const i64,
+        ) -> i32;
+
         /// `ZwOpenKey` (wdm.h; DDI page "ZwOpenKey"): opens a registry key named by
         /// `object_attributes` (an `OBJECT_ATTRIBUTES`) with `desired_access` (`KEY_*`).
         /// IRQL: PASSIVE_LEVEL.

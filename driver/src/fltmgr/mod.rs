@@ -7,7 +7,6 @@
 //! sequences these calls is `flushguard_engine::callbacks`.
 
 use alloc::vec::Vec;
-use core::ffi::c_void;
 use core::ops::Deref;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,14 +16,13 @@ use flushguard_engine::callbacks::{
 use flushguard_protocol::NtStatus;
 use windows_sys::Wdk::Foundation::{NonPagedPoolNx, FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltAllocateContext, FltAllocateDeferredIoWorkItem, FltClose, FltCreateFileEx2, FltFlushBuffers,
-    FltFreeDeferredIoWorkItem, FltGetFileNameInformation, FltGetRequestorProcess,
-    FltGetRoutineAddress, FltGetStreamHandleContext, FltIsOperationSynchronous,
-    FltParseFileNameInformation, FltQueueDeferredIoWorkItem, FltReleaseContext,
+    FltAllocateContext, FltClose, FltCreateFileEx2, FltFlushBuffers, FltGetFileNameInformation,
+    FltGetRequestorProcess, FltGetRoutineAddress, FltGetStreamHandleContext,
+    FltIsOperationSynchronous, FltParseFileNameInformation, FltReleaseContext,
     FltReleaseFileNameInformation, FltSetCallbackDataDirty, FltSetStreamHandleContext,
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED,
     FLT_FILE_NAME_QUERY_DEFAULT, FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAMHANDLE_CONTEXT,
-    PFLT_CONTEXT, PFLT_DEFERRED_IO_WORKITEM_ROUTINE, PFLT_FILTER, PFLT_INSTANCE,
+    PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FsRtlMupGetProviderIdFromName, FsRtlMupGetProviderInfoFromFileObject, SeLocateProcessImageName,
@@ -32,7 +30,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
     FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    DelayedWorkQueue, ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
+    ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
     KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise, PsGetCurrentThreadId,
     IO_IGNORE_SHARE_ACCESS_CHECK,
 };
@@ -212,8 +210,6 @@ pub struct Hooks {
     pub close_server_port: fn(),
     /// `FltUnregisterFilter` of the registered filter.
     pub unregister_filter: fn(),
-    /// FlushGuard's flush worker (`PFLT_DEFERRED_IO_WORKITEM_ROUTINE`).
-    pub flush_worker: PFLT_DEFERRED_IO_WORKITEM_ROUTINE,
 }
 
 /// The Filter Manager as the driver sees it.
@@ -585,30 +581,12 @@ impl FilterManager for KernelFltMgr {
     }
 
     fn queue_deferred_flush(&self, data: &mut KernelOp, ctx: CompletionContext) -> bool {
-        // SAFETY: no preconditions; IRQL <= DISPATCH_LEVEL; nonpaged pool.
-        let item = unsafe { FltAllocateDeferredIoWorkItem() };
-        if item == 0 {
+        // As FltQueueDeferredIoWorkItem would (STATUS_FLT_NOT_SAFE_TO_POST_OPERATION):
+        // not while a file system's IRP is top-level on this thread.
+        if self.top_level_irp_set() {
             return false;
         }
-        // SAFETY: `item` was just allocated; `data` is the live post-operation's
-        // callback data (IRP-based, not paging: the logic checks); the context is an
-        // encoded value, not a pointer; `flush_worker` matches
-        // PFLT_DEFERRED_IO_WORKITEM_ROUTINE; IRQL <= DISPATCH_LEVEL.
-        let raw = unsafe {
-            FltQueueDeferredIoWorkItem(
-                item,
-                data.raw(),
-                self.hooks.flush_worker,
-                DelayedWorkQueue,
-                ctx.encode() as *const c_void,
-            )
-        };
-        if raw < 0 {
-            // SAFETY: the item was not queued, so it is still ours to free.
-            unsafe { FltFreeDeferredIoWorkItem(item) };
-            return false;
-        }
-        true
+        crate::worker::push(data.raw(), ctx)
     }
 
     fn has_flt_flush_buffers2(&self) -> bool {

@@ -354,19 +354,19 @@ pub trait FilterManager: Sync {
     // ---- post-operation deferral ------------------------------------------
 
     /// Pends the post-operation of an asynchronous write to FlushGuard's flush
-    /// worker: `FltAllocateDeferredIoWorkItem` + `FltQueueDeferredIoWorkItem(Data,
-    /// <worker>, DelayedWorkQueue, ctx)`; the post-operation callback then returns
-    /// `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (DDI page "Pending an I/O Operation in a
-    /// Postoperation Callback Routine"). The worker, at PASSIVE_LEVEL in a system
-    /// thread, must call [`super::Filter::flush_pended_write`] with `ctx`, then
-    /// `FltCompletePendedPostOperation(Data)` and free the work item — exactly once.
-    /// Filter Manager keeps the instance (and so the filter) from being torn down
-    /// until then. Returns false, having pended nothing, when the work item cannot be
-    /// allocated or posting is refused (`STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`: not
-    /// IRP-based, paging I/O, a top-level IRP on this thread;
-    /// `STATUS_FLT_DELETING_OBJECT`: the instance is being torn down). The logic
-    /// never calls it for fast I/O, paging I/O or while draining. IRQL <=
-    /// DISPATCH_LEVEL.
+    /// worker: the driver queues `(Data, ctx)` to threads of its own
+    /// (`PsCreateSystemThread`, driver/src/worker.rs; not a system work queue: the DDI
+    /// page "FltQueueDeferredIoWorkItem" forbids posting IRP_MJ_WRITE post-operations
+    /// there) and wakes one (`KeReleaseSemaphore`); the post-operation callback then
+    /// returns `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (DDI page "Pending an I/O
+    /// Operation in a Postoperation Callback Routine"). The worker, at PASSIVE_LEVEL,
+    /// calls [`super::Filter::flush_pended_write`] with `ctx`, then
+    /// `FltCompletePendedPostOperation(Data)` — exactly once. Filter Manager keeps the
+    /// instance (and so the filter) from being torn down until then. Returns false,
+    /// having pended nothing, when a file system's IRP is top-level on this thread (as
+    /// `FltQueueDeferredIoWorkItem` refuses: `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`)
+    /// or the worker is stopping. The logic never calls it for fast I/O, paging I/O or
+    /// while draining. IRQL <= DISPATCH_LEVEL.
     fn queue_deferred_flush(&self, data: &mut Self::Data, ctx: CompletionContext) -> bool;
 
     /// True when `FltGetRoutineAddress("FltFlushBuffers2")` resolved at load

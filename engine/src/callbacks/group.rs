@@ -44,9 +44,9 @@ impl<F: FilterManager> Filter<F> {
         issuing_thread: bool,
     ) {
         // Only the issuing thread of a synchronized write waits for another writer's
-        // flush. The flush worker runs in system worker threads, a limited resource
-        // that must not wait long (DDI pages "System Worker Threads",
-        // "FltQueueDeferredIoWorkItem"): a pended write is flushed on its own there. A
+        // flush. The flush worker's few threads serve every pended write: one waiting
+        // for another writer's flush would hold up the rest, so a pended write is
+        // flushed on its own there. A
         // thread in a guarded region (or above PASSIVE_LEVEL: KeAreAllApcsDisabled) may
         // hold what another writer's flush needs: flushed on its own too.
         if !issuing_thread || self.fm.all_apcs_disabled() {

@@ -15,7 +15,8 @@
 //! - a flush is issued only (a) in a synchronized post-operation running in the
 //!   thread that issued the operation (`FLT_PREOP_SYNCHRONIZE`, used only when
 //!   `FltIsOperationSynchronous`), (b) in pre-cleanup, or (c) by FlushGuard's flush
-//!   worker, to which an asynchronous write is pended (`FltQueueDeferredIoWorkItem`,
+//!   worker, to which an asynchronous write is pended (threads of FlushGuard's own, not
+//!   a system work queue, whose use the `FltQueueDeferredIoWorkItem` page forbids here;
 //!   `FLT_POSTOP_MORE_PROCESSING_REQUIRED`, completed after the flush with
 //!   `FltCompletePendedPostOperation`; at most [`MAX_PENDED_WRITES`] at once).
 //!   `FltDoCompletionProcessingWhenSafe` is not used: its DDI page excludes
@@ -77,7 +78,7 @@ use crate::matcher::PolicySnapshot;
 pub const GROUP_COMMIT_STREAMS: usize = 64;
 
 /// Most asynchronous writes pended to the flush worker at once. Each holds its IRP
-/// and, while it flushes, a system worker thread: past this bound a governed
+/// and, while it flushes, one of FlushGuard's worker threads: past this bound a governed
 /// asynchronous write completes without its flush (fail open, counted
 /// `FlushWorkerFull`); the handle stays marked written, so the cleanup flush covers it.
 pub const MAX_PENDED_WRITES: u32 = 256;

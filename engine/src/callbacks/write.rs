@@ -80,7 +80,7 @@ impl<F: FilterManager> Filter<F> {
     /// - a synchronized write (the issuing thread, before its system service
     ///   returns) is flushed here, inline (flush placement rule (a), DESIGN §1);
     /// - an asynchronous write is pended to FlushGuard's flush worker
-    ///   ([`FilterManager::queue_deferred_flush`]: `FltQueueDeferredIoWorkItem`,
+    ///   ([`FilterManager::queue_deferred_flush`]: the driver's own worker threads,
     ///   `FLT_POSTOP_MORE_PROCESSING_REQUIRED`), which flushes at PASSIVE_LEVEL and
     ///   only then lets the write complete to the application (rule (c)). Never
     ///   flushed inline in the completing thread, never through
@@ -177,7 +177,7 @@ impl<F: FilterManager> Filter<F> {
         }
     }
 
-    /// FlushGuard's flush worker (PASSIVE_LEVEL, a system worker thread with no
+    /// FlushGuard's flush worker (PASSIVE_LEVEL, a thread of FlushGuard's with no
     /// top-level IRP): flushes the asynchronous write [`Filter::post_write`] pended
     /// with `ctx`, as the engine decides with its completion status. The caller then
     /// completes the pended post-operation (`FltCompletePendedPostOperation`), so the

@@ -219,18 +219,21 @@ impl FilterManager for Fake {
 
     fn queue_deferred_flush(&self, data: &mut FakeData, ctx: CompletionContext) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
-        self.log("FltQueueDeferredIoWorkItem", None, None);
-        self.check_irql(Irql::DISPATCH_LEVEL, "FltQueueDeferredIoWorkItem");
-        // DDI page "FltQueueDeferredIoWorkItem": IRP-based operations only, never
-        // paging I/O; refused with a top-level IRP on this thread
-        // (STATUS_FLT_NOT_SAFE_TO_POST_OPERATION) or for an instance being torn down
-        // (STATUS_FLT_DELETING_OBJECT).
+        self.check_irql(
+            Irql::DISPATCH_LEVEL,
+            "queue_deferred_flush (KeReleaseSemaphore)",
+        );
+        // The driver queues to its own worker threads (driver/src/worker.rs): IRP-based
+        // operations only, never paging I/O; refused with a top-level IRP on this
+        // thread (as FltQueueDeferredIoWorkItem would: STATUS_FLT_NOT_SAFE_TO_POST_
+        // OPERATION) or once the filter is going (the worker is stopping). A queued
+        // write is announced to the workers with KeReleaseSemaphore.
         if data.irp_flags & IRP_PAGING_IO != 0 {
-            self.violation("FltQueueDeferredIoWorkItem for paging I/O");
+            self.violation("a paging write pended to the flush worker");
             return false;
         }
         if data.fast_io {
-            self.violation("FltQueueDeferredIoWorkItem for a fast I/O (non-IRP) operation");
+            self.violation("a fast I/O (non-IRP) write pended to the flush worker");
             return false;
         }
         if TOP_LEVEL.with(|c| c.get()) != TopLevelIrp::None
@@ -241,6 +244,7 @@ impl FilterManager for Fake {
         {
             return false;
         }
+        self.log("KeReleaseSemaphore", None, None);
         self.world().pended += 1;
         self.push_pending(Pending {
             data: data.clone(),

@@ -18,7 +18,9 @@ pub enum CallSite {
     SetStreamHandleContext,
     /// `FltGetStreamHandleContext`.
     GetStreamHandleContext,
-    /// `FltQueueDeferredIoWorkItem` (pending a write to the flush worker; fails =
+    /// Queuing a pended write to FlushGuard's flush worker threads (the driver's ring
+    /// and `KeReleaseSemaphore`, driver/src/worker.rs; a refusal here models a full or
+    /// stopping queue; fails =
     /// `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`).
     QueueDeferredIoWorkItem,
     /// `FltFlushBuffers2`.
@@ -131,14 +133,14 @@ pub struct FileObject {
 }
 
 /// An operation the fake holds for later: an in-flight post-operation or a write
-/// pended to FlushGuard's flush worker (`FltQueueDeferredIoWorkItem`).
+/// pended to FlushGuard's flush worker (its own threads, driver/src/worker.rs).
 #[derive(Debug)]
 pub struct Pending {
     /// The operation.
     pub data: FakeData,
     /// Its completion context.
     pub ctx: Option<CompletionContext>,
-    /// True for a write pended to the flush worker (`FltQueueDeferredIoWorkItem`),
+    /// True for a write pended to the flush worker (FlushGuard's worker threads),
     /// false for a post-operation not yet run.
     pub safe_callback: bool,
 }

@@ -97,6 +97,9 @@ struct Runner<'a> {
     client: Option<(usize, usize)>,
     /// Port messages `(what, status, reply)`.
     messages: Vec<(String, i32, Vec<u8>)>,
+    /// Operations left pended ([`Step::WriteLeftPended`]): their callback data lives
+    /// until FilterUnload, where the system threads complete them.
+    left_pended: Vec<Operation>,
 }
 
 impl Runner<'_> {
@@ -107,14 +110,30 @@ impl Runner<'_> {
     /// One pre/post pair the way Filter Manager runs an operation: the pre-operation
     /// at `pre_irql`; the post-operation for SUCCESS_WITH_CALLBACK (at `post_irql`) or
     /// SYNCHRONIZE (at PASSIVE_LEVEL, in the issuing thread); then any deferred safe
-    /// post-operation work (a worker at PASSIVE_LEVEL). `complete` plays the file
-    /// system between the two. Returns the pre-operation status.
+    /// post-operation work (a worker at PASSIVE_LEVEL) and the driver's system threads
+    /// until they are idle (scheduling point 1 of kernel/thread.rs), which must have
+    /// completed a post-operation it pended. `complete` plays the file system between
+    /// the two. Returns the pre-operation status.
     fn run(
+        &mut self,
+        op: &mut Operation,
+        synchronous: bool,
+        irql: (u8, u8),
+        complete: impl FnOnce(&mut Operation),
+    ) -> i32 {
+        self.run_op(op, synchronous, irql, complete, true)
+    }
+
+    /// [`Runner::run`]; with `serve` false the system threads get no turn after the
+    /// post-operation: a post-operation it pended stays pended (until FilterUnload:
+    /// `FltUnregisterFilter` waits for it).
+    fn run_op(
         &mut self,
         op: &mut Operation,
         synchronous: bool,
         (pre_irql, post_irql): (u8, u8),
         complete: impl FnOnce(&mut Operation),
+        serve: bool,
     ) -> i32 {
         let Some((pre, post)) = operation(op.iopb.MajorFunction) else {
             violation(format!(
@@ -145,20 +164,26 @@ impl Runner<'_> {
             } else {
                 post_irql
             };
-            let status = dispatch::post(post, op, context, 0, irql);
+            let post_status = dispatch::post(post, op, context, 0, irql);
             dispatch::run_deferred(op);
-            let id = op.id();
-            let mut w = world();
-            if status == Some(dispatch::FLT_POSTOP_MORE_PROCESSING_REQUIRED)
-                && !w.completed_pended.contains(&id)
-            {
-                w.violation(format!(
-                    "post-{} returned FLT_POSTOP_MORE_PROCESSING_REQUIRED and the operation \
-                     was never completed (FltCompletePendedPostOperation)",
-                    op.what
-                ));
+            if serve {
+                kernel::run_until_idle();
+                let id = op.id();
+                let mut w = world();
+                if post_status == Some(dispatch::FLT_POSTOP_MORE_PROCESSING_REQUIRED)
+                    && w.pended.contains(&id)
+                {
+                    w.violation(format!(
+                        "post-{} returned FLT_POSTOP_MORE_PROCESSING_REQUIRED and the \
+                         operation was never completed (FltCompletePendedPostOperation): the \
+                         system threads went idle without it",
+                        op.what
+                    ));
+                    // No thread may touch the operation after this step drops it.
+                    w.pended.retain(|&d| d != id);
+                }
+                w.completed_pended.retain(|&d| d != id);
             }
-            w.completed_pended.retain(|&d| d != id);
         } else if wants_post {
             violation(format!(
                 "pre-{} asked for a post-operation callback it did not register",
@@ -181,6 +206,27 @@ impl Runner<'_> {
         match step {
             Step::Open => self.open(),
             Step::Write(kind) => self.write(kind),
+            Step::WriteLeftPended => {
+                let mut op = self.new_op("write (left pended)", 0x04);
+                op.iopb.Parameters.Write = write_parameters(WRITE_LENGTH);
+                let mut seen = false;
+                let complete = |op: &mut Operation| {
+                    seen = op.iopb.OperationFlags & SL_WRITE_THROUGH != 0;
+                    op.data.IoStatus.Status = 0;
+                    op.data.IoStatus.Information = WRITE_LENGTH as usize;
+                };
+                let sync_fo = !self.spec.asynchronous;
+                let irql = if sync_fo {
+                    (PASSIVE_LEVEL, PASSIVE_LEVEL)
+                } else {
+                    (PASSIVE_LEVEL, DISPATCH_LEVEL)
+                };
+                self.run_op(&mut op, sync_fo, irql, complete, false);
+                self.seen.write_through = seen;
+                if world().pended.contains(&op.id()) {
+                    self.left_pended.push(op);
+                }
+            }
             Step::Flush(minor) => {
                 let mut op = self.new_op("flush", 0x09);
                 op.iopb.MinorFunction = minor;
@@ -432,7 +478,20 @@ fn driver_entry(image: &LoadedImage, runner: &mut Runner<'_>) -> bool {
     // call (the driver copies the path); PASSIVE_LEVEL.
     let status = dispatch::into_driver(|| unsafe { entry(&mut *driver_object, &registry_path) });
     check_coordinator_blocks();
-    if status != 0 {
+    let binary_only = world().binary_only_injection;
+    if binary_only && world().injected {
+        // A failure only the binary's DriverEntry sees (compare::BINARY_ONLY_SITES): it
+        // must fail, having undone everything (checked by `failed_driver_entry`).
+        if status >= 0 {
+            violation(format!(
+                "DriverEntry returned {} although a call it needs failed (the injected \
+                 failure): it must fail and undo what it did",
+                NtStatus(status)
+            ));
+        } else {
+            return false;
+        }
+    } else if status != 0 {
         violation(format!("DriverEntry returned {}", NtStatus(status)));
         return false;
     }
@@ -573,6 +632,7 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         _file_name: file_name,
         client: None,
         messages: Vec::new(),
+        left_pended: Vec::new(),
     };
     // The file system's stream control block: every file object of the stream shares it
     // (the group-commit stream key).
@@ -614,8 +674,20 @@ pub fn run_scenario(image: &LoadedImage, spec: &Spec) -> Outcome {
         }
         unload(&mut runner);
         check_delays(spec);
+    } else if world().binary_only_injection && world().injected {
+        failed_driver_entry();
     }
     finish(&runner)
+}
+
+/// After a DriverEntry that failed as it must (a binary-only injected failure): the I/O
+/// manager unloads the image without FilterUnload, so nothing may be left: no thread
+/// still running, no handle, no pool block, no registration.
+fn failed_driver_entry() {
+    let mut w = world();
+    for leak in w.leaks() {
+        w.violation(format!("leak after the failed DriverEntry: {leak}"));
+    }
 }
 
 fn finish(runner: &Runner<'_>) -> Outcome {
@@ -626,6 +698,10 @@ fn finish(runner: &Runner<'_>) -> Outcome {
     }
     let distinct_calls = counts.len();
     counts.insert("ZwClose(file handle)", w.file_handle_closes);
+    // The pending of a write (a release inside a post-operation), as the host fake
+    // counts CallSite::QueueDeferredIoWorkItem; the wake-ups that stop the threads are
+    // not among them.
+    counts.insert("KeReleaseSemaphore", w.pend_releases);
     counts.insert(
         COORDINATOR_BLOCK_SITE,
         w.site_counts

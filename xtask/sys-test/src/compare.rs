@@ -22,7 +22,10 @@ pub fn routine_of(site: CallSite) -> &'static str {
         CallSite::AllocateContext => "FltAllocateContext",
         CallSite::SetStreamHandleContext => "FltSetStreamHandleContext",
         CallSite::GetStreamHandleContext => "FltGetStreamHandleContext",
-        CallSite::QueueDeferredIoWorkItem => "FltQueueDeferredIoWorkItem",
+        // The driver's own queue: a ring push under a spin lock (not compared: LOCKS),
+        // then KeReleaseSemaphore, counted only inside a post-operation
+        // (World::pend_releases; kernel/thread.rs).
+        CallSite::QueueDeferredIoWorkItem => "KeReleaseSemaphore",
         CallSite::FltFlushBuffers2 => "FltFlushBuffers2",
         CallSite::FltFlushBuffers => "FltFlushBuffers",
         CallSite::OpenKernelHandle => "FltCreateFileEx2",
@@ -47,12 +50,30 @@ pub fn site_by_name(name: &str) -> Option<CallSite> {
 }
 
 /// The call sites whose calls can fail in a scenario: every one but the registry read
-/// and write (the binary's `ZwOpenKey` / `ZwCreateKey` have no failure injection).
+/// and write (the binary's `ZwOpenKey` / `ZwCreateKey` have no failure injection) and
+/// the queuing of a pended write to the flush worker threads (the binary's is a push
+/// on the driver's own ring and a `KeReleaseSemaphore`, which cannot fail: nothing
+/// outside the driver can make the push fail; the host fake's refusal models a full
+/// or stopping queue, covered by the host tests).
 /// `AllocateCommitSync` fails at load on both sides: the fake's failure is injected
 /// before its DriverEntry (`Filter::load`), the binary's allocation returns NULL.
 pub fn injectable(site: CallSite) -> bool {
-    !matches!(site, CallSite::ReadPolicy | CallSite::WritePolicy)
+    !matches!(
+        site,
+        CallSite::ReadPolicy | CallSite::WritePolicy | CallSite::QueueDeferredIoWorkItem
+    )
 }
+
+/// Calls only the binary makes that the harness also makes fail, one run each: the
+/// routine and the status. The host fake has no DriverEntry, so these runs are not
+/// compared with it; DriverEntry must fail and leave nothing behind.
+/// `PsCreateSystemThread`: the flush worker threads, created in DriverEntry; a
+/// failure must stop the threads already made (the semaphore released, each waited
+/// for and its handle closed) and unregister the filter.
+pub const BINARY_ONLY_SITES: &[(&str, i32)] = &[(
+    "PsCreateSystemThread",
+    crate::kernel::STATUS_INSUFFICIENT_RESOURCES,
+)];
 
 /// Calls of `AllocateCommitSync` made to fail, one run each: the table lock's block
 /// and the first two coordinators'. A later one takes the same path
@@ -148,6 +169,21 @@ pub fn run_fake(spec: &Spec, inject: Option<(CallSite, u64)>) -> FakeOutcome {
                 seen.write_through = flags & 0x4 != 0;
                 // Deferred safe post-operations run in a worker before the next request.
                 h.complete_all();
+            }
+            Step::WriteLeftPended => {
+                let Some(f) = file else { continue };
+                let write = if spec.asynchronous {
+                    WriteSpec {
+                        synchronous: false,
+                        post_irql: Irql::DISPATCH_LEVEL,
+                        ..WriteSpec::default()
+                    }
+                } else {
+                    WriteSpec::default()
+                };
+                let flags = h.write(f, write).unwrap_or(0);
+                seen.write_through = flags & 0x4 != 0;
+                // No h.complete_all(): the pended write waits for the unload.
             }
             Step::Flush(minor) => {
                 if let Some(f) = file {
@@ -265,7 +301,9 @@ pub fn differences(outcome: &Outcome, fake: &FakeOutcome) -> Vec<String> {
 /// the import the driver calls for one `FilterManager` method of the engine, or one
 /// method of a group-commit coordinator's `BatchEvent` / `CommitSync::sleep_us` (the
 /// fake logs the method under the routine's name). `ExFreePool(image name)` is the
-/// binary's `ExFreePool` of a `SeLocateProcessImageName` buffer.
+/// binary's `ExFreePool` of a `SeLocateProcessImageName` buffer; `KeReleaseSemaphore`
+/// is the binary's release inside a post-operation (the pending of a write to the
+/// flush worker threads; the fake's `queue_deferred_flush`).
 pub const SEQUENCE_ROUTINES: &[&str] = &[
     "FltGetFileNameInformation",
     "FltReleaseFileNameInformation",
@@ -277,7 +315,7 @@ pub const SEQUENCE_ROUTINES: &[&str] = &[
     "FltSetStreamHandleContext",
     "FltGetStreamHandleContext",
     "FltReleaseContext",
-    "FltQueueDeferredIoWorkItem",
+    "KeReleaseSemaphore",
     "FltCompletePendedPostOperation",
     "FltFlushBuffers2",
     "FltFlushBuffers",
@@ -333,10 +371,14 @@ pub const SEQUENCE_EXCLUDED: &[(&str, &str)] = &[
     ("FltGetRequestorProcess", "the shell's step to the PEPROCESS that SeLocateProcessImageName (compared) takes"),
     ("FltParseFileNameInformation", "part of the fake's get_file_name_information (FltGetFileNameInformation, compared)"),
     ("FltDoCompletionProcessingWhenSafe", "the shell's way to a PASSIVE_LEVEL post-operation; the fake's harness runs the safe post-operation itself"),
-    ("FltAllocateDeferredIoWorkItem", "the work item of the fake's queue_deferred_flush (FltQueueDeferredIoWorkItem, compared)"),
-    ("FltFreeDeferredIoWorkItem", "the work item of the fake's queue_deferred_flush (FltQueueDeferredIoWorkItem, compared)"),
+    ("KeInitializeSemaphore", THREADS),
+    ("PsCreateSystemThread", THREADS),
+    ("PsTerminateSystemThread", THREADS),
+    ("ZwWaitForSingleObject", THREADS),
+    ("KeReleaseSemaphore(wake)", "KeReleaseSemaphore outside a post-operation: the wake-up of the flush worker threads to stop them (unload, a DriverEntry failure); the fake has no threads to stop"),
+    ("KeWaitForSingleObject(semaphore)", "the flush worker threads' wait for work on the driver's semaphore; the fake runs a pended write's flush without threads (its harness's complete_all, its FltUnregisterFilter); the group-commit waits on events stay compared as KeWaitForSingleObject"),
     ("ObOpenObjectByPointer", "the shell's handle for its own checks; the engine's kernel handle is FltCreateFileEx2 (compared)"),
-    ("ZwClose", "closes the registry keys of ZwOpenKey / ZwCreateKey (compared: the fake's read_policy_value / write_policy_value)"),
+    ("ZwClose", "closes the registry keys of ZwOpenKey / ZwCreateKey (compared: the fake's read_policy_value / write_policy_value) and the flush worker threads' handles"),
     ("ZwQueryValueKey", "the value read inside the key of ZwOpenKey (compared); the driver asks twice (size, then value), the fake once"),
     ("ZwSetValueKey", "the value written inside the key of ZwCreateKey (compared)"),
     ("KeInitializeEvent", "the group-commit coordinators' events, initialised at load (DriverEntry) in the shell's pool blocks; the fake's new_commit_sync logs nothing (its count is compared as AllocateCommitSync)"),
@@ -351,6 +393,7 @@ const QUERIES: &str = "queries without effect the shell also makes for its own c
 const SHELL: &str =
     "registration, port and instance setup live in the driver shell; the fake has no DriverEntry";
 const INTRINSICS: &str = "compiler intrinsics, not kernel services";
+const THREADS: &str = "the flush worker threads' life (DriverEntry, unload): the fake has no threads of its own and runs a pended write's flush itself";
 
 /// Routines in `log` that are neither compared nor excluded, as violations.
 pub fn unknown_routines(side: &str, log: &[FmCall]) -> Vec<String> {

@@ -48,9 +48,6 @@ pub type DisconnectFn = unsafe extern "win64" fn(*mut c_void);
 pub type MessageFn =
     unsafe extern "win64" fn(*mut c_void, *mut c_void, u32, *mut c_void, u32, *mut u32) -> i32;
 
-/// `PFLT_DEFERRED_IO_WORKITEM_ROUTINE`.
-pub type DeferredIoWorkItemFn = unsafe extern "win64" fn(usize, *mut FltCallbackData, *mut c_void);
-
 /// `FLT_PREOP_SUCCESS_WITH_CALLBACK`.
 pub const FLT_PREOP_SUCCESS_WITH_CALLBACK: i32 = 0;
 /// `FLT_PREOP_SUCCESS_NO_CALLBACK`.
@@ -261,11 +258,23 @@ pub fn post(post: usize, op: &mut Operation, context: usize, flags: u32, irql: u
         saved
     };
     let held = world().driver_references();
+    let id = op.id();
+    world().in_post.push(id);
     let data: *mut FltCallbackData = &mut *op.data;
     let objects: *const FltRelatedObjects = &*op.objects;
     // SAFETY: live harness allocations for the whole call; the world is unlocked.
     let status = into_driver(|| unsafe { callback(data, objects, context as *mut c_void, flags) });
     let mut w = world();
+    if let Some(at) = w.in_post.iter().rposition(|&d| d == id) {
+        w.in_post.remove(at);
+    }
+    // MORE_PROCESSING_REQUIRED pends the operation, unless FltDoCompletionProcessingWhenSafe
+    // queued its safe callback (Filter Manager completes it after that), or it was
+    // completed already (a violation of its own).
+    let safe = w.deferred.iter().any(|d| d.1 == id);
+    if status == FLT_POSTOP_MORE_PROCESSING_REQUIRED && !safe && !w.completed_pended.contains(&id) {
+        pended(&mut w, op);
+    }
     let held_after = w.driver_references();
     if held_after != held {
         w.violation(format!(
@@ -284,52 +293,41 @@ pub fn post(post: usize, op: &mut Operation, context: usize, flags: u32, irql: u
     Some(status)
 }
 
-/// Runs the work queued for `op` (a worker thread at PASSIVE_LEVEL, no top-level IRP):
-/// deferred I/O work items (`FltQueueDeferredIoWorkItem`, the flush worker, which must
-/// complete the pended post-operation) and safe post-operation callbacks
-/// (`FltDoCompletionProcessingWhenSafe`).
+/// The post-operation of `op` returned `FLT_POSTOP_MORE_PROCESSING_REQUIRED`: Filter
+/// Manager holds the operation until `FltCompletePendedPostOperation`. Only an
+/// IRP-based operation that is not paging I/O, on a thread without a top-level IRP,
+/// may be pended to another thread (page "Pending an I/O Operation in a Postoperation
+/// Callback Routine": the conditions under which `FltQueueDeferredIoWorkItem` refuses;
+/// they hold for the driver's own threads as much, which is why the host fake's
+/// `queue_deferred_flush` refuses there too).
+fn pended(w: &mut crate::world::World, op: &Operation) {
+    let what = op.what;
+    if op.data.Flags & 0x2 != 0 {
+        w.violation(format!(
+            "post-{what} pended a fast I/O (non-IRP) operation (FLT_POSTOP_MORE_PROCESSING_REQUIRED)"
+        ));
+    }
+    if op.iopb.IrpFlags & 0x2 != 0 {
+        w.violation(format!(
+            "post-{what} pended a paging I/O operation (FLT_POSTOP_MORE_PROCESSING_REQUIRED)"
+        ));
+    }
+    if w.top_level_irp != 0 {
+        w.violation(format!(
+            "post-{what} pended the operation with a top-level IRP on the thread \
+             (FLT_POSTOP_MORE_PROCESSING_REQUIRED; FltQueueDeferredIoWorkItem would refuse: \
+             STATUS_FLT_NOT_SAFE_TO_POST_OPERATION)"
+        ));
+    }
+    w.pended.push(op.id());
+}
+
+/// Runs the safe post-operation callbacks queued for `op`
+/// (`FltDoCompletionProcessingWhenSafe`: a worker thread at PASSIVE_LEVEL). Pended
+/// post-operations are completed by the driver's own system threads
+/// (`kernel::run_until_idle`).
 pub fn run_deferred(op: &mut Operation) {
     let id = op.id();
-    loop {
-        let work = {
-            let mut w = world();
-            let at = w.queued_work.iter().position(|q| q.2 == id);
-            at.map(|at| w.queued_work.remove(at))
-        };
-        let Some((routine, item, data, context)) = work else {
-            break;
-        };
-        let Some(address) = code(routine, "deferred I/O work item routine") else {
-            break;
-        };
-        // SAFETY: a PFLT_DEFERRED_IO_WORKITEM_ROUTINE inside the image, passed to
-        // FltQueueDeferredIoWorkItem.
-        let routine = unsafe { std::mem::transmute::<usize, DeferredIoWorkItemFn>(address) };
-        let saved = {
-            let mut w = world();
-            let saved = (w.irql, w.top_level_irp);
-            w.irql = PASSIVE_LEVEL;
-            w.top_level_irp = 0;
-            saved
-        };
-        let held = world().driver_references();
-        // SAFETY: the work item, the pended operation's callback data (alive until the
-        // post-operation completes) and the context the driver queued; PASSIVE_LEVEL.
-        into_driver(|| unsafe {
-            routine(item, data as *mut FltCallbackData, context as *mut c_void)
-        });
-        let mut w = world();
-        if w.driver_references() != held {
-            let n = w.driver_references() - held;
-            w.violation(format!(
-                "the flush worker returned holding {n} more reference(s)"
-            ));
-        }
-        if w.pended.contains(&data) {
-            w.violation("the flush worker returned without FltCompletePendedPostOperation");
-        }
-        (w.irql, w.top_level_irp) = saved;
-    }
     loop {
         let item = {
             let mut w = world();

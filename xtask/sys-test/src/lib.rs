@@ -52,9 +52,10 @@ const GAP: usize = 4 << 10;
 /// The paint.
 const PAINT: u64 = 0x5A5A_A5A5_5A5A_A5A5;
 
-/// Paints `[top - PAINTED, top - GAP)` of the current thread's stack.
+/// Paints `[top - PAINTED, top - GAP)` of the current thread's stack (the scenario's
+/// thread, or a system thread's, `kernel/thread.rs`, with a stack as large).
 #[inline(never)]
-fn paint_stack(top: usize) {
+pub(crate) fn paint_stack(top: usize) {
     let mut address = top - PAINTED;
     while address < top - GAP {
         // SAFETY: the address lies in this thread's stack (SCENARIO_STACK bytes, of which
@@ -68,7 +69,7 @@ fn paint_stack(top: usize) {
 /// Bytes below `top` the scenario's frames reached: the lowest word not holding the
 /// paint any more.
 #[inline(never)]
-fn stack_high_water(top: usize) -> usize {
+pub(crate) fn stack_high_water(top: usize) -> usize {
     let mut address = top - PAINTED;
     while address < top - GAP {
         // SAFETY: as in `paint_stack`: this thread's stack below every live frame.
@@ -94,21 +95,26 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
         .iter()
         .find(|s| s.name == name)
         .with_context(|| format!("unknown scenario {name}"))?;
-    // `SITE` or `SITE#N`: the first (or the N-th, from 0) call of SITE fails.
-    let site = match inject {
-        Some(inject) => {
-            let (name, nth) = inject.split_once('#').unwrap_or((inject, "0"));
-            let site =
+    // `SITE` or `SITE#N`: the first (or the N-th, from 0) call of SITE fails. SITE is
+    // a host fake's call site, or one of the binary's alone (compare::BINARY_ONLY_SITES).
+    let mut site = None;
+    let mut binary_only = false;
+    if let Some(inject) = inject {
+        let (name, nth) = inject.split_once('#').unwrap_or((inject, "0"));
+        let nth: u64 = nth
+            .parse()
+            .with_context(|| format!("bad call number in {inject}"))?;
+        if let Some(&(routine, status)) = compare::BINARY_ONLY_SITES.iter().find(|s| s.0 == name) {
+            let mut w = world::world();
+            w.inject = Some((routine, nth, status));
+            w.binary_only_injection = true;
+            binary_only = true;
+        } else {
+            let shared =
                 compare::site_by_name(name).with_context(|| format!("unknown call site {name}"))?;
-            let nth: u64 = nth
-                .parse()
-                .with_context(|| format!("bad call number in {inject}"))?;
-            Some((site, nth))
+            world::world().inject = Some((compare::routine_of(shared), nth, shared.failure().0));
+            site = Some((shared, nth));
         }
-        None => None,
-    };
-    if let Some((site, nth)) = site {
-        world::world().inject = Some((compare::routine_of(site), nth, site.failure().0));
     }
     let bytes = std::fs::read(sys).with_context(|| format!("reading {}", sys.display()))?;
     let (outcome, high_water) = std::thread::scope(|scope| {
@@ -127,13 +133,18 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
     })
     .context("starting the scenario thread")?
     .map_err(|_| anyhow::anyhow!("the scenario thread panicked (harness bug)"))??;
-    let deepest_import_call = world::world().deepest_import_call;
-    let fake = compare::run_fake(spec, site);
+    let (deepest_import_call, system_thread_stack) = {
+        let w = world::world();
+        (w.deepest_import_call, w.system_thread_stack)
+    };
     let mut violations = outcome.violations.clone();
-    if site.is_some() && !world::world().injected {
+    if inject.is_some() && !world::world().injected {
         violations.push("the injected failure never happened in the binary".to_string());
     }
-    violations.extend(compare::differences(&outcome, &fake));
+    if !binary_only {
+        let fake = compare::run_fake(spec, site);
+        violations.extend(compare::differences(&outcome, &fake));
+    }
     let sequence = compare::normalise(&outcome.sequence).len();
     println!("@calls {}", outcome.calls);
     println!("@distinct {}", outcome.distinct_calls);
@@ -141,7 +152,7 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
     println!("@callbacks {}", outcome.callbacks);
     println!("@allocations {}", outcome.allocations);
     println!("@flushes {:?}", outcome.flushes);
-    let sites: Vec<String> = flushguard_tests::fake::CallSite::ALL
+    let mut sites: Vec<String> = flushguard_tests::fake::CallSite::ALL
         .iter()
         .filter(|&&site| compare::injectable(site))
         .filter_map(|&site| {
@@ -149,6 +160,11 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
             (n > 0).then(|| format!("{site:?}#{n}"))
         })
         .collect();
+    for (routine, _) in compare::BINARY_ONLY_SITES {
+        if let Some(&n) = outcome.counts.get(routine).filter(|&&n| n > 0) {
+            sites.push(format!("{routine}#{n}"));
+        }
+    }
     println!("@sites {}", sites.join(" "));
     let called: Vec<&str> = outcome
         .counts
@@ -158,7 +174,10 @@ pub fn run_child(sys: &Path, name: &str, inject: Option<&str>) -> Result<bool> {
         .filter(|routine| !routine.contains(' '))
         .collect();
     println!("@called {}", called.join(" "));
-    println!("@stack {deepest_import_call} {high_water}");
+    println!(
+        "@stack {deepest_import_call} {}",
+        high_water.max(system_thread_stack)
+    );
     println!(
         "@seen create FILE_WRITE_THROUGH={} write SL_WRITE_THROUGH={} flush minor={}",
         u8::from(outcome.seen.create_write_through),
@@ -367,6 +386,8 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         std::collections::BTreeMap::new();
     let mut injections = 0;
     let mut injections_passed = 0;
+    let mut entry_runs = 0;
+    let mut entry_runs_passed = 0;
     for spec in scenario::SCENARIOS {
         let mut result = run_one(exe, child_args, sys, spec.name, None)?;
         called.extend(result.called.iter().cloned());
@@ -376,18 +397,26 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         // The same scenario with the first call of each call site it reached failing.
         let mut injected = Vec::new();
         let mut injected_runs = 0;
+        let mut scenario_entry_runs = 0;
         for entry in result.sites.clone() {
             let (site, calls) = entry.split_once('#').unwrap_or((&entry, "1"));
             let calls: u64 = calls.parse().unwrap_or(1);
             let most = compare::site_by_name(site).map_or(calls, compare::injected_calls);
+            let binary_only = compare::BINARY_ONLY_SITES.iter().any(|s| s.0 == site);
             for nth in 0..calls.min(most) {
                 let inject = format!("{site}#{nth}");
                 let r = run_one(exe, child_args, sys, spec.name, Some(&inject))?;
-                injections += 1;
                 injected_runs += 1;
-                injections_passed += usize::from(r.violations.is_empty());
                 total_calls += r.calls;
-                total_sequence += r.sequence;
+                if binary_only {
+                    entry_runs += 1;
+                    scenario_entry_runs += 1;
+                    entry_runs_passed += usize::from(r.violations.is_empty());
+                } else {
+                    injections += 1;
+                    injections_passed += usize::from(r.violations.is_empty());
+                    total_sequence += r.sequence;
+                }
                 for v in r.violations {
                     injected.push(format!("[call {} of {site} fails] {v}", nth + 1));
                 }
@@ -423,7 +452,9 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         println!(
             "        failure injection: {injected_runs} run(s), each with one call of one of \
              {injected_sites} call site(s) failing (every call; of the group-commit \
-             coordinator blocks the first {COORDINATOR_BLOCK_CALLS}), binary vs host fake"
+             coordinator blocks the first {COORDINATOR_BLOCK_CALLS}), binary vs host fake; \
+             {scenario_entry_runs} of them binary only (PsCreateSystemThread in DriverEntry: \
+             DriverEntry fails and leaves nothing behind)"
         );
         deepest_driver = deepest_driver.max(result.stack_driver);
         deepest_painted = deepest_painted.max(result.stack_high_water);
@@ -439,20 +470,18 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     println!(
         "\n==> sys-test summary: {} scenarios, {passed} passed; {bound} imports bound; {total_calls} \
          kernel/Filter Manager calls checked, {total_sequence} of them compared in order with \
-         the host fake's; {injections} failure-injection runs, {injections_passed} passed; {total_violations} violation(s); {} ms",
+         the host fake's; {injections} failure-injection runs, {injections_passed} passed; \
+         {entry_runs} DriverEntry failure runs (binary only), {entry_runs_passed} passed; \
+         {total_violations} violation(s); {} ms",
         scenario::SCENARIOS.len(),
         started.elapsed().as_millis()
     );
     // Not calls: the data import, and what only a failure calls (a bug check, an
-    // exception dispatched to the SEH shim), or a second thread: a group-commit writer
-    // waits (KeWaitForSingleObject) only for a batch another writer leads, and here
-    // every writer leads its own.
-    let not_expected = [
-        "MmUserProbeAddress",
-        "KeBugCheckEx",
-        "__C_specific_handler",
-        "KeWaitForSingleObject",
-    ];
+    // exception dispatched to the SEH shim). KeWaitForSingleObject is called by the
+    // flush worker threads on their semaphore; on a group-commit event it would be
+    // called only by a writer whose batch another writer leads, and here every writer
+    // leads its own.
+    let not_expected = ["MmUserProbeAddress", "KeBugCheckEx", "__C_specific_handler"];
     let never: Vec<&str> = imported
         .iter()
         .filter(|name| !called.contains(*name) && !not_expected.contains(&name.as_str()))
@@ -460,8 +489,7 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
         .collect();
     println!(
         "    imports the driver called: {} of {bound} (not counted: the data import \
-         MmUserProbeAddress, KeBugCheckEx, __C_specific_handler, and KeWaitForSingleObject: \
-         one thread, every group-commit writer leads its batch); never called: {}",
+         MmUserProbeAddress, KeBugCheckEx, __C_specific_handler); never called: {}",
         imported
             .iter()
             .filter(|name| called.contains(*name))
@@ -480,9 +508,9 @@ pub fn run_all(sys: &Path, exe: &Path, child_args: &[&str], verbose: bool) -> Re
     }
     println!(
         "    stack: the driver's own frames reached {deepest_driver} bytes at its deepest \
-         import call (summed over re-entries; lower bound); the painted scenario stack \
-         reached {deepest_painted} bytes (upper bound: the debug-built harness's frames \
-         included)"
+         import call (summed over re-entries; lower bound); the painted stack of the \
+         scenario thread or a system thread reached {deepest_painted} bytes (upper bound: \
+         the debug-built harness's frames included)"
     );
     Ok(total_violations == 0 && passed == scenario::SCENARIOS.len())
 }

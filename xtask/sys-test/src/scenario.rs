@@ -52,6 +52,11 @@ pub enum Step {
     Open,
     /// IRP_MJ_WRITE of [`WRITE_LENGTH`] bytes at offset 0.
     Write(WriteKind),
+    /// A cached IRP_MJ_WRITE ([`WriteKind::Cached`]) whose pended post-operation is
+    /// left outstanding: the driver's system threads get no turn after it (binary), no
+    /// pended work runs (host fake), until FilterUnload, where `FltUnregisterFilter`
+    /// waits for it.
+    WriteLeftPended,
     /// Application IRP_MJ_FLUSH_BUFFERS with this `IRP_MN_FLUSH_*` minor function.
     Flush(u8),
     /// IRP_MJ_CLEANUP (the last user handle closes).
@@ -286,6 +291,11 @@ pub const SCENARIOS: &[Spec] = &[
             Step::Disconnect,
         ],
         ..spec("group-commit-policy-over-port", None)
+    },
+    Spec {
+        asynchronous: true,
+        steps: &[Step::Open, Step::WriteLeftPended],
+        ..spec("pended-write-at-unload", Some(Mode::FlushAfterWrite))
     },
     Spec {
         steps: &[

@@ -58,6 +58,8 @@ pub enum Handle {
     Key(String),
     /// A file object (`ObOpenObjectByPointer`).
     File(usize),
+    /// A system thread (`PsCreateSystemThread`): its number, from 1.
+    Thread(usize),
 }
 
 /// One simulated file object.
@@ -142,6 +144,66 @@ pub const COORDINATOR_BLOCK_SIZE: usize = 56;
 /// it, `ExAllocatePoolWithTag`), as counted and failed by [`World::fail_now`].
 pub const COORDINATOR_BLOCK_SITE: &str = "pool block of a group-commit coordinator";
 
+/// A `KSEMAPHORE` initialised by `KeInitializeSemaphore`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Semaphore {
+    /// Count (the header's `SignalState`).
+    pub count: i32,
+    /// Limit.
+    pub limit: i32,
+    /// The pool block holding it (0: not in pool, e.g. in the image's data).
+    pub block: usize,
+}
+
+/// The state of the thread that runs driver code that the harness keeps per thread:
+/// the scenario's thread and each system thread have their own, saved and restored
+/// when the processor changes hands (kernel/thread.rs). The fields of [`World`] of the
+/// same names are the running thread's.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadRegs {
+    /// [`World::irql`].
+    pub irql: u8,
+    /// [`World::top_level_irp`].
+    pub top_level_irp: usize,
+    /// [`World::critical_region`].
+    pub critical_region: u32,
+    /// [`World::flush_depth`].
+    pub flush_depth: u32,
+    /// [`World::wait_next`].
+    pub wait_next: Option<&'static str>,
+    /// [`World::driver_segments`].
+    pub driver_segments: Vec<(usize, usize, usize)>,
+}
+
+/// Where a system thread is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadRun {
+    /// Created by `PsCreateSystemThread`, not given the processor yet.
+    Created,
+    /// Running (it has the processor, or gave it to a thread it waits for).
+    Running,
+    /// Blocked in `KeWaitForSingleObject` on the semaphore at this address.
+    Waiting(usize),
+    /// Ended by `PsTerminateSystemThread` with this status.
+    Terminated(i32),
+}
+
+/// A system thread the driver created (`PsCreateSystemThread`).
+#[derive(Clone, Debug)]
+pub struct SystemThread {
+    /// `StartRoutine`.
+    pub start: usize,
+    /// `StartContext`.
+    pub context: usize,
+    /// Where it is.
+    pub run: ThreadRun,
+    /// Its per-thread state while another thread has the processor.
+    pub regs: ThreadRegs,
+    /// The thread that gave it the processor last, to which it gives it back when it
+    /// blocks or ends.
+    pub resume: usize,
+}
+
 /// Lifecycle of the filter registration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FilterState {
@@ -159,12 +221,13 @@ pub enum FilterState {
 /// The simulated kernel.
 #[derive(Default)]
 pub struct World {
-    /// The IRQL the harness simulates on the (single) driver thread.
+    /// The IRQL the harness simulates on the thread running driver code (per thread:
+    /// [`ThreadRegs`]).
     pub irql: u8,
     /// The mapped image `[start, end)`: every callback the driver registers must lie
     /// inside it.
     pub image: (usize, usize),
-    /// `IoGetTopLevelIrp()` on the driver thread.
+    /// `IoGetTopLevelIrp()` on the thread running driver code.
     pub top_level_irp: usize,
     /// Import calls in order (routine names).
     pub calls: Vec<&'static str>,
@@ -252,6 +315,9 @@ pub struct World {
     /// excluded. A lower bound of its stack use (leaf frames that call no import are
     /// not seen).
     pub deepest_import_call: usize,
+    /// The injected failure is one only the binary has (`compare::BINARY_ONLY_SITES`):
+    /// no comparison with the host fake, and DriverEntry must fail cleanly.
+    pub binary_only_injection: bool,
     /// Failure injection: the `n`-th call (from 0) of the call site named like the
     /// routine fails with the status.
     pub inject: Option<(&'static str, u64, i32)>,
@@ -265,15 +331,35 @@ pub struct World {
     pub critical_region: u32,
     /// Initialized push locks by address: held.
     pub push_locks: HashMap<usize, bool>,
-    /// Deferred I/O work items allocated and not freed.
-    pub work_items: std::collections::HashSet<usize>,
-    /// Post-operations pended (`FltQueueDeferredIoWorkItem`) and not completed yet
-    /// (callback data addresses).
+    /// Post-operations pended (returned `FLT_POSTOP_MORE_PROCESSING_REQUIRED`) and not
+    /// completed yet (callback data addresses).
     pub pended: Vec<usize>,
     /// Operations completed with `FltCompletePendedPostOperation` (callback data).
     pub completed_pended: Vec<usize>,
-    /// Queued work `(routine, work item, callback data, context)`, run by a worker.
-    pub queued_work: Vec<(usize, usize, usize, usize)>,
+    /// Operations whose post-operation callback is running (callback data), on any
+    /// thread: completing one of these is completing it before its post-operation
+    /// returned.
+    pub in_post: Vec<usize>,
+    /// Initialised `KSEMAPHORE`s by address.
+    pub semaphores: HashMap<usize, Semaphore>,
+    /// Semaphores whose pool block was freed (a later use is a use after free).
+    pub freed_semaphores: std::collections::HashSet<usize>,
+    /// `KeReleaseSemaphore` calls made inside a post-operation callback on the
+    /// scenario's thread: the pending of a write to the system threads, compared with
+    /// the host fake's `CallSite::QueueDeferredIoWorkItem` count.
+    pub pend_releases: u64,
+    /// System threads (`PsCreateSystemThread`); thread `n` is `threads[n - 1]`.
+    pub threads: Vec<SystemThread>,
+    /// The thread that has the processor: 0 the scenario's thread, `n` system thread
+    /// `n` (kernel/thread.rs).
+    pub running: usize,
+    /// The scenario thread's per-thread state while a system thread runs.
+    pub main_regs: ThreadRegs,
+    /// The deepest painted-stack high-water mark of a system thread, bytes (measured
+    /// when it ends).
+    pub system_thread_stack: usize,
+    /// The top of each system thread's painted stack: (thread, address).
+    pub stack_tops: Vec<(usize, usize)>,
     /// Findings reported without failing the run (deviations from DESIGN the binary
     /// shows, for the maintainers to decide).
     pub findings: std::collections::BTreeSet<String>,
@@ -292,8 +378,9 @@ pub struct World {
     pub coordinator_blocks: Vec<(usize, u32)>,
     /// `KeDelayExecutionThread` intervals (100 ns units, negative = relative).
     pub delays: Vec<i64>,
-    /// The latest call was `KeSetEvent(Wait = TRUE)`: the next must be a wait.
-    pub set_event_wait: bool,
+    /// The latest call was `KeSetEvent` / `KeReleaseSemaphore` with `Wait = TRUE`
+    /// (the routine): the next must be a wait.
+    pub wait_next: Option<&'static str>,
     /// Waits without a timeout on an event nobody can set (one thread).
     pub unsatisfiable_waits: u32,
 }
@@ -316,11 +403,13 @@ impl World {
     /// Records a call of `routine` and checks its maximum IRQL (DDI page of each
     /// routine).
     pub fn call(&mut self, routine: &'static str, max_irql: u8) {
-        if std::mem::take(&mut self.set_event_wait) && routine != "KeWaitForSingleObject" {
-            self.violation(format!(
-                "KeSetEvent(Wait = TRUE) not followed at once by a KeWaitXxx call ({routine} \
-                 came next)"
-            ));
+        if let Some(before) = self.wait_next.take() {
+            if routine != "KeWaitForSingleObject" {
+                self.violation(format!(
+                    "{before}(Wait = TRUE) not followed at once by a KeWaitXxx call ({routine} \
+                     came next)"
+                ));
+            }
         }
         self.calls.push(routine);
         self.sequence.push(flushguard_tests::fake::FmCall {
@@ -350,6 +439,16 @@ impl World {
             last.arg = arg;
             last.file = Some(file as u64);
         }
+    }
+
+    /// Exchanges the running thread's per-thread state with `regs`.
+    pub fn swap_regs(&mut self, regs: &mut ThreadRegs) {
+        std::mem::swap(&mut self.irql, &mut regs.irql);
+        std::mem::swap(&mut self.top_level_irp, &mut regs.top_level_irp);
+        std::mem::swap(&mut self.critical_region, &mut regs.critical_region);
+        std::mem::swap(&mut self.flush_depth, &mut regs.flush_depth);
+        std::mem::swap(&mut self.wait_next, &mut regs.wait_next);
+        std::mem::swap(&mut self.driver_segments, &mut regs.driver_segments);
     }
 
     /// Counts a call of the injectable call site `site`; returns the status to fail
@@ -436,6 +535,16 @@ impl World {
                     self.events.remove(&event);
                     self.freed_events.insert(event);
                 }
+                let dead: Vec<usize> = self
+                    .semaphores
+                    .iter()
+                    .filter(|(_, semaphore)| semaphore.block == address)
+                    .map(|(&semaphore, _)| semaphore)
+                    .collect();
+                for semaphore in dead {
+                    self.semaphores.remove(&semaphore);
+                    self.freed_semaphores.insert(semaphore);
+                }
                 if block.by == "SeLocateProcessImageName" {
                     // The fake's `release_process_image_name`.
                     self.sequence.push(flushguard_tests::fake::FmCall {
@@ -501,11 +610,14 @@ impl World {
                 self.security_descriptors.len()
             ));
         }
-        if !self.work_items.is_empty() {
-            leaks.push(format!(
-                "{} deferred I/O work item(s) not freed (FltFreeDeferredIoWorkItem)",
-                self.work_items.len()
-            ));
+        for (n, thread) in self.threads.iter().enumerate() {
+            if !matches!(thread.run, ThreadRun::Terminated(_)) {
+                leaks.push(format!(
+                    "system thread {} not terminated ({:?}; PsTerminateSystemThread)",
+                    n + 1,
+                    thread.run
+                ));
+            }
         }
         if !self.pended.is_empty() {
             leaks.push(format!(

@@ -230,11 +230,15 @@ impl EventRoutines {
     }
 }
 
+/// The tests that use the harness's global world take turns.
+static WORLD_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn dispatcher_events_and_delays_are_checked() {
     use flushguard_sys_test::world::{
         world, World, COORDINATOR_BLOCK_SITE, COORDINATOR_BLOCK_SIZE, DISPATCH_LEVEL,
     };
+    let _turn = WORLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
     let k = EventRoutines::bind();
     let violations = || std::mem::take(&mut world().violations);
     *world() = World::default();
@@ -319,5 +323,316 @@ fn dispatcher_events_and_delays_are_checked() {
         "{v:?}"
     );
     assert_eq!(world().delays, vec![-5_000, 5_000, -5_000]);
+    *world() = World::default();
+}
+
+type InitSemFn = unsafe extern "win64" fn(usize, i32, i32);
+type ReleaseSemFn = unsafe extern "win64" fn(usize, i32, i32, u8) -> i32;
+type CreateThreadFn =
+    unsafe extern "win64" fn(*mut usize, u32, usize, usize, usize, usize, usize) -> i32;
+type TerminateFn = unsafe extern "win64" fn(i32) -> i32;
+type ZwWaitFn = unsafe extern "win64" fn(usize, u8, *const i64) -> i32;
+type ZwCloseFn = unsafe extern "win64" fn(usize) -> i32;
+type QueryFn = unsafe extern "win64" fn() -> usize;
+type CompleteFn = unsafe extern "win64" fn(usize);
+
+/// The harness's semaphore and thread routines, called the way the driver calls them
+/// (`kernel::resolve`, then the `extern "win64"` signature each is declared with in
+/// kernel/thread.rs, kernel/event.rs, kernel/ntoskrnl.rs and kernel/sync.rs).
+struct ThreadRoutines {
+    init: InitSemFn,
+    release: ReleaseSemFn,
+    wait: WaitFn,
+    create: CreateThreadFn,
+    terminate: TerminateFn,
+    zw_wait: ZwWaitFn,
+    zw_close: ZwCloseFn,
+    thread_id: QueryFn,
+    irql: QueryFn,
+    complete: CompleteFn,
+}
+
+/// The harness's routine `dll!name` as `F`.
+///
+/// # Safety
+/// `F` is the `extern "win64"` function type the harness declares the routine with.
+unsafe fn routine<F: Copy>(dll: &str, name: &str) -> F {
+    let address = flushguard_sys_test::kernel::resolve(dll, name).expect(name);
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<usize>());
+    // SAFETY: the caller's contract: a function pointer type for this routine.
+    unsafe { std::mem::transmute_copy::<usize, F>(&address) }
+}
+
+impl ThreadRoutines {
+    fn bind() -> Self {
+        const NT: &str = "ntoskrnl.exe";
+        // SAFETY (each `routine` below): the type is the routine's declared signature.
+        ThreadRoutines {
+            // SAFETY: see above.
+            init: unsafe { routine(NT, "KeInitializeSemaphore") },
+            // SAFETY: see above.
+            release: unsafe { routine(NT, "KeReleaseSemaphore") },
+            // SAFETY: see above.
+            wait: unsafe { routine(NT, "KeWaitForSingleObject") },
+            // SAFETY: see above.
+            create: unsafe { routine(NT, "PsCreateSystemThread") },
+            // SAFETY: see above.
+            terminate: unsafe { routine(NT, "PsTerminateSystemThread") },
+            // SAFETY: see above.
+            zw_wait: unsafe { routine(NT, "ZwWaitForSingleObject") },
+            // SAFETY: see above.
+            zw_close: unsafe { routine(NT, "ZwClose") },
+            // SAFETY: see above.
+            thread_id: unsafe { routine(NT, "PsGetCurrentThreadId") },
+            // SAFETY: see above.
+            irql: unsafe { routine(NT, "KeGetCurrentIrql") },
+            // SAFETY: see above.
+            complete: unsafe { routine("fltmgr.sys", "FltCompletePendedPostOperation") },
+        }
+    }
+    // The semaphores are live test allocations (or addresses only looked up); handles
+    // are plain values the routines look up.
+    fn init(&self, semaphore: usize, count: i32, limit: i32) {
+        // SAFETY: see above; KeInitializeSemaphore writes 32 bytes of a live block.
+        unsafe { (self.init)(semaphore, count, limit) }
+    }
+    fn release(&self, semaphore: usize, adjustment: i32, wait: bool) -> i32 {
+        // SAFETY: see above.
+        unsafe { (self.release)(semaphore, 0, adjustment, u8::from(wait)) }
+    }
+    fn wait(&self, semaphore: usize) -> i32 {
+        // SAFETY: see above; no timeout.
+        unsafe { (self.wait)(semaphore, 0, 0, 0, std::ptr::null()) }
+    }
+    fn create(&self, start: unsafe extern "win64" fn(usize)) -> (i32, usize) {
+        let mut handle = 0usize;
+        // SAFETY: `handle` is a live local; NULL attributes, process and client id.
+        let status = unsafe { (self.create)(&mut handle, 0x1F_FFFF, 0, 0, 0, start as usize, 0) };
+        (status, handle)
+    }
+    fn terminate(&self) -> i32 {
+        // SAFETY: no pointers.
+        unsafe { (self.terminate)(0) }
+    }
+    fn zw_wait(&self, handle: usize) -> i32 {
+        // SAFETY: no timeout; `handle` is looked up.
+        unsafe { (self.zw_wait)(handle, 0, std::ptr::null()) }
+    }
+    fn zw_close(&self, handle: usize) -> i32 {
+        // SAFETY: `handle` is looked up.
+        unsafe { (self.zw_close)(handle) }
+    }
+    fn thread_id(&self) -> usize {
+        // SAFETY: no arguments.
+        unsafe { (self.thread_id)() }
+    }
+    fn irql(&self) -> usize {
+        // SAFETY: no arguments.
+        unsafe { (self.irql)() & 0xFF }
+    }
+    fn complete(&self, data: usize) {
+        // SAFETY: the routine only looks the address up.
+        unsafe { (self.complete)(data) }
+    }
+}
+
+/// The semaphore the test's system threads wait on.
+static SEMAPHORE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The test's system threads leave their loop once set.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// What the test's system threads saw at each wake: (thread id, IRQL).
+static WAKES: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// A start routine like the driver's worker_main: wait, note, until stopped; then
+/// PsTerminateSystemThread.
+unsafe extern "win64" fn test_worker(_context: usize) {
+    use std::sync::atomic::Ordering;
+    let k = ThreadRoutines::bind();
+    loop {
+        k.wait(SEMAPHORE.load(Ordering::SeqCst));
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        WAKES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((k.thread_id(), k.irql()));
+    }
+    k.terminate();
+}
+
+/// A start routine that returns instead of calling PsTerminateSystemThread.
+unsafe extern "win64" fn returning_worker(_context: usize) {}
+
+#[test]
+fn semaphores_and_system_threads_are_checked() {
+    use flushguard_sys_test::kernel::{drain_pended, run_until_idle, MAIN_THREAD_ID};
+    use flushguard_sys_test::world::{world, ThreadRun, World, APC_LEVEL, DISPATCH_LEVEL};
+    use std::sync::atomic::Ordering;
+    let _turn = WORLD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let k = ThreadRoutines::bind();
+    let violations = || std::mem::take(&mut world().violations);
+    *world() = World::default();
+    world().image = (0, usize::MAX);
+
+    // KeInitializeSemaphore: aligned storage, 0 <= Count <= Limit, Limit > 0.
+    // Storage for two KSEMAPHOREs (and room around them), alive for the whole process:
+    // the harness writes them through their addresses.
+    let sem = Box::into_raw(Box::new([0u64; 16])) as usize;
+    let other = sem + 64;
+    k.init(0, 0, 1);
+    k.init(sem + 4, 0, 1);
+    k.init(sem, 2, 1);
+    k.init(sem, 0, 0);
+    let v = violations();
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(v[0].contains("NULL semaphore"), "{v:?}");
+    assert!(v[1].contains("8-byte aligned"), "{v:?}");
+    assert!(v[2].contains("between 0 and the limit"), "{v:?}");
+    k.init(sem, 0, i32::MAX);
+    k.init(other, 0, 1);
+    assert!(violations().is_empty());
+    // SAFETY: the KSEMAPHORE the harness wrote, 32 bytes inside the leaked block.
+    let bytes = unsafe { (sem as *const [u8; 32]).read() };
+    let (kind, size) = (bytes[0], bytes[2]);
+    let limit = i32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    assert_eq!((kind, size, limit), (5, 8, i32::MAX));
+
+    // KeReleaseSemaphore: previous count back; a release inside a post-operation on the
+    // scenario's thread is the pending of a write (compared), any other a wake-up.
+    assert_eq!(k.release(other, 1, false), 0);
+    assert_eq!(world().pend_releases, 0);
+    assert_eq!(
+        world().sequence.last().map(|c| c.routine),
+        Some("KeReleaseSemaphore(wake)")
+    );
+    world().in_post.push(0x5000);
+    assert_eq!(k.release(other, 0, false), 1); // Adjustment must be positive
+    world().in_post.clear();
+    assert_eq!(world().pend_releases, 1);
+    assert_eq!(
+        world().sequence.last().map(|c| c.routine),
+        Some("KeReleaseSemaphore")
+    );
+    k.release(other, 1, false); // above the limit 1
+    k.release(sem + 128, 1, false); // never initialised
+    world().irql = DISPATCH_LEVEL;
+    k.release(sem, 1, true); // Wait = TRUE above APC_LEVEL, then no wait
+    world().irql = 0;
+    k.thread_id();
+    assert_eq!(k.wait(sem), 0); // back to 0
+    let v = violations();
+    assert_eq!(v.len(), 5, "{v:?}");
+    assert!(v[0].contains("Adjustment 0"), "{v:?}");
+    assert!(v[1].contains("above its limit 1"), "{v:?}");
+    assert!(v[2].contains("not a KSEMAPHORE initialised"), "{v:?}");
+    assert!(
+        v[3].contains("KeReleaseSemaphore called at IRQL 2"),
+        "{v:?}"
+    );
+    assert!(
+        v[4].contains("not followed at once by a KeWaitXxx"),
+        "{v:?}"
+    );
+    // KeWaitForSingleObject on the scenario's thread: takes a count; at 0 it would
+    // block for good; without a timeout never above APC_LEVEL.
+    assert_eq!(k.wait(other), 0);
+    assert_eq!(world().semaphores[&other].count, 0);
+    k.wait(other);
+    world().irql = DISPATCH_LEVEL;
+    k.release(other, 1, false);
+    k.wait(other);
+    world().irql = 0;
+    k.wait(sem + 128); // never initialised
+    let v = violations();
+    assert_eq!(v.len(), 3, "{v:?}");
+    assert!(
+        v[0].contains("whose count is 0 on the scenario's thread"),
+        "{v:?}"
+    );
+    assert!(
+        v[1].contains("KeWaitForSingleObject called at IRQL 2"),
+        "{v:?}"
+    );
+    assert!(
+        v[2].contains("not a dispatcher object initialised"),
+        "{v:?}"
+    );
+    // The KSEMAPHORE overwritten since KeInitializeSemaphore.
+    // SAFETY: `other`'s Type byte, inside the leaked block.
+    unsafe { (other as *mut u8).write(1) };
+    k.release(other, 1, false);
+    assert!(violations()[0].contains("was overwritten"));
+
+    // Two system threads: created parked; they run only at a scheduling point, each
+    // with its own thread id and PASSIVE_LEVEL while the scenario's thread keeps its
+    // IRQL.
+    SEMAPHORE.store(sem, Ordering::SeqCst);
+    STOP.store(false, Ordering::SeqCst);
+    WAKES.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let (s1, h1) = k.create(test_worker);
+    let (s2, h2) = k.create(test_worker);
+    assert_eq!((s1, s2), (0, 0));
+    assert_ne!(h1, h2);
+    assert_eq!(world().threads.len(), 2);
+    assert_eq!(k.release(sem, 1, false), 0);
+    assert!(world().threads.iter().all(|t| t.run == ThreadRun::Created));
+    world().irql = APC_LEVEL;
+    run_until_idle();
+    assert_eq!(world().irql, APC_LEVEL);
+    world().irql = 0;
+    assert_eq!(k.thread_id(), MAIN_THREAD_ID);
+    assert_eq!(
+        *WAKES.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![(MAIN_THREAD_ID + 4, 0)]
+    );
+    let runs: Vec<ThreadRun> = world().threads.iter().map(|t| t.run).collect();
+    assert_eq!(runs, vec![ThreadRun::Waiting(sem), ThreadRun::Waiting(sem)]);
+    assert!(violations().is_empty());
+    // The scenario's thread cannot end itself; a wait on a handle that is no thread's.
+    assert_eq!(k.terminate(), 0xC000_000D_u32 as i32);
+    assert_eq!(k.zw_wait(0x1234), 0xC000_0008_u32 as i32);
+    let v = violations();
+    assert!(v[0].contains("did not create"), "{v:?}");
+    assert!(v[1].contains("not a thread handle"), "{v:?}");
+    // The leak report names a thread not ended and a handle not closed.
+    let leaks = world().leaks().join("\n");
+    assert!(leaks.contains("system thread 1 not terminated"), "{leaks}");
+    assert!(leaks.contains("Thread(2)"), "{leaks}");
+    // Waiting for a thread that can never end: no count, nobody to release one.
+    assert_eq!(k.zw_wait(h1), 0);
+    assert!(violations()[0].contains("would wait forever"));
+    // FltUnregisterFilter waiting for a pended post-operation no thread completes.
+    world().pended.push(0x6000);
+    drain_pended();
+    assert!(violations()[0].contains("FltUnregisterFilter would wait forever"));
+    // Completing an operation whose post-operation is still running.
+    world().in_post.push(0x6000);
+    k.complete(0x6000);
+    world().in_post.clear();
+    assert!(violations()[0].contains("has not returned yet"));
+    world().pended.clear();
+
+    // Stop as the driver does: wake each thread, wait for its end, close its handle.
+    STOP.store(true, Ordering::SeqCst);
+    k.release(sem, 2, false);
+    assert_eq!(k.zw_wait(h1), 0);
+    assert_eq!(k.zw_close(h1), 0);
+    assert_eq!(k.zw_wait(h2), 0);
+    assert_eq!(k.zw_close(h2), 0);
+    assert!(world()
+        .threads
+        .iter()
+        .all(|t| t.run == ThreadRun::Terminated(0)));
+    assert!(violations().is_empty());
+    assert!(world().leaks().is_empty(), "{:?}", world().leaks());
+    // A start routine that returns instead of PsTerminateSystemThread.
+    let (_, h3) = k.create(returning_worker);
+    assert_eq!(k.zw_wait(h3), 0);
+    k.zw_close(h3);
+    let v = violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("start routine returned"), "{v:?}");
+    assert!(world().system_thread_stack > 0);
     *world() = World::default();
 }

@@ -1,13 +1,15 @@
 //! Dispatcher events and the delay of the group-commit coordinators
 //! (driver/src/group.rs): `KeInitializeEvent`, `KeSetEvent`, `KeClearEvent`,
-//! `KeWaitForSingleObject` (on an event) and `KeDelayExecutionThread`.
+//! `KeWaitForSingleObject` (on an event; on a semaphore it goes on in `thread.rs`) and
+//! `KeDelayExecutionThread`.
 //!
 //! Each event the driver initialises is tracked by address (type, state, the pool
 //! block holding it); its `DISPATCHER_HEADER` is written as the kernel writes it and
 //! checked intact at every later use. An event used after its pool block was freed, or
-//! never initialised, is a violation. The harness runs one thread: a wait on an event
-//! that is not set (no timeout) could never end, so it is a violation and returns at
-//! once; a delay sleeps at most [`MAX_SLEEP`].
+//! never initialised, is a violation. No other thread runs while one waits on an event
+//! (the driver's system threads get the processor only at the scheduling points of
+//! `thread.rs`): a wait on an event that is not set (no timeout) could never end, so it
+//! is a violation and returns at once; a delay sleeps at most [`MAX_SLEEP`].
 
 use std::time::Duration;
 
@@ -190,7 +192,7 @@ pub(super) extern "win64" fn ke_set_event(event: *mut c_void, _increment: i32, w
         };
         set_state(&mut w, event as usize, true);
         // Wait = TRUE: the very next call must be a KeWaitXxx (checked by World::call).
-        w.set_event_wait = wait != 0;
+        w.wait_next = (wait != 0).then_some("KeSetEvent");
         i32::from(state.signalled)
     })
 }
@@ -234,6 +236,19 @@ pub(super) extern "win64" fn ke_wait_for_single_object(
             ));
         }
         let address = object as usize;
+        if super::thread::is_semaphore(&w, address) {
+            if mode != 0 && mode != USER_MODE {
+                w.violation(format!("KeWaitForSingleObject with WaitMode {mode}"));
+            }
+            return super::thread::wait_semaphore(w, address, timeout);
+        }
+        if address != 0 && !w.events.contains_key(&address) && !w.freed_events.contains(&address) {
+            w.violation(format!(
+                "KeWaitForSingleObject(0x{address:X}): not a dispatcher object initialised by \
+                 KeInitializeEvent or KeInitializeSemaphore"
+            ));
+            return STATUS_SUCCESS;
+        }
         let Some(state) = live_event(&mut w, "KeWaitForSingleObject", address) else {
             return STATUS_SUCCESS;
         };

@@ -170,6 +170,9 @@ pub(super) extern "win64" fn flt_unregister_filter(filter: usize) {
                 unsafe { callback(cookie as *mut c_void) };
             }
         }
+        // ... waits until every pended post-operation was completed (the driver's system
+        // threads run meanwhile: scheduling point 2 of thread.rs) ...
+        drain_pended();
         // ... and tears down every instance.
         for (volume, instance) in instances {
             if teardown == 0 {

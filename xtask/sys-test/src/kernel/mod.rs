@@ -4,7 +4,7 @@
 //! Each routine records its call, checks its documented maximum IRQL (DDI page of the
 //! routine) and the object rules Filter Verifier checks (references, pool tags,
 //! handles, the port's security descriptor, registration and teardown order, dispatcher
-//! events), and
+//! events and semaphores, system threads), and
 //! records violations in the [`World`](crate::world::World). None of them panics: the
 //! body runs under `catch_unwind`, and a harness bug becomes a violation.
 
@@ -16,12 +16,16 @@ mod fltmgr;
 mod flush;
 mod ntoskrnl;
 mod sync;
+mod thread;
 
 use event::*;
 use fltmgr::*;
 use flush::*;
 use ntoskrnl::*;
 use sync::*;
+use thread::*;
+
+pub use thread::{drain_pended, run_until_idle, MAIN_THREAD_ID, STATUS_INSUFFICIENT_RESOURCES};
 
 use crate::dispatch;
 use crate::layout::{
@@ -222,21 +226,21 @@ pub fn resolve(dll: &str, name: &str) -> Option<usize> {
             ke_delay_execution_thread as *const () as usize
         }
         ("ntoskrnl.exe", "KeLeaveCriticalRegion") => ke_leave_critical_region as *const () as usize,
+        ("ntoskrnl.exe", "KeInitializeSemaphore") => ke_initialize_semaphore as *const () as usize,
+        ("ntoskrnl.exe", "KeReleaseSemaphore") => ke_release_semaphore as *const () as usize,
+        ("ntoskrnl.exe", "PsCreateSystemThread") => ps_create_system_thread as *const () as usize,
+        ("ntoskrnl.exe", "PsTerminateSystemThread") => {
+            ps_terminate_system_thread as *const () as usize
+        }
+        ("ntoskrnl.exe", "ZwWaitForSingleObject") => {
+            zw_wait_for_single_object as *const () as usize
+        }
         ("fltmgr.sys", "FltInitializePushLock") => flt_initialize_push_lock as *const () as usize,
         ("fltmgr.sys", "FltDeletePushLock") => flt_delete_push_lock as *const () as usize,
         ("fltmgr.sys", "FltAcquirePushLockExclusive") => {
             flt_acquire_push_lock_exclusive as *const () as usize
         }
         ("fltmgr.sys", "FltReleasePushLock") => flt_release_push_lock as *const () as usize,
-        ("fltmgr.sys", "FltAllocateDeferredIoWorkItem") => {
-            flt_allocate_deferred_io_work_item as *const () as usize
-        }
-        ("fltmgr.sys", "FltFreeDeferredIoWorkItem") => {
-            flt_free_deferred_io_work_item as *const () as usize
-        }
-        ("fltmgr.sys", "FltQueueDeferredIoWorkItem") => {
-            flt_queue_deferred_io_work_item as *const () as usize
-        }
         ("fltmgr.sys", "FltCompletePendedPostOperation") => {
             flt_complete_pended_post_operation as *const () as usize
         }

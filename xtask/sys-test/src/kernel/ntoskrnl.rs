@@ -310,8 +310,9 @@ pub(super) extern "win64" fn ob_open_object_by_pointer(
 
 pub(super) extern "win64" fn ps_get_current_thread_id() -> usize {
     guarded("PsGetCurrentThreadId", 0, || {
-        world().call("PsGetCurrentThreadId", u8::MAX);
-        0x1234
+        let mut w = world();
+        w.call("PsGetCurrentThreadId", u8::MAX);
+        super::thread::current_thread_id(&w)
     })
 }
 
@@ -377,7 +378,8 @@ pub(super) extern "win64" fn zw_close(handle: usize) -> i32 {
                 }
                 w.fail_now("ZwClose(file handle)").unwrap_or(STATUS_SUCCESS)
             }
-            Some(Handle::Key(_)) => STATUS_SUCCESS,
+            // Closing a thread's handle does not end the thread (checked at the end).
+            Some(Handle::Key(_) | Handle::Thread(_)) => STATUS_SUCCESS,
             None => {
                 w.violation(format!("ZwClose(0x{handle:X}): not an open handle"));
                 STATUS_INVALID_HANDLE

@@ -1,14 +1,10 @@
-//! Locks, critical regions, the flush worker's deferred work items and the handle of
-//! FlushGuard's own: `ExAcquire/ReleaseSpinLock{Exclusive,Shared}` (raise to and
+//! Locks, critical regions, the completion of pended post-operations and the handle
+//! of FlushGuard's own: `ExAcquire/ReleaseSpinLock{Exclusive,Shared}` (raise to and
 //! restore from DISPATCH_LEVEL, as `KeGetCurrentIrql` then reports),
 //! `KeEnter/LeaveCriticalRegion`, the `Flt*PushLock` routines,
-//! `FltAllocate/Queue/FreeDeferredIoWorkItem`, `FltCompletePendedPostOperation`,
-//! `FltCreateFileEx2` and `FltClose`.
+//! `FltCompletePendedPostOperation`, `FltCreateFileEx2` and `FltClose`.
 
 use super::*;
-
-/// `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION`.
-const STATUS_FLT_NOT_SAFE_TO_POST_OPERATION: i32 = 0xC01C_000B_u32 as i32;
 
 pub(super) extern "win64" fn ex_acquire_spin_lock_exclusive(lock: *mut i32) -> u8 {
     guarded("ExAcquireSpinLockExclusive", 0, || {
@@ -136,77 +132,20 @@ pub(super) extern "win64" fn flt_release_push_lock(lock: *mut usize) {
     })
 }
 
-pub(super) extern "win64" fn flt_allocate_deferred_io_work_item() -> usize {
-    guarded("FltAllocateDeferredIoWorkItem", 0, || {
-        let mut w = world();
-        w.call("FltAllocateDeferredIoWorkItem", DISPATCH_LEVEL);
-        let item = w.object();
-        w.work_items.insert(item);
-        item
-    })
-}
-
-pub(super) extern "win64" fn flt_free_deferred_io_work_item(item: usize) {
-    guarded("FltFreeDeferredIoWorkItem", (), || {
-        let mut w = world();
-        w.call("FltFreeDeferredIoWorkItem", DISPATCH_LEVEL);
-        if !w.work_items.remove(&item) {
-            w.violation("FltFreeDeferredIoWorkItem of an unknown (or freed) work item");
-        }
-    })
-}
-
-pub(super) extern "win64" fn flt_queue_deferred_io_work_item(
-    item: usize,
-    data: *mut FltCallbackData,
-    routine: usize,
-    _queue_type: i32,
-    context: *mut c_void,
-) -> i32 {
-    guarded(
-        "FltQueueDeferredIoWorkItem",
-        STATUS_INVALID_PARAMETER,
-        || {
-            let mut w = world();
-            w.call("FltQueueDeferredIoWorkItem", DISPATCH_LEVEL);
-            if !w.work_items.contains(&item) {
-                w.violation("FltQueueDeferredIoWorkItem with an unknown work item");
-                return STATUS_INVALID_PARAMETER;
-            }
-            // SAFETY: `data` is the live callback data of the running post-operation (a
-            // harness allocation) or NULL.
-            let Some(d) = (unsafe { data.as_ref() }) else {
-                w.violation("FltQueueDeferredIoWorkItem with NULL callback data");
-                return STATUS_INVALID_PARAMETER;
-            };
-            // SAFETY: the harness's parameter block of that operation.
-            let irp_flags = unsafe { (*d.Iopb).IrpFlags };
-            if irp_flags & 0x2 != 0 {
-                w.violation("FltQueueDeferredIoWorkItem for paging I/O");
-                return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
-            }
-            if d.Flags & 0x2 != 0 {
-                w.violation("FltQueueDeferredIoWorkItem for a fast I/O (non-IRP) operation");
-                return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
-            }
-            if w.top_level_irp != 0 || w.filter_state == FilterState::Unregistered {
-                return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
-            }
-            if let Some(status) = w.fail_now("FltQueueDeferredIoWorkItem") {
-                return status;
-            }
-            w.pended.push(data as usize);
-            w.queued_work
-                .push((routine, item, data as usize, context as usize));
-            STATUS_SUCCESS
-        },
-    )
-}
-
 pub(super) extern "win64" fn flt_complete_pended_post_operation(data: *mut FltCallbackData) {
     guarded("FltCompletePendedPostOperation", (), || {
         let mut w = world();
         w.call("FltCompletePendedPostOperation", DISPATCH_LEVEL);
+        if w.in_post.contains(&(data as usize)) {
+            // The post-operation that pends it has not returned
+            // FLT_POSTOP_MORE_PROCESSING_REQUIRED yet.
+            w.violation(
+                "FltCompletePendedPostOperation for an operation whose post-operation \
+                 callback has not returned yet (completed before it was pended)",
+            );
+            w.completed_pended.push(data as usize);
+            return;
+        }
         match w.pended.iter().position(|&d| d == data as usize) {
             Some(at) => {
                 w.pended.remove(at);
