@@ -51,13 +51,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Condvar, Mutex, MutexGuard};
+use std::sync::{Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use flushguard_engine::group_commit::{
-    BatchEvent, CommitSync, Committed, GroupCommit, GroupOptions,
-};
+use flushguard_engine::group_commit::host::HostCommitSync;
+use flushguard_engine::group_commit::{Committed, GroupCommit, GroupOptions};
 use flushguard_engine::protocol::NtStatus;
 
 /// Bytes per record.
@@ -71,70 +70,9 @@ const TARGET_RATIO: f64 = 4.0;
 /// Target: flushes per acknowledged write at [`TARGET_WRITERS`].
 const TARGET_FLUSHES_PER_WRITE: f64 = 0.25;
 
-// --- The coordinator's environment on std: a mutex and two Condvar events -------------------
-
-/// A notification event: set wakes every past and future waiter until reset.
-struct Event {
-    set: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Event {
-    fn new() -> Self {
-        Event {
-            set: Mutex::new(false),
-            cv: Condvar::new(),
-        }
-    }
-}
-
-impl BatchEvent for Event {
-    fn wait(&self) {
-        let mut set = lock(&self.set);
-        while !*set {
-            set = self.cv.wait(set).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-    fn set(&self) {
-        *lock(&self.set) = true;
-        self.cv.notify_all();
-    }
-    fn reset(&self) {
-        *lock(&self.set) = false;
-    }
-}
-
 /// Locks `m`, ignoring poisoning (a panicking writer fails the run anyway).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct StdSync {
-    lock: Mutex<()>,
-    events: [Event; 2],
-}
-
-impl StdSync {
-    fn new() -> Self {
-        StdSync {
-            lock: Mutex::new(()),
-            events: [Event::new(), Event::new()],
-        }
-    }
-}
-
-impl CommitSync for StdSync {
-    type Event = Event;
-    type Guard<'a> = MutexGuard<'a, ()>;
-    fn event(&self, index: usize) -> &Event {
-        &self.events[index % 2]
-    }
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        lock(&self.lock)
-    }
-    fn sleep_us(&self, us: u64) {
-        thread::sleep(Duration::from_micros(us));
-    }
 }
 
 // --- One measured configuration -------------------------------------------------------------
@@ -224,7 +162,7 @@ fn run(dir: &Path, variant: Variant, writers: usize, duration: Duration) -> io::
         .open(&path)?;
     // The empty file's creation is durable before the clock starts.
     file.sync_all()?;
-    let coordinator = GroupCommit::new(StdSync::new());
+    let coordinator = GroupCommit::new(HostCommitSync::default());
     let counters = Counters::default();
     let stop = AtomicBool::new(false);
     let start = Barrier::new(writers + 1);

@@ -473,3 +473,78 @@ impl BatchModel {
         }
     }
 }
+
+/// [`CommitSync`] for hosts (feature `std`): a `Mutex` and two `Condvar` events, and
+/// `thread::sleep` for the batch wait. Used by flushctl's replay, the host tests and
+/// the group-commit benchmark (the driver has its `KEVENT` pair, the fake its IRQL
+/// checks).
+#[cfg(feature = "std")]
+pub mod host {
+    use std::sync::{Condvar, Mutex, MutexGuard};
+
+    use super::{BatchEvent, CommitSync};
+
+    /// Locks `m`, ignoring poisoning (a panic elsewhere fails its own thread).
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A notification event over a `Mutex<bool>` and a `Condvar`.
+    #[derive(Debug, Default)]
+    pub struct HostEvent {
+        set: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl BatchEvent for HostEvent {
+        fn wait(&self) {
+            let mut set = lock(&self.set);
+            while !*set {
+                set = self.cv.wait(set).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        fn set(&self) {
+            *lock(&self.set) = true;
+            self.cv.notify_all();
+        }
+        fn reset(&self) {
+            *lock(&self.set) = false;
+        }
+    }
+
+    /// A coordinator's lock and events on the host.
+    #[derive(Debug, Default)]
+    pub struct HostCommitSync {
+        lock: Mutex<()>,
+        events: [HostEvent; 2],
+        /// The batch wait is skipped (a replay's single thread: nobody could join).
+        no_sleep: bool,
+    }
+
+    impl HostCommitSync {
+        /// One whose batch wait returns at once: for a single-threaded replay, where
+        /// no other writer could join the batch meanwhile.
+        pub fn without_batch_wait() -> Self {
+            HostCommitSync {
+                no_sleep: true,
+                ..HostCommitSync::default()
+            }
+        }
+    }
+
+    impl CommitSync for HostCommitSync {
+        type Event = HostEvent;
+        fn event(&self, index: usize) -> &HostEvent {
+            &self.events[index % 2]
+        }
+        type Guard<'a> = MutexGuard<'a, ()>;
+        fn lock(&self) -> MutexGuard<'_, ()> {
+            lock(&self.lock)
+        }
+        fn sleep_us(&self, us: u64) {
+            if !self.no_sleep {
+                std::thread::sleep(std::time::Duration::from_micros(us));
+            }
+        }
+    }
+}

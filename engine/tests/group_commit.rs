@@ -4,78 +4,21 @@
 //! failed flush fails its writers open and is reported once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
-use flushguard_engine::group_commit::{
-    BatchEvent, CommitSync, Committed, GroupOptions, GroupTable,
-};
+use flushguard_engine::group_commit::host::HostCommitSync;
+use flushguard_engine::group_commit::{Committed, GroupOptions, GroupTable};
 use flushguard_protocol::NtStatus;
 
-struct Event {
-    set: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl BatchEvent for Event {
-    fn wait(&self) {
-        let mut set = self.set.lock().unwrap();
-        while !*set {
-            set = self.cv.wait(set).unwrap();
-        }
-    }
-    fn set(&self) {
-        *self.set.lock().unwrap() = true;
-        self.cv.notify_all();
-    }
-    fn reset(&self) {
-        *self.set.lock().unwrap() = false;
-    }
-}
-
-impl Event {
-    fn new() -> Self {
-        Event {
-            set: Mutex::new(false),
-            cv: Condvar::new(),
-        }
-    }
-}
-
-struct StdSync {
-    lock: Mutex<()>,
-    events: [Event; 2],
-}
-
-impl StdSync {
-    fn new() -> Self {
-        StdSync {
-            lock: Mutex::new(()),
-            events: [Event::new(), Event::new()],
-        }
-    }
-}
-
-impl CommitSync for StdSync {
-    type Event = Event;
-    type Guard<'a> = MutexGuard<'a, ()>;
-    fn event(&self, index: usize) -> &Event {
-        &self.events[index % 2]
-    }
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap()
-    }
-    fn sleep_us(&self, us: u64) {
-        thread::sleep(std::time::Duration::from_micros(us));
-    }
-}
+type StdSync = HostCommitSync;
 
 /// One flush: (start, end) on the shared clock and its status.
 type FlushLog = Mutex<Vec<(u64, u64, NtStatus)>>;
 
 fn run(writers: usize, per_writer: usize, fail_every: u64, options: GroupOptions) {
     // Every writer writes one stream (key 7) through a table of 4 coordinators.
-    let gc = Arc::new(GroupTable::try_new(4, || Some(StdSync::new())).expect("table"));
+    let gc = Arc::new(GroupTable::try_new(4, || Some(StdSync::default())).expect("table"));
     let clock = Arc::new(AtomicU64::new(0));
     let flushes: Arc<FlushLog> = Arc::default();
     let flush_count = Arc::new(AtomicU64::new(0));
@@ -210,7 +153,7 @@ fn a_batch_wait_gathers_writers() {
 
 #[test]
 fn a_full_table_leaves_other_streams_unbatched_and_frees_the_coordinator() {
-    let table = Arc::new(GroupTable::try_new(1, || Some(StdSync::new())).expect("table"));
+    let table = Arc::new(GroupTable::try_new(1, || Some(StdSync::default())).expect("table"));
     let (entered_tx, entered_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let leader = {
@@ -248,7 +191,7 @@ fn a_full_table_leaves_other_streams_unbatched_and_frees_the_coordinator() {
 
 #[test]
 fn the_leader_is_told_how_many_writers_its_flush_acknowledges() {
-    let table = Arc::new(GroupTable::try_new(1, || Some(StdSync::new())).expect("table"));
+    let table = Arc::new(GroupTable::try_new(1, || Some(StdSync::default())).expect("table"));
     let batches: Arc<Mutex<Vec<u32>>> = Arc::default();
     let handles: Vec<_> = (0..6)
         .map(|_| {

@@ -27,6 +27,19 @@ pub const MODES: [Mode; 6] = [
     Mode::GroupCommit,
 ];
 
+/// Opens [`SHARE_FILE`] on SMB as [`PROCESS`] (a plain create that succeeds) and
+/// returns the file object.
+pub fn open_share(h: &Harness) -> u64 {
+    h.open(
+        SHARE_FILE,
+        Some(PROVIDER_SMB),
+        PROCESS,
+        0,
+        NtStatus::SUCCESS,
+    )
+    .expect("create succeeds")
+}
+
 /// An action for `mode`.
 pub fn action(
     mode: Mode,

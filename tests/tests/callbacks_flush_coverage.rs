@@ -23,20 +23,12 @@ use flushguard_protocol::nt::{
 };
 use flushguard_protocol::stats::Counter as StatsCounter;
 use flushguard_protocol::{FlushFlags, NtStatus};
-use flushguard_tests::fake::PROVIDER_SMB;
 use flushguard_tests::harness::{Harness, WriteKind, WriteSpec};
-use flushguard_tests::scenario::{action, harness, PROCESS, SHARE_FILE};
+use flushguard_tests::scenario::{action, harness};
 use proptest::prelude::*;
 
 fn open(h: &Harness) -> u64 {
-    h.open(
-        SHARE_FILE,
-        Some(PROVIDER_SMB),
-        PROCESS,
-        0,
-        NtStatus::SUCCESS,
-    )
-    .expect("create succeeds")
+    flushguard_tests::scenario::open_share(h)
 }
 
 fn write(h: &Harness, file: u64, kind: WriteKind) {

@@ -12,10 +12,10 @@ use std::thread;
 use flushguard_engine::callbacks::{Counter, Irql};
 use flushguard_engine::policy::{Action, FlushMethod, GroupOptions, Mode};
 use flushguard_protocol::stats::Counter as StatsCounter;
-use flushguard_protocol::{FlushFlags, NtStatus};
-use flushguard_tests::fake::{self, CallSite, Fake, FakeOptions, PROVIDER_SMB};
+use flushguard_protocol::FlushFlags;
+use flushguard_tests::fake::{self, CallSite, Fake, FakeOptions};
 use flushguard_tests::harness::{Harness, WriteSpec};
-use flushguard_tests::scenario::{action, policy_blob, PROCESS, SHARE_FILE};
+use flushguard_tests::scenario::{action, policy_blob};
 
 fn group_action(max_batch: u32, max_batch_wait_us: u32) -> Action {
     let mut a = action(
@@ -39,14 +39,7 @@ fn fake_for(a: Action) -> Fake {
 }
 
 fn open(h: &Harness) -> u64 {
-    h.open(
-        SHARE_FILE,
-        Some(PROVIDER_SMB),
-        PROCESS,
-        0,
-        NtStatus::SUCCESS,
-    )
-    .expect("create succeeds")
+    flushguard_tests::scenario::open_share(h)
 }
 
 fn rule_count(h: &Harness, c: StatsCounter) -> u64 {

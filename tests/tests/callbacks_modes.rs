@@ -15,14 +15,7 @@ fn engine_count(h: &Harness, c: StatsCounter) -> u64 {
 }
 
 fn open(h: &Harness) -> u64 {
-    h.open(
-        SHARE_FILE,
-        Some(PROVIDER_SMB),
-        PROCESS,
-        0,
-        NtStatus::SUCCESS,
-    )
-    .expect("create succeeds")
+    flushguard_tests::scenario::open_share(h)
 }
 
 #[test]

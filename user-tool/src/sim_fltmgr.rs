@@ -38,45 +38,6 @@ use flushguard_engine::FileProvider;
 /// Identifies one simulated file object.
 pub type FileObjectId = u64;
 
-/// A group-commit coordinator's lock and events for the replay. One thread replays a
-/// trace, so every group-commit write leads its own batch and no event is ever waited
-/// on while clear; the replay models batching from the trace's timestamps instead.
-#[derive(Default)]
-pub struct SimCommitSync {
-    lock: Mutex<()>,
-    events: [SimEvent; 2],
-}
-
-/// A notification event for [`SimCommitSync`].
-#[derive(Default)]
-pub struct SimEvent(std::sync::atomic::AtomicBool);
-
-impl flushguard_engine::group_commit::BatchEvent for SimEvent {
-    fn wait(&self) {
-        while !self.0.load(Ordering::Acquire) {
-            std::thread::yield_now();
-        }
-    }
-    fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-    fn reset(&self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-impl flushguard_engine::group_commit::CommitSync for SimCommitSync {
-    type Event = SimEvent;
-    fn event(&self, index: usize) -> &SimEvent {
-        &self.events[index % 2]
-    }
-    type Guard<'a> = MutexGuard<'a, ()>;
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn sleep_us(&self, _us: u64) {}
-}
-
 /// `FO_SYNCHRONOUS_IO` (0x2) in `FILE_OBJECT.Flags`: opened with
 /// `FILE_SYNCHRONOUS_IO_ALERT`/`_NONALERT`. Source: wdm.h.
 pub const FO_SYNCHRONOUS_IO: u32 = 0x0000_0002;
@@ -325,7 +286,9 @@ impl FilterManager for SimFm {
     type ImageName = Arc<[u16]>;
     type Context = Arc<StreamContext>;
     type KernelHandle = FileObjectId;
-    type CommitSync = SimCommitSync;
+    // One thread replays a trace, so every group-commit write leads its own batch
+    // (the replay models batching from the trace's times instead).
+    type CommitSync = flushguard_engine::group_commit::host::HostCommitSync;
 
     fn stream_key(&self, data: &SimData) -> usize {
         // Only compared by the coordinator table. One thread replays a trace, so no
@@ -333,8 +296,8 @@ impl FilterManager for SimFm {
         // address is a cheap one.
         data.extra.name.as_ptr() as usize
     }
-    fn new_commit_sync(&self) -> Option<SimCommitSync> {
-        Some(SimCommitSync::default())
+    fn new_commit_sync(&self) -> Option<flushguard_engine::group_commit::host::HostCommitSync> {
+        Some(flushguard_engine::group_commit::host::HostCommitSync::without_batch_wait())
     }
     fn current_irql(&self) -> Irql {
         Irql(self.irql.load(Ordering::Relaxed))
