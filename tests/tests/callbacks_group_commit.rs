@@ -265,3 +265,32 @@ fn group_commit_waits_only_at_passive_level_and_logs_its_event_calls() {
     h.unload();
     h.assert_clean();
 }
+
+/// A writer whose thread is in a critical region (normal kernel APCs disabled, as with
+/// an `ERESOURCE` held: `KeAreApcsDisabled`) does not wait for another writer's flush,
+/// which might need what it holds: it is flushed on its own, and covered.
+#[test]
+fn a_writer_in_a_critical_region_is_flushed_on_its_own() {
+    let fake = fake_for(group_action(64, 50));
+    fake.log_calls();
+    let h = Harness::on(fake);
+    let file = open(&h);
+    fake::set_critical_region(true);
+    h.write(file, WriteSpec::default()).expect("write");
+    fake::set_critical_region(false);
+    assert_eq!(h.filter.counters().get(Counter::GroupCommitNotBatched), 1);
+    let routines: Vec<&str> = h.fake.call_log().iter().map(|c| c.routine).collect();
+    assert!(routines.contains(&"KeAreApcsDisabled"));
+    assert!(
+        !routines.iter().any(|r| matches!(
+            *r,
+            "KeClearEvent" | "KeDelayExecutionThread" | "KeWaitForSingleObject"
+        )),
+        "{routines:?}"
+    );
+    assert_eq!(h.fake.flush_spans().len(), 1);
+    h.close(file);
+    assert_eq!(h.fake.flush_spans().len(), 1, "covered: no flush at close");
+    h.unload();
+    h.assert_clean();
+}

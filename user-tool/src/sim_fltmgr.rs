@@ -315,6 +315,10 @@ impl FilterManager for SimFm {
         // A trace records no guarded regions: APCs are disabled only by the IRQL.
         self.current_irql() >= Irql::APC_LEVEL
     }
+    fn apcs_disabled(&self) -> bool {
+        // A trace records no critical or guarded regions: only the IRQL.
+        self.current_irql() >= Irql::APC_LEVEL
+    }
     fn policy_locks(&self) -> &'static dyn flushguard_engine::locks::PolicyLocks {
         // One thread replays a trace: the engine's inner locks suffice.
         &flushguard_engine::locks::HOST_LOCKS

@@ -30,7 +30,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
     FSRTL_MUP_PROVIDER_INFO_LEVEL_1,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeGetCurrentIrql,
+    ExFreePool, IoGetTopLevelIrp, KeAreAllApcsDisabled, KeAreApcsDisabled, KeGetCurrentIrql,
     KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise, PsGetCurrentThreadId,
     IO_IGNORE_SHARE_ACCESS_CHECK,
 };
@@ -423,6 +423,11 @@ impl FilterManager for KernelFltMgr {
         // SAFETY: KeAreAllApcsDisabled reads the current thread's APC state; no
         // preconditions; IRQL <= DISPATCH_LEVEL (every callback).
         unsafe { KeAreAllApcsDisabled() }
+    }
+    fn apcs_disabled(&self) -> bool {
+        // SAFETY: KeAreApcsDisabled reads the current thread's APC state; no
+        // preconditions; IRQL <= DISPATCH_LEVEL (every callback).
+        unsafe { KeAreApcsDisabled() }
     }
     fn is_operation_synchronous(&self, data: &KernelOp) -> bool {
         // SAFETY: the callback's FLT_CALLBACK_DATA (owned by Filter Manager for the

@@ -259,6 +259,14 @@ pub trait FilterManager: Sync {
     ///
     /// Source: DDI pages "KeAreAllApcsDisabled", "ZwFlushBuffersFileEx".
     fn all_apcs_disabled(&self) -> bool;
+    /// `KeAreApcsDisabled()`: true when the current thread is in a critical region
+    /// (`KeEnterCriticalRegion`: normal kernel APCs disabled, as while holding an
+    /// `ERESOURCE` or a push lock) or a guarded region, or runs at IRQL >= APC_LEVEL.
+    /// A group-commit writer in such a thread may hold what another writer's flush
+    /// needs, so it does not wait for one. IRQL <= DISPATCH_LEVEL.
+    ///
+    /// Source: DDI page "KeAreApcsDisabled".
+    fn apcs_disabled(&self) -> bool;
     /// `FltIsOperationSynchronous(Data)`. IRQL <= DISPATCH_LEVEL.
     fn is_operation_synchronous(&self, data: &Self::Data) -> bool;
     /// `FltSetCallbackDataDirty(Data)`: the logic changed `data`. IRQL <= DISPATCH_LEVEL.

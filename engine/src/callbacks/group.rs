@@ -22,7 +22,7 @@ impl<F: FilterManager> Filter<F> {
     /// The group-commit flush after a successful governed write, at PASSIVE_LEVEL in
     /// one of the two places a flush may run: batched in the issuing thread of a
     /// synchronized write; on its own (`GroupCommitNotBatched`) in the flush worker for
-    /// a pended asynchronous one, or with all APCs disabled.
+    /// a pended asynchronous one, or in a critical or guarded region.
     ///
     /// The writer's handle's writes completed so far are read first: a flush that
     /// starts after that covers them, so when the batch's flush succeeds the handle's
@@ -46,10 +46,10 @@ impl<F: FilterManager> Filter<F> {
         // Only the issuing thread of a synchronized write waits for another writer's
         // flush. The flush worker's few threads serve every pended write: one waiting
         // for another writer's flush would hold up the rest, so a pended write is
-        // flushed on its own there. A
-        // thread in a guarded region (or above PASSIVE_LEVEL: KeAreAllApcsDisabled) may
-        // hold what another writer's flush needs: flushed on its own too.
-        if !issuing_thread || self.fm.all_apcs_disabled() {
+        // flushed on its own there. A thread in a critical or guarded region
+        // (KeAreApcsDisabled) may hold what another writer's flush needs (an
+        // ERESOURCE, a guarded mutex): flushed on its own too.
+        if !issuing_thread || self.fm.apcs_disabled() {
             self.counters().bump(Counter::GroupCommitNotBatched);
             self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
             return;

@@ -45,6 +45,12 @@ impl FilterManager for Fake {
         self.check_irql(Irql::DISPATCH_LEVEL, "KeAreAllApcsDisabled");
         all_apcs_disabled()
     }
+    fn apcs_disabled(&self) -> bool {
+        let _gate = crate::alloc_gate::fm_scope();
+        self.log("KeAreApcsDisabled", None, None);
+        self.check_irql(Irql::DISPATCH_LEVEL, "KeAreApcsDisabled");
+        all_apcs_disabled() || in_critical_region()
+    }
     fn is_operation_synchronous(&self, data: &FakeData) -> bool {
         let _gate = crate::alloc_gate::fm_scope();
         self.log("FltIsOperationSynchronous", None, None);

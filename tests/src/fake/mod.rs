@@ -114,6 +114,8 @@ thread_local! {
     static DEFERRED_BY_THIS_THREAD: Cell<u64> = const { Cell::new(0) };
     /// Inside `FakeLocks::serialize` on this thread.
     static SERIALIZING: Cell<bool> = const { Cell::new(false) };
+    /// In a critical region set by a test ([`set_critical_region`]).
+    static CRITICAL_REGION: Cell<bool> = const { Cell::new(false) };
     /// Calls of `FakeLocks` on this thread: read_shared, write_exclusive, serialize,
     /// and registry writes made while serializing.
     static LOCK_CALLS: Cell<LockCalls> = const { Cell::new(LockCalls { read_shared: 0, write_exclusive: 0, serialize: 0, registry_writes_serialized: 0 }) };
@@ -190,6 +192,16 @@ pub fn set_guarded_region(inside: bool) {
 /// or at IRQL >= APC_LEVEL.
 pub fn all_apcs_disabled() -> bool {
     GUARDED_REGION.with(|c| c.get()) || irql() >= Irql::APC_LEVEL
+}
+/// The current thread is in a critical region (normal kernel APCs disabled): inside
+/// the SetPolicy push lock ([`FakeLocks`]), or set by a test ([`set_critical_region`]).
+pub fn in_critical_region() -> bool {
+    SERIALIZING.with(|c| c.get()) || CRITICAL_REGION.with(|c| c.get())
+}
+/// Puts the current thread in (or out of) a critical region, as a caller holding an
+/// `ERESOURCE` would be (`KeEnterCriticalRegion`).
+pub fn set_critical_region(on: bool) {
+    CRITICAL_REGION.with(|c| c.set(on));
 }
 /// How many completions this thread has posted to the worker queue so far.
 pub fn deferred_by_this_thread() -> u64 {

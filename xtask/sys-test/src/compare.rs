@@ -327,6 +327,7 @@ pub const SEQUENCE_ROUTINES: &[&str] = &[
     "FltSetCallbackDataDirty",
     "FltIsOperationSynchronous",
     "KeAreAllApcsDisabled",
+    "KeAreApcsDisabled",
     "FltCloseCommunicationPort",
     "FltUnregisterFilter",
     "KeClearEvent",

@@ -126,6 +126,7 @@ pub fn resolve(dll: &str, name: &str) -> Option<usize> {
         }
         ("ntoskrnl.exe", "IoGetTopLevelIrp") => io_get_top_level_irp as *const () as usize,
         ("ntoskrnl.exe", "KeAreAllApcsDisabled") => ke_are_all_apcs_disabled as *const () as usize,
+        ("ntoskrnl.exe", "KeAreApcsDisabled") => ke_are_apcs_disabled as *const () as usize,
         ("ntoskrnl.exe", "KeBugCheckEx") => ke_bug_check_ex as *const () as usize,
         ("ntoskrnl.exe", "KeGetCurrentIrql") => ke_get_current_irql as *const () as usize,
         ("ntoskrnl.exe", "KeQueryInterruptTimePrecise") => {

@@ -212,6 +212,14 @@ pub(super) extern "win64" fn ke_are_all_apcs_disabled() -> u8 {
     })
 }
 
+pub(super) extern "win64" fn ke_are_apcs_disabled() -> u8 {
+    guarded("KeAreApcsDisabled", 0, || {
+        let mut w = world();
+        w.call("KeAreApcsDisabled", DISPATCH_LEVEL);
+        u8::from(w.irql >= APC_LEVEL || w.critical_region > 0)
+    })
+}
+
 pub(super) extern "win64" fn ke_bug_check_ex(
     code: u32,
     p1: usize,
