@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use flushguard_engine::callbacks::{CompletionContext, MAX_PENDED_WRITES};
 use flushguard_ntoskrnl_imports as nt;
 use flushguard_protocol::NtStatus;
+use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltCompletePendedPostOperation, FLT_CALLBACK_DATA,
 };
@@ -33,6 +34,8 @@ use windows_sys::Wdk::System::SystemServices::{
     ExAcquireSpinLockExclusive, ExReleaseSpinLockExclusive, Executive, KeInitializeSemaphore,
     KeReleaseSemaphore, KeWaitForSingleObject, KernelMode, PsTerminateSystemThread, KSEMAPHORE,
 };
+
+use windows_sys::Win32::Foundation::OBJ_KERNEL_HANDLE;
 
 use crate::fltmgr::KernelOp;
 use crate::globals::engine;
@@ -42,8 +45,13 @@ pub const WORKER_THREADS: usize = 2;
 /// Entries of the queue: the engine never has more writes pended at once
 /// (`MAX_PENDED_WRITES`), so a push fails only while stopping.
 pub const QUEUE_CAPACITY: usize = MAX_PENDED_WRITES as usize;
-/// `THREAD_ALL_ACCESS` (winnt.h).
-const THREAD_ALL_ACCESS: u32 = 0x001F_FFFF;
+/// `SYNCHRONIZE` (winnt.h): all the handle is used for (waiting for the thread).
+const SYNCHRONIZE: u32 = 0x0010_0000;
+/// `STATUS_SUCCESS`.
+const STATUS_SUCCESS: i32 = 0;
+/// `STATUS_ALERTED` / `STATUS_USER_APC`: a wait that returned early; waited again.
+const STATUS_ALERTED: i32 = 0x0000_0101;
+const STATUS_USER_APC: i32 = 0x0000_00C0;
 /// `IO_NO_INCREMENT` (wdm.h).
 const IO_NO_INCREMENT: i32 = 0;
 /// `MAXLONG`: the semaphore's limit.
@@ -129,16 +137,26 @@ pub fn start() -> Result<(), NtStatus> {
         q.len = 0;
         q.stopping = false;
     });
+    // A kernel handle whatever process DriverEntry runs in (PsCreateSystemThread page:
+    // OBJ_KERNEL_HANDLE outside the system process).
+    let attributes = OBJECT_ATTRIBUTES {
+        Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: null_mut(),
+        ObjectName: core::ptr::null(),
+        Attributes: OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: core::ptr::null(),
+        SecurityQualityOfService: core::ptr::null(),
+    };
     for slot in &THREADS {
         let mut handle: *mut c_void = null_mut();
-        // SAFETY: PASSIVE_LEVEL; `handle` is a local out parameter; NULL object
-        // attributes, process (the system process: a kernel handle) and client id;
+        // SAFETY: PASSIVE_LEVEL; `handle` is a local out parameter; `attributes` lives
+        // for the call; NULL process (the system process) and client id;
         // `worker_main` has the KSTART_ROUTINE signature and only uses statics.
         let status = unsafe {
             nt::PsCreateSystemThread(
                 &mut handle,
-                THREAD_ALL_ACCESS,
-                core::ptr::null(),
+                SYNCHRONIZE,
+                (&raw const attributes).cast(),
                 null_mut(),
                 null_mut(),
                 worker_main,
@@ -158,29 +176,27 @@ pub fn start() -> Result<(), NtStatus> {
 /// post-write). Returns false, queuing nothing, while stopping (or if the queue were
 /// full, which the engine's bound on pended writes rules out).
 pub fn push(data: *mut FLT_CALLBACK_DATA, ctx: CompletionContext) -> bool {
-    let queued = with_queue(|q| {
+    with_queue(|q| {
         if q.stopping || q.len >= QUEUE_CAPACITY {
             return false;
         }
         let tail = (q.head + q.len) % QUEUE_CAPACITY;
-        if let Some(slot) = q.items.get_mut(tail) {
-            *slot = Item {
-                data,
-                ctx: ctx.encode(),
-            };
-            q.len += 1;
-            true
-        } else {
-            false
-        }
-    });
-    if queued {
-        // SAFETY: initialised in `start`; IRQL <= DISPATCH_LEVEL with Wait = FALSE; one
-        // count per queued item (never beyond MAXLONG: at most QUEUE_CAPACITY +
-        // WORKER_THREADS outstanding).
+        let Some(slot) = q.items.get_mut(tail) else {
+            return false;
+        };
+        *slot = Item {
+            data,
+            ctx: ctx.encode(),
+        };
+        q.len += 1;
+        // Under the lock, so ordered before `stop` marks the queue stopping and frees
+        // the semaphore.
+        // SAFETY: initialised in `start` (not stopping, so not freed yet); DISPATCH_LEVEL
+        // (the spin lock) with Wait = FALSE; one count per queued item (never beyond
+        // MAXLONG: at most QUEUE_CAPACITY + WORKER_THREADS outstanding).
         let _ = unsafe { KeReleaseSemaphore(semaphore(), IO_NO_INCREMENT, 1, false) };
-    }
-    queued
+        true
+    })
 }
 
 /// What a worker does next.
@@ -263,21 +279,31 @@ pub fn stop() {
             )
         };
     }
+    let mut all_ended = true;
     for slot in &THREADS {
         let handle = slot.swap(0, Ordering::AcqRel) as *mut c_void;
         if handle.is_null() {
             continue;
         }
-        // SAFETY: a kernel handle to a thread this module created; PASSIVE_LEVEL; no
-        // timeout: returns once the thread terminated.
-        let _ = unsafe { nt::ZwWaitForSingleObject(handle, 0, core::ptr::null()) };
+        let ended = loop {
+            // SAFETY: a kernel handle to a thread this module created; PASSIVE_LEVEL;
+            // non-alertable, no timeout: returns once the thread terminated.
+            let status = unsafe { nt::ZwWaitForSingleObject(handle, 0, core::ptr::null()) };
+            match status {
+                STATUS_SUCCESS => break true,
+                STATUS_ALERTED | STATUS_USER_APC => {}
+                _ => break false,
+            }
+        };
+        all_ended &= ended;
         // SAFETY: the same handle, closed exactly once (swapped out above).
         let _ = unsafe { nt::ZwClose(handle) };
     }
     // Every thread has terminated and nothing can push any more (stopping): the
-    // semaphore is unused.
+    // semaphore is unused. Should a wait ever have failed, a thread might still use
+    // it: it is left allocated (a leak, never a use after free).
     let block = SEMAPHORE.swap(null_mut(), Ordering::AcqRel);
-    if !block.is_null() {
+    if !block.is_null() && all_ended {
         // SAFETY: allocated in `start` with this layout, no longer used by anyone.
         unsafe { alloc::alloc::dealloc(block.cast(), Layout::new::<KSEMAPHORE>()) };
     }

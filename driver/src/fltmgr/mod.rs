@@ -591,6 +591,14 @@ impl FilterManager for KernelFltMgr {
         if self.top_level_irp_set() {
             return false;
         }
+        // Never paging I/O (the logic does not ask; checked again, as
+        // FltQueueDeferredIoWorkItem would refuse it).
+        if flushguard_engine::callbacks::CallbackData::irp_flags(data)
+            & flushguard_protocol::nt::IRP_PAGING_IO
+            != 0
+        {
+            return false;
+        }
         crate::worker::push(data.raw(), ctx)
     }
 

@@ -66,9 +66,9 @@ impl KernelOp {
     /// operation is completed); the volume is not known.
     ///
     /// # Safety
-    /// `data` is the callback data of an operation pended with
-    /// `FltQueueDeferredIoWorkItem` and not completed yet; the value must not outlive
-    /// the `FltCompletePendedPostOperation` that ends it.
+    /// `data` is the callback data of an operation pended to FlushGuard's worker queue
+    /// (`crate::worker::push`) and not completed yet; the value must not outlive the
+    /// `FltCompletePendedPostOperation` that ends it.
     pub unsafe fn pended(data: *mut FLT_CALLBACK_DATA) -> Self {
         let data = data.cast::<FltCallbackData>();
         // SAFETY: `data` is the live, pended operation's callback data (caller's

@@ -250,7 +250,12 @@ impl FilterManager for Fake {
         {
             return false;
         }
+        // The driver releases its semaphore holding the queue's EX_SPIN_LOCK, at
+        // DISPATCH_LEVEL (driver/src/worker.rs, `push`).
+        let before = irql();
+        set_irql(Irql::DISPATCH_LEVEL);
         self.log("KeReleaseSemaphore", None, None);
+        set_irql(before);
         self.world().pended += 1;
         self.push_pending(Pending {
             data: data.clone(),
