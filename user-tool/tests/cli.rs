@@ -1142,7 +1142,7 @@ fn gen_trace_is_deterministic() {
 
 #[test]
 fn replay_models_group_commit_batching_from_the_trace_times() {
-    // Generated trace: two handles on one SMB file; governed writes complete at
+    // Generated trace: one handle on an SMB file; governed writes complete at
     // 0.000000, 0.000100, 0.000200, 0.005000 and 0.005300 s past 10:00:00 AM, one
     // write at an unusable time. With 1 000 µs flushes: the write at 0 leads
     // (flush 0..1000 µs); those at 100 and 200 µs share the next (1000..2000); the
@@ -1180,23 +1180,27 @@ fn replay_models_group_commit_batching_from_the_trace_times() {
     }
     trace += &row("10:00:00.0090000 AM", "CloseFile", "");
     let trace = e.file("gc.csv", &trace);
-    let out = flushctl()
-        .args([
-            "--json",
-            "replay",
-            "--trace",
-            p(&trace),
-            "--policy",
-            p(&policy),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replay = |extra: &[&str]| -> Value {
+        let out = flushctl()
+            .args([
+                "--json",
+                "replay",
+                "--trace",
+                p(&trace),
+                "--policy",
+                p(&policy),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let r = replay(&[]);
     let g = &r["rules"][0]["group_commit"];
     assert_eq!(g["writes"], 5, "{g}");
     assert_eq!(g["writes_without_time"], 1);
@@ -1209,20 +1213,7 @@ fn replay_models_group_commit_batching_from_the_trace_times() {
         (1000 + 1900 + 1800 + 1000 + 1700) as f64 / 5.0
     );
     // With 100 µs flushes no write waits for another's: one flush each.
-    let out = flushctl()
-        .args([
-            "--json",
-            "replay",
-            "--flush-latency-us",
-            "100",
-            "--trace",
-            p(&trace),
-            "--policy",
-            p(&policy),
-        ])
-        .output()
-        .unwrap();
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = replay(&["--flush-latency-us", "100"]);
     assert_eq!(r["rules"][0]["group_commit"]["flushes"], 5);
     // Rules of other modes carry no model.
     assert!(r["rules"][1].get("group_commit").is_none());
