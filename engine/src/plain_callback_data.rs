@@ -49,9 +49,10 @@ pub struct PlainCallbackData<X = ()> {
     pub extra: X,
 }
 
-impl<X: Default> PlainCallbackData<X> {
-    /// A bare, synchronous, successful operation from user mode on file object `file`.
-    pub fn new(file: u64, major: u8) -> Self {
+impl<X> PlainCallbackData<X> {
+    /// A bare, synchronous, successful operation from user mode on file object `file`,
+    /// carrying `extra`.
+    pub fn with_extra(file: u64, major: u8, extra: X) -> Self {
         PlainCallbackData {
             file,
             major,
@@ -69,8 +70,15 @@ impl<X: Default> PlainCallbackData<X> {
             fo_flags: 0,
             fs_control_code: 0,
             file_information_class: 0,
-            extra: X::default(),
+            extra,
         }
+    }
+}
+
+impl<X: Default> PlainCallbackData<X> {
+    /// [`PlainCallbackData::with_extra`] with the default `extra`.
+    pub fn new(file: u64, major: u8) -> Self {
+        Self::with_extra(file, major, X::default())
     }
 
     /// An IRP_MJ_WRITE of `length` bytes at `offset` with `irp_flags`.

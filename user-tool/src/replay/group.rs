@@ -39,7 +39,7 @@ impl Replayer<'_> {
     /// parse.
     fn now_us(&mut self) -> Option<u64> {
         const DAY_US: u64 = 86_400_000_000;
-        let t = crate::trace::parse_time_of_day(self.time_of_day.as_deref()?)?;
+        let t = crate::trace::parse_time_of_day(&self.time_of_day)?;
         let mut now = t + self.day_offset_us;
         if now + DAY_US / 2 < self.last_time_us {
             self.day_offset_us += DAY_US;

@@ -235,7 +235,8 @@ pub struct Replayer<'f> {
     group_models_wanted: bool,
     /// The current row's `Time of Day`, as exported (parsed only for a group-commit
     /// write: [`Replayer::model_group_write`]).
-    time_of_day: Option<Box<str>>,
+    /// (A buffer reused row after row: no allocation per row.) Empty: no usable time.
+    time_of_day: String,
     /// Added to `Time of Day` once the clock went back by more than 12 hours.
     day_offset_us: u64,
     last_time_us: u64,
@@ -319,7 +320,7 @@ impl<'f> Replayer<'f> {
             group_untimed: HashMap::default(),
             group_models_wanted: p.default_action.group.is_some()
                 || p.rules.iter().any(|r| r.action.group.is_some()),
-            time_of_day: None,
+            time_of_day: String::new(),
             day_offset_us: 0,
             last_time_us: 0,
             path_cache: HashMap::default(),
@@ -439,7 +440,8 @@ impl<'f> Replayer<'f> {
                 Item::Event(e) => {
                     let (pid, process, path, result) = (e.pid, e.process, e.path, e.result);
                     if self.group_models_wanted {
-                        self.time_of_day = e.time_of_day.map(Box::from);
+                        self.time_of_day.clear();
+                        self.time_of_day.push_str(e.time_of_day.unwrap_or_default());
                     }
                     self.event(pid, process, path, e.op, result);
                 }
@@ -535,33 +537,21 @@ impl<'f> Replayer<'f> {
         r: FileProvider,
     ) -> SimData {
         let image = self.image16(process);
-        // Every field spelled out (the values of `SimData::default()`): the struct
-        // update syntax would build, then drop, a default `SimFile` (two allocations).
-        SimData {
-            file: fo,
-            major: 0,
-            minor: 0,
-            irp_flags: 0,
-            operation_flags: 0,
-            fast_io: false,
-            kernel: false,
-            create_options: 0,
-            offset: 0,
-            length: 0,
-            status: NtStatus::SUCCESS,
-            synchronous: true,
-            dirty: false,
-            fo_flags: file_object_flags,
-            fs_control_code: 0,
-            file_information_class: 0,
-            extra: SimFile {
+        // The extra given directly: the struct update syntax would build, then drop, a
+        // default `SimFile` (two allocations).
+        let mut data = SimData::with_extra(
+            fo,
+            0,
+            SimFile {
                 name: name16,
                 image,
                 provider: r,
                 thread: u64::from(pid) + 1,
                 context,
             },
-        }
+        );
+        data.fo_flags = file_object_flags;
+        data
     }
 
     fn bound_handles(&mut self) {
