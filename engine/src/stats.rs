@@ -51,7 +51,7 @@ impl Counters {
 
     /// All values in [`Counter`] index order.
     pub fn snapshot(&self) -> [u64; COUNTER_COUNT] {
-        core::array::from_fn(|i| self.0.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+        load_all(&self.0)
     }
 
     /// Zeroes every counter.
@@ -94,34 +94,22 @@ impl Stats {
 
     /// Records one group-commit flush acknowledging `writers` writers (histogram).
     pub fn record_group_batch(&self, writers: u32) {
-        if let Some(b) = self.group_batch.get(latency_bucket(u64::from(writers))) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
+        bump_bucket(&self.group_batch, u64::from(writers));
     }
 
     /// Records one group-commit writer's wait for its batch's flush, µs (histogram).
     pub fn record_group_wait(&self, us: u64) {
-        if let Some(b) = self.group_wait.get(latency_bucket(us)) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
+        bump_bucket(&self.group_wait, us);
     }
 
     /// Group-commit batch-size histogram (see [`Stats::record_group_batch`]).
     pub fn group_batch(&self) -> [u64; LATENCY_BUCKETS] {
-        core::array::from_fn(|i| {
-            self.group_batch
-                .get(i)
-                .map_or(0, |a| a.load(Ordering::Relaxed))
-        })
+        load_all(&self.group_batch)
     }
 
     /// Group-commit wait histogram, µs (see [`Stats::record_group_wait`]).
     pub fn group_wait(&self) -> [u64; LATENCY_BUCKETS] {
-        core::array::from_fn(|i| {
-            self.group_wait
-                .get(i)
-                .map_or(0, |a| a.load(Ordering::Relaxed))
-        })
+        load_all(&self.group_wait)
     }
 
     /// Global counters.
@@ -151,9 +139,7 @@ impl Stats {
             FlushMethod::Native => Counter::FlushesNative,
         };
         self.add(rule, c, 1);
-        if let Some(b) = self.latency.get(latency_bucket(latency_us)) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
+        bump_bucket(&self.latency, latency_us);
         if !status.is_success() {
             self.add(rule, Counter::FlushFailures, 1);
             match status.class() {
@@ -184,17 +170,25 @@ impl Stats {
 
     /// Failure counts per slot ([`FAILURE_STATUSES`] then "other").
     pub fn failures(&self) -> [u64; STATUS_SLOTS] {
-        core::array::from_fn(|i| {
-            self.failures
-                .get(i)
-                .map_or(0, |a| a.load(Ordering::Relaxed))
-        })
+        load_all(&self.failures)
     }
 
     /// Latency histogram buckets (see [`latency_bucket`]).
     pub fn latency(&self) -> [u64; LATENCY_BUCKETS] {
-        core::array::from_fn(|i| self.latency.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+        load_all(&self.latency)
     }
+}
+
+/// Adds one to the [`latency_bucket`] of `value` in `histogram`.
+fn bump_bucket(histogram: &[AtomicU64; LATENCY_BUCKETS], value: u64) {
+    if let Some(b) = histogram.get(latency_bucket(value)) {
+        b.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The values of `counters` (each exact on its own; not one atomic snapshot).
+fn load_all<const N: usize>(counters: &[AtomicU64; N]) -> [u64; N] {
+    core::array::from_fn(|i| counters.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
 }
 
 /// A decoded (or captured) GetStats reply.

@@ -194,32 +194,23 @@ fn stats_once(
     if out.flush_latency_us.is_empty() {
         outln!("Flush latency: no flushes yet.");
     } else {
-        let mut t = TableBuilder::new(&["flush latency", "count#"]);
-        for b in &out.flush_latency_us {
-            t.row([
-                format!("{} - {} µs", b.from_us, b.below_us),
-                b.count.to_string(),
-            ]);
-        }
-        outln!("{}", t.render());
+        print_histogram(
+            ["flush latency", "count#"],
+            latency_rows(&out.flush_latency_us),
+        )?;
     }
     if !out.group_commit_batch.is_empty() {
-        let mut t = TableBuilder::new(&["group-commit flush: writers", "flushes#"]);
-        for b in &out.group_commit_batch {
-            t.row([
+        let batch = out.group_commit_batch.iter().map(|b| {
+            (
                 format!("{} - {}", b.from_writers, b.below_writers - 1),
-                b.count.to_string(),
-            ]);
-        }
-        outln!("{}", t.render());
-        let mut t = TableBuilder::new(&["group-commit wait", "writers#"]);
-        for b in &out.group_commit_wait_us {
-            t.row([
-                format!("{} - {} µs", b.from_us, b.below_us),
-                b.count.to_string(),
-            ]);
-        }
-        outln!("{}", t.render());
+                b.count,
+            )
+        });
+        print_histogram(["group-commit flush: writers", "flushes#"], batch)?;
+        print_histogram(
+            ["group-commit wait", "writers#"],
+            latency_rows(&out.group_commit_wait_us),
+        )?;
     }
     if !out.flush_failures.is_empty() {
         let mut t = TableBuilder::new(&["flush failure status", "durability", "count#"]);
@@ -236,6 +227,26 @@ fn stats_once(
         outln!("{}", t.render());
     }
     print_callback_counters(out.callback_counters.as_ref(), args.all_causes)
+}
+
+/// The rows of a µs histogram: `(range, count)`.
+fn latency_rows(buckets: &[LatencyBucketJson]) -> impl Iterator<Item = (String, u64)> + '_ {
+    buckets
+        .iter()
+        .map(|b| (format!("{} - {} µs", b.from_us, b.below_us), b.count))
+}
+
+/// Prints a two-column histogram table.
+fn print_histogram(
+    headers: [&str; 2],
+    rows: impl Iterator<Item = (String, u64)>,
+) -> Result<(), CliError> {
+    let mut t = TableBuilder::new(&headers);
+    for (range, count) in rows {
+        t.row([range, count.to_string()]);
+    }
+    outln!("{}", t.render());
+    Ok(())
 }
 
 /// The "fail-open and skip causes" section: the callback-layer counters that are
