@@ -75,22 +75,13 @@ impl DispatcherHeader {
 /// The live event at `event` for `routine`, its header checked; `None` (with the
 /// violation) if it is NULL, freed, never initialised or overwritten.
 fn live_event(w: &mut World, routine: &str, event: usize) -> Option<Event> {
-    if event == 0 {
-        w.violation(format!("{routine} with a NULL object"));
-        return None;
-    }
-    let Some(&state) = w.events.get(&event) else {
-        if w.freed_events.contains(&event) {
-            w.violation(format!(
-                "{routine}(0x{event:X}): the KEVENT's pool block was freed (use after free)"
-            ));
-        } else {
-            w.violation(format!(
-                "{routine}(0x{event:X}): not a KEVENT initialised by KeInitializeEvent"
-            ));
-        }
-        return None;
-    };
+    let looked_up = (event != 0).then(|| {
+        (
+            w.events.get(&event).copied(),
+            w.freed_events.contains(&event),
+        )
+    });
+    let state = tracked(w, routine, "KEVENT", "KeInitializeEvent", event, looked_up)?;
     // SAFETY: a live event: its pool block (or the driver's stack or image memory it
     // was initialised in) holds KEVENT_SIZE readable bytes, 8-aligned (checked at
     // KeInitializeEvent).
@@ -108,6 +99,39 @@ fn live_event(w: &mut World, routine: &str, event: usize) -> Option<Event> {
         return None;
     }
     Some(state)
+}
+
+/// The tracked state of a kernel object at `address` for `routine`: `looked_up` is
+/// `None` for a NULL address, else (its state if live, whether its pool block was
+/// freed). `None` (with the violation) unless it is live. Shared by the KEVENT and
+/// KSEMAPHORE checks.
+pub(super) fn tracked<S>(
+    w: &mut World,
+    routine: &str,
+    kind: &str,
+    initialiser: &str,
+    address: usize,
+    looked_up: Option<(Option<S>, bool)>,
+) -> Option<S> {
+    match looked_up {
+        None => {
+            w.violation(format!("{routine} with a NULL {kind}"));
+            None
+        }
+        Some((Some(state), _)) => Some(state),
+        Some((None, true)) => {
+            w.violation(format!(
+                "{routine}(0x{address:X}): the {kind}'s pool block was freed (use after free)"
+            ));
+            None
+        }
+        Some((None, false)) => {
+            w.violation(format!(
+                "{routine}(0x{address:X}): not a {kind} initialised by {initialiser}"
+            ));
+            None
+        }
+    }
 }
 
 /// Sets the state of the live event at `event`, in the harness and in its header.

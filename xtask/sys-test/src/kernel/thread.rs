@@ -120,22 +120,20 @@ pub fn is_semaphore(w: &World, address: usize) -> bool {
 /// The live semaphore at `address` for `routine`, its `KSEMAPHORE` checked intact;
 /// `None` (with the violation) if it is NULL, freed, never initialised or overwritten.
 fn live_semaphore(w: &mut World, routine: &str, address: usize) -> Option<Semaphore> {
-    if address == 0 {
-        w.violation(format!("{routine} with a NULL semaphore"));
-        return None;
-    }
-    let Some(&state) = w.semaphores.get(&address) else {
-        if w.freed_semaphores.contains(&address) {
-            w.violation(format!(
-                "{routine}(0x{address:X}): the KSEMAPHORE's pool block was freed (use after free)"
-            ));
-        } else {
-            w.violation(format!(
-                "{routine}(0x{address:X}): not a KSEMAPHORE initialised by KeInitializeSemaphore"
-            ));
-        }
-        return None;
-    };
+    let looked_up = (address != 0).then(|| {
+        (
+            w.semaphores.get(&address).copied(),
+            w.freed_semaphores.contains(&address),
+        )
+    });
+    let state = tracked(
+        w,
+        routine,
+        "KSEMAPHORE",
+        "KeInitializeSemaphore",
+        address,
+        looked_up,
+    )?;
     // SAFETY: a live semaphore: KSEMAPHORE_SIZE bytes, 8-aligned, in the image's data,
     // a live pool block or the driver's stack (checked at KeInitializeSemaphore).
     let object = unsafe { (address as *const KSemaphore).read() };
