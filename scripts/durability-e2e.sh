@@ -46,9 +46,8 @@ flushctl="$(realpath "$bin/flushctl")"
 crashfs="$(realpath "$bin/crashfs")"
 wirebits="$(realpath scripts/smb-wire-bits.py)"
 
-work="$(mktemp -d)"
-mnt="$work/mnt"
-fs_pid=""
+# shellcheck source=scripts/crash-model.sh
+. scripts/crash-model.sh
 smbd_pid=""
 cap_pid=""
 stop_smbd() {
@@ -67,9 +66,7 @@ stop_smbd() {
 cleanup() {
     if [ -n "$cap_pid" ]; then kill -INT "$cap_pid" 2>/dev/null || true; wait "$cap_pid" 2>/dev/null || true; fi
     stop_smbd
-    if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" || umount -l "$mnt" || true; fi
-    if [ -n "$fs_pid" ]; then kill "$fs_pid" 2>/dev/null || true; wait "$fs_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
+    cleanup_model
 }
 trap cleanup EXIT
 
@@ -116,25 +113,6 @@ write_conf() {
   path = $mnt
   read only = no
 EOF
-}
-
-mount_model() {
-    rm -rf "$work/backing" "$mnt"
-    mkdir -p "$work/backing" "$mnt"
-    "$crashfs" "$work/backing" "$mnt" 2>>"$work/crashfs.log" &
-    fs_pid=$!
-    for _ in $(seq 100); do
-        [ -e "$mnt/.crashfs" ] && return 0
-        sleep 0.1
-    done
-    cat "$work/crashfs.log" >&2
-    die "crashfs did not mount"
-}
-
-unmount_model() {
-    umount "$mnt"
-    wait "$fs_pid" || true
-    fs_pid=""
 }
 
 start_smbd() {
@@ -200,8 +178,6 @@ if got != want:
 EOF
 }
 
-# sum KEY JSON: the sum of every `"KEY": N` in the JSON text.
-sum() { grep -o "\"$1\": [0-9]*" <<<"$2" | awk '{s += $2} END {print s + 0}'; }
 
 threads=2
 rows=()

@@ -20,38 +20,10 @@ bin="${CARGO_TARGET_DIR:-target}/debug"
 flushctl="$bin/flushctl"
 crashfs="$bin/crashfs"
 
-work="$(mktemp -d)"
-mnt="$work/mnt"
-fs_pid=""
-cleanup() {
-    if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" || umount -l "$mnt" || true; fi
-    if [ -n "$fs_pid" ]; then kill "$fs_pid" 2>/dev/null || true; wait "$fs_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-mount_model() {
-    rm -rf "$work/backing" "$mnt"
-    mkdir -p "$work/backing" "$mnt"
-    "$crashfs" "$work/backing" "$mnt" 2>>"$work/crashfs.log" &
-    fs_pid=$!
-    for _ in $(seq 100); do
-        [ -e "$mnt/.crashfs" ] && return 0
-        sleep 0.1
-    done
-    echo "durability-local-e2e: crashfs did not mount (see below)" >&2
-    cat "$work/crashfs.log" >&2
-    exit 1
-}
-
-unmount_model() {
-    umount "$mnt"
-    wait "$fs_pid" || true
-    fs_pid=""
-}
-
-# sum KEY JSON: the sum of every `"KEY": N` in the JSON text.
-sum() { grep -o "\"$1\": [0-9]*" <<<"$2" | awk '{s += $2} END {print s + 0}'; }
+die() { echo "durability-local-e2e: $*" >&2; exit 1; }
+# shellcheck source=scripts/crash-model.sh
+. scripts/crash-model.sh
+trap cleanup_model EXIT
 
 rows=()
 fail=0
