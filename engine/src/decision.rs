@@ -154,8 +154,8 @@ pub enum PreOp {
     DisallowFastIo,
 }
 
-/// When a flush is issued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When a flush is issued (the callbacks call it `FlushPlace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FlushPoint {
     /// In the post-write callback, after a successful write.
     AfterWrite,

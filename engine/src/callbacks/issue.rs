@@ -5,21 +5,12 @@ use super::*;
 
 use alloc::string::String;
 
-use crate::decision::FlushPoint;
 use crate::path::{try_string_from_utf16_lossy, InsufficientResources};
 use crate::policy::FlushMethod;
 use crate::state::State;
 
-/// Where a flush FlushGuard issues happens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FlushPlace {
-    /// After a successful IRP_MJ_WRITE (flush-after-write).
-    AfterWrite,
-    /// At IRP_MJ_CLEANUP (flush-on-close).
-    AtCleanup,
-    /// After a successful IRP_MJ_WRITE, as the leader of a group-commit batch.
-    GroupCommit(crate::group_commit::GroupOptions),
-}
+/// Where a flush FlushGuard issues happens: the decision's [`FlushPoint`].
+pub use crate::decision::FlushPoint as FlushPlace;
 
 /// The flush a decision orders, if any.
 pub(super) fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
@@ -29,11 +20,7 @@ pub(super) fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
                 native: f.method == FlushMethod::Native,
                 flags: f.flags,
             },
-            match f.point {
-                FlushPoint::AfterWrite => FlushPlace::AfterWrite,
-                FlushPoint::AtCleanup => FlushPlace::AtCleanup,
-                FlushPoint::GroupCommit(options) => FlushPlace::GroupCommit(options),
-            },
+            f.point,
         )
     })
 }
