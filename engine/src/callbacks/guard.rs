@@ -1,6 +1,6 @@
 //! Recursion guard: which threads are inside a flush FlushGuard issued.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Number of threads the guard can mark as inside one of our flushes at once. A
 /// flush that finds no free slot is not skipped: it runs unguarded through the filter
@@ -26,6 +26,10 @@ pub enum EnterError {
 #[derive(Debug)]
 pub struct OwnFlushSet {
     slots: [AtomicU64; OWN_FLUSH_SLOTS],
+    /// Threads between [`OwnFlushSet::enter`] (counted before they take a slot) and
+    /// the drop of their token (after they left it): while 0, which is most of the
+    /// time, [`OwnFlushSet::contains`] scans no slot.
+    entered: AtomicUsize,
 }
 
 impl Default for OwnFlushSet {
@@ -39,12 +43,16 @@ impl OwnFlushSet {
     pub const fn new() -> Self {
         OwnFlushSet {
             slots: [const { AtomicU64::new(0) }; OWN_FLUSH_SLOTS],
+            entered: AtomicUsize::new(0),
         }
     }
 
-    /// True when `thread` (non-zero) is inside one of our flushes.
+    /// True when `thread` (non-zero) is inside one of our flushes. Exact when `thread`
+    /// is the calling thread (the only use: "is this our own I/O?"): its own
+    /// [`OwnFlushSet::enter`] counted it before taking a slot, in program order.
     pub fn contains(&self, thread: u64) -> bool {
         thread != 0
+            && self.entered.load(Ordering::Acquire) != 0
             && self
                 .slots
                 .iter()
@@ -60,6 +68,7 @@ impl OwnFlushSet {
         if thread == 0 || self.contains(thread) {
             return Err(EnterError::Recursion);
         }
+        self.entered.fetch_add(1, Ordering::AcqRel);
         for (index, slot) in self.slots.iter().enumerate() {
             if slot
                 .compare_exchange(0, thread, Ordering::AcqRel, Ordering::Acquire)
@@ -68,6 +77,7 @@ impl OwnFlushSet {
                 return Ok(OwnFlushToken { set: self, index });
             }
         }
+        self.entered.fetch_sub(1, Ordering::AcqRel);
         Err(EnterError::Full)
     }
 
@@ -95,6 +105,7 @@ pub struct OwnFlushToken<'a> {
 impl Drop for OwnFlushToken<'_> {
     fn drop(&mut self) {
         self.set.slots[self.index].store(0, Ordering::Release);
+        self.set.entered.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -122,7 +133,11 @@ mod tests {
             .map(|t| s.enter(t).expect("slot"))
             .collect();
         assert_eq!(s.enter(1000).err(), Some(EnterError::Full));
+        assert_eq!(s.entered.load(Ordering::Relaxed), OWN_FLUSH_SLOTS);
+        assert!(!s.contains(1000));
         drop(tokens);
+        // Neither the refused enter nor the dropped tokens leave a count behind.
+        assert_eq!(s.entered.load(Ordering::Relaxed), 0);
         assert!(s.enter(1000).is_ok());
     }
 }
