@@ -7,12 +7,12 @@
 //! - **File objects** are numbered by the replay ([`FileObjectId`]); stream-handle
 //!   contexts live in a map keyed by them (`FltSetStreamHandleContext` with
 //!   `FLT_SET_CONTEXT_KEEP_IF_EXISTS` semantics). Context references are `Arc`s.
-//! - **Flushes are recorded, not issued**: `FltFlushBuffers2`, `FltFlushBuffers` and
-//!   `ZwFlushBuffersFileEx` append a [`FlushRecord`] and succeed.
+//! - **Flushes are counted, not issued**: `FltFlushBuffers2`, `FltFlushBuffers` and
+//!   `ZwFlushBuffersFileEx` add one to [`SimFm::take_flush_count`] and succeed.
 //! - **IRQL**: PASSIVE_LEVEL, except that the replay sets DISPATCH_LEVEL around the
 //!   post-operation of an asynchronous write (as a completion routine may run);
 //!   `queue_deferred_flush` then pends it to FlushGuard's flush worker, which
-//!   the replay runs at PASSIVE_LEVEL right after ([`SimFm::take_deferred`]).
+//!   the replay runs at PASSIVE_LEVEL right after ([`SimFm::pop_deferred`]).
 //! - **Top-level IRP**: set for paging I/O (the lazy writer and mapped-page writer run
 //!   with `FSRTL_CACHE_TOP_LEVEL_IRP` / `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`).
 //! - **MUP providers**: SMB = 1, WebDAV = 2, NFS = 3, RDPDR = 4, another = 5; local files
@@ -106,18 +106,6 @@ impl Default for SimFile {
     }
 }
 
-/// A flush the callback logic asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlushRecord {
-    /// The file object flushed.
-    pub file_object: FileObjectId,
-    /// True for `ZwFlushBuffersFileEx` (flags are `FLUSH_FLAGS_*`), false for
-    /// `FltFlushBuffers(2)` (flags are `FLT_FLUSH_TYPE_*`; 0 = full flush).
-    pub native: bool,
-    /// The flush type / flags passed.
-    pub flags: u32,
-}
-
 /// An asynchronous write pended to FlushGuard's flush worker
 /// (the driver's worker threads).
 #[derive(Debug, Clone)]
@@ -136,9 +124,8 @@ pub struct SimFm {
     clock_us: AtomicU64,
     thread: AtomicU64,
     contexts: Mutex<FxHashMap<FileObjectId, Arc<StreamContext>>>,
-    flushes: Mutex<Vec<FlushRecord>>,
-    /// `flushes.len()`, stored under its lock: lets the replay skip the lock when no
-    /// flush was recorded.
+    /// Flushes issued since the last [`SimFm::take_flush_count`] (a plain load and
+    /// store: the replay drives the simulation from one thread).
     flush_count: AtomicUsize,
     deferred: Mutex<Vec<Deferred>>,
     /// `deferred.len()`, stored under its lock (same purpose).
@@ -194,36 +181,24 @@ impl SimFm {
         self.clock_us.store(now + 1, Ordering::Relaxed);
     }
 
-    /// Flushes recorded since the last call.
-    pub fn take_flushes(&self) -> Vec<FlushRecord> {
-        let mut flushes = lock(&self.flushes);
-        self.flush_count.store(0, Ordering::Relaxed);
-        std::mem::take(&mut *flushes)
-    }
-
-    /// Number of flushes recorded since the last call, forgetting them (keeps the
-    /// buffer: no allocation per flush).
+    /// Number of flushes issued since the last call.
     pub fn take_flush_count(&self) -> usize {
-        if self.flush_count.load(Ordering::Relaxed) == 0 {
-            return 0;
+        let n = self.flush_count.load(Ordering::Relaxed);
+        if n != 0 {
+            self.flush_count.store(0, Ordering::Relaxed);
         }
-        let mut flushes = lock(&self.flushes);
-        let n = flushes.len();
-        flushes.clear();
-        self.flush_count.store(0, Ordering::Relaxed);
         n
     }
 
-    /// True when flushes were recorded and not yet taken.
+    /// True when flushes were issued and not yet taken.
     pub fn has_flushes(&self) -> bool {
-        self.flush_count.load(Ordering::Relaxed) != 0 && !lock(&self.flushes).is_empty()
+        self.flush_count.load(Ordering::Relaxed) != 0
     }
 
-    /// Safe post-writes queued since the last call.
-    pub fn take_deferred(&self) -> Vec<Deferred> {
-        let mut deferred = lock(&self.deferred);
-        self.deferred_count.store(0, Ordering::Relaxed);
-        std::mem::take(&mut *deferred)
+    /// Counts one flush.
+    fn count_flush(&self) {
+        let n = self.flush_count.load(Ordering::Relaxed);
+        self.flush_count.store(n + 1, Ordering::Relaxed);
     }
 
     /// The oldest queued safe post-write, if any (keeps the buffer).
@@ -410,31 +385,23 @@ impl FilterManager for SimFm {
     fn has_flt_flush_buffers2(&self) -> bool {
         true
     }
-    fn flt_flush_buffers2(&self, data: &SimData, flush_type: u32) -> Result<(), NtStatus> {
-        let mut flushes = lock(&self.flushes);
-        flushes.push(FlushRecord {
-            file_object: data.file,
-            native: false,
-            flags: flush_type,
-        });
-        self.flush_count.store(flushes.len(), Ordering::Relaxed);
+    fn flt_flush_buffers2(&self, _data: &SimData, _flush_type: u32) -> Result<(), NtStatus> {
+        self.count_flush();
         Ok(())
     }
     fn flt_flush_buffers(&self, data: &SimData) -> Result<(), NtStatus> {
         self.flt_flush_buffers2(data, 0)
     }
     fn open_flush_handle(&self, data: &SimData, _name: &[u16]) -> Result<FileObjectId, NtStatus> {
-        // The flush is recorded against the application's file object.
+        // The handle names the application's file object (only counted).
         Ok(data.file)
     }
-    fn zw_flush_buffers_file_ex(&self, handle: &FileObjectId, flags: u32) -> Result<(), NtStatus> {
-        let mut flushes = lock(&self.flushes);
-        flushes.push(FlushRecord {
-            file_object: *handle,
-            native: true,
-            flags,
-        });
-        self.flush_count.store(flushes.len(), Ordering::Relaxed);
+    fn zw_flush_buffers_file_ex(
+        &self,
+        _handle: &FileObjectId,
+        _flags: u32,
+    ) -> Result<(), NtStatus> {
+        self.count_flush();
         Ok(())
     }
     fn close_kernel_handle(&self, _handle: FileObjectId) -> Result<(), NtStatus> {

@@ -107,10 +107,14 @@ pub use report::{
     Counts, Figures, FileReport, GroupCommitModel, ReplayOptions, Report, RuleReport,
 };
 
+/// A folded trace path's id in [`Replayer::paths`] ([`Replayer::key_id`]): an integer,
+/// so the per-event handle lookup hashes and compares no string. Ids are never reused.
+type KeyId = u64;
+
 #[derive(Debug, Clone)]
 struct FoState {
-    /// Folded trace path the handle is registered under.
-    key: Arc<str>,
+    /// Id of the folded trace path the handle is registered under.
+    key: KeyId,
     /// Trace path as shown.
     path: Arc<str>,
     /// The name the driver sees.
@@ -145,10 +149,18 @@ impl FoState {
     }
 }
 
-/// What an operation needs of its handle's [`FoState`] (cheaper to copy out).
-#[derive(Debug, Clone)]
+/// What an operation needs of its handle's [`FoState`]: the facts (copied) and one
+/// reference each to the name and the context, which move into the callback data.
+#[derive(Debug)]
 struct HandleView {
     name16: Arc<[u16]>,
+    context: Option<Arc<StreamContext>>,
+    facts: HandleFacts,
+}
+
+/// The plain facts of a [`HandleView`].
+#[derive(Debug, Clone, Copy)]
+struct HandleFacts {
     redirector: FileProvider,
     sync_io: bool,
     app_write_through: bool,
@@ -158,23 +170,38 @@ struct HandleView {
     fo_flags: u32,
     file: Option<usize>,
     has_context: bool,
-    context: Option<Arc<StreamContext>>,
 }
 
 impl HandleView {
     fn of(s: &FoState) -> Self {
         HandleView {
             name16: Arc::clone(&s.name16),
-            redirector: s.redirector,
-            sync_io: s.sync_io,
-            app_write_through: s.app_write_through,
-            effective_write_through: s.effective_write_through,
-            mode: s.mode,
-            slot: s.slot,
-            fo_flags: s.fo_flags(),
-            file: s.file,
-            has_context: s.has_context,
             context: s.context.clone(),
+            facts: HandleFacts {
+                redirector: s.redirector,
+                sync_io: s.sync_io,
+                app_write_through: s.app_write_through,
+                effective_write_through: s.effective_write_through,
+                mode: s.mode,
+                slot: s.slot,
+                fo_flags: s.fo_flags(),
+                file: s.file,
+                has_context: s.has_context,
+            },
+        }
+    }
+
+    /// The facts, the name the driver sees and the context the callbacks see, for an
+    /// operation on a handle with view `v`; without one (a file object FlushGuard
+    /// never saw opened: [`Replayer::handle_of`]) `name16` and no context, as the
+    /// callbacks see such a file object.
+    fn split(
+        v: Option<Self>,
+        name16: &Arc<[u16]>,
+    ) -> (Option<HandleFacts>, Arc<[u16]>, KnownContext) {
+        match v {
+            Some(v) => (Some(v.facts), v.name16, KnownContext::Known(v.context)),
+            None => (None, Arc::clone(name16), KnownContext::Known(None)),
         }
     }
 }
@@ -192,7 +219,7 @@ struct PathState {
 #[derive(Debug)]
 struct PendingFlush {
     pid: u32,
-    key: Arc<str>,
+    key: KeyId,
     /// The report row of the flushed file.
     file: Option<usize>,
     data: SimData,
@@ -213,8 +240,12 @@ pub struct Replayer<'f> {
     /// File objects in `fos` in creation (= id) order, oldest first, for eviction;
     /// may hold ids already forgotten (pruned when it outgrows `fos`).
     fo_order: VecDeque<FileObjectId>,
-    paths: HashMap<Arc<str>, PathState>,
-    cleaned_order: VecDeque<Arc<str>>,
+    paths: HashMap<KeyId, PathState>,
+    cleaned_order: VecDeque<KeyId>,
+    /// Ids of the folded paths ([`KeyId`]): those of `paths` and of the cached
+    /// [`PathInfo`]s; pruned to the ones in `paths` whenever `path_cache` is emptied.
+    key_ids: HashMap<Arc<str>, KeyId>,
+    next_key_id: KeyId,
     file_index: HashMap<String, usize>,
     files: Vec<FileReport>,
     other: Option<FileReport>,
@@ -244,7 +275,9 @@ pub struct Replayer<'f> {
     /// event instead of resolving, folding and allocating the names again.
     path_cache: HashMap<Box<str>, Rc<PathInfo>>,
     /// Process images in UTF-16 (bounded like `path_cache`).
-    images: HashMap<Box<str>, Arc<[u16]>>,
+    images: HashMap<Rc<str>, Arc<[u16]>>,
+    /// The image of the previous event (consecutive rows are often by one process).
+    last_image: Option<(Rc<str>, Arc<[u16]>)>,
 }
 
 /// Most resolved paths (and process images) kept in a [`Replayer`]'s caches: twice
@@ -264,8 +297,10 @@ struct PathInfo {
     name: Arc<str>,
     /// `name` in UTF-16.
     name16: Arc<[u16]>,
-    /// The folded trace path (the per-path handle table's key).
-    key: Arc<str>,
+    /// Id of the folded trace path (the per-path handle table's key).
+    key: KeyId,
+    /// The folded trace path (group-commit models are kept per file by it).
+    folded: Arc<str>,
 }
 
 impl std::fmt::Debug for Replayer<'_> {
@@ -306,6 +341,8 @@ impl<'f> Replayer<'f> {
             fo_order: VecDeque::new(),
             paths: HashMap::default(),
             cleaned_order: VecDeque::new(),
+            key_ids: HashMap::default(),
+            next_key_id: 0,
             file_index: HashMap::default(),
             files: Vec::new(),
             other: None,
@@ -325,6 +362,7 @@ impl<'f> Replayer<'f> {
             last_time_us: 0,
             path_cache: HashMap::default(),
             images: HashMap::default(),
+            last_image: None,
         }
     }
 
@@ -341,29 +379,68 @@ impl<'f> Replayer<'f> {
                 device_name,
             } => (Some(redirector), device_name),
         };
+        if self.path_cache.len() >= cache_max(self.opts.max_files) {
+            self.clear_path_cache();
+        }
+        let folded: Arc<str> = fold_key(path).into();
         let info = Rc::new(PathInfo {
             redirector,
             name16: utf16(&name).into(),
             name: name.into(),
-            key: fold_key(path).into(),
+            key: self.key_id(&folded),
+            folded,
         });
-        if self.path_cache.len() >= cache_max(self.opts.max_files) {
-            self.path_cache.clear();
-        }
         self.path_cache.insert(path.into(), Rc::clone(&info));
         info
     }
 
+    /// The id of a folded path, assigned on first use. When more ids are kept than
+    /// `paths` has entries plus a full path cache, the cache is emptied first
+    /// ([`Replayer::clear_path_cache`]), which bounds `key_ids`.
+    fn key_id(&mut self, folded: &Arc<str>) -> KeyId {
+        if let Some(&id) = self.key_ids.get(folded) {
+            return id;
+        }
+        if self.key_ids.len() >= self.paths.len() + cache_max(self.opts.max_files) {
+            self.clear_path_cache();
+        }
+        let id = self.next_key_id;
+        self.next_key_id += 1;
+        self.key_ids.insert(Arc::clone(folded), id);
+        id
+    }
+
+    /// Empties the resolved-path cache and forgets the ids of folded paths no longer
+    /// used: only `paths` (and the application flush in progress) hold ids once no
+    /// cached [`PathInfo`] does, so a path keeps its id as long as any handle of it is
+    /// tracked.
+    fn clear_path_cache(&mut self) {
+        self.path_cache.clear();
+        let pending = self.pending_flush.as_ref().map(|p| p.key);
+        let paths = &self.paths;
+        self.key_ids
+            .retain(|_, id| paths.contains_key(id) || pending == Some(*id));
+    }
+
     /// `process` in UTF-16 (the requestor image the callbacks match rules against).
     fn image16(&mut self, process: &str) -> Arc<[u16]> {
-        if let Some(image) = self.images.get(process) {
-            return Arc::clone(image);
+        if let Some((name, image)) = &self.last_image {
+            if **name == *process {
+                return Arc::clone(image);
+            }
         }
-        let image: Arc<[u16]> = utf16(process).into();
-        if self.images.len() >= cache_max(self.opts.max_files) {
-            self.images.clear();
-        }
-        self.images.insert(process.into(), Arc::clone(&image));
+        let (name, image) = match self.images.get_key_value(process) {
+            Some((name, image)) => (Rc::clone(name), Arc::clone(image)),
+            None => {
+                let (name, image): (Rc<str>, Arc<[u16]>) = (process.into(), utf16(process).into());
+                if self.images.len() >= cache_max(self.opts.max_files) {
+                    self.images.clear();
+                }
+                self.images.insert(Rc::clone(&name), Arc::clone(&image));
+                (name, image)
+            }
+        };
+        self.last_image = Some((name, Arc::clone(&image)));
         image
     }
 
@@ -469,8 +546,8 @@ impl<'f> Replayer<'f> {
         if !candidate {
             return false;
         }
-        let key = Arc::clone(&p.key);
-        *self.path_info(e.path).key == *key
+        let key = p.key;
+        self.path_info(e.path).key == key
     }
 
     fn begin(&self, pid: u32, irql: Irql, top_level_irp: bool) {
@@ -502,7 +579,7 @@ impl<'f> Replayer<'f> {
         // path, an unknown Result or one that never completed (empty Result) is not a
         // success, so post-operations do nothing for them.
         let status = result.status().map_or(NtStatus::UNSUCCESSFUL, NtStatus);
-        let key = &info.key;
+        let key = info.key;
         match op {
             Op::Create(d) => self.create(pid, process, path, &info, redirector, &d, result, status),
             Op::Write { detail, fast_io } => self.write(
@@ -668,8 +745,8 @@ impl<'f> Replayer<'f> {
 
     /// The file object a write/flush/cleanup by `pid` on `key` uses: that process's
     /// newest open handle; for paging I/O any open one, else the last cleaned-up one.
-    fn find_fo(&self, pid: u32, key: &str, paging: bool) -> Option<FileObjectId> {
-        let p = self.paths.get(key)?;
+    fn find_fo(&self, pid: u32, key: KeyId, paging: bool) -> Option<FileObjectId> {
+        let p = self.paths.get(&key)?;
         if let Some(&(_, fo)) = p.open.iter().rev().find(|(owner, _)| *owner == pid) {
             return Some(fo);
         }
@@ -694,7 +771,7 @@ impl<'f> Replayer<'f> {
     fn handle_of(
         &mut self,
         pid: u32,
-        key: &str,
+        key: KeyId,
         paging: bool,
     ) -> (FileObjectId, Option<HandleView>) {
         match self.find_fo(pid, key, paging) {

@@ -18,7 +18,7 @@ impl<'f> Replayer<'f> {
     ) {
         let fo = self.next_fo;
         self.next_fo += 1;
-        let (key, name) = (Arc::clone(&info.key), &*info.name);
+        let (key, name) = (info.key, &*info.name);
         let name16 = Arc::clone(&info.name16);
         let mut data = self.base_data(
             pid,
@@ -53,7 +53,7 @@ impl<'f> Replayer<'f> {
             _ => self.lookup_slot(name, redirector, process),
         };
         let state = FoState {
-            key: Arc::clone(&key),
+            key,
             path: path.into(),
             name: Arc::clone(&info.name),
             name16,
@@ -99,14 +99,11 @@ impl<'f> Replayer<'f> {
         result: OpResult,
         status: NtStatus,
     ) {
-        let (key, name) = (&*info.key, &*info.name);
+        let (key, name) = (info.key, &*info.name);
         let paging = d.irp_flags & IRP_PAGING_IO != 0;
-        let (fo, st) = self.handle_of(pid, key, paging);
-        let name16 = st
-            .as_ref()
-            .map_or_else(|| Arc::clone(&info.name16), |s| Arc::clone(&s.name16));
+        let (fo, view) = self.handle_of(pid, key, paging);
+        let (st, name16, context) = HandleView::split(view, &info.name16);
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let context = known_context(st.as_ref());
         let mut data = self.base_data(pid, process, fo, fo_flags, context, name16, redirector);
         data.major = IRP_MJ_WRITE;
         data.irp_flags = d.irp_flags;
@@ -192,7 +189,7 @@ impl<'f> Replayer<'f> {
             file.dirty_with += len;
         }
         if let Some(slot) = group_slot {
-            self.model_group_write(slot, &info.key);
+            self.model_group_write(slot, &info.folded);
         }
     }
 
@@ -211,14 +208,11 @@ impl<'f> Replayer<'f> {
         result: OpResult,
         status: NtStatus,
     ) {
-        let (key, name) = (&*info.key, &*info.name);
-        let (fo, st) = self.handle_of(pid, key, false);
-        let (name16, provider) = st.as_ref().map_or_else(
-            || (Arc::clone(&info.name16), redirector),
-            |s| (Arc::clone(&s.name16), s.redirector),
-        );
+        let (key, name) = (info.key, &*info.name);
+        let (fo, view) = self.handle_of(pid, key, false);
+        let (st, name16, context) = HandleView::split(view, &info.name16);
+        let provider = st.as_ref().map_or(redirector, |s| s.redirector);
         let fo_flags = st.as_ref().map_or(0, |s| s.fo_flags);
-        let context = known_context(st.as_ref());
         let mut data = self.base_data(pid, process, fo, fo_flags, context, name16, provider);
         data.major = IRP_MJ_FLUSH_BUFFERS;
         self.begin(pid, Irql::PASSIVE_LEVEL, false);
@@ -228,7 +222,7 @@ impl<'f> Replayer<'f> {
         let file = self.row_of(fo, st.is_some(), path, name, redirector, process);
         self.pending_flush = Some(PendingFlush {
             pid,
-            key: Arc::clone(&info.key),
+            key: info.key,
             file,
             data,
             ctx: pre.completion_context(),
@@ -270,8 +264,8 @@ impl<'f> Replayer<'f> {
     }
 
     /// Takes `pid`'s newest open handle of `key` out of the open list.
-    pub(super) fn take_open(&mut self, pid: u32, key: &str) -> Option<FileObjectId> {
-        let p = self.paths.get_mut(key)?;
+    pub(super) fn take_open(&mut self, pid: u32, key: KeyId) -> Option<FileObjectId> {
+        let p = self.paths.get_mut(&key)?;
         let i = p.open.iter().rposition(|(owner, _)| *owner == pid)?;
         Some(p.open.remove(i).1)
     }
@@ -280,7 +274,7 @@ impl<'f> Replayer<'f> {
         &mut self,
         pid: u32,
         process: &str,
-        key: &str,
+        key: KeyId,
         info: &PathInfo,
         redirector: FileProvider,
     ) {
@@ -325,16 +319,11 @@ impl<'f> Replayer<'f> {
         if let Some(s) = self.fos.get_mut(&fo) {
             s.cleaned = true;
         }
-        let previous = self
-            .paths
-            .entry(Arc::clone(&st.key))
-            .or_default()
-            .cleaned
-            .replace(fo);
+        let previous = self.paths.entry(st.key).or_default().cleaned.replace(fo);
         if let Some(old) = previous {
             self.forget(old);
         } else {
-            self.cleaned_order.push_back(Arc::clone(&st.key));
+            self.cleaned_order.push_back(st.key);
             if self.cleaned_order.len() > self.opts.max_files.max(1024) {
                 if let Some(oldest) = self.cleaned_order.pop_front() {
                     if let Some(old) = self.paths.get(&oldest).and_then(|p| p.cleaned) {
@@ -345,36 +334,25 @@ impl<'f> Replayer<'f> {
         }
     }
 
-    pub(super) fn close(&mut self, key: &str) {
-        if let Some(old) = self.paths.get(key).and_then(|p| p.cleaned) {
+    pub(super) fn close(&mut self, key: KeyId) {
+        if let Some(old) = self.paths.get(&key).and_then(|p| p.cleaned) {
             self.forget(old);
         }
     }
 
-    pub(super) fn rename(&mut self, pid: u32, key: &str, new_path: &str) {
-        let new_key: Arc<str> = fold_key(new_path).into();
+    pub(super) fn rename(&mut self, pid: u32, key: KeyId, new_path: &str) {
         let Some(fo) = self.take_open(pid, key) else {
             return;
         };
-        if let Some(p) = self.paths.get(key) {
+        if let Some(p) = self.paths.get(&key) {
             if p.open.is_empty() && p.cleaned.is_none() {
-                self.paths.remove(key);
+                self.paths.remove(&key);
             }
         }
-        self.paths
-            .entry(Arc::clone(&new_key))
-            .or_default()
-            .open
-            .push((pid, fo));
+        let new_key = self.key_id(&fold_key(new_path).into());
+        self.paths.entry(new_key).or_default().open.push((pid, fo));
         if let Some(st) = self.fos.get_mut(&fo) {
             st.key = new_key;
         }
     }
-}
-
-/// The stream-handle context the callbacks see on a handle: attached only by a
-/// post-create and freed with the file object's state ([`Replayer::forget`]), so known
-/// for the whole operation (none for a handle without state).
-fn known_context(st: Option<&HandleView>) -> KnownContext {
-    KnownContext::Known(st.and_then(|s| s.context.clone()))
 }
