@@ -126,8 +126,9 @@ fn main() {
     if want("parse") {
         let (rows, secs) = best(a.rounds, || {
             let f = std::fs::File::open(&trace).unwrap();
-            // As `flushctl replay` opens it (the reader buffers itself).
-            let mut r = TraceReader::new(f).unwrap();
+            // As `flushctl replay` opens it (the reader buffers itself; its thread
+            // parses the csv while this one interprets the records).
+            let mut r = TraceReader::with_reader_thread(f).unwrap();
             let mut n = 0;
             while let Some(item) = r.next_event().unwrap() {
                 if !matches!(item, Item::Malformed(_)) {

@@ -57,8 +57,9 @@ pub fn replay_file(
     })?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader =
-        // The reader buffers itself (one copy of the bytes, not two).
-        TraceReader::new(file).map_err(|source| {
+        // The reader buffers itself (one copy of the bytes, not two); its thread
+        // parses the next records while the callbacks run on these.
+        TraceReader::with_reader_thread(file).map_err(|source| {
             CliError::Trace {
                 path: trace.to_owned(),
                 source,

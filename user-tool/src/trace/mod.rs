@@ -17,6 +17,7 @@
 pub mod detail;
 mod input;
 pub mod path;
+pub mod piped;
 
 use std::io::Read;
 
@@ -361,13 +362,82 @@ pub enum Item<'r> {
 }
 
 /// Streaming Process Monitor CSV reader.
+///
+/// [`TraceReader::new`] parses in the calling thread;
+/// [`TraceReader::with_reader_thread`] moves the reading, the csv parsing and the
+/// interpretation of the fields to a thread of its own, which hands items over in
+/// batches ([`piped`]), so that on a machine with a second core the caller's work on
+/// one batch overlaps the parsing of the next. Both yield the same items in the same
+/// order.
 pub struct TraceReader<R: Read> {
-    rdr: csv::Reader<LineIndex<R>>,
+    source: Source<R>,
     cols: Columns,
-    record: csv::ByteRecord,
+}
+
+enum Source<R: Read> {
+    /// Parsed in the caller's thread, into one reused record.
+    Direct {
+        rdr: csv::Reader<LineIndex<R>>,
+        record: csv::ByteRecord,
+    },
+    /// Parsed by a reader thread.
+    Piped(piped::Piped),
+}
+
+/// One csv record as read, before its fields are interpreted ([`read_raw`]).
+#[derive(Debug)]
+enum Raw {
+    /// A record of the trace (in the caller's record buffer), starting at `line`.
+    Record { line: u64 },
+    /// A line the csv layer already finds malformed (wrong field count, cut off).
+    Malformed(Malformed),
+}
+
+/// Reads the next record into `record`: `Ok(None)` at the end of the trace.
+fn read_raw<R: Read>(
+    rdr: &mut csv::Reader<LineIndex<R>>,
+    record: &mut csv::ByteRecord,
+) -> Result<Option<Raw>, TraceError> {
+    match rdr.read_byte_record(record) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => {
+            return match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len,
+                    len,
+                    pos,
+                } => {
+                    let (expected_len, len) = (*expected_len, *len);
+                    let byte = pos.as_ref().map_or(0, csv::Position::byte);
+                    let reason = match record_end(rdr, record) {
+                        RecordEnd::Sentinel => return Ok(None),
+                        RecordEnd::CutOff => CUT_OFF.to_owned(),
+                        RecordEnd::InTrace => {
+                            format!("{len} fields where the header has {expected_len}")
+                        }
+                    };
+                    let line = rdr.get_mut().line_at(byte);
+                    Ok(Some(Raw::Malformed(Malformed { line, reason })))
+                }
+                _ => Err(csv_to_trace_error(e)),
+            };
+        }
+    }
+    let byte = record.position().map_or(0, csv::Position::byte);
+    let line = rdr.get_mut().line_at(byte);
+    Ok(Some(match record_end(rdr, record) {
+        RecordEnd::InTrace => Raw::Record { line },
+        RecordEnd::Sentinel => return Ok(None),
+        RecordEnd::CutOff => Raw::Malformed(Malformed {
+            line,
+            reason: CUT_OFF.to_owned(),
+        }),
+    }))
 }
 
 impl<R: Read> std::fmt::Debug for TraceReader<R> {
+    // (`Source` holds a csv reader, which has no useful Debug.)
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TraceReader")
             .field("bytes_read", &self.bytes_read())
@@ -389,6 +459,37 @@ impl<R: Read> TraceReader<R> {
     /// UTF-16 files (with or without a byte order mark), [`TraceError::Header`] when a
     /// required column is missing, [`TraceError::Io`] when reading fails.
     pub fn new(input: R) -> Result<Self, TraceError> {
+        let (rdr, cols) = Self::open(input)?;
+        Ok(Self {
+            source: Source::Direct {
+                rdr,
+                record: csv::ByteRecord::new(),
+            },
+            cols,
+        })
+    }
+
+    /// Like [`TraceReader::new`] (same errors, read in the calling thread), then hands
+    /// the rest of the trace to a reader thread ([`piped`]). Memory stays bounded: at
+    /// most [`piped::BATCHES`] batches of [`piped::BATCH_ROWS`] records are in flight.
+    /// Dropping the reader stops the thread (it ends at its next hand-over).
+    ///
+    /// # Errors
+    /// As [`TraceReader::new`]; [`TraceError::Io`] (`ErrorKind::Other`) if the
+    /// thread cannot be started.
+    pub fn with_reader_thread(input: R) -> Result<Self, TraceError>
+    where
+        R: Send + 'static,
+    {
+        let (rdr, cols) = Self::open(input)?;
+        Ok(Self {
+            source: Source::Piped(piped::Piped::start(rdr, cols)?),
+            cols,
+        })
+    }
+
+    /// Reads the header line: the csv reader positioned after it, and the columns.
+    fn open(input: R) -> Result<(csv::Reader<LineIndex<R>>, Columns), TraceError> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(false)
@@ -414,16 +515,16 @@ impl<R: Read> TraceReader<R> {
             return Err(TraceError::Utf16);
         }
         let cols = Columns::from_header(&header)?;
-        Ok(Self {
-            rdr,
-            cols,
-            record: csv::ByteRecord::new(),
-        })
+        Ok((rdr, cols))
     }
 
-    /// Bytes consumed so far (for progress reporting).
+    /// Bytes consumed so far (for progress reporting; with a reader thread, as far as
+    /// the thread has read).
     pub fn bytes_read(&self) -> u64 {
-        self.rdr.get_ref().offset
+        match &self.source {
+            Source::Direct { rdr, .. } => rdr.get_ref().offset,
+            Source::Piped(p) => p.bytes_read(),
+        }
     }
 
     /// Reads the next row. `Ok(None)` at end of file.
@@ -432,121 +533,94 @@ impl<R: Read> TraceReader<R> {
     /// [`TraceError::Io`] when reading fails; malformed lines are returned as
     /// [`Item::Malformed`], not as errors, and reading can go on after them.
     pub fn next_event(&mut self) -> Result<Option<Item<'_>>, TraceError> {
-        match self.rdr.read_byte_record(&mut self.record) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) => {
-                return match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len,
-                        len,
-                        pos,
-                    } => {
-                        let (expected_len, len) = (*expected_len, *len);
-                        let byte = pos.as_ref().map_or(0, csv::Position::byte);
-                        let reason = match record_end(&self.rdr, &self.record) {
-                            RecordEnd::Sentinel => return Ok(None),
-                            RecordEnd::CutOff => CUT_OFF.to_owned(),
-                            RecordEnd::InTrace => {
-                                format!("{len} fields where the header has {expected_len}")
-                            }
-                        };
-                        let line = self.rdr.get_mut().line_at(byte);
-                        Ok(Some(Item::Malformed(Malformed { line, reason })))
-                    }
-                    _ => Err(csv_to_trace_error(e)),
-                };
-            }
+        let cols = self.cols;
+        match &mut self.source {
+            Source::Direct { rdr, record } => Ok(match read_raw(rdr, record)? {
+                Some(Raw::Record { line }) => Some(interpret(cols, record, line)),
+                Some(Raw::Malformed(m)) => Some(Item::Malformed(m)),
+                None => None,
+            }),
+            Source::Piped(p) => p.next(),
         }
-        let byte = self.record.position().map_or(0, csv::Position::byte);
-        let line = self.rdr.get_mut().line_at(byte);
-        match record_end(&self.rdr, &self.record) {
-            RecordEnd::InTrace => {}
-            RecordEnd::Sentinel => return Ok(None),
-            RecordEnd::CutOff => {
-                return Ok(Some(Item::Malformed(Malformed {
-                    line,
-                    reason: CUT_OFF.to_owned(),
-                })))
-            }
-        }
-        let rec = &self.record;
-        let c = self.cols;
-        let bad = |reason: String| Ok(Some(Item::Malformed(Malformed { line, reason })));
-        let op_name = match field(rec, c.operation, "Operation") {
-            Ok(s) => s,
-            Err(e) => return bad(e),
-        };
-        let Some(kind) = classify_operation(op_name) else {
-            return Ok(Some(Item::Other));
-        };
-        // One UTF-8 check for the whole record; a field is then a slice of it (the
-        // per-field check, and its message, only when that fails).
-        let text = std::str::from_utf8(rec.as_slice()).ok();
-        let get = |i: usize, name: &str| -> Result<&str, String> {
-            if let Some(t) = text {
-                let r = rec.range(i).unwrap_or(0..0);
-                if let Some(f) = t.get(r) {
-                    return Ok(f);
-                }
-            }
-            field(rec, i, name)
-        };
-        let (process, path, result, detail) = match (
-            get(c.process, "Process Name"),
-            get(c.path, "Path"),
-            get(c.result, "Result"),
-            get(c.detail, "Detail"),
-        ) {
-            (Ok(a), Ok(b), Ok(r), Ok(d)) => (a, b, r, d),
-            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return bad(e),
-        };
-        let pid = match c.pid {
-            None => 0,
-            Some(i) => match get(i, "PID").map(|s| s.trim().parse::<u32>()) {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => {
-                    return bad(format!(
-                        "PID `{}` is not a number",
-                        String::from_utf8_lossy(rec.get(i).unwrap_or_default())
-                    ))
-                }
-                Err(e) => return bad(e),
-            },
-        };
-        let result = parse_result(result);
-        let time_of_day = match (kind, c.time) {
-            (OpKind::Write { .. }, Some(i)) => get(i, "Time of Day").ok(),
-            _ => None,
-        };
-        let op = match kind {
-            OpKind::Create => Op::Create(detail::parse_create(detail)),
-            OpKind::Write { fast_io } => match detail::parse_write(detail) {
-                Ok(d) => Op::Write { detail: d, fast_io },
-                // A failed or disallowed fast I/O attempt may carry no Length; it is not
-                // replayed anyway.
-                Err(_) if !result.is_success() && result != OpResult::Pending => Op::Other,
-                Err(e) => return bad(format!("{op_name}: {e}")),
-            },
-            OpKind::Flush => Op::Flush,
-            OpKind::Cleanup => Op::Cleanup,
-            OpKind::Close => Op::Close,
-            OpKind::Rename => match detail::parse_rename(detail) {
-                Some(new_path) => Op::Rename { new_path },
-                None if !result.is_success() => Op::Other,
-                None => return bad(format!("{op_name}: missing `FileName:` in Detail")),
-            },
-        };
-        Ok(Some(Item::Event(Event {
-            line,
-            process,
-            pid,
-            op,
-            path,
-            result,
-            time_of_day,
-        })))
     }
+}
+
+/// The item of a well-formed csv record starting at `line`.
+fn interpret(c: Columns, rec: &csv::ByteRecord, line: u64) -> Item<'_> {
+    let bad = |reason: String| Item::Malformed(Malformed { line, reason });
+    let op_name = match field(rec, c.operation, "Operation") {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    let Some(kind) = classify_operation(op_name) else {
+        return Item::Other;
+    };
+    // One UTF-8 check for the whole record; a field is then a slice of it (the
+    // per-field check, and its message, only when that fails).
+    let text = std::str::from_utf8(rec.as_slice()).ok();
+    let get = |i: usize, name: &str| -> Result<&str, String> {
+        if let Some(t) = text {
+            let r = rec.range(i).unwrap_or(0..0);
+            if let Some(f) = t.get(r) {
+                return Ok(f);
+            }
+        }
+        field(rec, i, name)
+    };
+    let (process, path, result, detail) = match (
+        get(c.process, "Process Name"),
+        get(c.path, "Path"),
+        get(c.result, "Result"),
+        get(c.detail, "Detail"),
+    ) {
+        (Ok(a), Ok(b), Ok(r), Ok(d)) => (a, b, r, d),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return bad(e),
+    };
+    let pid = match c.pid {
+        None => 0,
+        Some(i) => match get(i, "PID").map(|s| s.trim().parse::<u32>()) {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                return bad(format!(
+                    "PID `{}` is not a number",
+                    String::from_utf8_lossy(rec.get(i).unwrap_or_default())
+                ))
+            }
+            Err(e) => return bad(e),
+        },
+    };
+    let result = parse_result(result);
+    let time_of_day = match (kind, c.time) {
+        (OpKind::Write { .. }, Some(i)) => get(i, "Time of Day").ok(),
+        _ => None,
+    };
+    let op = match kind {
+        OpKind::Create => Op::Create(detail::parse_create(detail)),
+        OpKind::Write { fast_io } => match detail::parse_write(detail) {
+            Ok(d) => Op::Write { detail: d, fast_io },
+            // A failed or disallowed fast I/O attempt may carry no Length; it is not
+            // replayed anyway.
+            Err(_) if !result.is_success() && result != OpResult::Pending => Op::Other,
+            Err(e) => return bad(format!("{op_name}: {e}")),
+        },
+        OpKind::Flush => Op::Flush,
+        OpKind::Cleanup => Op::Cleanup,
+        OpKind::Close => Op::Close,
+        OpKind::Rename => match detail::parse_rename(detail) {
+            Some(new_path) => Op::Rename { new_path },
+            None if !result.is_success() => Op::Other,
+            None => return bad(format!("{op_name}: missing `FileName:` in Detail")),
+        },
+    };
+    Item::Event(Event {
+        line,
+        process,
+        pid,
+        op,
+        path,
+        result,
+        time_of_day,
+    })
 }
 
 /// Where the record just read ends, against the end of the trace ([`input::SENTINEL`]).
