@@ -11,17 +11,32 @@
 # page: `echo crash > MNT/.crashfs`), bring it back (`echo reset`, restart smbd),
 # `durability verify` over SMB, and print a table.
 #
+# Then, with strict sync = yes, the same for write-through and flush on a server that
+# requires encryption (`server smb encrypt = required`: the session is encrypted from
+# SESSION_SETUP on; both crash timings) and on a share that requires it (`smb encrypt =
+# required` on the share only: encrypted from TREE_CONNECT on; after-acks only). smb2
+# 0.39 does not set SMB2_GLOBAL_CAP_ENCRYPTION; flushctl sets it on the wire itself and
+# re-hashes the preauth integrity value (user-tool/src/durability/smb/negotiate.rs).
+#
 # Every run that completes (the after-acks cases) is captured on lo with tcpdump, and
 # scripts/smb-wire-bits.py checks the bits each pattern put on the wire: one WRITE per
 # acknowledged record with Flags 0x1 (write-through) or 0 (the others), CreateOptions
 # 0x42 (FILE_WRITE_THROUGH | FILE_NON_DIRECTORY_FILE) for create-write-through and 0x40
-# for the others, one FLUSH per record for flush and none otherwise.
+# for the others, one FLUSH per record for flush and none otherwise, no TRANSFORM
+# header (encryption not required: flushctl does not encrypt). With encryption required:
+# no WRITE, CREATE or FLUSH in clear; the only plaintext messages are NEGOTIATE and
+# SESSION_SETUP (and TREE_CONNECT for the share), none after the first TRANSFORM header
+# of a stream; at least one TRANSFORM request per WRITE, FLUSH and CREATE the run made
+# and as many TRANSFORM responses, every TRANSFORM with Flags 0x1 (Encrypted); and the
+# run reports a cipher. In every run, the one NEGOTIATE request carries Capabilities bit
+# 0x40 (SMB2_GLOBAL_CAP_ENCRYPTION).
 #
 # Exits 0 only if, with strict sync = yes, write-through, create-write-through and flush
-# lose 0 acknowledged records and plain (the negative control) loses some; with strict
-# sync = no, write-through, create-write-through and flush lose some (the tester catches
-# a server that ignores them); and every wire check passes. Needs root and /dev/fuse (Linux);
-# installs samba, tcpdump and python3 when missing. About a minute.
+# lose 0 acknowledged records (encrypted or not) and plain (the negative control) loses
+# some; with strict sync = no, write-through, create-write-through and flush lose some
+# (the tester catches a server that ignores them); and every wire check passes. Needs
+# root and /dev/fuse (Linux); installs samba, tcpdump and python3 when missing. About a
+# minute and a half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,8 +89,16 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 FLUSHCTL_SMB_PASSWORD="$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 export FLUSHCTL_SMB_PASSWORD
 
-# write_conf STRICT: the smb.conf of this run, everything under $work.
+# write_conf STRICT ENCRYPT: the smb.conf of this run, everything under $work; ENCRYPT is
+# off (Samba's default: offered, not required), server or share (required there).
 write_conf() {
+    local server_encrypt="" share_encrypt=""
+    case "$2" in
+        off) ;;
+        server) server_encrypt="server smb encrypt = required" ;;
+        share) share_encrypt="smb encrypt = required" ;;
+        *) die "write_conf: encrypt $2?" ;;
+    esac
     mkdir -p "$work"/{lock,state,cache,private,pid,ncalrpc,binddns}
     cat >"$work/smb.conf" <<EOF
 [global]
@@ -109,9 +132,11 @@ write_conf() {
   use sendfile = no
   # What is under test: with yes (Samba's default) write-through and FLUSH reach fsync.
   strict sync = $1
+  $server_encrypt
 [crash]
   path = $mnt
   read only = no
+  $share_encrypt
 EOF
 }
 
@@ -153,27 +178,60 @@ stop_capture() {
     cap_pid=""
 }
 
-# check_wire PATTERN ACKED THREADS: the capture against the pattern; prints a summary,
+# check_wire PATTERN ACKED THREADS ENCRYPT CIPHER: the capture against the pattern and
+# the encryption the server requires (CIPHER: what the run reported); prints a summary,
 # returns 1 on a mismatch.
 check_wire() {
     python3 "$wirebits" "$work/cap.pcap" "$port" >"$work/wire.json" || return 1
-    python3 - "$work/wire.json" "$1" "$2" "$3" <<'EOF'
+    python3 - "$work/wire.json" "$1" "$2" "$3" "$4" "$5" <<'EOF'
 import json, sys
 w = json.load(open(sys.argv[1]))
 pattern, acked, threads = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-flags = "0x1" if pattern == "write-through" else "0x0"
-options = "0x42" if pattern == "create-write-through" else "0x40"
-flushes = acked if pattern == "flush" else 0
-want = {"write_flags": {flags: acked}, "create_options": {options: threads},
-        "flush": flushes, "encrypted": 0, "compressed": 0, "holes": 0}
-got = {k: w[k] for k in want}
+encrypt, cipher = sys.argv[5], sys.argv[6]
+bad = []
+caps = w["negotiate_capabilities"]
+if sum(caps.values()) != 1 or not all(int(c, 16) & 0x40 for c in caps):
+    bad.append(f"want one NEGOTIATE request with Capabilities bit 0x40, got {caps}")
 def counts(c):
     return ",".join(f"{k}:{n}" for k, n in sorted(c.items())) or "-"
-summary = "WRITE %s CREATE %s FLUSH %d" % (
-    counts(w["write_flags"]), counts(w["create_options"]), w["flush"])
-print(summary)
+if encrypt == "off":
+    flags = "0x1" if pattern == "write-through" else "0x0"
+    options = "0x42" if pattern == "create-write-through" else "0x40"
+    flushes = acked if pattern == "flush" else 0
+    want = {"write_flags": {flags: acked}, "create_options": {options: threads},
+            "flush": flushes, "encrypted": 0, "encrypted_responses": 0, "compressed": 0,
+            "holes": 0}
+    if cipher != "none":
+        bad.append(f"the run reported encryption {cipher!r}, want none")
+    summary = "WRITE %s CREATE %s FLUSH %d caps %s" % (
+        counts(w["write_flags"]), counts(w["create_options"]), w["flush"], counts(caps))
+else:
+    # Per record one WRITE (and one FLUSH for flush), per writer one CREATE: each is
+    # one TRANSFORM request and one TRANSFORM response at least.
+    least = acked * (2 if pattern == "flush" else 1) + threads
+    clear = {"NEGOTIATE", "SESSION_SETUP"} | ({"TREE_CONNECT"} if encrypt == "share" else set())
+    want = {"write": 0, "create": 0, "flush": 0, "compressed": 0, "holes": 0,
+            "plain_after_encrypted": 0}
+    for d in ("plain_requests", "plain_responses"):
+        if not set(w[d]) <= clear:
+            bad.append(f"{d}: {w[d]}, want only {sorted(clear)}")
+    if encrypt == "share" and w["plain_requests"].get("TREE_CONNECT") != 1:
+        bad.append(f"want the share's TREE_CONNECT in clear, got {w['plain_requests']}")
+    for k in ("encrypted", "encrypted_responses"):
+        if w[k] < least:
+            bad.append(f"{k}: {w[k]} TRANSFORM messages, want at least {least}")
+    if w["transform_flags"] != {"0x1": w["encrypted"] + w["encrypted_responses"]}:
+        bad.append(f"TRANSFORM Flags {w['transform_flags']}, want all 0x1")
+    if cipher in ("none", ""):
+        bad.append(f"the run reported encryption {cipher!r}, want a cipher")
+    summary = "TRANSFORM %d up %d down %s caps %s" % (
+        w["encrypted"], w["encrypted_responses"], cipher, counts(caps))
+got = {k: w[k] for k in want}
 if got != want:
-    print(f"wire mismatch for {pattern}: want {want}, got {got}", file=sys.stderr)
+    bad.append(f"want {want}, got {got}")
+print(summary)
+if bad:
+    print(f"wire mismatch for {pattern} (encrypt {encrypt}): " + "; ".join(bad), file=sys.stderr)
     sys.exit(1)
 EOF
 }
@@ -183,23 +241,28 @@ threads=2
 rows=()
 fail=0
 started=$SECONDS
-for strict in yes no; do
-    write_conf "$strict"
+# STRICT ENCRYPT PATTERN... -- CRASH-TIMING...
+configs=(
+    "yes off write-through create-write-through flush plain -- after-acks mid-stream"
+    "no off write-through create-write-through flush -- after-acks mid-stream"
+    "yes server write-through flush -- after-acks mid-stream"
+    "yes share write-through flush -- after-acks"
+)
+for config in "${configs[@]}"; do
+    read -r strict encrypt rest <<<"$config"
+    patterns="${rest%% -- *}"
+    whens="${rest##* -- }"
+    write_conf "$strict" "$encrypt"
     if [ ! -e "$work/private/passdb.tdb" ]; then
         printf '%s\n%s\n' "$FLUSHCTL_SMB_PASSWORD" "$FLUSHCTL_SMB_PASSWORD" |
             smbpasswd -c "$work/smb.conf" -a -s root >/dev/null
     fi
-    if [ "$strict" = yes ]; then
-        patterns="write-through create-write-through flush plain"
-    else
-        patterns="write-through create-write-through flush"
-    fi
     for pattern in $patterns; do
-        for when in after-acks mid-stream; do
+        for when in $whens; do
             mount_model
             start_smbd
             url="smb://root@127.0.0.1:$port/crash/target.dat"
-            witness="$work/$strict-$pattern-$when.fgw"
+            witness="$work/$strict-$encrypt-$pattern-$when.fgw"
             wire="-"
             wire_ok=yes
             if [ "$when" = after-acks ]; then
@@ -207,10 +270,12 @@ for strict in yes no; do
                 "$flushctl" durability run --target "$url" --witness "$witness" \
                     --records 200 --threads "$threads" --pattern "$pattern" --no-progress \
                     >"$work/run.out" 2>"$work/run.err" ||
-                    { cat "$work/run.err" >&2; die "run ($strict $pattern) failed"; }
+                    { cat "$work/run.err" >&2; die "run ($strict $encrypt $pattern) failed"; }
                 stop_capture
                 run_acked="$(awk '/^acknowledged/ {print $2}' "$work/run.out")"
-                wire="$(check_wire "$pattern" "$run_acked" "$threads" 2>"$work/wire.err")" ||
+                cipher="$(sed -n 's/^SMB dialect .*, encryption \([^,]*\),.*/\1/p' "$work/run.out")"
+                wire="$(check_wire "$pattern" "$run_acked" "$threads" "$encrypt" "$cipher" \
+                    2>"$work/wire.err")" ||
                     { wire_ok=NO; cat "$work/wire.err" >&2; }
             else
                 "$flushctl" durability run --target "$url" --witness "$witness" \
@@ -231,7 +296,7 @@ for strict in yes no; do
             if [ "$when" = mid-stream ]; then
                 # The writers now fail (the connection is gone) and stop.
                 wait "$run_pid" && run_rc=0 || run_rc=$?
-                [ "$run_rc" -ne 0 ] || { echo "mid-stream run ($strict $pattern) did not notice the crash" >&2; fail=1; }
+                [ "$run_rc" -ne 0 ] || { echo "mid-stream run ($strict $encrypt $pattern) did not notice the crash" >&2; fail=1; }
             fi
             start_smbd
             json="$("$flushctl" --json durability verify --target "$url" --witness "$witness")" \
@@ -250,15 +315,16 @@ for strict in yes no; do
             fi
             [ "$wire_ok" = yes ] || ok=NO
             [ "$ok" = yes ] || fail=1
-            rows+=("$(printf '%-6s %-21s %-11s %12s %6s %14s %6s  %-38s %-10s %s' \
-                "$strict" "$pattern" "$when" "$acked" "$lost" "$dropped" "$verify_rc" \
-                "$wire" "$expect" "$ok")")
+            rows+=("$(printf '%-6s %-7s %-21s %-11s %12s %6s %14s %6s  %-50s %-10s %s' \
+                "$strict" "$encrypt" "$pattern" "$when" "$acked" "$lost" "$dropped" \
+                "$verify_rc" "$wire" "$expect" "$ok")")
         done
     done
 done
 
-printf '\n%-6s %-21s %-11s %12s %6s %14s %6s  %-38s %-10s %s\n' \
-    strict pattern crash acknowledged lost "dropped pages" verify "wire (flags:count)" expected ok
+printf '\n%-6s %-7s %-21s %-11s %12s %6s %14s %6s  %-50s %-10s %s\n' \
+    strict encrypt pattern crash acknowledged lost "dropped pages" verify \
+    "wire (flags:count; TRANSFORM messages)" expected ok
 printf '%s\n' "${rows[@]}"
 echo "(Samba $(smbd --version | awk '{print $2}'), 127.0.0.1:$port, $threads writers, 4 KiB records; $((SECONDS - started)) s)"
 if [ "$fail" -ne 0 ]; then
@@ -266,4 +332,4 @@ if [ "$fail" -ne 0 ]; then
     tail -30 "$work/smbd.log" >&2
     die "FAILED"
 fi
-echo "durability-e2e: with strict sync = yes, write-through, create-write-through and flush lost nothing acknowledged and plain lost records; with strict sync = no, the same three lost records; every pattern's bits were on the wire"
+echo "durability-e2e: with strict sync = yes, write-through, create-write-through and flush lost nothing acknowledged and plain lost records; with strict sync = no, the same three lost records; with encryption required (server, share), write-through and flush lost nothing and nothing of the session was in clear after SESSION_SETUP (TREE_CONNECT for the share); every pattern's bits were on the wire"

@@ -41,7 +41,7 @@ cargo test --workspace
 step "durability proof: scripts/durability-local-e2e.sh (crashfs crash model; write-through and flush lose 0 acknowledged records, plain loses some)"
 bash scripts/durability-local-e2e.sh
 
-step "SMB durability proof: scripts/durability-e2e.sh (Samba on 127.0.0.1 over crashfs; write-through, create-write-through and flush lose 0 acknowledged records, plain loses some, strict sync = no is caught; wire bits checked in a capture)"
+step "SMB durability proof: scripts/durability-e2e.sh (Samba on 127.0.0.1 over crashfs; write-through, create-write-through and flush lose 0 acknowledged records, plain loses some, strict sync = no is caught; encryption required by server or share: sealed on the wire, 0 lost; wire bits checked in a capture)"
 bash scripts/durability-e2e.sh
 
 step "main job: scripts/run.sh (README's first command: package with PE gate, SEH unwind check, test signing + verify, flushctl.exe; then replay of the generated sample)"

@@ -70,6 +70,9 @@ struct RunReport<'a> {
     /// The negotiated SMB dialect of an `smb://` target.
     #[serde(skip_serializing_if = "Option::is_none")]
     smb_dialect: Option<String>,
+    /// The cipher of an `smb://` target's messages (`none`: not encrypted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smb_encryption: Option<String>,
     witness: String,
     pattern: &'static str,
     threads: u32,
@@ -150,6 +153,10 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
             Target::Smb(s) => Some(s.dialect()),
             Target::Local(_) => None,
         },
+        smb_encryption: match &cfg.target {
+            Target::Smb(s) => Some(s.encryption()),
+            Target::Local(_) => None,
+        },
         witness: witness.describe(),
         pattern: cfg.pattern.name(),
         threads: cfg.threads,
@@ -174,8 +181,10 @@ fn durability_run(a: &DurabilityRunArgs, json: bool) -> Result<u8, CliError> {
             report.pattern,
             report.target
         );
-        if let Some(d) = &report.smb_dialect {
-            outln!("SMB dialect {d}, requests built by flushctl (docs/flushctl.md, SMB target)");
+        if let (Some(d), Some(e)) = (&report.smb_dialect, &report.smb_encryption) {
+            outln!(
+                "SMB dialect {d}, encryption {e}, requests built by flushctl (docs/flushctl.md, SMB target)"
+            );
         }
         outln!("{}", report.witness);
         outln!(

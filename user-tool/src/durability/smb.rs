@@ -1,7 +1,9 @@
 //! The SMB2/3 target of `durability run|verify --target smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`:
-//! flushctl speaks SMB itself (the `smb2` crate: NTLM, signing as the server requires;
-//! encryption only where the server negotiates a cipher with it, see
-//! [`ENCRYPTION_NOTE`]), so a share can be tested from any OS, without a kernel client.
+//! flushctl speaks SMB itself (the `smb2` crate: NTLM, signing or encryption as the
+//! server requires), so a share can be tested from any OS, without a kernel client.
+//! `smb2` 0.39 does not set `SMB2_GLOBAL_CAP_ENCRYPTION`; flushctl sets it on the wire
+//! itself and re-hashes the preauth integrity value ([`negotiate`]), which is what
+//! lets it reach a server or share that requires encryption.
 //!
 //! The requests whose bits matter are built here, from `smb2`'s wire structures, not by
 //! the crate's file helpers, so each pattern reaches the wire exactly as documented:
@@ -24,8 +26,11 @@
 //! has its own handle, as threads of one process on a Windows client do.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use smb2::client::connection::Connection;
+use smb2::client::tree::Tree;
+use smb2::client::{Cipher, Session};
 use smb2::msg::close::CloseRequest;
 use smb2::msg::create::{
     CreateDisposition, CreateRequest, CreateResponse, ImpersonationLevel, ShareAccess,
@@ -34,9 +39,10 @@ use smb2::msg::flush::FlushRequest;
 use smb2::msg::read::{ReadRequest, ReadResponse};
 use smb2::msg::write::WriteRequest;
 use smb2::pack::{Pack, ReadCursor, Unpack};
+use smb2::transport::{ConnectOptions, TcpTransport};
 use smb2::types::flags::FileAccessMask;
 use smb2::types::status::NtStatus;
-use smb2::types::{Command, FileId, OplockLevel, TreeId};
+use smb2::types::{Command, Dialect, FileId, OplockLevel, TreeId};
 
 use super::target::Pattern;
 
@@ -369,7 +375,7 @@ pub enum SmbError {
     #[error("starting the SMB client runtime: {0}")]
     Runtime(io::Error),
     /// TCP connect, NEGOTIATE or SESSION_SETUP failed (unreachable host, refused
-    /// connection, wrong user or password, signing refused, timeout).
+    /// connection, wrong user or password, signing or encryption refused, timeout).
     #[error(
         "connecting to {url} (negotiate and sign in): {source}{}",
         access_hint(source)
@@ -380,8 +386,7 @@ pub enum SmbError {
         /// The client's error.
         source: smb2::Error,
     },
-    /// TREE_CONNECT to the share failed (no such share, access denied; a share that
-    /// requires encryption is refused by Samba: see [`ENCRYPTION_NOTE`]).
+    /// TREE_CONNECT to the share failed (no such share, access denied).
     #[error(
         "connecting to share `{share}` of {addr}: {source}{}",
         access_hint(source)
@@ -394,18 +399,36 @@ pub enum SmbError {
         /// The client's error.
         source: smb2::Error,
     },
+    /// The NEGOTIATE exchange could not be made consistent with the
+    /// `SMB2_GLOBAL_CAP_ENCRYPTION` flushctl sets ([`negotiate::rehash`]).
+    #[error("connecting to {url} (negotiate): {source}")]
+    Negotiate {
+        /// The target (without password).
+        url: String,
+        /// What did not match.
+        source: negotiate::RehashError,
+    },
+    /// The share requires encryption (`SMB2_SHAREFLAG_ENCRYPT_DATA`, MS-SMB2 2.2.10),
+    /// but the session has no encryption keys or the server chose no cipher.
+    #[error(
+        "share `{share}` of {addr} requires encryption, but the server negotiated none \
+         with flushctl (dialect {dialect}; encryption needs SMB 3.0 or later)"
+    )]
+    NoCipher {
+        /// The share.
+        share: String,
+        /// HOST:PORT.
+        addr: String,
+        /// The negotiated dialect.
+        dialect: String,
+    },
 }
-
-/// Why a server that requires encryption may refuse flushctl: `smb2` 0.39 offers its
-/// ciphers in the SMB 3.1.1 NEGOTIATE context but does not set
-/// `SMB2_GLOBAL_CAP_ENCRYPTION`, and Samba 4.17 then negotiates no cipher and refuses
-/// the session (`server smb encrypt = required`) or the tree connect (a share's
-/// `smb encrypt = required`) with STATUS_ACCESS_DENIED. Signed sessions work.
-pub const ENCRYPTION_NOTE: &str = "if the server or share requires encryption (Samba: smb encrypt = required), flushctl cannot reach it yet: its SMB client negotiates no cipher with Samba; use a share with signing only (docs/flushctl.md, SMB target)";
 
 fn access_hint(e: &smb2::Error) -> String {
     if e.to_string().contains("STATUS_ACCESS_DENIED") {
-        format!("\n  (access denied: check the account's rights; {ENCRYPTION_NOTE})")
+        "\n  (access denied: check that this account may use the share; on Samba, the \
+         share's `valid users` / `invalid users` and the permissions of its path)"
+            .to_owned()
     } else {
         String::new()
     }
@@ -415,7 +438,6 @@ fn access_hint(e: &smb2::Error) -> String {
 pub struct SmbTarget {
     url: SmbUrl,
     // Declared before `rt`: dropped while the runtime still runs.
-    _client: smb2::SmbClient,
     conn: Connection,
     tree: TreeId,
     rt: tokio::runtime::Runtime,
@@ -445,45 +467,86 @@ fn client_error(cmd: &str, what: &str, e: smb2::Error) -> io::Error {
 
 impl SmbTarget {
     /// Connects to `url` (TCP, NEGOTIATE up to SMB 3.1.1, NTLM SESSION_SETUP with
-    /// `password`, TREE_CONNECT to the share), signed as the server requires (encrypted
-    /// only where a cipher is negotiated: [`ENCRYPTION_NOTE`]). No compression, no DFS,
-    /// no automatic reconnect (a reconnect would hide the crash under test).
+    /// `password`, TREE_CONNECT to the share), signed or encrypted as the server or the
+    /// share requires. No compression, no DFS, no automatic reconnect (a reconnect would
+    /// hide the crash under test).
+    ///
+    /// `smb2` 0.39 does not set `SMB2_GLOBAL_CAP_ENCRYPTION`; flushctl sets it on the
+    /// wire itself and re-hashes the preauth integrity value ([`negotiate`]), so the
+    /// NEGOTIATE request offers encryption and the SMB 3.1.1 keys are derived from the
+    /// bytes the server saw. Encryption is then on for the whole session when the
+    /// server asks for it in SESSION_SETUP (`smb2` activates it), or from the
+    /// TREE_CONNECT on when the share asks for it (activated here with the session's
+    /// keys).
     ///
     /// # Errors
-    /// [`SmbError::Runtime`], [`SmbError::Connect`], [`SmbError::Share`].
+    /// [`SmbError::Runtime`], [`SmbError::Connect`], [`SmbError::Negotiate`],
+    /// [`SmbError::Share`], [`SmbError::NoCipher`].
     pub fn connect(url: &SmbUrl, password: &str) -> Result<Self, SmbError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(SmbError::Runtime)?;
-        let cfg = smb2::ClientConfig {
-            addr: url.addr(),
-            username: url.user.clone(),
-            password: password.to_owned(),
-            domain: url.domain.clone(),
-            compression: false,
-            dfs_enabled: false,
-            auto_reconnect: false,
-            ..Default::default()
+        let connect_error = |source| SmbError::Connect {
+            url: url.to_string(),
+            source,
         };
-        let mut client = rt
-            .block_on(smb2::SmbClient::connect(cfg))
-            .map_err(|source| SmbError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+        let log = negotiate::NegotiateLog::default();
+        let (mut conn, session) = rt.block_on(async {
+            let tcp = Arc::new(
+                TcpTransport::connect_with(url.addr(), ConnectOptions::default())
+                    .await
+                    .map_err(connect_error)?,
+            );
+            let mut conn = Connection::from_transport(
+                Box::new(negotiate::CapSend::new(Arc::clone(&tcp), log.clone())),
+                Box::new(negotiate::CapReceive::new(tcp, log.clone())),
+                url.host.clone(),
+            );
+            conn.set_compression_requested(false);
+            conn.negotiate().await.map_err(connect_error)?;
+            conn.with_preauth_hasher_mut(|h| negotiate::rehash(h, &log))
+                .map_err(|source| SmbError::Negotiate {
+                    url: url.to_string(),
+                    source,
+                })?;
+            let session = Session::setup(&mut conn, &url.user, password, &url.domain)
+                .await
+                .map_err(connect_error)?;
+            Ok::<_, SmbError>((conn, session))
+        })?;
         let tree = rt
-            .block_on(client.connect_share(&url.share))
+            .block_on(Tree::connect(&mut conn, &url.share))
             .map_err(|source| SmbError::Share {
                 share: url.share.clone(),
                 addr: url.addr(),
                 source,
             })?;
-        let conn = client.connection().clone();
+        if tree.encrypt_data && !conn.should_encrypt() {
+            let params = conn.params();
+            let dialect = params.as_ref().map(|p| p.dialect);
+            // SMB 3.0 and 3.0.2 have one cipher, AES-128-CCM; 3.1.1 names it in the
+            // NEGOTIATE response's encryption context (MS-SMB2 3.2.5.2).
+            let cipher = params.as_ref().and_then(|p| p.cipher).or(match dialect {
+                Some(Dialect::Smb3_0 | Dialect::Smb3_0_2) => Some(Cipher::Aes128Ccm),
+                _ => None,
+            });
+            match (cipher, &session.encryption_key, &session.decryption_key) {
+                (Some(cipher), Some(enc), Some(dec)) => {
+                    conn.activate_encryption(enc.clone(), dec.clone(), cipher);
+                }
+                _ => {
+                    return Err(SmbError::NoCipher {
+                        share: url.share.clone(),
+                        addr: url.addr(),
+                        dialect: dialect.map_or_else(|| "unknown".into(), |d| format!("{d:?}")),
+                    });
+                }
+            }
+        }
         Ok(SmbTarget {
             url: url.clone(),
-            _client: client,
             conn,
             tree: tree.tree_id,
             rt,
@@ -493,6 +556,20 @@ impl SmbTarget {
     /// The URL connected to.
     pub fn url(&self) -> &SmbUrl {
         &self.url
+    }
+
+    /// The cipher messages are encrypted with (e.g. `Aes128Gcm`), or `none` (signed
+    /// only, or neither), for reports.
+    pub fn encryption(&self) -> String {
+        if !self.conn.should_encrypt() {
+            return "none".into();
+        }
+        let params = self.conn.params();
+        match params.as_ref().and_then(|p| p.cipher) {
+            Some(c) => format!("{c:?}"),
+            // Activated without a cipher context: smb2's fallback and 3.0's only one.
+            None => format!("{:?}", Cipher::Aes128Ccm),
+        }
     }
 
     /// The negotiated dialect, for reports (e.g. `Smb3_1_1`).
@@ -685,6 +762,8 @@ impl Read for SmbReader<'_> {
         Ok(got)
     }
 }
+
+pub mod negotiate;
 
 #[cfg(test)]
 mod tests;
