@@ -124,8 +124,7 @@ pub struct SimFm {
     clock_us: AtomicU64,
     thread: AtomicU64,
     contexts: Mutex<FxHashMap<FileObjectId, Arc<StreamContext>>>,
-    /// Flushes issued since the last [`SimFm::take_flush_count`] (a plain load and
-    /// store: the replay drives the simulation from one thread).
+    /// Flushes issued since the last [`SimFm::take_flush_count`].
     flush_count: AtomicUsize,
     deferred: Mutex<Vec<Deferred>>,
     /// `deferred.len()`, stored under its lock (same purpose).
@@ -183,11 +182,10 @@ impl SimFm {
 
     /// Number of flushes issued since the last call.
     pub fn take_flush_count(&self) -> usize {
-        let n = self.flush_count.load(Ordering::Relaxed);
-        if n != 0 {
-            self.flush_count.store(0, Ordering::Relaxed);
+        if self.flush_count.load(Ordering::Relaxed) == 0 {
+            return 0;
         }
-        n
+        self.flush_count.swap(0, Ordering::Relaxed)
     }
 
     /// True when flushes were issued and not yet taken.
@@ -197,8 +195,7 @@ impl SimFm {
 
     /// Counts one flush.
     fn count_flush(&self) {
-        let n = self.flush_count.load(Ordering::Relaxed);
-        self.flush_count.store(n + 1, Ordering::Relaxed);
+        self.flush_count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The oldest queued safe post-write, if any (keeps the buffer).

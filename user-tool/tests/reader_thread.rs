@@ -161,18 +161,147 @@ fn open_errors_are_the_same_both_ways() {
     }
 }
 
-#[test]
-fn dropping_the_reader_early_stops_its_thread() {
+/// Counts the bytes read through it (shared with the test).
+struct Counting {
+    data: std::io::Cursor<Vec<u8>>,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn counting(rows: usize) -> (Counting, std::sync::Arc<std::sync::atomic::AtomicU64>, u64) {
     let mut bytes = Vec::new();
-    flushctl::gen::write_trace(&mut bytes, (BATCH_ROWS * BATCHES * 4) as u64, 5, 20).unwrap();
-    let mut r = TraceReader::with_reader_thread(std::io::Cursor::new(bytes)).unwrap();
+    flushctl::gen::write_trace(&mut bytes, rows as u64, 5, 20).unwrap();
+    let len = bytes.len() as u64;
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let input = Counting {
+        data: std::io::Cursor::new(bytes),
+        read: std::sync::Arc::clone(&read),
+    };
+    (input, read, len)
+}
+
+/// Waits until `read` has not moved for 100 ms; returns its value.
+fn settled(read: &std::sync::atomic::AtomicU64) -> u64 {
+    let mut last = u64::MAX;
+    loop {
+        let now = read.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            return now;
+        }
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// How far the thread may read ahead of a caller that takes nothing: the batches (at
+/// most BATCHES + 2; generated rows are under 400 bytes) and the csv reader's 1 MiB
+/// buffer.
+const READ_AHEAD_MAX: u64 = (BATCHES as u64 + 2) * BATCH_ROWS as u64 * 400 + (1 << 20);
+
+#[test]
+fn the_thread_reads_ahead_a_bounded_amount() {
+    let (input, read, len) = counting(BATCH_ROWS * BATCHES * 40);
+    assert!(len > 4 * READ_AHEAD_MAX, "trace of {len} bytes");
+    let mut r = TraceReader::with_reader_thread(input).unwrap();
+    assert!(r.next_event().unwrap().is_some());
+    let ahead = settled(&read);
+    assert!(
+        ahead <= READ_AHEAD_MAX,
+        "read {ahead} bytes ahead (at most {READ_AHEAD_MAX})"
+    );
+}
+
+#[test]
+fn dropping_the_reader_early_stops_its_thread_without_waiting_for_it() {
+    let (input, read, len) = counting(BATCH_ROWS * BATCHES * 40);
+    let mut r = TraceReader::with_reader_thread(input).unwrap();
     for _ in 0..10 {
         assert!(r.next_event().unwrap().is_some());
     }
-    // By now the thread waits for an emptied batch (all BATCHES exist and are full):
-    // Drop must wake it and join it, or this test hangs.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    drop(r);
+    // Dropped on another thread: a drop that waits for the reader thread (which
+    // could be blocked reading a pipe) fails here instead of hanging the suite.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(r);
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("drop returned");
+    // The thread stopped: it reads no more than it had read ahead.
+    let stopped_at = settled(&read);
+    assert!(
+        stopped_at <= READ_AHEAD_MAX,
+        "read {stopped_at} of {len} bytes"
+    );
+}
+
+/// Yields `data`, then blocks (a pipe whose writer has not written more yet) until
+/// `release` is dropped, then reports the end.
+struct Stalls {
+    data: std::io::Cursor<Vec<u8>>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Read for Stalls {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.data.read(buf)? {
+            0 => {
+                let _ = self.release.recv();
+                Ok(0)
+            }
+            n => Ok(n),
+        }
+    }
+}
+
+#[test]
+fn a_drop_does_not_wait_for_input_still_to_come() {
+    let mut bytes = Vec::new();
+    flushctl::gen::write_trace(&mut bytes, (BATCH_ROWS * 2 + 100) as u64, 4, 20).unwrap();
+    let (keep, release) = std::sync::mpsc::channel();
+    let input = Stalls {
+        data: std::io::Cursor::new(bytes),
+        release,
+    };
+    let mut r = TraceReader::with_reader_thread(input).unwrap();
+    for _ in 0..10 {
+        assert!(r.next_event().unwrap().is_some());
+    }
+    // The thread has read everything and waits in `read` for more.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(r);
+        let _ = done_tx.send(());
+    });
+    let dropped = done.recv_timeout(std::time::Duration::from_secs(5));
+    drop(keep);
+    dropped.expect("drop returned while the input was still open");
+}
+
+#[test]
+fn progress_grows_to_the_file_length() {
+    let mut bytes = Vec::new();
+    flushctl::gen::write_trace(&mut bytes, (BATCH_ROWS * 3) as u64, 9, 20).unwrap();
+    let len = bytes.len() as u64;
+    let header = bytes.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
+    let mut r = TraceReader::with_reader_thread(std::io::Cursor::new(bytes)).unwrap();
+    let mut last = r.bytes_read();
+    assert!(last >= header, "{last} before the first item");
+    while r.next_event().unwrap().is_some() {
+        let now = r.bytes_read();
+        assert!(now >= last, "progress went back from {last} to {now}");
+        last = now;
+    }
+    assert_eq!(r.bytes_read(), len);
 }
 
 proptest! {

@@ -412,3 +412,80 @@ fn a_flush_empties_the_file_cache_whichever_handle_issues_it() {
     assert_eq!(shared["unflushed_bytes_with"], 0);
     assert_eq!(r["totals"]["app_flushes"], 6);
 }
+
+#[test]
+fn a_handle_keeps_its_path_while_the_path_cache_is_emptied() {
+    // The replay caches resolved paths (at least 1 024) and keys its per-path handle
+    // table by an id per folded path; emptying the cache must never give a path with
+    // a tracked handle a second id. 5 000 other paths between the operations empty
+    // the cache several times (with --max-files 10 it holds 1 024); the handle is
+    // written, renamed (to another case of the new name) and written again.
+    let at = |path: &str, op: &str, result: &str, detail: &str| {
+        format!("\"10:00:00.0000000 AM\",\"app.exe\",\"42\",\"{op}\",\"{path}\",\"{result}\",\"{detail}\"\r\n")
+    };
+    let others = |from: usize| -> Vec<String> {
+        (from..from + 5000)
+            .map(|i| {
+                at(
+                    &format!("\\\\fs1\\data\\other-{i}.txt"),
+                    "CreateFile",
+                    "NAME NOT FOUND",
+                    "",
+                )
+            })
+            .collect()
+    };
+    let (f, g) = ("\\\\fs1\\data\\f.txt", "\\\\fs1\\data\\G.txt");
+    let mut rows = vec![at(f, "CreateFile", "SUCCESS", SYNC_OPEN)];
+    rows.extend(others(0));
+    rows.push(at(f, "WriteFile", "SUCCESS", "Offset: 0, Length: 10"));
+    rows.push(at(
+        f,
+        "SetRenameInformationFile",
+        "SUCCESS",
+        "ReplaceIfExists: False, FileName: \\\\fs1\\data\\G.txt",
+    ));
+    rows.extend(others(5000));
+    rows.push(at(
+        "\\\\fs1\\data\\g.TXT",
+        "WriteFile",
+        "SUCCESS",
+        "Offset: 10, Length: 10",
+    ));
+    rows.push(at(g, "CloseFile", "SUCCESS", ""));
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    std::fs::write(&trace, format!("{HEADER}{}", rows.concat())).unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"data\"\nshare = '\\\\fs1\\data'\nmode = \"flush-after-write\"\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("flushctl")
+        .unwrap()
+        .args([
+            "--json",
+            "replay",
+            "--strict",
+            "--max-files",
+            "10",
+            "--trace",
+        ])
+        .arg(&trace)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["counts"]["without_known_open"], 0, "{}", r["counts"]);
+    let file = &r["files"][0];
+    assert_eq!(file["writes"], 2);
+    assert_eq!(file["writes_governed"], 2);
+    assert_eq!(file["flushes_issued"], 2);
+}

@@ -471,8 +471,9 @@ impl<R: Read> TraceReader<R> {
 
     /// Like [`TraceReader::new`] (same errors, read in the calling thread), then hands
     /// the rest of the trace to a reader thread ([`piped`]). Memory stays bounded: at
-    /// most [`piped::BATCHES`] batches of [`piped::BATCH_ROWS`] records are in flight.
-    /// Dropping the reader stops the thread (it ends at its next hand-over).
+    /// most [`piped::BATCHES`] + 2 batches of [`piped::BATCH_ROWS`] items exist.
+    /// Dropping the reader stops the thread before its next record, without waiting
+    /// for it.
     ///
     /// # Errors
     /// As [`TraceReader::new`]; [`TraceError::Io`] (`ErrorKind::Other`) if the

@@ -7,22 +7,29 @@
 //!
 //! Two bounded channels carry the batches: full ones to the caller, emptied ones back
 //! to the thread, which refills their slots in place (a slot's buffer is reused, so no
-//! allocation per row once the first batches exist). At most [`BATCHES`] batches
+//! allocation per row once the first batches exist). At most [`BATCHES`] + 2 batches
 //! exist: memory does not grow with the trace. The last batch carries how the trace
 //! ended: its end, or the [`TraceError`] that stopped the reading, which the caller
 //! gets after the records read before it, as the direct reader would return it.
+//!
+//! Dropping the caller's side stops the thread without waiting for it: the thread
+//! checks a stop flag before each record and returns at its next hand-over, so a
+//! caller that stops early (`replay --strict` on a malformed line) never waits for
+//! input still to come (a pipe whose writer is slow).
 
 use std::io::Read;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use super::input::LineIndex;
 use super::{interpret, read_raw, Columns, Event, Item, Malformed, Op, OpResult, Raw, TraceError};
 
 /// Records per batch.
 pub const BATCH_ROWS: usize = 1024;
-/// Batches in existence at most (filled, being filled or being read).
+/// Filled batches queued for the caller at most. With the one the thread fills and the
+/// one the caller reads, at most `BATCHES + 2` batches exist.
 pub const BATCHES: usize = 4;
 
 /// An [`Item`] whose text lives in the slot's `text` (ranges into it).
@@ -162,7 +169,8 @@ pub(super) struct Piped {
     pos: usize,
     /// The last batch was read to its end: every later call returns `Ok(None)`.
     done: bool,
-    thread: Option<JoinHandle<()>>,
+    /// Set when this side is dropped: the thread stops before its next record.
+    stop: Arc<AtomicBool>,
 }
 
 impl Piped {
@@ -173,10 +181,16 @@ impl Piped {
         cols: Columns,
     ) -> Result<Self, TraceError> {
         let (full_tx, full) = mpsc::sync_channel(BATCHES);
-        let (empty, empty_rx) = mpsc::sync_channel(BATCHES);
-        let thread = std::thread::Builder::new()
+        // Room for every batch but the caller's: handing one back never blocks.
+        let (empty, empty_rx) = mpsc::sync_channel(BATCHES + 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let mut batch = Batch::new();
+        batch.bytes_read = rdr.get_ref().offset;
+        // Detached: it ends by itself (end of trace, error, or `stop` / closed channels).
+        std::thread::Builder::new()
             .name("trace-reader".into())
-            .spawn(move || produce(rdr, cols, &full_tx, &empty_rx))
+            .spawn(move || produce(rdr, cols, &full_tx, &empty_rx, &thread_stop))
             .map_err(|e| {
                 TraceError::Io(std::io::Error::other(format!(
                     "cannot start the trace reader thread: {e}"
@@ -185,14 +199,15 @@ impl Piped {
         Ok(Piped {
             full,
             empty,
-            batch: Batch::new(),
+            batch,
             pos: 0,
             done: false,
-            thread: Some(thread),
+            stop,
         })
     }
 
-    /// Bytes of the trace the thread had read when it handed over the current batch.
+    /// Bytes of the trace the thread had read when it handed over the current batch
+    /// (the header's end before the first).
     pub(super) fn bytes_read(&self) -> u64 {
         self.batch.bytes_read
     }
@@ -228,14 +243,9 @@ impl Piped {
 
 impl Drop for Piped {
     fn drop(&mut self) {
-        // Closing both channels makes the thread's next hand-over fail: it returns.
-        let (_, closed) = mpsc::sync_channel(0);
-        drop(std::mem::replace(&mut self.full, closed));
-        let (closed, _) = mpsc::sync_channel(0);
-        drop(std::mem::replace(&mut self.empty, closed));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // The thread stops before its next record; the channels close with the fields
+        // (a hand-over it is blocked in then fails), so it returns either way.
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -246,23 +256,23 @@ fn produce<R: Read>(
     cols: Columns,
     full: &SyncSender<Batch>,
     empty: &Receiver<Batch>,
+    stop: &AtomicBool,
 ) {
-    let mut made = 0;
     let mut record = csv::ByteRecord::new();
     loop {
+        // A new batch only when none was handed back: every other batch is then
+        // queued (at most BATCHES, `full` blocks beyond) or being read, which bounds
+        // them (module docs).
         let mut batch = match empty.try_recv() {
             Ok(b) => b,
-            Err(_) if made < BATCHES => {
-                made += 1;
-                Batch::new()
-            }
-            Err(_) => match empty.recv() {
-                Ok(b) => b,
-                Err(_) => return,
-            },
+            Err(mpsc::TryRecvError::Empty) => Batch::new(),
+            Err(mpsc::TryRecvError::Disconnected) => return,
         };
         batch.len = 0;
         while batch.len < BATCH_ROWS {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             let item = match read_raw(&mut rdr, &mut record) {
                 Ok(Some(Raw::Record { line })) => Some(interpret(cols, &record, line)),
                 Ok(Some(Raw::Malformed(m))) => Some(Item::Malformed(m)),
