@@ -313,6 +313,11 @@ fn named_pipes_are_reported_as_never_governed() {
 /// Runs `flushctl [--json] replay --strict` on `trace` (the whole CSV text) under `policy`
 /// (TOML text); returns stdout.
 fn replay_text(trace: &str, policy: &str, json: bool) -> String {
+    replay_text_with(trace, policy, json, &[])
+}
+
+/// [`replay_text`] with more replay options (`extra`).
+fn replay_text_with(trace: &str, policy: &str, json: bool, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("t.csv");
     std::fs::write(&t, trace).unwrap();
@@ -323,7 +328,9 @@ fn replay_text(trace: &str, policy: &str, json: bool) -> String {
         cmd.arg("--json");
     }
     let out = cmd
-        .args(["replay", "--strict", "--trace"])
+        .args(["replay", "--strict"])
+        .args(extra)
+        .arg("--trace")
         .arg(&t)
         .arg("--policy")
         .arg(&p)
@@ -453,36 +460,13 @@ fn a_handle_keeps_its_path_while_the_path_cache_is_emptied() {
         "Offset: 10, Length: 10",
     ));
     rows.push(at(g, "CloseFile", "SUCCESS", ""));
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.csv");
-    std::fs::write(&trace, format!("{HEADER}{}", rows.concat())).unwrap();
-    let policy = dir.path().join("p.toml");
-    std::fs::write(
-        &policy,
+    let out = replay_text_with(
+        &format!("{HEADER}{}", rows.concat()),
         "[[rule]]\nname = \"data\"\nshare = '\\\\fs1\\data'\nmode = \"flush-after-write\"\n",
-    )
-    .unwrap();
-    let out = Command::cargo_bin("flushctl")
-        .unwrap()
-        .args([
-            "--json",
-            "replay",
-            "--strict",
-            "--max-files",
-            "10",
-            "--trace",
-        ])
-        .arg(&trace)
-        .arg("--policy")
-        .arg(&policy)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        true,
+        &["--max-files", "10"],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["counts"]["without_known_open"], 0, "{}", r["counts"]);
     let file = &r["files"][0];
     assert_eq!(file["writes"], 2);
