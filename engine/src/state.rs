@@ -293,9 +293,9 @@ impl State {
         compiled
     }
 
-    /// Records a flush FlushGuard issued: counters, histogram and, on failure, a
-    /// `FlushFailed` event with the file name tail. Call at PASSIVE_LEVEL.
-    #[allow(clippy::too_many_arguments)]
+    /// Records a flush FlushGuard issued under rule `rule` of `policy`: counters,
+    /// histogram and, on failure, a `FlushFailed` event with the file name tail. Call at
+    /// PASSIVE_LEVEL.
     pub fn record_flush(
         &self,
         policy: &CompiledPolicy,
@@ -305,15 +305,41 @@ impl State {
         latency_us: u64,
         file_name: &str,
     ) {
+        let decided = policy.generation() as u32;
+        self.record_flush_decided(policy, decided, rule, method, status, latency_us, file_name);
+    }
+
+    /// [`State::record_flush`] for a flush decided under rule `rule` of the policy
+    /// whose generation's low 32 bits are `decided` (what a stream context caches),
+    /// recorded once the flush returned, when `policy` is the active one: a SetPolicy
+    /// may have replaced the deciding policy meanwhile (a network flush can take
+    /// seconds), and rule index `rule` of the new policy may be another rule. The
+    /// rule's counters are then left alone (the deciding policy's counters are gone
+    /// with it); the global counters, the histogram and the event are recorded as
+    /// always, the event naming `rule` and the deciding generation (`decided`, which
+    /// is the whole generation while fewer than 2^32 policies were applied).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_flush_decided(
+        &self,
+        policy: &CompiledPolicy,
+        decided: u32,
+        rule: Option<u32>,
+        method: FlushMethod,
+        status: NtStatus,
+        latency_us: u64,
+        file_name: &str,
+    ) {
+        let current = policy.generation() as u32 == decided;
+        let counters = current.then(|| policy.counters(rule));
         self.stats
-            .record_flush(policy.counters(rule), method, status, latency_us);
+            .record_flush(counters, method, status, latency_us);
         if !status.is_success() {
-            let mut ev = EventRecord::new(
-                EventKind::FlushFailed,
-                status,
-                policy.generation(),
-                latency_us,
-            );
+            let generation = if current {
+                policy.generation()
+            } else {
+                u64::from(decided)
+            };
+            let mut ev = EventRecord::new(EventKind::FlushFailed, status, generation, latency_us);
             ev.method = method.code();
             ev.rule = rule.unwrap_or(NO_RULE);
             ev.set_name(file_name);

@@ -120,16 +120,26 @@ impl Stats {
     /// Adds `n` to counter `c` globally and in `rule` (the matching rule's set).
     #[inline]
     pub fn add(&self, rule: &Counters, c: Counter, n: u64) {
+        self.add_to(Some(rule), c, n);
+    }
+
+    /// Adds `n` to counter `c` globally and, when given, in `rule`.
+    #[inline]
+    pub fn add_to(&self, rule: Option<&Counters>, c: Counter, n: u64) {
         self.global.add(c, n);
-        rule.add(c, n);
+        if let Some(rule) = rule {
+            rule.add(c, n);
+        }
     }
 
     /// Records the result of a flush FlushGuard issued: flushes per method,
     /// failures per status and per durability class
     /// ([`StatusClass`]: retryable or permanent, both "not flushed"), latency histogram (µs).
+    /// Per rule in `rule` when given (`None`: the rule's policy is no longer the active
+    /// one, see [`crate::State::record_flush_decided`]).
     pub fn record_flush(
         &self,
-        rule: &Counters,
+        rule: Option<&Counters>,
         method: FlushMethod,
         status: NtStatus,
         latency_us: u64,
@@ -138,17 +148,17 @@ impl Stats {
             FlushMethod::Filter => Counter::FlushesFilter,
             FlushMethod::Native => Counter::FlushesNative,
         };
-        self.add(rule, c, 1);
+        self.add_to(rule, c, 1);
         bump_bucket(&self.latency, latency_us);
         if !status.is_success() {
-            self.add(rule, Counter::FlushFailures, 1);
+            self.add_to(rule, Counter::FlushFailures, 1);
             match status.class() {
                 StatusClass::NotFlushedRetryable => {
-                    self.add(rule, Counter::FlushFailuresRetryable, 1);
+                    self.add_to(rule, Counter::FlushFailuresRetryable, 1);
                 }
                 // A failure code is never `Flushed`; count it as not flushed anyway.
                 StatusClass::NotFlushedPermanent | StatusClass::Flushed => {
-                    self.add(rule, Counter::FlushFailuresPermanent, 1);
+                    self.add_to(rule, Counter::FlushFailuresPermanent, 1);
                 }
             }
             if let Some(s) = self.failures.get(failure_slot(status)) {

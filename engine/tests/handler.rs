@@ -731,3 +731,55 @@ fn persisted_set_policy_stores_before_it_publishes_and_a_failed_store_changes_no
     assert_ne!(evs.last().unwrap().flags & EVENT_FLAG_PERSISTED, 0);
     assert_eq!(st2.callback_counters().get(Cb::PolicyStoreFailed), 0);
 }
+
+#[test]
+fn a_flush_decided_under_a_replaced_policy_counts_globally_not_per_rule() {
+    let st = state();
+    handle_vec(
+        &st,
+        &req(Command::SetPolicy, RequestFlags::empty(), &sample_policy()),
+    )
+    .unwrap();
+    let decided = st.policy().generation() as u32;
+    handle_vec(
+        &st,
+        &req(Command::SetPolicy, RequestFlags::empty(), &sample_policy()),
+    )
+    .unwrap();
+    let p = st.policy();
+    assert_ne!(p.generation() as u32, decided);
+    st.record_flush_decided(
+        &p,
+        decided,
+        Some(2),
+        FlushMethod::Filter,
+        NtStatus::IO_TIMEOUT,
+        40,
+        "x",
+    );
+    // Global: the flush and its failure; rule 2 of the active policy: nothing.
+    let global = st.stats().global();
+    assert_eq!(global.get(Counter::FlushesFilter), 1);
+    assert_eq!(global.get(Counter::FlushFailures), 1);
+    assert_eq!(p.counters(Some(2)).get(Counter::FlushesFilter), 0);
+    assert_eq!(p.counters(Some(2)).get(Counter::FlushFailures), 0);
+    // The event names the deciding generation and its rule.
+    let (_, evs) = st.events().read(0, 100);
+    let ev = evs
+        .iter()
+        .find(|e| e.kind == EventKind::FlushFailed)
+        .expect("FlushFailed event");
+    assert_eq!((ev.generation, ev.rule), (u64::from(decided), 2));
+    // Under the active policy it is the rule's as always.
+    st.record_flush_decided(
+        &p,
+        p.generation() as u32,
+        Some(2),
+        FlushMethod::Filter,
+        NtStatus::SUCCESS,
+        40,
+        "x",
+    );
+    assert_eq!(p.counters(Some(2)).get(Counter::FlushesFilter), 1);
+    assert_eq!(global.get(Counter::FlushesFilter), 2);
+}

@@ -1093,3 +1093,51 @@ fn data_changing_fsctls_and_size_changes_count_as_writes() {
     h.unload();
     h.assert_clean();
 }
+
+#[test]
+fn a_flush_that_outlasts_a_set_policy_is_not_counted_under_the_new_policys_rule() {
+    // A network flush can take seconds; a SetPolicy may land meanwhile, and rule 0 of
+    // the new policy may be another rule (here a pass rule). The flush is counted
+    // globally, and in no rule of the new policy.
+    for mode in [Mode::FlushAfterWrite, Mode::GroupCommit, Mode::FlushOnClose] {
+        let h = harness(
+            action(mode, FlushMethod::Filter, FlushFlags::empty(), None),
+            true,
+        );
+        let file = open(&h);
+        let new_policy = scenario::policy_blob(action(
+            Mode::Pass,
+            FlushMethod::Filter,
+            FlushFlags::empty(),
+            None,
+        ));
+        h.fake.during_next_flush(move |filter| {
+            let mut reply = [0u8; 256];
+            let request = flushguard_tests::port_request_set_policy(&new_policy, false);
+            filter
+                .handle_message(&request, &mut reply)
+                .expect("SetPolicy during the flush");
+        });
+        h.write(file, WriteSpec::default()).expect("write");
+        h.close(file);
+        let policy = h.filter.state().policy();
+        assert_eq!(policy.generation(), 2, "{mode:?}: the SetPolicy ran");
+        let rule0 = policy.counters(Some(0));
+        assert_eq!(
+            engine_count(&h, StatsCounter::FlushesFilter),
+            1,
+            "{mode:?}: one flush, counted globally"
+        );
+        assert_eq!(
+            rule0.get(StatsCounter::FlushesFilter),
+            0,
+            "{mode:?}: not under the new policy's rule 0"
+        );
+        assert_eq!(rule0.get(StatsCounter::GroupCommitWrites), 0, "{mode:?}");
+        if mode == Mode::GroupCommit {
+            assert_eq!(engine_count(&h, StatsCounter::GroupCommitWrites), 1);
+        }
+        h.unload();
+        h.assert_clean();
+    }
+}

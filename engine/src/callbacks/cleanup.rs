@@ -20,13 +20,13 @@ impl<F: FilterManager> Filter<F> {
         if let Some((_, _, d)) = &decided {
             self.taken_as_flushed(data, d);
         }
-        if let Some((slot, order)) =
-            decided.and_then(|(slot, _, d)| issue::flush_order(&d).map(|o| (slot, o)))
+        if let Some((rule, order)) =
+            decided.and_then(|(rule, _, d)| issue::flush_order(&d).map(|o| (rule, o)))
         {
             if self.fm.current_irql() != Irql::PASSIVE_LEVEL {
                 self.skip(Counter::FlushSkippedIrql);
             } else {
-                self.flush_now(data, order.0, order.1, slot, false);
+                self.flush_now(data, order.0, order.1, rule, false);
             }
         }
         PreOp::pass()

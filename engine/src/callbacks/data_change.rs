@@ -20,7 +20,7 @@ use flushguard_protocol::nt::{
 
 use super::context::{CompletionContext, FlushOrder, StreamContext, WriteClass};
 use super::fltmgr::{CallbackData, FilterManager, Irql, PostOpFlags, PostOpStatus};
-use super::{Counter, Filter, FlushPlace, PreOp};
+use super::{Counter, DecidedRule, Filter, FlushPlace, PreOp};
 use crate::policy::{FlushMethod, Mode};
 
 impl<F: FilterManager> Filter<F> {
@@ -110,12 +110,13 @@ impl<F: FilterManager> Filter<F> {
             return PostOpStatus::FinishedProcessing;
         };
         c.record_write(WriteClass::User);
-        let (_, slot) = c.rule();
+        let (generation, slot) = c.rule();
         self.fm.release_context(c);
         self.counters().bump(Counter::DataChangeRecorded);
         if let Some(order) = flush {
             if self.fm.current_irql() == Irql::PASSIVE_LEVEL {
-                self.flush_now(data, order, FlushPlace::AfterWrite, slot, true);
+                let rule = DecidedRule { generation, slot };
+                self.flush_now(data, order, FlushPlace::AfterWrite, rule, true);
             } else {
                 self.skip(Counter::FlushSkippedIrql);
             }

@@ -40,7 +40,7 @@ impl<F: FilterManager> Filter<F> {
         data: &F::Data,
         order: FlushOrder,
         options: GroupOptions,
-        slot: u32,
+        rule: DecidedRule,
         issuing_thread: bool,
     ) {
         // Only the issuing thread of a synchronized write waits for another writer's
@@ -51,12 +51,12 @@ impl<F: FilterManager> Filter<F> {
         // ERESOURCE, a guarded mutex): flushed on its own too.
         if !issuing_thread || self.fm.apcs_disabled() {
             self.counters().bump(Counter::GroupCommitNotBatched);
-            self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
+            self.flush_now(data, order, FlushPlace::AfterWrite, rule, issuing_thread);
             return;
         }
         let Some(table) = &self.group else {
             self.counters().bump(Counter::GroupCommitUnbatched);
-            self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
+            self.flush_now(data, order, FlushPlace::AfterWrite, rule, issuing_thread);
             return;
         };
         let observed = self.handle_context(data).map(|c| {
@@ -81,7 +81,7 @@ impl<F: FilterManager> Filter<F> {
                 data,
                 order,
                 FlushPlace::GroupCommit(options),
-                slot,
+                rule,
                 issuing_thread,
             );
             if status.is_some() {
@@ -94,7 +94,7 @@ impl<F: FilterManager> Filter<F> {
         match committed {
             Committed::Unbatched => {
                 self.counters().bump(Counter::GroupCommitUnbatched);
-                self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
+                self.flush_now(data, order, FlushPlace::AfterWrite, rule, issuing_thread);
                 return;
             }
             Committed::Flushed => {
@@ -110,17 +110,18 @@ impl<F: FilterManager> Filter<F> {
                 // session (the stream is shared across users): that failure need not
                 // be this writer's. It flushes its own file object once more.
                 self.counters().bump(Counter::GroupCommitFallbackFlush);
-                self.flush_now(data, order, FlushPlace::AfterWrite, slot, issuing_thread);
+                self.flush_now(data, order, FlushPlace::AfterWrite, rule, issuing_thread);
             }
         }
+        // Per rule only while the deciding policy is still active (DecidedRule).
         let policy = self.state.policy();
-        let rule = policy.counters(crate::matcher::slot_index(slot));
+        let counters = rule.counters(&policy);
         let stats = self.state.stats();
         if led > 0 {
-            stats.add(rule, RuleCounter::GroupCommitFlushes, led);
+            stats.add_to(counters, RuleCounter::GroupCommitFlushes, led);
         }
-        stats.add(rule, RuleCounter::GroupCommitWrites, 1);
-        stats.add(rule, RuleCounter::GroupCommitWaitUs, waited);
+        stats.add_to(counters, RuleCounter::GroupCommitWrites, 1);
+        stats.add_to(counters, RuleCounter::GroupCommitWaitUs, waited);
         stats.record_group_wait(waited);
     }
 }

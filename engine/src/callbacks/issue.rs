@@ -33,7 +33,7 @@ pub(super) fn flush_order(d: &Decision) -> Option<(FlushOrder, FlushPlace)> {
 pub(super) fn record_flush<F: FilterManager>(
     state: &State,
     fm: &F,
-    slot: u32,
+    rule: DecidedRule,
     native: bool,
     status: NtStatus,
     elapsed_us: u64,
@@ -56,9 +56,10 @@ pub(super) fn record_flush<F: FilterManager>(
             fm.release_file_name_information(info);
         }
     }
-    state.record_flush(
+    state.record_flush_decided(
         &state.policy(),
-        crate::matcher::slot_index(slot),
+        rule.generation,
+        crate::matcher::slot_index(rule.slot),
         method,
         status,
         elapsed_us,
@@ -92,7 +93,7 @@ impl<F: FilterManager> Filter<F> {
         data: &F::Data,
         order: FlushOrder,
         place: FlushPlace,
-        slot: u32,
+        rule: DecidedRule,
         issuing_thread: bool,
     ) -> Option<NtStatus> {
         let fm = &self.fm;
@@ -153,7 +154,7 @@ impl<F: FilterManager> Filter<F> {
             Ok(()) => NtStatus::SUCCESS,
             Err(s) => s,
         };
-        record_flush(&self.state, fm, slot, native, status, elapsed, data);
+        record_flush(&self.state, fm, rule, native, status, elapsed, data);
         match result {
             Ok(()) => {
                 self.counters().bump(Counter::FlushOk);

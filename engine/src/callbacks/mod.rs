@@ -72,6 +72,31 @@ pub use providers::{
 use crate::decision::{Decision, MajorFunction, OperationView, Phase, PreOp as EnginePreOp};
 use crate::matcher::PolicySnapshot;
 
+/// The rule a decision was taken under: its slot in the policy whose generation's low
+/// 32 bits are `generation` (what a stream context caches, [`PolicySnapshot::generation`]).
+/// Statistics recorded after a flush, which may outlast a SetPolicy, go to the slot's
+/// per-rule counters only while that policy is still the active one
+/// ([`crate::State::record_flush_decided`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DecidedRule {
+    /// Low 32 bits of the generation of the policy the decision was taken under.
+    pub generation: u32,
+    /// Rule slot in that policy ([`DEFAULT_RULE_SLOT`] for the default action).
+    pub slot: u32,
+}
+
+impl DecidedRule {
+    /// The rule's per-rule counters in `policy`; `None` when `policy` is not the one
+    /// the decision was taken under.
+    pub(crate) fn counters(
+        self,
+        policy: &crate::matcher::CompiledPolicy,
+    ) -> Option<&crate::stats::Counters> {
+        (policy.generation() as u32 == self.generation)
+            .then(|| policy.counters(crate::matcher::slot_index(self.slot)))
+    }
+}
+
 /// Group-commit coordinators ([`crate::group_commit::GroupTable`]) allocated at load:
 /// this many streams can have group-commit writers waiting at once; a writer of
 /// another stream beyond that is flushed on its own (counted `GroupCommitUnbatched`).
@@ -527,7 +552,7 @@ impl<F: FilterManager> Filter<F> {
     }
 
     /// The engine's decision for a pre-operation on a handle with context `ctx`:
-    /// `(rule slot, its action, decision)`, already recorded in the global and
+    /// `(rule, its action, decision)`, already recorded in the global and
     /// per-rule stats. `None` (pass through, counted where it is a failure) when the
     /// policy cannot be read here (above APC_LEVEL) or no rule governs the handle.
     /// The policy snapshot is dropped before returning: no flush runs under it.
@@ -535,7 +560,7 @@ impl<F: FilterManager> Filter<F> {
         &self,
         data: &F::Data,
         ctx: &StreamContext,
-    ) -> Option<(u32, crate::policy::Action, Decision)> {
+    ) -> Option<(DecidedRule, crate::policy::Action, Decision)> {
         let policy = self.policy()?;
         let (slot, action) = self.governing_rule(data, ctx, &policy)?;
         let mut view = self.view(data, Phase::Pre);
@@ -543,7 +568,11 @@ impl<F: FilterManager> Filter<F> {
         view.file_object_write_through |= ctx.audited_write_through();
         let d = crate::decision::decide(&action, &view);
         d.record(self.state.stats(), policy.counters(slot));
-        Some((slot, action, d))
+        let rule = DecidedRule {
+            generation: policy.generation(),
+            slot,
+        };
+        Some((rule, action, d))
     }
 
     /// The rule governing a handle's context: `(slot, action)`, refreshing a rule

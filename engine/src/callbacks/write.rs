@@ -225,16 +225,16 @@ impl<F: FilterManager> Filter<F> {
         let Some(policy) = self.policy() else {
             return;
         };
-        let Some((slot, d)) = self.decide_after_write(data, &policy) else {
+        let Some((rule, d)) = self.decide_after_write(data, &policy) else {
             return;
         };
         drop(policy);
         match issue::flush_order(&d) {
             Some((order, FlushPlace::GroupCommit(options))) => {
-                self.group_commit_after_write(data, order, options, slot, synchronized);
+                self.group_commit_after_write(data, order, options, rule, synchronized);
             }
             Some((order, place)) => {
-                self.flush_now(data, order, place, slot, synchronized);
+                self.flush_now(data, order, place, rule, synchronized);
             }
             None => {}
         }
@@ -242,14 +242,14 @@ impl<F: FilterManager> Filter<F> {
     }
 
     /// The engine's post-write decision for the handle's cached rule under `policy`,
-    /// recorded in the statistics: `(slot, decision)`. `None` when the handle has no
+    /// recorded in the statistics: `(rule, decision)`. `None` when the handle has no
     /// context, or its rule was cached under an older policy (counted: the changed
     /// policy applies from the next operation on, no re-lookup after the write).
     fn decide_after_write(
         &self,
         data: &F::Data,
         policy: &PolicySnapshot,
-    ) -> Option<(u32, Decision)> {
+    ) -> Option<(DecidedRule, Decision)> {
         let context = self.handle_context(data)?;
         let (generation, slot) = context.rule();
         let written = context.written_since_flush();
@@ -263,6 +263,6 @@ impl<F: FilterManager> Filter<F> {
         view.written_since_flush = written;
         let d = crate::decision::decide(&action, &view);
         d.record(self.state.stats(), policy.counters(slot));
-        Some((slot, d))
+        Some((DecidedRule { generation, slot }, d))
     }
 }

@@ -280,6 +280,7 @@ impl FilterManager for Fake {
             self.violation("FltFlushBuffers2 called although it did not resolve");
         }
         let result = self.count_and_fail(CallSite::FltFlushBuffers2);
+        self.run_during_flush();
         if result.is_ok() {
             self.simulate_paging_writes(data.file);
         }
@@ -293,6 +294,7 @@ impl FilterManager for Fake {
         let _depth = self.enter_flush("FltFlushBuffers");
         self.flush_checks("FltFlushBuffers", data.file, Some(data), 0);
         let result = self.count_and_fail(CallSite::FltFlushBuffers);
+        self.run_during_flush();
         if result.is_ok() {
             self.simulate_paging_writes(data.file);
         }
@@ -352,7 +354,9 @@ impl FilterManager for Fake {
                 ));
             }
         }
-        self.count_and_fail(CallSite::ZwFlushBuffersFileEx)?;
+        let result = self.count_and_fail(CallSite::ZwFlushBuffersFileEx);
+        self.run_during_flush();
+        result?;
         self.simulate_paging_writes(handle.file);
         Ok(())
     }

@@ -67,6 +67,9 @@ struct World {
     write_back_on_worker: bool,
 }
 
+/// What runs inside the next flush the filter issues ([`Fake::during_next_flush`]).
+type DuringFlush = Box<dyn FnOnce(&Filter<Fake>) + Send>;
+
 struct Inner {
     world: Mutex<World>,
     violations: Mutex<Vec<String>>,
@@ -85,6 +88,8 @@ struct Inner {
     /// [`Fake::log_calls`] was called: off by default, so the fakes of the other
     /// tests take no extra lock (no synchronisation added between their threads).
     logging_calls: AtomicBool,
+    /// [`Fake::during_next_flush`].
+    during_flush: Mutex<Option<DuringFlush>>,
 }
 
 /// The fake Filter Manager (cheap to clone: one shared world).
@@ -273,6 +278,7 @@ impl Fake {
                 unregistered: AtomicBool::new(false),
                 call_log: Mutex::new(Vec::new()),
                 logging_calls: AtomicBool::new(false),
+                during_flush: Mutex::new(None),
             }),
         }
     }
@@ -633,6 +639,30 @@ impl Fake {
     /// Simulates what a flush of `file` does above us: the cache manager's paging
     /// writes come through our pre-write with a top-level IRP set, on this thread or
     /// (see [`Fake::set_write_back_on_worker`]) on a worker thread it waits for.
+    /// Runs `f` inside the next flush the filter issues (FltFlushBuffers(2) or
+    /// ZwFlushBuffersFileEx), before it returns: what another thread does while a
+    /// network flush is under way (a SetPolicy, for one).
+    pub fn during_next_flush(&self, f: impl FnOnce(&Filter<Fake>) + Send + 'static) {
+        *self
+            .inner
+            .during_flush
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    /// Runs the [`Fake::during_next_flush`] closure, if any (once).
+    fn run_during_flush(&self) {
+        let f = self
+            .inner
+            .during_flush
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some(f), Some(filter)) = (f, self.filter()) {
+            f(&filter);
+        }
+    }
+
     fn simulate_paging_writes(&self, file: u64) {
         if self.world().write_back_on_worker {
             std::thread::scope(|s| {
