@@ -24,8 +24,6 @@ const KEVENT_SIZE: usize = 24;
 const NOTIFICATION_EVENT: i32 = 0;
 /// `SynchronizationEvent`.
 const SYNCHRONIZATION_EVENT: i32 = 1;
-/// `DISPATCHER_HEADER.Size` of a `KEVENT`: its size in LONGs.
-const KEVENT_SIZE_IN_LONGS: u8 = (KEVENT_SIZE / 4) as u8;
 /// `KWAIT_REASON` `Executive`.
 const EXECUTIVE: i32 = 0;
 /// `KWAIT_REASON` `UserRequest`.
@@ -38,11 +36,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(1);
 /// would hang here, and a retry loop around the wait would spin forever.
 const MAX_UNSATISFIABLE_WAITS: u32 = 16;
 
-/// `DISPATCHER_HEADER` of a `KEVENT` (wdm.h, x64): the fields `KeInitializeEvent`
-/// sets.
+/// `DISPATCHER_HEADER` (wdm.h, x64): the fields `KeInitializeEvent` and
+/// `KeInitializeSemaphore` set; a whole `KEVENT`, the start of a `KSEMAPHORE`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct DispatcherHeader {
+pub(super) struct DispatcherHeader {
     /// `Type`: `EventNotificationObject` (0) or `EventSynchronizationObject` (1).
     kind: u8,
     /// `Signalling`.
@@ -59,16 +57,35 @@ struct DispatcherHeader {
 static_assertions::const_assert_eq!(std::mem::size_of::<DispatcherHeader>(), KEVENT_SIZE);
 
 impl DispatcherHeader {
+    /// The header of a dispatcher object of type `kind` and `size` bytes at `address`
+    /// with `signal_state` and no waiter.
+    pub(super) fn new(address: usize, kind: u8, size: usize, signal_state: i32) -> Self {
+        DispatcherHeader {
+            kind,
+            signalling: 0,
+            size: (size / 4) as u8,
+            reserved: 0,
+            signal_state,
+            wait_list_head: [address + 8, address + 8],
+        }
+    }
+
     /// The header of a `KEVENT` at `event` with no waiter.
     fn of(event: usize, kind: i32, signalled: bool) -> Self {
-        DispatcherHeader {
-            kind: kind as u8,
-            signalling: 0,
-            size: KEVENT_SIZE_IN_LONGS,
-            reserved: 0,
-            signal_state: i32::from(signalled),
-            wait_list_head: [event + 8, event + 8],
-        }
+        Self::new(event, kind as u8, KEVENT_SIZE, i32::from(signalled))
+    }
+
+    /// Writes `value` into the `SignalState` of the dispatcher object at `address`.
+    ///
+    /// # Safety
+    /// `address` is a live dispatcher object the harness initialised (its header is
+    /// writable).
+    pub(super) unsafe fn write_signal_state(address: usize, value: i32) {
+        let signal_state = (address as *mut DispatcherHeader)
+            .wrapping_byte_add(std::mem::offset_of!(DispatcherHeader, signal_state))
+            .cast::<i32>();
+        // SAFETY: the caller's contract: a live object's SignalState.
+        unsafe { signal_state.write(value) };
     }
 }
 
@@ -138,11 +155,8 @@ pub(super) fn tracked<S>(
 fn set_state(w: &mut World, event: usize, signalled: bool) {
     if let Some(state) = w.events.get_mut(&event) {
         state.signalled = signalled;
-        let signal_state = (event as *mut DispatcherHeader)
-            .wrapping_byte_add(std::mem::offset_of!(DispatcherHeader, signal_state))
-            .cast::<i32>();
-        // SAFETY: a live event (checked by `live_event` just before): its SignalState.
-        unsafe { signal_state.write(i32::from(signalled)) };
+        // SAFETY: a live event (checked by `live_event` just before).
+        unsafe { DispatcherHeader::write_signal_state(event, i32::from(signalled)) };
     }
 }
 

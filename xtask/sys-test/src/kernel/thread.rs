@@ -65,24 +65,14 @@ type StartFn = unsafe extern "win64" fn(*mut c_void);
 /// Signalled at every hand-over of the baton ([`World::running`]).
 static TURN: Condvar = Condvar::new();
 
-/// `KSEMAPHORE` (wdm.h, x64): the `DISPATCHER_HEADER` fields `KeInitializeSemaphore`
-/// sets, and the limit.
+/// `KSEMAPHORE` (wdm.h, x64): the `DISPATCHER_HEADER` `KeInitializeSemaphore` sets
+/// (`Type` `SemaphoreObject`, `SignalState` the count, no waiter: the harness keeps no
+/// wait blocks), and the limit.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct KSemaphore {
-    /// `Type`: `SemaphoreObject` (5).
-    kind: u8,
-    /// `Signalling`.
-    signalling: u8,
-    /// `Size`: the object's size in LONGs.
-    size: u8,
-    /// `Reserved1`.
-    reserved: u8,
-    /// `SignalState`: the count.
-    signal_state: i32,
-    /// `WaitListHead` (`Flink`, `Blink`): pointing at itself (the harness keeps no wait
-    /// blocks).
-    wait_list_head: [usize; 2],
+    /// `Header`.
+    header: super::event::DispatcherHeader,
     /// `Limit`.
     limit: i32,
     /// Padding to the 8-byte alignment.
@@ -94,12 +84,12 @@ impl KSemaphore {
     /// The semaphore at `address` with `count` and `limit`.
     fn of(address: usize, count: i32, limit: i32) -> Self {
         KSemaphore {
-            kind: SEMAPHORE_OBJECT,
-            signalling: 0,
-            size: (KSEMAPHORE_SIZE / 4) as u8,
-            reserved: 0,
-            signal_state: count,
-            wait_list_head: [address + 8, address + 8],
+            header: super::event::DispatcherHeader::new(
+                address,
+                SEMAPHORE_OBJECT,
+                KSEMAPHORE_SIZE,
+                count,
+            ),
             limit,
             _pad: 0,
         }
@@ -151,12 +141,8 @@ fn live_semaphore(w: &mut World, routine: &str, address: usize) -> Option<Semaph
 fn set_count(w: &mut World, address: usize, count: i32) {
     if let Some(state) = w.semaphores.get_mut(&address) {
         state.count = count;
-        let signal_state = (address as *mut KSemaphore)
-            .wrapping_byte_add(std::mem::offset_of!(KSemaphore, signal_state))
-            .cast::<i32>();
-        // SAFETY: a live semaphore (checked by `live_semaphore` just before): its
-        // SignalState.
-        unsafe { signal_state.write(count) };
+        // SAFETY: a live semaphore (checked by `live_semaphore` just before).
+        unsafe { super::event::DispatcherHeader::write_signal_state(address, count) };
     }
 }
 
