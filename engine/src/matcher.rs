@@ -369,6 +369,13 @@ impl CompiledPolicy {
             .unwrap_or(&self.default_counters)
     }
 
+    /// [`CompiledPolicy::counters`] of rule `index` as decided under the policy whose
+    /// generation's low 32 bits are `generation` (what a stream context caches):
+    /// `None` when that is not this policy, whose same index may name another rule.
+    pub fn counters_decided(&self, generation: u32, index: Option<u32>) -> Option<&Counters> {
+        (self.generation() as u32 == generation).then(|| self.counters(index))
+    }
+
     /// Snapshot of rule counters `first..first+max` (clamped).
     ///
     /// # Errors

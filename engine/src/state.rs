@@ -329,12 +329,11 @@ impl State {
         latency_us: u64,
         file_name: &str,
     ) {
-        let current = policy.generation() as u32 == decided;
-        let counters = current.then(|| policy.counters(rule));
+        let counters = policy.counters_decided(decided, rule);
         self.stats
             .record_flush(counters, method, status, latency_us);
         if !status.is_success() {
-            let generation = if current {
+            let generation = if counters.is_some() {
                 policy.generation()
             } else {
                 u64::from(decided)

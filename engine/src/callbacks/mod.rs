@@ -92,8 +92,7 @@ impl DecidedRule {
         self,
         policy: &crate::matcher::CompiledPolicy,
     ) -> Option<&crate::stats::Counters> {
-        (policy.generation() as u32 == self.generation)
-            .then(|| policy.counters(crate::matcher::slot_index(self.slot)))
+        policy.counters_decided(self.generation, crate::matcher::slot_index(self.slot))
     }
 }
 
