@@ -92,6 +92,18 @@ pub struct WriteSpec {
     pub complete_later: bool,
 }
 
+impl WriteSpec {
+    /// An asynchronous write (`FltIsOperationSynchronous` false) whose post-operation
+    /// runs at DISPATCH_LEVEL in the completing thread, as an I/O completion may.
+    pub fn asynchronous() -> Self {
+        WriteSpec {
+            synchronous: false,
+            post_irql: Irql::DISPATCH_LEVEL,
+            ..WriteSpec::default()
+        }
+    }
+}
+
 impl Default for WriteSpec {
     fn default() -> Self {
         WriteSpec {

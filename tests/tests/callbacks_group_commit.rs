@@ -135,15 +135,7 @@ fn asynchronous_writes_are_flushed_on_their_own_in_the_flush_worker() {
     for _ in 0..writes {
         // Asynchronous: the post-write runs at DISPATCH_LEVEL in the completing thread
         // and pends the write to the flush worker.
-        h.write(
-            file,
-            WriteSpec {
-                synchronous: false,
-                post_irql: Irql::DISPATCH_LEVEL,
-                ..WriteSpec::default()
-            },
-        )
-        .expect("write");
+        h.write(file, WriteSpec::asynchronous()).expect("write");
     }
     assert_eq!(h.filter.pended_writes(), writes);
     // Four system worker threads serve the pended writes concurrently.

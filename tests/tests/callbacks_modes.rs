@@ -194,14 +194,7 @@ fn flush_after_write_flushes_each_successful_non_paging_write() {
             }
         }
         // Asynchronous write completing at DISPATCH_LEVEL: deferred to a worker.
-        h.write(
-            file,
-            WriteSpec {
-                synchronous: false,
-                post_irql: Irql::DISPATCH_LEVEL,
-                ..WriteSpec::default()
-            },
-        );
+        h.write(file, WriteSpec::asynchronous());
         assert_eq!(h.fake.flushes().len(), 1, "not flushed at DISPATCH_LEVEL");
         assert_eq!(
             h.filter.counters().get(Counter::FlushDeferred),
@@ -302,14 +295,7 @@ fn flush_on_close_flushes_only_written_handles_once() {
 
     let file = open(&h);
     h.write(file, WriteSpec::default());
-    h.write(
-        file,
-        WriteSpec {
-            synchronous: false,
-            post_irql: Irql::DISPATCH_LEVEL,
-            ..WriteSpec::default()
-        },
-    );
+    h.write(file, WriteSpec::asynchronous());
     assert!(
         h.fake.flushes().is_empty(),
         "flush-on-close does not flush after writes"
@@ -626,14 +612,7 @@ fn native_flush_runs_in_the_worker_on_flushguards_own_handle() {
     let file = open(&h);
     // An asynchronous write completes at DISPATCH_LEVEL: it is pended to the worker
     // ...
-    h.write(
-        file,
-        WriteSpec {
-            synchronous: false,
-            post_irql: Irql::DISPATCH_LEVEL,
-            ..WriteSpec::default()
-        },
-    );
+    h.write(file, WriteSpec::asynchronous());
     assert_eq!(h.fake.pending_len(), 1);
     // ... and the application closes its last handle before the worker runs: the
     // cleanup flush uses the filter method (native only in the worker).
@@ -767,11 +746,7 @@ fn pended_writes_at_unload_and_refused_posting_in(mode: Mode) {
         true,
     );
     let file = open(&h);
-    let asynchronous = WriteSpec {
-        synchronous: false,
-        post_irql: Irql::DISPATCH_LEVEL,
-        ..WriteSpec::default()
-    };
+    let asynchronous = WriteSpec::asynchronous();
     // Posting refused: no flush now, one at cleanup.
     h.fake.inject(CallSite::QueueDeferredIoWorkItem, 0);
     h.write(file, asynchronous);
