@@ -13,30 +13,18 @@ fn row(op: &str, result: &str, detail: &str) -> String {
     format!("\"10:00:00.0000000 AM\",\"app.exe\",\"42\",\"{op}\",\"{FILE}\",\"{result}\",\"{detail}\"\r\n")
 }
 
+/// A policy with one rule `data` in `mode` for `\\fs1\data`.
+fn data_rule(mode: &str) -> String {
+    format!("[[rule]]\nname = \"data\"\nshare = '\\\\fs1\\data'\nmode = \"{mode}\"\n")
+}
+
 fn replay(rows: &[String], mode: &str) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.csv");
-    std::fs::write(&trace, format!("{HEADER}{}", rows.concat())).unwrap();
-    let policy = dir.path().join("p.toml");
-    std::fs::write(
-        &policy,
-        format!("[[rule]]\nname = \"data\"\nshare = '\\\\fs1\\data'\nmode = \"{mode}\"\n"),
-    )
-    .unwrap();
-    let out = Command::cargo_bin("flushctl")
-        .unwrap()
-        .args(["--json", "replay", "--strict", "--trace"])
-        .arg(&trace)
-        .arg("--policy")
-        .arg(&policy)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = replay_text(
+        &format!("{HEADER}{}", rows.concat()),
+        &data_rule(mode),
+        true,
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 const SYNC_OPEN: &str = "Desired Access: Generic Write, Disposition: OverwriteIf, Options: Synchronous IO Non-Alert, Non-Directory File, Attributes: N, ShareMode: Read, AllocationSize: 0, OpenResult: Created";
@@ -267,25 +255,8 @@ fn named_pipes_are_reported_as_never_governed() {
             ));
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.csv");
-    std::fs::write(&trace, rows).unwrap();
-    let policy = dir.path().join("p.toml");
-    std::fs::write(&policy, "[default]\nmode = \"flush-after-write\"\n").unwrap();
-    let out = Command::cargo_bin("flushctl")
-        .unwrap()
-        .args(["--json", "replay", "--strict", "--trace"])
-        .arg(&trace)
-        .arg("--policy")
-        .arg(&policy)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = replay_text(&rows, "[default]\nmode = \"flush-after-write\"\n", true);
+    let r: Value = serde_json::from_str(&out).unwrap();
     let files = r["files"].as_array().unwrap();
     let pipe = files.iter().find(|f| f["path"] == r"\\srv\pipe\x").unwrap();
     assert_eq!(
@@ -462,7 +433,7 @@ fn a_handle_keeps_its_path_while_the_path_cache_is_emptied() {
     rows.push(at(g, "CloseFile", "SUCCESS", ""));
     let out = replay_text_with(
         &format!("{HEADER}{}", rows.concat()),
-        "[[rule]]\nname = \"data\"\nshare = '\\\\fs1\\data'\nmode = \"flush-after-write\"\n",
+        &data_rule("flush-after-write"),
         true,
         &["--max-files", "10"],
     );
